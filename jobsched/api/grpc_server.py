@@ -1,0 +1,210 @@
+"""gRPC servicers: thin adapters from the wire to ClusterAPI and RaftService.
+
+Handlers run in grpcio's thread pool and hop onto the reactor for anything that touches
+state. Typed errors become status codes here, and only here.
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent import futures
+from typing import Callable, Iterator
+
+import grpc
+from twisted.application.service import Service
+from twisted.internet import threads
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from jobsched._proto import scheduler_pb2 as pb
+from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+from jobsched.api import errors
+from jobsched.api.bridge import ReactorBridge
+from jobsched.app import ClusterAPI
+from jobsched.interfaces import IApiServer
+from jobsched.jobs import wire
+from jobsched.jobs.model import JobStatus
+from jobsched.jobs.table import ListQuery
+
+STREAM_PAGE_SIZE = 200
+
+
+def translates_errors(handler: Callable) -> Callable:
+    """Turn a typed JobschedError raised by a handler into its gRPC status."""
+
+    @functools.wraps(handler)
+    def wrapper(self, request, context):
+        try:
+            return handler(self, request, context)
+        except errors.JobschedError as error:
+            context.abort(error.grpc_code, error.message)
+
+    return wrapper
+
+
+def _status_or_none(number: int):
+    return JobStatus(number) if number else None
+
+
+class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
+    """Client-facing SchedulerService."""
+
+    def __init__(self, api: ClusterAPI, bridge: ReactorBridge) -> None:
+        self._api = api
+        self._bridge = bridge
+
+    @translates_errors
+    def SubmitJob(self, request, context):
+        job = self._bridge.on_reactor(
+            self._api.submit,
+            request.command,
+            request.image if request.HasField("image") else None,
+            request.timeout_seconds,
+            request.idempotency_key,
+            request.max_attempts,
+        )
+        return pb.SubmitJobResponse(job_id=job.job_id, created_at_ms=job.created_at_ms)
+
+    @translates_errors
+    def CancelJob(self, request, context):
+        job_id = self._bridge.on_reactor(self._api.cancel, request.job_id)
+        return pb.CancelJobResponse(success=True, message=f"job {job_id} cancelled")
+
+    @translates_errors
+    def GetJobStatus(self, request, context):
+        job = self._bridge.on_reactor(self._api.get_job, request.job_id)
+        return wire.job_to_status_response(job)
+
+    @translates_errors
+    def ListJobs(self, request, context):
+        page = self._bridge.on_reactor(self._api.list_jobs, _list_query(request))
+        return pb.ListJobsResponse(
+            jobs=[wire.job_to_job_info(job) for job in page.jobs],
+            next_page_token=page.next_page_token,
+            total_count=page.total_count,
+        )
+
+    @translates_errors
+    def StreamJobs(self, request, context) -> Iterator[pb.JobInfo]:
+        token = ""
+        status = _status_or_none(request.status_filter)
+        while context.is_active():
+            query = ListQuery(page_size=STREAM_PAGE_SIZE, page_token=token, status=status)
+            page = self._bridge.on_reactor(self._api.list_jobs, query)
+            for job in page.jobs:
+                yield wire.job_to_job_info(job)
+            token = page.next_page_token
+            if not token:
+                return
+
+    @translates_errors
+    def GetClusterStatus(self, request, context):
+        view = self._bridge.on_reactor(self._api.cluster_status)
+        return pb.GetClusterStatusResponse(
+            current_term=view.current_term,
+            leader_id=view.leader_id,
+            nodes=[
+                pb.NodeInfo(
+                    node_id=node.node_id,
+                    address=node.address,
+                    is_alive=node.is_alive,
+                    role=node.role,
+                    match_index=node.match_index,
+                    draining=node.draining,
+                )
+                for node in view.nodes
+            ],
+        )
+
+    @translates_errors
+    def GetRaftLogEntries(self, request, context):
+        view = self._bridge.on_reactor(self._api.raft_log, request.start_index, request.limit)
+        return pb.GetRaftLogEntriesResponse(
+            entries=[
+                pb.RaftLogEntryInfo(
+                    index=entry.index,
+                    term=entry.term,
+                    command=entry.command,
+                    is_committed=entry.index <= view.commit_index,
+                )
+                for entry in view.entries
+            ],
+            commit_index=view.commit_index,
+            last_log_index=view.last_log_index,
+            first_available_index=view.first_available_index,
+        )
+
+
+def _list_query(request: pb.ListJobsRequest) -> ListQuery:
+    return ListQuery(
+        page_size=request.page_size,
+        page_token=request.page_token,
+        status=_status_or_none(request.status_filter),
+        worker_id=request.worker_id_filter,
+        command_substring=request.command_filter,
+        created_after_ms=request.created_after_ms,
+        created_before_ms=request.created_before_ms,
+    )
+
+
+class InternalServicer(pb_grpc.InternalServiceServicer):
+    """Node-to-node InternalService."""
+
+    def __init__(self, api: ClusterAPI, bridge: ReactorBridge) -> None:
+        self._api = api
+        self._bridge = bridge
+
+    @translates_errors
+    def GetJobOutput(self, request, context):
+        job = self._bridge.on_reactor(self._api.get_job, request.job_id)
+        return pb.GetJobOutputResponse(
+            job_id=job.job_id, output=job.output, error=job.error, found=True
+        )
+
+
+@implementer(IApiServer)
+class GrpcServerService(Service):
+    """Serves every gRPC service of a node on one port (127.0.0.1 by default)."""
+
+    log = Logger()
+
+    def __init__(self, host: str, port: int, servicers: list, max_workers: int = 32) -> None:
+        self._bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._servicers = servicers
+        self._max_workers = max_workers
+        self._server = None
+        self.port = port
+
+    def startService(self) -> None:
+        super().startService()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
+        for servicer in self._servicers:
+            _register(servicer, server)
+        self.port = server.add_insecure_port(self._bind)
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind gRPC port {self._bind}")
+        server.start()
+        self._server = server
+        self.log.info("gRPC listening on {bind}", bind=self._bind)
+
+    def stopService(self):
+        super().stopService()
+        server, self._server = self._server, None
+        if server is None:
+            return None
+        return threads.deferToThread(lambda: server.stop(1).wait())
+
+
+_REGISTRARS = {
+    pb_grpc.SchedulerServiceServicer: pb_grpc.add_SchedulerServiceServicer_to_server,
+    pb_grpc.InternalServiceServicer: pb_grpc.add_InternalServiceServicer_to_server,
+    pb_grpc.RaftServiceServicer: pb_grpc.add_RaftServiceServicer_to_server,
+}
+
+
+def _register(servicer, server) -> None:
+    for base, add in _REGISTRARS.items():
+        if isinstance(servicer, base):
+            add(servicer, server)
+            return
+    raise TypeError(f"not a servicer: {servicer!r}")

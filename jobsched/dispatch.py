@@ -1,0 +1,108 @@
+"""Dispatcher: the leader's loop that places pending jobs on live workers.
+
+It re-plans whenever something could change the answer (a job submitted or finished,
+a worker heard from, this node becoming leader) and proposes the Assigner's AssignJob
+commands, one planning round in flight at a time so no job is assigned twice.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from jobsched.interfaces import IRaftService, IScheduler, IWorker
+from jobsched.jobs.table import JobTable
+from jobsched.scheduler import WorkerView
+
+RETRY_DELAY_SECONDS = 0.2
+
+
+class Dispatcher(Service):
+    """Leader-side placement loop (idle on followers)."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        node_id: int,
+        raft: IRaftService,
+        table: JobTable,
+        assigner: IScheduler,
+        local_worker: IWorker,
+        slots: int,
+        is_draining: Callable[[], bool],
+        clock: IReactorTime,
+    ) -> None:
+        self._node_id = node_id
+        self._raft = raft
+        self._table = table
+        self._assigner = assigner
+        self._local_worker = local_worker
+        self._slots = slots
+        self._is_draining = is_draining
+        self._clock = clock
+        self._in_flight = False
+        self._scheduled = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._raft.add_observer(self._on_raft_event)
+        self._table.add_listener(self._on_job_event)
+        self.request_round()
+
+    def stopService(self):
+        super().stopService()
+        if self._scheduled is not None and self._scheduled.active():
+            self._scheduled.cancel()
+        self._scheduled = None
+
+    def _on_raft_event(self, event: str) -> None:
+        if event == "role":
+            self.request_round()
+
+    def _on_job_event(self, event: str, job) -> None:
+        if event in ("submitted", "finished", "cancelled"):
+            self.request_round()
+
+    def request_round(self, delay: float = 0) -> None:
+        """Plan again soon (coalesces many requests into one round)."""
+        if not self.running:
+            return
+        if self._scheduled is not None and self._scheduled.active():
+            return
+        self._scheduled = self._clock.callLater(delay, self._round)
+
+    def workers(self) -> Dict[int, WorkerView]:
+        """Workers that may take jobs now. The leader's own worker is live while it leads."""
+        return {
+            self._node_id: WorkerView(live=True, draining=self._is_draining(), slots=self._slots)
+        }
+
+    def _round(self) -> None:
+        self._scheduled = None
+        if self._in_flight or self._raft.status().role != "leader":
+            return
+        assignments = self._assigner.plan(self._table, self.workers())
+        if not assignments:
+            return
+        self._in_flight = True
+        proposals = [self._raft.propose(command) for command in assignments]
+        done = defer.DeferredList(proposals, consumeErrors=True)
+        done.addCallback(self._round_done)
+
+    def _round_done(self, results) -> None:
+        self._in_flight = False
+        failed = [outcome for ok, outcome in results if not ok]
+        if failed:
+            self.log.info(
+                "{count} assignments not committed ({reason}); retrying",
+                count=len(failed),
+                reason=failed[0].getErrorMessage(),
+            )
+            self.request_round(RETRY_DELAY_SECONDS)
+        else:
+            self.request_round()

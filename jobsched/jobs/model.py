@@ -1,0 +1,77 @@
+"""The job record, its status, and what an executor is asked to run and reports back."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional
+
+
+class JobStatus(enum.IntEnum):
+    """Job states; the numbers are those of the wire enum `scheduler.JobStatus`."""
+
+    PENDING = 1
+    RUNNING = 2
+    COMPLETED = 3
+    FAILED = 4
+    CANCELLED = 5
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    @property
+    def label(self) -> str:
+        """Lower-case name used by REST (`pending`, `running`, ...)."""
+        return self.name.lower()
+
+
+@dataclass
+class Job:
+    """One row of the replicated job table."""
+
+    job_id: str
+    command: str
+    created_at_ms: int
+    image: str = ""
+    timeout_seconds: int = 0
+    max_attempts: int = 0
+    idempotency_key: str = ""
+    status: JobStatus = JobStatus.PENDING
+    assigned_worker: int = 0
+    executed_by: int = 0
+    attempts: int = 0
+    exit_code: Optional[int] = None
+    started_at_ms: Optional[int] = None
+    completed_at_ms: Optional[int] = None
+    output: str = ""
+    error: str = ""
+    output_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a worker hands an executor: everything needed to run one attempt."""
+
+    job_id: str
+    command: str
+    image: str
+    timeout_seconds: int
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What an executor reports for one finished attempt.
+
+    status is COMPLETED (exit 0) or FAILED (non-zero exit, timeout, start failure).
+    exit_code is None when the command never produced one (timeout, missing image).
+    """
+
+    status: JobStatus
+    exit_code: Optional[int]
+    output: str
+    error: str
+    output_truncated: bool
+    started_at_ms: Optional[int]
+    completed_at_ms: int

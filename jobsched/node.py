@@ -1,0 +1,135 @@
+"""NodeService: builds one jobsched node from its NodeConfig and wires the parts.
+
+Start order: Raft, worker, dispatcher, gRPC server, REST site (stopped in reverse).
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.application import internet
+from twisted.application.service import MultiService
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from jobsched.api.bridge import ReactorBridge
+from jobsched.api.grpc_server import GrpcServerService, InternalServicer, SchedulerServicer
+from jobsched.api.rest import RestApi
+from jobsched.app import ClusterAPI
+from jobsched.config import NodeConfig
+from jobsched.dispatch import Dispatcher
+from jobsched.jobs.table import JobTable
+from jobsched.raft.transport import GrpcTransport, RaftServicer
+from jobsched.raft.service import RaftService, RaftTimings
+from jobsched.raft.storage import MemoryStorage
+from jobsched.scheduler import Assigner
+from jobsched.worker.reporting import ResultReporter
+from jobsched.worker.service import WorkerService
+
+
+def build_executor(config: NodeConfig, reactor):
+    """The executor the config asks for; the process one warns loudly."""
+    if config.executor == "process":
+        from jobsched.worker.process import ProcessExecutor
+
+        return ProcessExecutor(reactor, max_output_bytes=config.max_output_bytes)
+    from jobsched.worker.docker import DockerExecutor
+
+    NodeService.log.info("Executor: docker (default image {image})", image=config.image)
+    return DockerExecutor(
+        reactor,
+        image=config.image,
+        max_output_bytes=config.max_output_bytes,
+        slots=config.worker_slots,
+        cluster_label=f"node-{config.node_id}",
+    )
+
+
+class NodeService(MultiService):
+    """One cluster node: consensus, job table, worker, gRPC and REST servers."""
+
+    log = Logger()
+
+    def __init__(self, config: NodeConfig, reactor=None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.table = JobTable()
+        self.transport = GrpcTransport(
+            {peer_id: str(peer) for peer_id, peer in config.peers.items()}, reactor
+        )
+        self.raft = RaftService(
+            node_id=config.node_id,
+            peers={peer_id: str(peer) for peer_id, peer in config.peers.items()},
+            self_address=config.advertise_addr,
+            storage=MemoryStorage(),
+            transport=self.transport,
+            state_machine=self.table,
+            clock=reactor,
+            rng=random.Random(),
+            timings=RaftTimings(
+                election_timeout_min=config.election_timeout_min / 1000,
+                election_timeout_max=config.election_timeout_max / 1000,
+                heartbeat_interval=config.heartbeat_interval / 1000,
+            ),
+        )
+        self.raft.setServiceParent(self)
+        self.api = ClusterAPI(config, self.raft, self.table, reactor)
+
+        self.reporter = ResultReporter(self._deliver_results, reactor)
+        self.worker = WorkerService(
+            config.node_id,
+            self.table,
+            build_executor(config, reactor),
+            self.reporter,
+            config.worker_slots,
+            reactor,
+        )
+        self.worker.setServiceParent(self)
+        self.dispatcher = Dispatcher(
+            config.node_id,
+            self.raft,
+            self.table,
+            Assigner(),
+            self.worker,
+            config.worker_slots,
+            lambda: self.api.draining,
+            reactor,
+        )
+        self.dispatcher.setServiceParent(self)
+
+        bridge = ReactorBridge(reactor)
+        self.grpc = GrpcServerService(
+            config.host,
+            config.port,
+            [
+                SchedulerServicer(self.api, bridge),
+                InternalServicer(self.api, bridge),
+                RaftServicer(self.raft, bridge),
+            ],
+        )
+        self.grpc.setServiceParent(self)
+        if config.dashboard_port:
+            site = Site(RestApi(self.api).resource())
+            site.noisy = False
+            internet.TCPServer(
+                config.dashboard_port, site, interface=config.host
+            ).setServiceParent(self)
+
+    def _deliver_results(self, updates):
+        """Results of this node's worker: proposed here when leading, else forwarded."""
+        from jobsched.jobs import commands
+
+        return self.raft.propose(commands.batch_update(updates))
+
+    def startService(self) -> None:
+        self.log.info(
+            "jobsched node {node_id} starting: gRPC {host}:{port}, REST port {http}, peers {peers}",
+            node_id=self.config.node_id,
+            host=self.config.host,
+            port=self.config.port,
+            http=self.config.dashboard_port or "off",
+            peers=sorted(self.config.peers) or "none",
+        )
+        super().startService()

@@ -1,0 +1,86 @@
+"""Raft's internal messages: plain records the pure core consumes and produces.
+
+The codec (jobsched.raft.codec) turns them into the wire messages of
+proto/scheduler.proto and back. A log entry's command is a `scheduler_pb2.Command`
+that Raft never looks inside; an empty Command is a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List
+
+from jobsched._proto import scheduler_pb2
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    term: int
+    index: int
+    command: scheduler_pb2.Command = field(default_factory=scheduler_pb2.Command)
+
+    @property
+    def is_noop(self) -> bool:
+        return self.command.WhichOneof("command_type") is None
+
+
+@dataclass(frozen=True)
+class VoteRequest:
+    term: int
+    candidate_id: int
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True)
+class VoteResponse:
+    term: int
+    vote_granted: bool
+
+
+@dataclass(frozen=True)
+class AppendEntriesRequest:
+    term: int
+    leader_id: int
+    prev_log_index: int
+    prev_log_term: int
+    entries: List[LogEntry]
+    leader_commit: int
+
+
+@dataclass(frozen=True)
+class AppendEntriesResponse:
+    term: int
+    success: bool
+    match_index: int
+
+
+@dataclass(frozen=True)
+class TimeoutNowRequest:
+    term: int
+    leader_id: int
+
+
+@dataclass(frozen=True)
+class TimeoutNowResponse:
+    term: int
+    success: bool
+
+
+@dataclass(frozen=True)
+class InstallSnapshotRequest:
+    """One chunk of a snapshot: data[offset:offset+len(data)], last chunk has done=True."""
+
+    term: int
+    leader_id: int
+    last_included_index: int
+    last_included_term: int
+    offset: int
+    data: bytes
+    done: bool
+
+
+@dataclass(frozen=True)
+class InstallSnapshotResponse:
+    term: int

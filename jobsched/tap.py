@@ -1,0 +1,94 @@
+"""The twistd plugin's options and service: `twistd -n jobsched [options]`.
+
+Nothing here imports the reactor or klein at module level (STACK-NOTES pitfall 1); the
+node is imported only in makeService, after the options are valid.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import MISSING, fields
+from typing import Optional, Sequence
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from jobsched.config import ConfigError, NodeConfig
+
+_DOCS = {
+    "node-id": "unique node id (1..2^63-1)",
+    "host": "address to bind the gRPC and REST servers",
+    "port": "gRPC port",
+    "dashboard-port": "REST + dashboard port (0 = off)",
+    "peers": "the other nodes as id:host:port,... (IPv6 as id:[addr]:port)",
+    "advertise-addr": "this node's client address as others dial it [default: host:port]",
+    "data-dir": "durable storage directory [default: none, state kept in memory]",
+    "executor": "job executor: docker or process (development only, no isolation)",
+    "image": "default job image",
+    "allowed-images": "comma-separated glob patterns of images jobs may use [default: any]",
+    "job-timeout": "default per-job timeout, seconds",
+    "max-job-timeout": "maximum per-job timeout a client may ask for, seconds",
+    "worker-slots": "jobs this node runs at once",
+    "max-output-bytes": "bytes of stdout and of stderr kept per job",
+    "ca-cert": "CA certificate (PEM) for mutual TLS",
+    "cert": "this node's certificate (PEM) for mutual TLS",
+    "key": "this node's private key (PEM) for mutual TLS",
+    "election-timeout-min": "lower bound of the random election timeout, ms",
+    "election-timeout-max": "upper bound of the random election timeout, ms",
+    "heartbeat-interval": "leader heartbeat interval, ms",
+    "log-format": "log format: text or json",
+    "worker-expiry": "seconds of silence after which a worker's jobs are requeued",
+    "max-attempts": "attempts of a job before a lost worker fails it",
+}
+
+_FLAGS = {"tls": "mutual TLS for all gRPC (needs --ca-cert, --cert and --key)"}
+
+
+def _parameters() -> list[list[Optional[str]]]:
+    """optParameters from NodeConfig's fields: defaults are shown in the help text only,
+    so that NodeConfig stays the one place that holds them."""
+    parameters: list[list[Optional[str]]] = []
+    for f in fields(NodeConfig):
+        name = f.name.replace("_", "-")
+        if name in _FLAGS:
+            continue
+        doc = _DOCS[name]
+        if "[default:" not in doc and f.default not in (MISSING, None, "", ()):
+            doc = f"{doc} [default: {f.default}]"
+        parameters.append([name, None, None, doc])
+    return parameters
+
+
+class Options(usage.Options):
+    """Server options. A bad option ends the process with one line on stderr, exit 2,
+    instead of twistd's full usage text."""
+
+    synopsis = "[options]"
+    longdesc = "Run one jobsched cluster node: Raft, the gRPC and REST APIs and a worker."
+    optFlags = [[name, None, doc] for name, doc in _FLAGS.items()]
+    optParameters = _parameters()
+
+    config: NodeConfig
+    opt_h = usage.Options.opt_help
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        try:
+            super().parseOptions(options)
+        except (usage.UsageError, ConfigError) as e:
+            sys.stderr.write(f"jobsched: error: {e}\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
+    def parseArgs(self, *args: str) -> None:
+        if args:
+            raise usage.UsageError(f"unexpected argument {args[0]!r} (all settings are --options)")
+
+    def postOptions(self) -> None:
+        self.config = NodeConfig.from_options(self)
+
+
+def makeService(options: Options) -> IService:
+    """The node's top-level service, built from the validated options."""
+    from jobsched.node import NodeService
+
+    return NodeService(options.config)

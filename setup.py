@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="jobsched",
+    version="0.1.0",
+    description="A distributed batch-job scheduler on Twisted and Raft",
+    python_requires=">=3.11",
+    packages=find_packages(include=["jobsched", "jobsched.*"]) + ["twisted.plugins"],
+    package_data={"jobsched.api": ["dashboard/*"]},
+    install_requires=[
+        "twisted==26.10.0",
+        "grpcio==1.85.1",
+        "protobuf==7.36.2",
+        "klein==24.8.0",
+        "treq==26.7.0",
+        "docker==7.2.0",
+        "zope.interface==8.7",
+    ],
+    extras_require={
+        "test": [
+            "grpcio-tools==1.85.1",
+            "pytest==9.2.0",
+            "pytest-twisted==1.14.3",
+            "selenium",
+        ],
+    },
+    entry_points={"console_scripts": ["jobsched = jobsched.cli.main:main"]},
+)

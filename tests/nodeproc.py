@@ -1,0 +1,180 @@
+"""Real `twistd -n jobsched` processes for integration tests.
+
+Each node runs in its own session, logs to a file, and is killed by PID when the test
+ends. Waits poll a condition with a deadline; nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import grpc
+
+from jobsched._proto import scheduler_pb2_grpc
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Optional[BaseException] = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except Exception as error:  # a node not up yet, a refused connection...
+            last_error = error
+        else:
+            if value:
+                return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+@dataclass
+class HttpAnswer:
+    status: int
+    headers: dict
+    body: object
+
+
+def http(method: str, url: str, body: object = None, raw: Optional[bytes] = None,
+         timeout: float = 10) -> HttpAnswer:
+    """One HTTP request; returns status, headers and the JSON (or text) body."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, headers, payload = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, payload = error.code, dict(error.headers), error.read()
+    try:
+        parsed = json.loads(payload)
+    except ValueError:
+        parsed = payload.decode("utf-8", "replace")
+    return HttpAnswer(status, headers, parsed)
+
+
+@dataclass
+class Node:
+    """One running node process and its clients."""
+
+    node_id: int
+    grpc_port: int
+    http_port: int
+    log_path: Path
+    args: List[str]
+    process: Optional[subprocess.Popen] = None
+    _channel: Optional[grpc.Channel] = field(default=None, repr=False)
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> "Node":
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "jobsched", *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(self.log_path.parent),
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.kill(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=30)
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def get(self, path: str) -> HttpAnswer:
+        return http("GET", self.url + path)
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        def ready():
+            if self.process.poll() is not None:
+                raise AssertionError(f"node {self.node_id} exited:\n{self.log_text()[-3000:]}")
+            return self.get("/health/ready").status == 200
+
+        try:
+            wait_until(ready, timeout, f"node {self.node_id} to be ready")
+        except AssertionError:
+            raise AssertionError(f"node {self.node_id} not ready; log:\n{self.log_text()[-3000:]}")
+
+    @property
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.grpc_address)
+        return self._channel
+
+    @property
+    def scheduler(self) -> scheduler_pb2_grpc.SchedulerServiceStub:
+        return scheduler_pb2_grpc.SchedulerServiceStub(self.channel)
+
+    @property
+    def internal(self) -> scheduler_pb2_grpc.InternalServiceStub:
+        return scheduler_pb2_grpc.InternalServiceStub(self.channel)
+
+
+class NodeFactory:
+    """Starts nodes for one test and kills every one of them afterwards."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self.nodes: List[Node] = []
+
+    def start(self, *extra_args: str, node_id: int = 1, peers: str = "",
+              grpc_port: int = 0, http_port: int = 0) -> Node:
+        grpc_port = grpc_port or free_port()
+        http_port = http_port or free_port()
+        args = [
+            "--node-id", str(node_id),
+            "--port", str(grpc_port),
+            "--dashboard-port", str(http_port),
+            *(["--peers", peers] if peers else []),
+            *extra_args,
+        ]
+        node = Node(node_id, grpc_port, http_port, self._workdir / f"node{node_id}.log", args)
+        self.nodes.append(node.start())
+        return node
+
+    def kill_all(self) -> None:
+        for node in self.nodes:
+            node.kill()
