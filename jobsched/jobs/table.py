@@ -1,0 +1,468 @@
+"""The replicated job table: the state machine every node applies committed entries to.
+
+`JobTable.apply` is the only way the table changes; it is deterministic (times travel in
+the entries), so every node that applies the same log holds the same table. Queries are
+pure reads for the reactor thread; they hand out copies, never the table's own records.
+
+Jobs are kept in log order under a monotonically increasing sequence number. Sorted
+sequence lists (all jobs, and one per status) make paging, FIFO order and counts cheap
+on tables of tens of thousands of jobs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import copy
+import dataclasses
+import hashlib
+import json
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Set, Tuple
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from jobsched._proto import scheduler_pb2
+from jobsched.api.errors import InvalidArgument
+from jobsched.interfaces import IStateMachine
+from jobsched.jobs.model import Job, JobStatus
+
+IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+SNAPSHOT_FORMAT = 1
+
+Listener = Callable[[str, Optional[Job]], None]
+
+_JOB_FIELDS = tuple(field.name for field in dataclasses.fields(Job))
+
+_log = Logger()
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """One ListJobs request: AND-combined filters plus the paging position."""
+
+    page_size: int = 0
+    page_token: str = ""
+    status: Optional[JobStatus] = None
+    worker_id: int = 0
+    command_substring: str = ""
+    created_after_ms: int = 0
+    created_before_ms: int = 0
+
+    def fingerprint(self) -> bytes:
+        """8 bytes that differ (with high probability) between different filter sets."""
+        canonical = json.dumps(
+            [
+                int(self.status) if self.status is not None else 0,
+                self.worker_id,
+                self.command_substring.casefold(),
+                self.created_after_ms,
+                self.created_before_ms,
+            ]
+        ).encode("utf-8")
+        return hashlib.blake2b(canonical, digest_size=8, person=b"jobsched-filter").digest()
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of ListJobs: `total_count` is the size of the whole filtered set."""
+
+    jobs: List[Job]
+    next_page_token: str
+    total_count: int
+
+
+@dataclass(frozen=True)
+class StreamPage:
+    """A chunk of StreamJobs: pass `cursor` as `after_seq` to get the next chunk."""
+
+    jobs: List[Job]
+    cursor: int
+    done: bool
+
+
+_TOKEN_BODY = struct.Struct(">BQ8s")  # format version, last sequence served, filters
+_TOKEN_VERSION = 1
+_CHECKSUM_SIZE = 8
+_INVALID_TOKEN = "Invalid page token"
+
+
+def _checksum(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=_CHECKSUM_SIZE, person=b"jobsched-page").digest()
+
+
+def _encode_token(after_seq: int, fingerprint: bytes) -> str:
+    body = _TOKEN_BODY.pack(_TOKEN_VERSION, after_seq, fingerprint)
+    return base64.urlsafe_b64encode(body + _checksum(body)).rstrip(b"=").decode("ascii")
+
+
+def _decode_token(token: str, fingerprint: bytes) -> int:
+    """The sequence number a token continues after; InvalidArgument for anything a
+    previous list call with the same filters could not have produced."""
+    try:
+        text = token.encode("ascii")
+        raw = base64.b64decode(text + b"=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise InvalidArgument(_INVALID_TOKEN) from None
+    if len(raw) != _TOKEN_BODY.size + _CHECKSUM_SIZE or _encode_raw(raw) != token:
+        raise InvalidArgument(_INVALID_TOKEN)
+    body, checksum = raw[: _TOKEN_BODY.size], raw[_TOKEN_BODY.size :]
+    version, after_seq, token_fingerprint = _TOKEN_BODY.unpack(body)
+    if (
+        checksum != _checksum(body)
+        or version != _TOKEN_VERSION
+        or token_fingerprint != fingerprint
+    ):
+        raise InvalidArgument(_INVALID_TOKEN)
+    return after_seq
+
+
+def _encode_raw(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _clamp_page_size(page_size: int) -> int:
+    if page_size <= 0:
+        return DEFAULT_PAGE_SIZE
+    return min(page_size, MAX_PAGE_SIZE)
+
+
+def _matcher(query: ListQuery) -> Optional[Callable[[Job], bool]]:
+    """A predicate for the filters other than status (which the indexes answer), or
+    None when there are none."""
+    worker = query.worker_id
+    needle = query.command_substring.casefold()
+    after, before = query.created_after_ms, query.created_before_ms
+    if not (worker or needle or after or before):
+        return None
+
+    def match(job: Job) -> bool:
+        return (
+            (not worker or job.assigned_worker == worker or job.executed_by == worker)
+            and (not after or job.created_at_ms >= after)
+            and (not before or job.created_at_ms <= before)
+            and (not needle or needle in job.command.casefold())
+        )
+
+    return match
+
+
+@implementer(IStateMachine)
+class JobTable:
+    """The job table and worker registry, changed only by `apply`."""
+
+    def __init__(self) -> None:
+        self._listeners: List[Listener] = []
+        self._jobs: Dict[int, Job] = {}
+        self._seq_of: Dict[str, int] = {}
+        self._order: List[int] = []
+        self._by_status: Dict[JobStatus, List[int]] = {status: [] for status in JobStatus}
+        # idempotency key -> (job id, created_at_ms of that job), oldest first
+        self._keys: OrderedDict[str, Tuple[str, int]] = OrderedDict()
+        self._workers: Set[int] = set()
+        self._next_seq = 1
+
+    # ------------------------------------------------------------------ observers
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(event, job)` after each applied change.
+
+        event is "submitted", "assigned", "finished" (completed or failed) or
+        "cancelled" with a copy of the job; or "restored" with None after `restore`
+        replaced the whole table (listeners then re-read what they care about).
+        """
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def _notify(self, event: str, job: Optional[Job]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, job)
+            except Exception:
+                _log.failure("job table listener failed on {event}", event=event)
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, index: int, command: scheduler_pb2.Command) -> object:
+        """Apply the committed `command` at log `index` and return the proposer's result.
+
+        submit_job: the job (the existing one for a known id or a recent idempotency
+        key); cancel_job: the job afterwards (unchanged when terminal), None if unknown;
+        assign_job / update_job_status: the job if the command took effect, else None;
+        batch_update_job_status: a list of those; register_worker and no-op: None.
+        """
+        kind = command.WhichOneof("command_type")
+        if kind is None:
+            return None
+        return getattr(self, "_apply_" + kind)(getattr(command, kind))
+
+    def _apply_submit_job(self, cmd: scheduler_pb2.SubmitJobCommand) -> Optional[Job]:
+        if not cmd.job_id:
+            return None
+        known = self._seq_of.get(cmd.job_id)
+        if known is not None:
+            return copy.copy(self._jobs[known])
+        self._expire_keys(cmd.created_at_ms)
+        key = cmd.idempotency_key
+        if key and key in self._keys:
+            job_id, first_ms = self._keys[key]
+            seq = self._seq_of.get(job_id)
+            if seq is not None and cmd.created_at_ms - first_ms < IDEMPOTENCY_WINDOW_MS:
+                return copy.copy(self._jobs[seq])
+        job = Job(
+            job_id=cmd.job_id,
+            command=cmd.command,
+            created_at_ms=cmd.created_at_ms,
+            image=cmd.image,
+            timeout_seconds=cmd.timeout_seconds,
+            max_attempts=cmd.max_attempts,
+            idempotency_key=key,
+        )
+        self._insert(self._next_seq, job)
+        self._next_seq += 1
+        if key:
+            self._keys.pop(key, None)
+            self._keys[key] = (job.job_id, job.created_at_ms)
+        return self._changed("submitted", job)
+
+    def _expire_keys(self, now_ms: int) -> None:
+        """Forget idempotency keys older than the window, oldest first, by entry time.
+
+        Entry times can step back after a leader change, so this stops at the first
+        key still inside the window; the explicit check in submit covers the rest.
+        """
+        while self._keys:
+            key, (_, first_ms) = next(iter(self._keys.items()))
+            if now_ms - first_ms < IDEMPOTENCY_WINDOW_MS:
+                return
+            del self._keys[key]
+
+    def _apply_assign_job(self, cmd: scheduler_pb2.AssignJobCommand) -> Optional[Job]:
+        job = self._find(cmd.job_id)
+        if job is None or job.status is not JobStatus.PENDING or not cmd.worker_id:
+            return None
+        self._set_status(job, JobStatus.RUNNING)
+        job.assigned_worker = cmd.worker_id
+        # attempt 0 comes from proposers that predate attempt numbers: count on.
+        job.attempts = cmd.attempt or job.attempts + 1
+        return self._changed("assigned", job)
+
+    def _apply_update_job_status(self, cmd: scheduler_pb2.UpdateJobStatusCommand) -> Optional[Job]:
+        """Also applies a JobStatusUpdate: same field names and meanings."""
+        job = self._find(cmd.job_id)
+        if (
+            job is None
+            or job.status is not JobStatus.RUNNING
+            or cmd.status not in (JobStatus.COMPLETED, JobStatus.FAILED)
+            or (cmd.attempt and cmd.attempt != job.attempts)
+        ):
+            return None
+        self._set_status(job, JobStatus(cmd.status))
+        job.executed_by = cmd.executed_by
+        job.exit_code = cmd.exit_code if cmd.HasField("exit_code") else None
+        job.started_at_ms = cmd.started_at_ms if cmd.HasField("started_at_ms") else None
+        job.completed_at_ms = cmd.completed_at_ms if cmd.HasField("completed_at_ms") else None
+        job.output = cmd.output
+        job.error = cmd.error
+        job.output_truncated = cmd.output_truncated
+        return self._changed("finished", job)
+
+    def _apply_batch_update_job_status(
+        self, cmd: scheduler_pb2.BatchUpdateJobStatusCommand
+    ) -> List[Optional[Job]]:
+        return [self._apply_update_job_status(update) for update in cmd.updates]
+
+    def _apply_cancel_job(self, cmd: scheduler_pb2.CancelJobCommand) -> Optional[Job]:
+        job = self._find(cmd.job_id)
+        if job is None:
+            return None
+        if job.status.is_terminal:
+            return copy.copy(job)
+        self._set_status(job, JobStatus.CANCELLED)
+        job.completed_at_ms = cmd.cancelled_at_ms or None
+        return self._changed("cancelled", job)
+
+    def _apply_register_worker(self, cmd: scheduler_pb2.RegisterWorkerCommand) -> None:
+        if cmd.worker_id:
+            self._workers.add(cmd.worker_id)
+
+    def _changed(self, event: str, job: Job) -> Job:
+        result = copy.copy(job)
+        self._notify(event, copy.copy(job))
+        return result
+
+    # ------------------------------------------------------------------ indexes
+
+    def _find(self, job_id: str) -> Optional[Job]:
+        seq = self._seq_of.get(job_id)
+        return None if seq is None else self._jobs[seq]
+
+    def _insert(self, seq: int, job: Job) -> None:
+        """Index a job; sequence numbers arrive in increasing order."""
+        self._jobs[seq] = job
+        self._seq_of[job.job_id] = seq
+        self._order.append(seq)
+        bisect.insort(self._by_status[job.status], seq)
+
+    def _set_status(self, job: Job, status: JobStatus) -> None:
+        seq = self._seq_of[job.job_id]
+        old = self._by_status[job.status]
+        del old[bisect.bisect_left(old, seq)]
+        bisect.insort(self._by_status[status], seq)
+        job.status = status
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, job_id: str) -> Optional[Job]:
+        job = self._find(job_id)
+        return None if job is None else copy.copy(job)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def active_count(self) -> int:
+        """Pending plus running jobs (the API layer caps this)."""
+        return len(self._by_status[JobStatus.PENDING]) + len(self._by_status[JobStatus.RUNNING])
+
+    def count(self, status: JobStatus) -> int:
+        return len(self._by_status[status])
+
+    def pending_jobs(self, limit: Optional[int] = None) -> List[Job]:
+        """Pending jobs in submission order (FIFO), at most `limit` of them."""
+        seqs = self._by_status[JobStatus.PENDING]
+        if limit is not None:
+            seqs = seqs[:limit]
+        return [copy.copy(self._jobs[seq]) for seq in seqs]
+
+    def jobs_running_on(self, worker_id: int) -> List[Job]:
+        """Running jobs assigned to `worker_id`, in submission order."""
+        return [
+            copy.copy(self._jobs[seq])
+            for seq in self._by_status[JobStatus.RUNNING]
+            if self._jobs[seq].assigned_worker == worker_id
+        ]
+
+    def running_counts(self) -> Dict[int, int]:
+        """worker id -> number of jobs running on it (workers with none are absent)."""
+        counts: Dict[int, int] = {}
+        for seq in self._by_status[JobStatus.RUNNING]:
+            worker = self._jobs[seq].assigned_worker
+            counts[worker] = counts.get(worker, 0) + 1
+        return counts
+
+    def workers(self) -> List[int]:
+        """Registered worker ids, ascending."""
+        return sorted(self._workers)
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest job (0 when empty): a stream's end mark."""
+        return self._order[-1] if self._order else 0
+
+    def list_jobs(self, query: ListQuery) -> JobPage:
+        """A page of the jobs matching `query`, in creation order.
+
+        A page token records the last sequence number served, so jobs added between
+        pages (always at the end) never shift a later page.
+        """
+        size = _clamp_page_size(query.page_size)
+        fingerprint = query.fingerprint()
+        after = _decode_token(query.page_token, fingerprint) if query.page_token else 0
+        candidates = self._order if query.status is None else self._by_status[query.status]
+        match = _matcher(query)
+        if match is None:
+            start = bisect.bisect_right(candidates, after)
+            page = candidates[start : start + size]
+            more = start + size < len(candidates)
+            total = len(candidates)
+        else:
+            page, more, total = [], False, 0
+            for seq in candidates:
+                if not match(self._jobs[seq]):
+                    continue
+                total += 1
+                if seq <= after:
+                    continue
+                if len(page) < size:
+                    page.append(seq)
+                else:
+                    more = True
+        token = _encode_token(page[-1], fingerprint) if more else ""
+        return JobPage([copy.copy(self._jobs[seq]) for seq in page], token, total)
+
+    def jobs_after(
+        self,
+        after_seq: int,
+        limit: int,
+        status: Optional[JobStatus] = None,
+        up_to_seq: Optional[int] = None,
+    ) -> StreamPage:
+        """Up to `limit` jobs (of `status`, if given) after `after_seq`, in creation order.
+
+        For StreamJobs: the caller pulls one chunk at a time; `up_to_seq` (usually
+        `last_seq` when the stream began) keeps a stream from chasing new submissions.
+        """
+        candidates = self._order if status is None else self._by_status[status]
+        start = bisect.bisect_right(candidates, after_seq)
+        end = len(candidates) if up_to_seq is None else bisect.bisect_right(candidates, up_to_seq)
+        seqs = candidates[start : min(end, start + max(limit, 1))]
+        cursor = seqs[-1] if seqs else after_seq
+        done = start + len(seqs) >= end
+        return StreamPage([copy.copy(self._jobs[seq]) for seq in seqs], cursor, done)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The whole applied state as deterministic JSON (equal tables, equal bytes)."""
+        jobs = []
+        for seq in self._order:
+            job = self._jobs[seq]
+            record = {name: getattr(job, name) for name in _JOB_FIELDS}
+            record["status"] = int(job.status)
+            record["seq"] = seq
+            jobs.append(record)
+        state = {
+            "format": SNAPSHOT_FORMAT,
+            "next_seq": self._next_seq,
+            "jobs": jobs,
+            "idempotency_keys": [
+                [key, job_id, first_ms] for key, (job_id, first_ms) in self._keys.items()
+            ],
+            "workers": sorted(self._workers),
+        }
+        return json.dumps(
+            state, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state by a `snapshot`; ValueError (state untouched) if the
+        data is not one."""
+        replacement = JobTable()
+        try:
+            state = json.loads(data.decode("utf-8"))
+            if state["format"] != SNAPSHOT_FORMAT:
+                raise ValueError(f"unknown snapshot format {state['format']!r}")
+            replacement._next_seq = state["next_seq"]
+            for record in state["jobs"]:
+                seq = record.pop("seq")
+                if not replacement.last_seq < seq < replacement._next_seq:
+                    raise ValueError(f"job sequence {seq!r} out of order")
+                record["status"] = JobStatus(record["status"])
+                replacement._insert(seq, Job(**record))
+            for key, job_id, first_ms in state["idempotency_keys"]:
+                replacement._keys[key] = (job_id, first_ms)
+            replacement._workers = set(state["workers"])
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a job table snapshot: {e}") from e
+        listeners = self._listeners
+        vars(self).update(vars(replacement))
+        self._listeners = listeners
+        self._notify("restored", None)

@@ -1,0 +1,53 @@
+"""Jobs as gRPC response messages.
+
+Optional wire fields (exit_code, started_at_ms, completed_at_ms) are set only when the
+job knows them, so clients can tell "no exit code" from "exit code 0".
+"""
+
+from __future__ import annotations
+
+from jobsched._proto import scheduler_pb2
+from jobsched.jobs.model import Job
+
+
+def job_to_job_info(job: Job) -> scheduler_pb2.JobInfo:
+    """The ListJobs / StreamJobs row of a job (no output)."""
+    info = scheduler_pb2.JobInfo(
+        job_id=job.job_id,
+        command=job.command,
+        status=int(job.status),
+        assigned_worker=job.assigned_worker,
+        created_at_ms=job.created_at_ms,
+        image=job.image,
+        executed_by=job.executed_by,
+    )
+    if job.completed_at_ms is not None:
+        info.completed_at_ms = job.completed_at_ms
+    if job.exit_code is not None:
+        info.exit_code = job.exit_code
+    return info
+
+
+def job_to_status_response(job: Job) -> scheduler_pb2.GetJobStatusResponse:
+    """The full GetJobStatus answer of a job, output included."""
+    response = scheduler_pb2.GetJobStatusResponse(
+        job_id=job.job_id,
+        status=int(job.status),
+        output=job.output,
+        error=job.error,
+        assigned_worker=job.assigned_worker,
+        executed_by=job.executed_by,
+        created_at_ms=job.created_at_ms,
+        command=job.command,
+        image=job.image,
+        timeout_seconds=job.timeout_seconds,
+        attempts=job.attempts,
+        output_truncated=job.output_truncated,
+    )
+    if job.exit_code is not None:
+        response.exit_code = job.exit_code
+    if job.completed_at_ms is not None:
+        response.completed_at_ms = job.completed_at_ms
+    if job.started_at_ms is not None:
+        response.started_at_ms = job.started_at_ms
+    return response
