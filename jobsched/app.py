@@ -1,28 +1,32 @@
 """ClusterAPI: the operations the gRPC and REST APIs both offer, with typed errors.
 
-Runs on the reactor. Writes go through Raft (propose, wait for commit, let the job
-table apply); reads come from this node's applied state.
+Runs on the reactor. Writes go through Raft on the leader (propose, wait for commit,
+let the job table apply); reads come from this node's applied state; what only the
+leader can answer is forwarded to it.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from jobsched._proto import scheduler_pb2 as pb
 from jobsched.api import errors
 from jobsched.config import NodeConfig
 from jobsched.interfaces import IClusterAPI, IRaftService
 from jobsched.jobs import commands, validation
 from jobsched.jobs.model import Job, JobStatus
 from jobsched.jobs.table import JobPage, JobTable, ListQuery
+from jobsched.leader_client import LeaderClient
 
 MAX_ACTIVE_JOBS = 10_000
 PEER_LIVENESS_SECONDS = 3.0
+FORWARDED_WRITE_TIMEOUT = 8.0
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,14 @@ class ClusterAPI:
         raft: IRaftService,
         table: JobTable,
         clock: IReactorTime,
+        leader: Optional[LeaderClient] = None,
     ) -> None:
         self._config = config
         self._raft = raft
         self._table = table
         self._clock = clock
+        self._leader = leader
+        self.dispatcher = None  # set by the node once built (it reads `draining`)
         self.draining = False
 
     # ------------------------------------------------------------------ writes
@@ -82,7 +89,8 @@ class ClusterAPI:
             self._submit, command, image, timeout_seconds, idempotency_key, max_attempts
         )
 
-    def _submit(self, command, image, timeout_seconds, idempotency_key, max_attempts):
+    def _check_submission(self, command, image, timeout_seconds, idempotency_key) -> str:
+        """The checks every node makes before a submission goes anywhere; the image."""
         if self.draining:
             raise errors.Draining()
         validation.validate_command(command)
@@ -90,6 +98,10 @@ class ClusterAPI:
         validation.validate_image(image, self._config.allowed_images)
         validation.validate_timeout(timeout_seconds, self._config.max_job_timeout)
         validation.validate_idempotency_key(idempotency_key)
+        return image
+
+    def _submit(self, command, image, timeout_seconds, idempotency_key, max_attempts):
+        image = self._check_submission(command, image, timeout_seconds, idempotency_key)
         self._require_leader()
         if self._table.active_count() >= MAX_ACTIVE_JOBS:
             raise errors.QueueFull()
@@ -103,6 +115,28 @@ class ClusterAPI:
             max_attempts=max_attempts or self._config.max_attempts,
         )
         return self._raft.propose(entry)
+
+    @defer.inlineCallbacks
+    def submit_anywhere(
+        self,
+        command: str,
+        image: Optional[str] = None,
+        timeout_seconds: int = 0,
+        idempotency_key: str = "",
+    ):
+        """Submit here when leading, else forward to the leader (REST writes on a
+        follower). Deferred[(job_id, status label)]."""
+        self._check_submission(command, image, timeout_seconds, idempotency_key)
+        if self._is_leader() or self._leader is None:
+            job = yield self.submit(command, image, timeout_seconds, idempotency_key)
+            return job.job_id, job.status.label
+        request = pb.SubmitJobRequest(
+            command=command, timeout_seconds=timeout_seconds, idempotency_key=idempotency_key
+        )
+        if image:
+            request.image = image
+        reply = yield self._leader.scheduler("SubmitJob", request, FORWARDED_WRITE_TIMEOUT)
+        return reply.job_id, JobStatus.PENDING.label
 
     def cancel(self, job_id: str) -> defer.Deferred:
         """Deferred[job_id] once the cancel is committed."""
@@ -127,6 +161,35 @@ class ClusterAPI:
             raise errors.AlreadyTerminal(job.status.label)
         return job.job_id
 
+    def cancel_anywhere(self, job_id: str) -> defer.Deferred:
+        """Cancel here when leading, else forward to the leader. Deferred[job_id]."""
+        if self._is_leader() or self._leader is None:
+            return self.cancel(job_id)
+        canonical = validation.parse_uuid(job_id) or job_id
+        forwarded = self._leader.scheduler(
+            "CancelJob", pb.CancelJobRequest(job_id=canonical), FORWARDED_WRITE_TIMEOUT
+        )
+        return forwarded.addCallback(lambda _reply: canonical)
+
+    # ------------------------------------------------------------------ workers
+
+    def worker_heartbeat(
+        self, node_id: int, running_job_ids, free_slots: int, draining: bool
+    ) -> None:
+        """A worker's periodic heartbeat, answered by the leader only."""
+        self._require_leader()
+        self.dispatcher.heartbeat(node_id, list(running_job_ids), free_slots, draining)
+
+    def accept_results(self, updates) -> defer.Deferred:
+        """Results a follower's worker forwards: committed as one batch entry."""
+        return defer.maybeDeferred(self._accept_results, list(updates))
+
+    def _accept_results(self, updates):
+        self._require_leader()
+        if not updates:
+            return None
+        return self._raft.propose(commands.batch_update(updates))
+
     # ------------------------------------------------------------------ reads
 
     def get_job(self, job_id: str, invalid_message: str = "Invalid job ID") -> Job:
@@ -139,13 +202,17 @@ class ClusterAPI:
         return self._table.list_jobs(query)
 
     def cluster_status(self) -> defer.Deferred:
-        """Deferred[ClusterView] as this node sees the cluster."""
-        return defer.succeed(self.local_cluster_view())
+        """Deferred[ClusterView]: the leader's view (followers forward the call)."""
+        if self._is_leader() or self._leader is None:
+            return defer.succeed(self.local_cluster_view())
+        forwarded = self._leader.scheduler("GetClusterStatus", pb.GetClusterStatusRequest())
+        return forwarded.addCallback(_cluster_view_from_wire)
 
     def local_cluster_view(self) -> ClusterView:
+        """This node's own view: the full picture on a leader; on a follower self is
+        alive and the others unknown (used when the leader cannot be reached)."""
         status = self._raft.status()
-        is_leader = status.role == "leader"
-        progress = self._raft.peer_progress() if is_leader else {}
+        progress = self._raft.peer_progress() if status.role == "leader" else {}
         nodes = [
             NodeView(
                 node_id=self._config.node_id,
@@ -170,13 +237,31 @@ class ClusterAPI:
                     is_alive=alive,
                     role=_peer_role(peer_id, status.leader_id, alive),
                     match_index=peer_state.match_index if peer_state else 0,
-                    draining=False,
+                    draining=self._peer_draining(peer_id),
                 )
             )
         nodes.sort(key=lambda node: node.node_id)
         return ClusterView(status.current_term, status.leader_id, nodes)
 
-    def raft_log(self, start_index: int, limit: int) -> LogView:
+    def _peer_draining(self, peer_id: int) -> bool:
+        return bool(self.dispatcher and self.dispatcher.is_draining(peer_id))
+
+    def raft_log(self, start_index: int, limit: int) -> defer.Deferred:
+        """Deferred[LogView] of the leader's log (followers forward the call)."""
+        if self._is_leader() or self._leader is None:
+            return defer.succeed(self.local_raft_log(start_index, limit))
+        request = pb.GetRaftLogEntriesRequest(start_index=start_index, limit=limit)
+        forwarded = self._leader.scheduler("GetRaftLogEntries", request)
+        return forwarded.addCallback(
+            lambda reply: LogView(
+                list(reply.entries),
+                reply.commit_index,
+                reply.last_log_index,
+                reply.first_available_index,
+            )
+        )
+
+    def local_raft_log(self, start_index: int, limit: int) -> LogView:
         status = self._raft.status()
         limit = 100 if limit == 0 else min(limit, 1000)
         start = start_index or status.first_log_index
@@ -188,6 +273,10 @@ class ClusterAPI:
             first_available_index=status.first_log_index,
         )
 
+    def transfer_leadership(self, target_node_id: int) -> defer.Deferred:
+        """Deferred[(success, message, new_leader_id)] per API.md 2.8."""
+        return self._raft.transfer_leadership(target_node_id)
+
     def raft_status(self):
         return self._raft.status()
 
@@ -196,6 +285,9 @@ class ClusterAPI:
         return bool(status.leader_id) and status.has_quorum
 
     # ------------------------------------------------------------------ helpers
+
+    def _is_leader(self) -> bool:
+        return self._raft.status().role == "leader"
 
     def _require_leader(self) -> None:
         status = self._raft.status()
@@ -210,3 +302,14 @@ def _peer_role(peer_id: int, leader_id: int, alive: bool) -> str:
     if peer_id == leader_id:
         return "leader"
     return "follower" if alive else "unknown"
+
+
+def _cluster_view_from_wire(reply: pb.GetClusterStatusResponse) -> ClusterView:
+    return ClusterView(
+        reply.current_term,
+        reply.leader_id,
+        [
+            NodeView(n.node_id, n.address, n.is_alive, n.role, n.match_index, n.draining)
+            for n in reply.nodes
+        ],
+    )

@@ -7,20 +7,34 @@ commands, one planning round in flight at a time so no job is assigned twice.
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from dataclasses import dataclass
+from typing import Callable, Dict, List
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from jobsched.interfaces import IRaftService, IScheduler, IWorker
+from jobsched.interfaces import IDispatcher, IRaftService, IScheduler, IWorker
+from jobsched.jobs import commands
 from jobsched.jobs.table import JobTable
 from jobsched.scheduler import WorkerView
 
 RETRY_DELAY_SECONDS = 0.2
 
 
+@dataclass
+class Heartbeat:
+    """The latest word from a remote worker, as the leader received it."""
+
+    received_at: float
+    running_job_ids: List[str]
+    free_slots: int
+    draining: bool
+
+
+@implementer(IDispatcher)
 class Dispatcher(Service):
     """Leader-side placement loop (idle on followers)."""
 
@@ -36,6 +50,7 @@ class Dispatcher(Service):
         slots: int,
         is_draining: Callable[[], bool],
         clock: IReactorTime,
+        worker_expiry: float = 5.0,
     ) -> None:
         self._node_id = node_id
         self._raft = raft
@@ -45,6 +60,9 @@ class Dispatcher(Service):
         self._slots = slots
         self._is_draining = is_draining
         self._clock = clock
+        self._worker_expiry = worker_expiry
+        self._heartbeats: Dict[int, Heartbeat] = {}
+        self._registering: set = set()
         self._in_flight = False
         self._scheduled = None
 
@@ -62,7 +80,34 @@ class Dispatcher(Service):
 
     def _on_raft_event(self, event: str) -> None:
         if event == "role":
+            if self._raft.status().role != "leader":
+                self._heartbeats.clear()
             self.request_round()
+
+    def heartbeat(self, node_id: int, running_job_ids, free_slots: int, draining: bool) -> None:
+        """Record a remote worker's heartbeat; its first one registers it (replicated)."""
+        was_live = self._is_live(node_id)
+        self._heartbeats[node_id] = Heartbeat(
+            self._clock.seconds(), list(running_job_ids), free_slots, draining
+        )
+        if node_id not in self._table.workers() and node_id not in self._registering:
+            self._registering.add(node_id)
+            registered = self._raft.propose(commands.register_worker(node_id))
+            registered.addBoth(self._registered, node_id)
+        if not was_live:
+            self.request_round()
+
+    def _registered(self, result, node_id: int):
+        self._registering.discard(node_id)
+        return None  # a failed registration is retried by the next heartbeat
+
+    def is_draining(self, node_id: int) -> bool:
+        beat = self._heartbeats.get(node_id)
+        return bool(beat and beat.draining)
+
+    def _is_live(self, node_id: int) -> bool:
+        beat = self._heartbeats.get(node_id)
+        return bool(beat and self._clock.seconds() - beat.received_at <= self._worker_expiry)
 
     def _on_job_event(self, event: str, job) -> None:
         if event in ("submitted", "finished", "cancelled"):
@@ -77,10 +122,20 @@ class Dispatcher(Service):
         self._scheduled = self._clock.callLater(delay, self._round)
 
     def workers(self) -> Dict[int, WorkerView]:
-        """Workers that may take jobs now. The leader's own worker is live while it leads."""
-        return {
-            self._node_id: WorkerView(live=True, draining=self._is_draining(), slots=self._slots)
+        """Workers that may take jobs now: the leader's own worker (live while it leads)
+        and every remote worker heard from within the expiry window."""
+        views = {
+            node_id: WorkerView(
+                live=self._is_live(node_id),
+                draining=beat.draining,
+                slots=beat.free_slots + len(beat.running_job_ids),
+            )
+            for node_id, beat in self._heartbeats.items()
         }
+        views[self._node_id] = WorkerView(
+            live=True, draining=self._is_draining(), slots=self._slots
+        )
+        return views
 
     def _round(self) -> None:
         self._scheduled = None

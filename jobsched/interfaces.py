@@ -130,6 +130,19 @@ class IScheduler(Interface):
         """Return the AssignJob commands to propose now (pure, no side effects)."""
 
 
+class IDispatcher(Interface):
+    """The leader's loop that places pending jobs and tracks remote workers."""
+
+    def heartbeat(node_id, running_job_ids, free_slots, draining):
+        """Record a remote worker's heartbeat (registers it the first time)."""
+
+    def workers():
+        """{worker_id: WorkerView} of the workers that may take jobs now."""
+
+    def request_round(delay=0):
+        """Plan assignments again soon."""
+
+
 class IClusterAPI(Interface):
     """The operations the gRPC and REST APIs both offer, with typed errors."""
 

@@ -12,6 +12,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from jobsched._proto import scheduler_pb2 as pb
 from jobsched.api.bridge import ReactorBridge
 from jobsched.api.grpc_server import GrpcServerService, InternalServicer, SchedulerServicer
 from jobsched.api.rest import RestApi
@@ -19,12 +20,16 @@ from jobsched.app import ClusterAPI
 from jobsched.config import NodeConfig
 from jobsched.dispatch import Dispatcher
 from jobsched.jobs.table import JobTable
+from jobsched.leader_client import LeaderClient
 from jobsched.raft.transport import GrpcTransport, RaftServicer
 from jobsched.raft.service import RaftService, RaftTimings
 from jobsched.raft.storage import MemoryStorage
 from jobsched.scheduler import Assigner
 from jobsched.worker.reporting import ResultReporter
+from jobsched.worker.heartbeat import HeartbeatSender
 from jobsched.worker.service import WorkerService
+
+FORWARD_TIMEOUT_SECONDS = 8.0
 
 
 def build_executor(config: NodeConfig, reactor):
@@ -75,7 +80,8 @@ class NodeService(MultiService):
             ),
         )
         self.raft.setServiceParent(self)
-        self.api = ClusterAPI(config, self.raft, self.table, reactor)
+        self.leader = LeaderClient(self.raft, reactor)
+        self.api = ClusterAPI(config, self.raft, self.table, reactor, self.leader)
 
         self.reporter = ResultReporter(self._deliver_results, reactor)
         self.worker = WorkerService(
@@ -96,8 +102,13 @@ class NodeService(MultiService):
             config.worker_slots,
             lambda: self.api.draining,
             reactor,
+            worker_expiry=config.worker_expiry,
         )
         self.dispatcher.setServiceParent(self)
+        self.api.dispatcher = self.dispatcher
+        HeartbeatSender(
+            config.node_id, self.raft, self.worker, self.leader, lambda: self.api.draining, reactor
+        ).setServiceParent(self)
 
         bridge = ReactorBridge(reactor)
         self.grpc = GrpcServerService(
@@ -119,9 +130,10 @@ class NodeService(MultiService):
 
     def _deliver_results(self, updates):
         """Results of this node's worker: proposed here when leading, else forwarded."""
-        from jobsched.jobs import commands
-
-        return self.raft.propose(commands.batch_update(updates))
+        if self.raft.status().role == "leader":
+            return self.api.accept_results(updates)
+        request = pb.ForwardJobStatusRequest(updates=updates)
+        return self.leader.internal("ForwardJobStatus", request, FORWARD_TIMEOUT_SECONDS)
 
     def startService(self) -> None:
         self.log.info(
@@ -133,3 +145,9 @@ class NodeService(MultiService):
             peers=sorted(self.config.peers) or "none",
         )
         super().startService()
+
+    def stopService(self):
+        stopped = super().stopService()
+        self.leader.close()
+        self.transport.close()
+        return stopped

@@ -263,14 +263,16 @@ class GetJobOutputResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class WorkerHeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "running_job_ids", "free_slots")
+    __slots__ = ("node_id", "running_job_ids", "free_slots", "draining")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     running_job_ids: _containers.RepeatedScalarFieldContainer[str]
     free_slots: int
-    def __init__(self, node_id: _Optional[int] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ...) -> None: ...
+    draining: bool
+    def __init__(self, node_id: _Optional[int] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class WorkerHeartbeatResponse(_message.Message):
     __slots__ = ()

@@ -121,3 +121,33 @@ class StorageFailed(JobschedError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
     http_status = 503
     default_message = "Storage failure; node is stopping"
+
+
+HTTP_STATUS_BY_GRPC_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+class RemoteError(JobschedError):
+    """An error the leader answered to a forwarded call, passed on unchanged."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.grpc_code = code
+        self.http_status = HTTP_STATUS_BY_GRPC_CODE.get(code, 500)
+
+
+def remote_error(code: grpc.StatusCode, message: str) -> JobschedError:
+    """The typed error for a status another node answered (NotLeader keeps its hint)."""
+    prefix = "Not the leader. Try "
+    if code == grpc.StatusCode.FAILED_PRECONDITION and message.startswith(prefix):
+        return NotLeader(None, message[len(prefix):])
+    if code == grpc.StatusCode.FAILED_PRECONDITION and message.startswith("Not the leader"):
+        return NotLeader()
+    return RemoteError(code, message)

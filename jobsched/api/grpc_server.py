@@ -117,6 +117,15 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         )
 
     @translates_errors
+    def TransferLeadership(self, request, context):
+        success, message, new_leader_id = self._bridge.on_reactor(
+            self._api.transfer_leadership, request.target_node_id
+        )
+        return pb.TransferLeadershipResponse(
+            success=success, message=message, new_leader_id=new_leader_id
+        )
+
+    @translates_errors
     def GetRaftLogEntries(self, request, context):
         view = self._bridge.on_reactor(self._api.raft_log, request.start_index, request.limit)
         return pb.GetRaftLogEntriesResponse(
@@ -160,6 +169,22 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
         return pb.GetJobOutputResponse(
             job_id=job.job_id, output=job.output, error=job.error, found=True
         )
+
+    @translates_errors
+    def WorkerHeartbeat(self, request, context):
+        self._bridge.on_reactor(
+            self._api.worker_heartbeat,
+            request.node_id,
+            request.running_job_ids,
+            request.free_slots,
+            request.draining,
+        )
+        return pb.WorkerHeartbeatResponse()
+
+    @translates_errors
+    def ForwardJobStatus(self, request, context):
+        self._bridge.on_reactor(self._api.accept_results, request.updates)
+        return pb.ForwardJobStatusResponse()
 
 
 @implementer(IApiServer)

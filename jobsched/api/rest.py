@@ -21,6 +21,7 @@ from jobsched.app import ClusterAPI, ClusterView
 from jobsched.jobs import validation
 from jobsched.jobs.model import Job, JobStatus
 from jobsched.jobs.table import ListQuery
+from jobsched.leader_client import LeaderUnreachable
 
 MAX_BODY_BYTES = 64 * 1024
 SECURITY_HEADERS = {
@@ -33,6 +34,7 @@ SECURITY_HEADERS = {
     b"Referrer-Policy": b"no-referrer",
 }
 STATUS_BY_LABEL = {status.label: status for status in JobStatus}
+NO_LEADER_ERRORS = (errors.NotLeader, errors.LeaderUnavailable, LeaderUnreachable)
 
 
 class BadRequest(Exception):
@@ -129,10 +131,11 @@ class RestApi:
             raise BadRequest("request body is not valid JSON")
 
     @staticmethod
-    def _leader_hint(request, error: errors.NotLeader) -> dict:
-        if error.leader_address:
-            request.setHeader(b"X-Leader-Address", error.leader_address.encode())
-            return {"leader_hint": error.leader_address}
+    def _leader_hint(request, error) -> dict:
+        address = getattr(error, "leader_address", None)
+        if address:
+            request.setHeader(b"X-Leader-Address", address.encode())
+            return {"leader_hint": address}
         return {}
 
     # ------------------------------------------------------------------ pages
@@ -159,7 +162,10 @@ class RestApi:
     @defer.inlineCallbacks
     def cluster(self, request):
         raft_status = self._api.raft_status()
-        view = yield self._api.cluster_status()
+        try:
+            view = yield self._api.cluster_status()
+        except errors.JobschedError:
+            view = self._api.local_cluster_view()
         return self._respond(
             request,
             200,
@@ -175,14 +181,40 @@ class RestApi:
             },
         )
 
+    @app.route("/api/cluster/transfer-leader", methods=["POST"])
+    @defer.inlineCallbacks
+    def transfer_leader(self, request):
+        try:
+            body = self._read_json(request)
+            target = _transfer_target(body)
+        except _TooLarge:
+            return self._error(request, 413, "request body too large")
+        except BadRequest as error:
+            return self._error(request, 400, str(error))
+        success, message, new_leader_id = yield self._api.transfer_leadership(target)
+        return self._respond(
+            request,
+            200 if success else 409,
+            {
+                "success": success,
+                "message": message,
+                "new_leader_id": new_leader_id or None,
+                "error": None if success else message,
+            },
+        )
+
     @app.route("/api/raft/log", methods=["GET"])
+    @defer.inlineCallbacks
     def raft_log(self, request):
         try:
             start = _int_arg(request, "start_index", 0)
             limit = _int_arg(request, "limit", 0)
         except BadRequest as error:
             return self._error(request, 400, str(error))
-        view = self._api.raft_log(start, limit)
+        try:
+            view = yield self._api.raft_log(start, limit)
+        except errors.JobschedError as error:
+            return self._error(request, error.http_status, error.message)
         return self._respond(
             request,
             200,
@@ -244,15 +276,13 @@ class RestApi:
         except BadRequest as error:
             return refuse(400, str(error))
         try:
-            job = yield self._api.submit(**fields)
-        except errors.NotLeader as error:
+            job_id, status = yield self._api.submit_anywhere(**fields)
+        except NO_LEADER_ERRORS as error:
             return refuse(503, "Not the leader", **self._leader_hint(request, error))
         except errors.JobschedError as error:
             return refuse(error.http_status, error.message)
         return self._respond(
-            request,
-            200,
-            {"job_id": job.job_id, "status": job.status.label, "success": True, "error": None},
+            request, 200, {"job_id": job_id, "status": status, "success": True, "error": None}
         )
 
     @app.route("/api/jobs/<string:job_id>", methods=["GET"])
@@ -274,8 +304,8 @@ class RestApi:
         if validation.parse_uuid(job_id) is None:
             return refuse(400, "invalid job id")
         try:
-            yield self._api.cancel(job_id)
-        except errors.NotLeader as error:
+            yield self._api.cancel_anywhere(job_id)
+        except NO_LEADER_ERRORS as error:
             return refuse(503, "not the leader", **self._leader_hint(request, error))
         except errors.JobschedError as error:
             return refuse(error.http_status, error.message)
@@ -304,6 +334,17 @@ def _submit_fields(body: Any) -> dict:
     if not isinstance(key, str):
         raise BadRequest("idempotency_key must be a string")
     return {"command": command, "image": image, "timeout_seconds": timeout, "idempotency_key": key}
+
+
+def _transfer_target(body: Any) -> int:
+    if body is None:
+        return 0
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    target = body.get("target_node_id") or 0
+    if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+        raise BadRequest("target_node_id must be a non-negative integer")
+    return target
 
 
 def _arg(request, name: str) -> Optional[str]:

@@ -1,8 +1,4 @@
-"""Raft over gRPC: outbound calls as Deferreds (GrpcTransport) and the inbound servicer.
-
-Outbound calls use the stub's `.future()`; completion is handed back to the reactor with
-`callFromThread`, so no thread is held while a call is in flight (DESIGN.md 2).
-"""
+"""Raft over gRPC: outbound requests as Deferreds (GrpcTransport) and the inbound servicer."""
 
 from __future__ import annotations
 
@@ -14,6 +10,7 @@ from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.api.bridge import ReactorBridge
+from jobsched.api.outbound import call_deferred, open_channel
 from jobsched.interfaces import IRaftTransport
 from jobsched.raft import codec, messages
 
@@ -23,16 +20,6 @@ METHOD_BY_REQUEST = {
     messages.TimeoutNowRequest: "TimeoutNow",
     messages.InstallSnapshotRequest: "InstallSnapshot",
 }
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
-
-
-class PeerUnreachable(Exception):
-    """A Raft RPC to a peer failed or timed out."""
 
 
 @implementer(IRaftTransport)
@@ -56,8 +43,7 @@ class GrpcTransport:
     def _stub(self, peer_id: int) -> pb_grpc.RaftServiceStub:
         stub = self._stubs.get(peer_id)
         if stub is None:
-            channel = grpc.insecure_channel(self._addresses[peer_id], options=CHANNEL_OPTIONS)
-            self._channels[peer_id] = channel
+            channel = self._channels[peer_id] = open_channel(self._addresses[peer_id])
             stub = self._stubs[peer_id] = pb_grpc.RaftServiceStub(channel)
         return stub
 
@@ -68,25 +54,8 @@ class GrpcTransport:
             if isinstance(request, messages.InstallSnapshotRequest)
             else self._rpc_timeout
         )
-        future = method.future(codec.to_wire(request), timeout=timeout)
-        result = defer.Deferred(lambda _d: future.cancel())
-        future.add_done_callback(
-            lambda done: self._reactor.callFromThread(self._settle, result, done)
-        )
-        return result
-
-    @staticmethod
-    def _settle(result: defer.Deferred, future) -> None:
-        if result.called:
-            return
-        if future.cancelled():
-            result.errback(PeerUnreachable("cancelled"))
-            return
-        error = future.exception()
-        if error is not None:
-            result.errback(PeerUnreachable(str(error.code()) if hasattr(error, "code") else str(error)))
-            return
-        result.callback(codec.from_wire(future.result()))
+        sent = call_deferred(self._reactor, method, codec.to_wire(request), timeout)
+        return sent.addCallback(codec.from_wire)
 
     def close(self) -> None:
         for channel in self._channels.values():
@@ -102,17 +71,21 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
         self._raft = raft
         self._bridge = bridge
 
-    def _answer(self, request):
-        return codec.to_wire(self._bridge.on_reactor(self._raft.handle, codec.from_wire(request)))
+    def _answer(self, request, context):
+        try:
+            response = self._bridge.on_reactor(self._raft.handle, codec.from_wire(request))
+        except Exception as error:  # stopped or storage failed: refuse, never acknowledge
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        return codec.to_wire(response)
 
     def RequestVote(self, request, context):
-        return self._answer(request)
+        return self._answer(request, context)
 
     def AppendEntries(self, request, context):
-        return self._answer(request)
+        return self._answer(request, context)
 
     def TimeoutNow(self, request, context):
-        return self._answer(request)
+        return self._answer(request, context)
 
     def InstallSnapshot(self, request, context):
-        return self._answer(request)
+        return self._answer(request, context)
