@@ -178,3 +178,61 @@ class NodeFactory:
     def kill_all(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+def peers_arg(node_id: int, ports: dict) -> str:
+    """`--peers` for node_id in a cluster whose gRPC ports are {id: port}."""
+    return ",".join(f"{peer}:127.0.0.1:{port}" for peer, port in sorted(ports.items())
+                    if peer != node_id)
+
+
+class Cluster:
+    """N nodes started together; helpers to find the leader as the nodes report it."""
+
+    def __init__(self, factory: NodeFactory, size: int, *extra_args: str,
+                 peer_ports: Optional[Callable[[int], str]] = None) -> None:
+        self.grpc_ports = {node_id: free_port() for node_id in range(1, size + 1)}
+        self.nodes = {}
+        for node_id, port in self.grpc_ports.items():
+            peers = peer_ports(node_id) if peer_ports else peers_arg(node_id, self.grpc_ports)
+            self.nodes[node_id] = factory.start(
+                "--executor", "process", *extra_args,
+                node_id=node_id, peers=peers, grpc_port=port,
+            )
+
+    def live_nodes(self) -> List[Node]:
+        return [node for node in self.nodes.values()
+                if node.process is not None and node.process.poll() is None]
+
+    def cluster_views(self) -> dict:
+        """{node_id: /api/cluster body} of every live node that answers."""
+        views = {}
+        for node in self.live_nodes():
+            try:
+                answer = node.get("/api/cluster")
+            except OSError:
+                continue
+            if answer.status == 200:
+                views[node.node_id] = answer.body
+        return views
+
+    def leader(self, timeout: float = 10, among: Optional[List[int]] = None) -> Node:
+        """The node every live node (or those in `among`) agrees is the leader."""
+        def agreed():
+            views = self.cluster_views()
+            wanted = among or [node.node_id for node in self.live_nodes()]
+            if set(wanted) - set(views):
+                return None
+            leaders = {views[node_id]["leader_id"] for node_id in wanted}
+            if len(leaders) == 1 and None not in leaders:
+                leader_id = leaders.pop()
+                if views.get(leader_id, {}).get("role") == "leader":
+                    return self.nodes[leader_id]
+            return None
+
+        return wait_until(agreed, timeout, "the nodes to agree on one leader")
+
+    def wait_all_live(self, timeout: float = 30) -> None:
+        for node in self.nodes.values():
+            wait_until(lambda: node.get("/health/live").status == 200, timeout,
+                       f"node {node.node_id} to answer")
