@@ -1,0 +1,730 @@
+"""RaftCore: the Raft protocol as a pure state machine.
+
+No reactor, no I/O, no clock: every input is an event carrying `now` (seconds), every
+random choice comes from an injected `random.Random`, and everything the node must do
+in response is collected and handed out by `take_ready()` as a `Ready`:
+
+* writes (hard state, snapshot, truncation, entries) the caller makes durable and then
+  reports with `persisted(ready.seq)`;
+* messages (peer id, request) to send; responses come back through
+  `receive_response` or, when lost, `send_failed`;
+* committed entries to apply in order (reported back with `applied_to`), a snapshot to
+  restore into the state machine, role changes and the outcome of a leadership transfer.
+
+Requests from peers go through `receive_request`, which returns the response at once.
+The response promises durability (a vote, an AppendEntries success), so the caller must
+hold it back until every write taken from `take_ready()` so far is durable.
+
+Beyond the paper: pre-vote, check-quorum, a no-op entry per new leader, pipelined and
+batched replication with one-step back-off, chunked snapshots and leadership transfer
+(TimeoutNow). The wire VoteRequest cannot say "this election was started by TimeoutNow",
+so the check-quorum lease (refuse while a live leader is heard) applies to pre-votes: a
+real vote request only exists after a pre-vote majority (the leader is gone for most
+nodes) or after TimeoutNow from the leader itself.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
+
+from jobsched._proto import scheduler_pb2
+from jobsched.raft.log import RaftLog
+from jobsched.raft.messages import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+    LogEntry,
+    TimeoutNowRequest,
+    TimeoutNowResponse,
+    VoteRequest,
+    VoteResponse,
+)
+from jobsched.raft.storage import Snapshot, StoredState
+
+FOLLOWER = "follower"
+PRE_CANDIDATE = "pre-candidate"
+CANDIDATE = "candidate"
+LEADER = "leader"
+
+Request = Union[AppendEntriesRequest, VoteRequest, InstallSnapshotRequest, TimeoutNowRequest]
+Response = Union[AppendEntriesResponse, VoteResponse, InstallSnapshotResponse,
+                 TimeoutNowResponse]
+TransferResult = Tuple[bool, str, int]
+
+
+@dataclass(frozen=True)
+class RaftTimings:
+    """Every duration of the protocol, in seconds (spec defaults)."""
+
+    election_timeout_min: float = 0.150
+    election_timeout_max: float = 0.300
+    heartbeat_interval: float = 0.050
+    transfer_timeout: float = 2.0
+    commit_timeout: float = 5.0
+    peer_liveness: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.election_timeout_min <= self.election_timeout_max:
+            raise ValueError("need 0 < election_timeout_min <= election_timeout_max")
+        if not 0 < self.heartbeat_interval < self.election_timeout_min:
+            raise ValueError("need 0 < heartbeat_interval < election_timeout_min")
+        if self.transfer_timeout <= 0 or self.commit_timeout <= 0 or self.peer_liveness <= 0:
+            raise ValueError("transfer, commit and liveness timeouts must be positive")
+
+
+@dataclass(frozen=True)
+class RaftLimits:
+    """Sizes and counts that bound memory, message size and pipelining."""
+
+    max_pending_proposals: int = 256
+    compaction_threshold: int = 1000
+    max_append_bytes: int = 1 << 20
+    snapshot_chunk_bytes: int = 256 << 10
+    max_inflight_appends: int = 1
+
+    def __post_init__(self) -> None:
+        if min(self.max_pending_proposals, self.compaction_threshold, self.max_append_bytes,
+               self.snapshot_chunk_bytes, self.max_inflight_appends) < 1:
+            raise ValueError("Raft limits must be positive")
+
+
+@dataclass
+class Ready:
+    """What the node must do after some events; see the module docstring for the order."""
+
+    seq: int
+    hard_state: Optional[Tuple[int, int]]
+    snapshot: Optional[Snapshot]
+    truncate_from: Optional[int]
+    entries: List[LogEntry]
+    messages: List[Tuple[int, Request]]
+    restore: Optional[Snapshot]
+    committed: List[LogEntry]
+    role_changed: bool
+    transfer_result: Optional[TransferResult]
+
+    @property
+    def has_writes(self) -> bool:
+        return bool(self.hard_state or self.snapshot or self.truncate_from or self.entries)
+
+
+@dataclass
+class Progress:
+    """What a leader knows about one follower's log."""
+
+    next_index: int
+    match_index: int = 0
+    probing: bool = True
+    inflight: List[Request] = field(default_factory=list)
+    last_contact: Optional[float] = None
+    sending_snapshot: Optional[Snapshot] = None
+    snapshot_offset: int = 0
+
+    def is_inflight(self, request: Request) -> bool:
+        return any(r is request for r in self.inflight)
+
+
+@dataclass
+class _Transfer:
+    target: int
+    deadline: float
+    start_term: int
+    timeout_now_sent: bool = False
+
+
+@dataclass
+class _SnapshotReceive:
+    key: Tuple[int, int, int, int]
+    data: bytearray
+
+
+class RaftCore:
+    """One node's Raft state; see the module docstring for how to drive it."""
+
+    def __init__(self, node_id: int, peer_ids, stored: StoredState, now: float,
+                 rng: random.Random, timings: RaftTimings = RaftTimings(),
+                 limits: RaftLimits = RaftLimits()) -> None:
+        if node_id in peer_ids or node_id <= 0:
+            raise ValueError(f"bad node id {node_id}")
+        self.node_id = node_id
+        self.peers = tuple(sorted(peer_ids))
+        self.quorum = (len(self.peers) + 1) // 2 + 1
+        self.timings = timings
+        self.limits = limits
+        self._rng = rng
+
+        self.term = stored.term
+        self.voted_for = stored.voted_for
+        self.snapshot = stored.snapshot
+        snap_index = stored.snapshot.index if stored.snapshot else 0
+        snap_term = stored.snapshot.term if stored.snapshot else 0
+        self.log = RaftLog(snap_index, snap_term,
+                           [e for e in stored.entries if e.index > snap_index])
+        self.commit_index = snap_index
+        self.applied_index = snap_index
+        self.role = FOLLOWER
+        self.leader_id = 0
+
+        self._emitted_index = snap_index
+        self._durable_index = self.log.last_index
+        self._pending_writes: List[List[int]] = []
+        self._last_leader_contact: Optional[float] = None
+        self._leader_since = now
+        self._votes: set = set()
+        self._progress: Dict[int, Progress] = {}
+        self._transfer: Optional[_Transfer] = None
+        self._receiving: Optional[_SnapshotReceive] = None
+        self._heartbeat_due = math.inf
+        self._election_due = now
+        self._reset_election_timer(now)
+
+        self._seq = 0
+        self._hard_state_dirty = False
+        self._unstable: List[LogEntry] = []
+        self._snapshot_out: Optional[Snapshot] = None
+        self._truncate_out: Optional[int] = None
+        self._restore_out: Optional[Snapshot] = None
+        self._messages: List[Tuple[int, Request]] = []
+        self._role_changed = False
+        self._transfer_result: Optional[TransferResult] = None
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def accepting_proposals(self) -> bool:
+        return self.role == LEADER and self._transfer is None
+
+    @property
+    def transfer_target(self) -> int:
+        """The node leadership is being handed to (0 = no transfer under way)."""
+        return self._transfer.target if self._transfer else 0
+
+    def progress(self) -> Dict[int, Progress]:
+        """The leader's view of each follower ({} when not leader); read only."""
+        return self._progress
+
+    def next_deadline(self) -> float:
+        """The time at which `tick` has something to do."""
+        due = self._heartbeat_due if self.role == LEADER else self._election_due
+        if self._transfer is not None:
+            due = min(due, self._transfer.deadline)
+        return due
+
+    def has_quorum(self, now: float) -> bool:
+        """Leader: heard from a majority lately; follower: heard from a live leader."""
+        if self.role == LEADER:
+            return self._quorum_active(now)
+        return (self.role == FOLLOWER and self.leader_id != 0
+                and self._last_leader_contact is not None
+                and now - self._last_leader_contact < self.timings.election_timeout_max)
+
+    def compaction_due(self) -> bool:
+        return self.applied_index - self.log.snapshot_index > self.limits.compaction_threshold
+
+    # ------------------------------------------------------------------ events
+
+    def tick(self, now: float) -> None:
+        """Time passed: send heartbeats, check quorum, or start an election."""
+        if self.role == LEADER:
+            if now >= self._heartbeat_due:
+                self._heartbeat_due = now + self.timings.heartbeat_interval
+                if not self._quorum_active(now):
+                    self._become_follower(self.term, 0, now)
+                else:
+                    self._broadcast_heartbeat(now)
+        elif now >= self._election_due:
+            self._campaign(now, pre_vote=True)
+        self._check_transfer(now)
+
+    def propose(self, command: scheduler_pb2.Command, now: float) -> LogEntry:
+        """Append a command as leader and start replicating it; returns its entry."""
+        if not self.accepting_proposals:
+            raise RuntimeError("this node does not accept proposals now")
+        entry = LogEntry(self.term, self.log.last_index + 1, command)
+        self._append_local([entry])
+        for peer in self.peers:
+            self._send_append(peer, now)
+        return entry
+
+    def receive_request(self, msg: Request, now: float) -> Response:
+        """Answer a peer's request (hold the answer until the writes are durable)."""
+        if isinstance(msg, AppendEntriesRequest):
+            response = self._on_append(msg, now)
+        elif isinstance(msg, VoteRequest):
+            response = self._on_vote(msg, now)
+        elif isinstance(msg, InstallSnapshotRequest):
+            response = self._on_install_snapshot(msg, now)
+        elif isinstance(msg, TimeoutNowRequest):
+            response = self._on_timeout_now(msg, now)
+        else:
+            raise TypeError(f"not a Raft request: {msg!r}")
+        self._check_transfer(now)
+        return response
+
+    def receive_response(self, peer_id: int, request: Request, response: Response,
+                         now: float) -> None:
+        """A peer answered `request` (a message this core asked to send)."""
+        pre_vote_grant = (isinstance(response, VoteResponse) and request.pre_vote
+                          and response.vote_granted)
+        if response.term > self.term and not pre_vote_grant:
+            self._become_follower(response.term, 0, now)
+        elif isinstance(response, VoteResponse):
+            self._on_vote_response(peer_id, request, response, now)
+        elif (self.role == LEADER and request.term == self.term
+              and peer_id in self._progress):
+            progress = self._progress[peer_id]
+            progress.last_contact = now
+            if isinstance(response, AppendEntriesResponse):
+                self._on_append_response(peer_id, progress, request, response, now)
+            elif isinstance(response, InstallSnapshotResponse):
+                self._on_snapshot_response(peer_id, progress, request, now)
+        self._check_transfer(now)
+
+    def send_failed(self, peer_id: int, request: Request, now: float) -> None:
+        """`request` to a peer got no answer; resend from what is known on the next beat."""
+        progress = self._progress.get(peer_id)
+        if (self.role == LEADER and progress is not None
+                and progress.is_inflight(request)):
+            progress.inflight.clear()
+            if progress.sending_snapshot is None:
+                progress.next_index = progress.match_index + 1
+                progress.probing = True
+        self._check_transfer(now)
+
+    def persisted(self, seq: int) -> None:
+        """Every write of the Ready numbered `seq` (and those before) is durable."""
+        while self._pending_writes and self._pending_writes[0][0] <= seq:
+            self._durable_index = max(self._durable_index, self._pending_writes.pop(0)[1])
+        self._maybe_commit()
+
+    def applied_to(self, index: int) -> None:
+        """The state machine has applied every committed entry up to `index`."""
+        self.applied_index = index
+
+    def compact(self, index: int, data: bytes) -> None:
+        """Replace the log up to `index` (applied) by a snapshot of the applied state."""
+        if not self.log.snapshot_index < index <= self.applied_index:
+            raise ValueError(f"cannot compact to {index}")
+        snapshot = Snapshot(index, self.log.term_at(index), data)
+        self.log.compact(snapshot.index, snapshot.term)
+        self.snapshot = snapshot
+        self._snapshot_out = snapshot
+        self._unstable = [e for e in self._unstable if e.index > index]
+
+    def transfer_leadership(self, target: int, now: float) -> None:
+        """Stop taking proposals, catch `target` up, then send it TimeoutNow."""
+        if self.role != LEADER or target not in self._progress or self._transfer:
+            raise ValueError(f"cannot transfer leadership to {target} now")
+        self._transfer = _Transfer(target, now + self.timings.transfer_timeout, self.term)
+        self._maybe_send_timeout_now(now)
+
+    def step_down(self, now: float) -> None:
+        """Stop leading or campaigning (e.g. the node's storage failed)."""
+        self._become_follower(self.term, 0, now)
+        self._election_due = math.inf
+        self._check_transfer(now)
+
+    def take_ready(self) -> Optional[Ready]:
+        """Hand out everything collected since the last call (None when nothing)."""
+        committed: List[LogEntry] = []
+        if self.commit_index > self._emitted_index:
+            committed = self.log.slice(self._emitted_index + 1, self.commit_index + 1)
+            self._emitted_index = self.commit_index
+        if not (self._hard_state_dirty or self._unstable or self._snapshot_out
+                or self._truncate_out or self._messages or committed
+                or self._role_changed or self._transfer_result or self._restore_out):
+            return None
+        self._seq += 1
+        ready = Ready(
+            seq=self._seq,
+            hard_state=(self.term, self.voted_for) if self._hard_state_dirty else None,
+            snapshot=self._snapshot_out,
+            truncate_from=self._truncate_out,
+            entries=self._unstable,
+            messages=self._messages,
+            restore=self._restore_out,
+            committed=committed,
+            role_changed=self._role_changed,
+            transfer_result=self._transfer_result,
+        )
+        if ready.has_writes:
+            self._pending_writes.append([self._seq, self.log.last_index])
+        self._hard_state_dirty = False
+        self._unstable = []
+        self._snapshot_out = None
+        self._truncate_out = None
+        self._restore_out = None
+        self._messages = []
+        self._role_changed = False
+        self._transfer_result = None
+        return ready
+
+    # ------------------------------------------------------------------ roles
+
+    def _reset_election_timer(self, now: float) -> None:
+        t = self.timings
+        self._election_due = now + self._rng.uniform(t.election_timeout_min,
+                                                     t.election_timeout_max)
+
+    def _set_role(self, role: str, leader_id: int) -> None:
+        if role != self.role or leader_id != self.leader_id:
+            self._role_changed = True
+        self.role = role
+        self.leader_id = leader_id
+
+    def _set_term(self, term: int) -> None:
+        self.term = term
+        self.voted_for = 0
+        self._hard_state_dirty = True
+        self._role_changed = True
+
+    def _become_follower(self, term: int, leader_id: int, now: float) -> None:
+        if term > self.term:
+            self._set_term(term)
+        self._set_role(FOLLOWER, leader_id)
+        self._progress = {}
+        self._votes = set()
+        self._heartbeat_due = math.inf
+        self._reset_election_timer(now)
+
+    def _follow(self, term: int, leader_id: int, now: float) -> None:
+        """A current leader spoke: follow it and push the election back."""
+        if term > self.term or self.role != FOLLOWER:
+            self._become_follower(term, leader_id, now)
+        else:
+            self._set_role(FOLLOWER, leader_id)
+            self._reset_election_timer(now)
+        self._last_leader_contact = now
+
+    def _campaign(self, now: float, pre_vote: bool) -> None:
+        self._reset_election_timer(now)
+        if pre_vote:
+            self._set_role(PRE_CANDIDATE, 0)
+            vote_term = self.term + 1
+        else:
+            self._set_role(CANDIDATE, 0)
+            self._set_term(self.term + 1)
+            self.voted_for = self.node_id
+            vote_term = self.term
+        self._votes = {self.node_id}
+        if len(self._votes) >= self.quorum:
+            self._won_vote(now, pre_vote)
+            return
+        request = VoteRequest(vote_term, self.node_id, self.log.last_index,
+                              self.log.last_term, pre_vote)
+        self._messages.extend((peer, request) for peer in self.peers)
+
+    def _won_vote(self, now: float, pre_vote: bool) -> None:
+        if pre_vote:
+            self._campaign(now, pre_vote=False)
+        else:
+            self._become_leader(now)
+
+    def _become_leader(self, now: float) -> None:
+        self._set_role(LEADER, self.node_id)
+        self._leader_since = now
+        self._heartbeat_due = now + self.timings.heartbeat_interval
+        self._progress = {p: Progress(next_index=self.log.last_index + 1) for p in self.peers}
+        self._append_local([LogEntry(self.term, self.log.last_index + 1)])
+        for peer in self.peers:
+            self._send_append(peer, now)
+        self._maybe_commit()
+
+    def _quorum_active(self, now: float) -> bool:
+        window = self.timings.election_timeout_max
+        if now - self._leader_since < window:
+            return True
+        heard = sum(1 for p in self._progress.values()
+                    if p.last_contact is not None and now - p.last_contact < window)
+        return heard + 1 >= self.quorum
+
+    # ------------------------------------------------------------------ votes
+
+    def _log_up_to_date(self, last_index: int, last_term: int) -> bool:
+        my_term = self.log.last_term
+        return last_term > my_term or (last_term == my_term
+                                       and last_index >= self.log.last_index)
+
+    def _on_vote(self, req: VoteRequest, now: float) -> VoteResponse:
+        known = req.candidate_id in self.peers
+        up_to_date = self._log_up_to_date(req.last_log_index, req.last_log_term)
+        if req.pre_vote:
+            in_lease = self.role == LEADER or (
+                self.leader_id != 0 and self._last_leader_contact is not None
+                and now - self._last_leader_contact < self.timings.election_timeout_min)
+            grant = known and not in_lease and req.term > self.term and up_to_date
+            return VoteResponse(req.term if grant else self.term, grant)
+        if req.term < self.term:
+            return VoteResponse(self.term, False)
+        if req.term > self.term:
+            self._become_follower(req.term, 0, now)
+        grant = known and self.voted_for in (0, req.candidate_id) and up_to_date
+        if grant:
+            if self.voted_for != req.candidate_id:
+                self.voted_for = req.candidate_id
+                self._hard_state_dirty = True
+            self._reset_election_timer(now)
+        return VoteResponse(self.term, grant)
+
+    def _on_vote_response(self, peer_id: int, req: VoteRequest, resp: VoteResponse,
+                          now: float) -> None:
+        if req.pre_vote:
+            current = self.role == PRE_CANDIDATE and req.term == self.term + 1
+        else:
+            current = self.role == CANDIDATE and req.term == self.term
+        if current and resp.vote_granted:
+            self._votes.add(peer_id)
+            if len(self._votes) >= self.quorum:
+                self._won_vote(now, req.pre_vote)
+
+    # ------------------------------------------------------------------ replication
+
+    def _append_local(self, entries: List[LogEntry]) -> None:
+        self.log.append(entries)
+        self._unstable.extend(entries)
+
+    def _truncate(self, index: int) -> None:
+        """Drop the local log from `index` on (a conflict with the leader's log)."""
+        self.log.truncate_from(index)
+        self._unstable = [e for e in self._unstable if e.index < index]
+        self._cap_durable(index - 1)
+
+    def _cap_durable(self, index: int) -> None:
+        self._durable_index = min(self._durable_index, index)
+        for pending in self._pending_writes:
+            pending[1] = min(pending[1], index)
+
+    def _send_append(self, peer: int, now: float) -> None:
+        """Send the entries `peer` lacks, if the pipeline has room."""
+        progress = self._progress[peer]
+        if progress.sending_snapshot is not None:
+            return
+        limit = 1 if progress.probing else self.limits.max_inflight_appends
+        if len(progress.inflight) >= limit:
+            return
+        if progress.next_index <= self.log.snapshot_index:
+            progress.sending_snapshot = self.snapshot
+            progress.snapshot_offset = 0
+            self._send_snapshot_chunk(peer, progress)
+            return
+        entries = self.log.slice(progress.next_index, max_bytes=self.limits.max_append_bytes)
+        if not entries:
+            return
+        prev = progress.next_index - 1
+        request = AppendEntriesRequest(self.term, self.node_id, prev, self.log.term_at(prev),
+                                       entries, self.commit_index)
+        progress.inflight.append(request)
+        progress.next_index = entries[-1].index + 1
+        self._messages.append((peer, request))
+
+    def _send_snapshot_chunk(self, peer: int, progress: Progress) -> None:
+        snapshot = progress.sending_snapshot
+        offset = progress.snapshot_offset
+        chunk = snapshot.data[offset:offset + self.limits.snapshot_chunk_bytes]
+        request = InstallSnapshotRequest(
+            self.term, self.node_id, snapshot.index, snapshot.term, offset, chunk,
+            offset + len(chunk) >= len(snapshot.data))
+        progress.inflight = [request]
+        self._messages.append((peer, request))
+
+    def _broadcast_heartbeat(self, now: float) -> None:
+        """An empty AppendEntries to each follower; also resume stalled replication."""
+        for peer, progress in self._progress.items():
+            if not progress.inflight:
+                if progress.sending_snapshot is not None:
+                    self._send_snapshot_chunk(peer, progress)
+                else:
+                    self._send_append(peer, now)
+            prev = progress.match_index
+            prev_term = self.log.term_at(prev)
+            if prev_term is None:
+                prev, prev_term = 0, 0
+            self._messages.append((peer, AppendEntriesRequest(
+                self.term, self.node_id, prev, prev_term, [], self.commit_index)))
+
+    def _on_append(self, req: AppendEntriesRequest, now: float) -> AppendEntriesResponse:
+        if req.term < self.term:
+            return AppendEntriesResponse(self.term, False, self.log.last_index)
+        self._follow(req.term, req.leader_id, now)
+        prev = req.prev_log_index
+        entries = req.entries
+        if prev < self.commit_index:
+            # The committed prefix matches every leader's log: skip what it covers.
+            entries = entries[self.commit_index - prev:]
+            prev = self.commit_index
+        elif self.log.term_at(prev) != req.prev_log_term:
+            return AppendEntriesResponse(self.term, False, self._reject_hint(prev))
+        self._store_entries(entries)
+        last_new = prev + len(entries)
+        if req.leader_commit > self.commit_index:
+            self.commit_index = max(self.commit_index, min(req.leader_commit, last_new))
+        return AppendEntriesResponse(self.term, True, last_new)
+
+    def _store_entries(self, entries: List[LogEntry]) -> None:
+        """Append what is new, truncating only where an entry really conflicts."""
+        for i, entry in enumerate(entries):
+            term = self.log.term_at(entry.index)
+            if term is None:
+                self._append_local(entries[i:])
+                return
+            if term != entry.term:
+                self._truncate(entry.index)
+                self._append_local(entries[i:])
+                return
+
+    def _reject_hint(self, prev: int) -> int:
+        """Where the leader should retry: our last index, or before a conflicting term."""
+        if prev > self.log.last_index:
+            return self.log.last_index
+        conflict_term = self.log.term_at(prev)
+        index = prev - 1
+        floor = max(self.commit_index, self.log.snapshot_index)
+        while index > floor and self.log.term_at(index) == conflict_term:
+            index -= 1
+        return index
+
+    def _on_append_response(self, peer: int, progress: Progress,
+                            req: AppendEntriesRequest, resp: AppendEntriesResponse,
+                            now: float) -> None:
+        if resp.success:
+            if resp.match_index > progress.match_index:
+                progress.match_index = resp.match_index
+            progress.next_index = max(progress.next_index, progress.match_index + 1)
+            if progress.is_inflight(req):
+                progress.inflight = [r for r in progress.inflight if r is not req]
+                progress.probing = False
+            self._maybe_commit()
+            self._send_append(peer, now)
+            self._maybe_send_timeout_now(now)
+            return
+        hint = resp.match_index
+        if req.prev_log_index <= progress.match_index:
+            # The follower lost entries it had acknowledged (it restarted in memory).
+            progress.match_index = min(progress.match_index, hint)
+            progress.next_index = hint + 1
+        elif progress.is_inflight(req):
+            progress.next_index = max(progress.match_index + 1,
+                                      min(hint + 1, req.prev_log_index))
+        else:
+            return
+        progress.inflight.clear()
+        progress.sending_snapshot = None
+        progress.probing = True
+        self._send_append(peer, now)
+
+    def _maybe_commit(self) -> None:
+        if self.role != LEADER:
+            return
+        matches = sorted([min(self._durable_index, self.log.last_index)]
+                         + [p.match_index for p in self._progress.values()], reverse=True)
+        candidate = matches[self.quorum - 1]
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
+            self.commit_index = candidate
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _on_install_snapshot(self, req: InstallSnapshotRequest,
+                             now: float) -> InstallSnapshotResponse:
+        response = InstallSnapshotResponse(max(self.term, req.term))
+        if req.term < self.term:
+            return response
+        self._follow(req.term, req.leader_id, now)
+        if req.last_included_index <= self.commit_index:
+            self._receiving = None
+            return response
+        key = (req.term, req.leader_id, req.last_included_index, req.last_included_term)
+        receiving = self._receiving
+        if receiving is not None and receiving.key == key and req.offset < len(receiving.data):
+            return response
+        if req.offset == 0:
+            receiving = self._receiving = _SnapshotReceive(key, bytearray())
+        if receiving is None or receiving.key != key or req.offset != len(receiving.data):
+            return response
+        receiving.data += req.data
+        if req.done:
+            self._receiving = None
+            self._install(Snapshot(req.last_included_index, req.last_included_term,
+                                   bytes(receiving.data)))
+        return response
+
+    def _install(self, snapshot: Snapshot) -> None:
+        """Adopt a leader's snapshot newer than anything committed here."""
+        agrees = self.log.term_at(snapshot.index) == snapshot.term
+        self.log.compact(snapshot.index, snapshot.term)
+        if agrees:
+            self._unstable = [e for e in self._unstable if e.index > snapshot.index]
+        else:
+            self._unstable = []
+            self._truncate_out = min(self._truncate_out or math.inf, snapshot.index + 1)
+            self._cap_durable(snapshot.index)
+        self.snapshot = snapshot
+        self._snapshot_out = snapshot
+        self._restore_out = snapshot
+        self.commit_index = snapshot.index
+        self.applied_index = snapshot.index
+        self._emitted_index = snapshot.index
+
+    def _on_snapshot_response(self, peer: int, progress: Progress,
+                              req: InstallSnapshotRequest, now: float) -> None:
+        if not progress.is_inflight(req):
+            return
+        progress.inflight.clear()
+        if not req.done:
+            progress.snapshot_offset = req.offset + len(req.data)
+            self._send_snapshot_chunk(peer, progress)
+            return
+        progress.sending_snapshot = None
+        progress.match_index = max(progress.match_index, req.last_included_index)
+        progress.next_index = progress.match_index + 1
+        self._maybe_commit()
+        self._send_append(peer, now)
+        self._maybe_send_timeout_now(now)
+
+    # ------------------------------------------------------------------ transfer
+
+    def _on_timeout_now(self, req: TimeoutNowRequest, now: float) -> TimeoutNowResponse:
+        if (req.term == self.term and self.role == FOLLOWER and self.leader_id != 0
+                and req.leader_id == self.leader_id):
+            self._campaign(now, pre_vote=False)
+            return TimeoutNowResponse(self.term, True)
+        return TimeoutNowResponse(self.term, False)
+
+    def _maybe_send_timeout_now(self, now: float) -> None:
+        transfer = self._transfer
+        if transfer is None or transfer.timeout_now_sent or self.role != LEADER:
+            return
+        if self._progress[transfer.target].match_index == self.log.last_index:
+            self._messages.append((transfer.target, TimeoutNowRequest(self.term, self.node_id)))
+            transfer.timeout_now_sent = True
+            transfer.deadline = now + self.timings.transfer_timeout
+        else:
+            self._send_append(transfer.target, now)
+
+    def _check_transfer(self, now: float) -> None:
+        transfer = self._transfer
+        if transfer is None:
+            return
+        target = transfer.target
+        new_leader = self.leader_id if self.term > transfer.start_term else 0
+        if new_leader == target:
+            result = (True, f"Leadership transferred to node {target}", target)
+        elif new_leader not in (0, self.node_id):
+            result = (False, f"Node {new_leader} won the election instead of target node "
+                             f"{target}", new_leader)
+        elif self.role != LEADER and not transfer.timeout_now_sent:
+            result = (False, "Not the leader", self.leader_id)
+        elif now >= transfer.deadline:
+            if transfer.timeout_now_sent:
+                message = f"Target node {target} did not win the election in time"
+            else:
+                message = (f"Target node {target} did not catch up within "
+                           f"{self.timings.transfer_timeout:g}s")
+            result = (False, message, self.leader_id)
+        else:
+            return
+        self._transfer = None
+        self._transfer_result = result

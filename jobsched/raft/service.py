@@ -1,0 +1,444 @@
+"""RaftService: runs a RaftCore on the reactor.
+
+It owns the timers, makes the core's writes durable before anything that promises
+durability leaves the node, sends the core's messages through the transport, applies
+committed entries to the state machine and wakes the proposals waiting on them.
+Everything here runs on the reactor thread; nothing blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from jobsched._proto import scheduler_pb2
+from jobsched.api.errors import (
+    CommitTimeout,
+    LeadershipLost,
+    NotLeader,
+    Overloaded,
+    RaftStopped,
+    StorageFailed,
+)
+from jobsched.interfaces import IRaftService, IRaftStorage, IRaftTransport, IStateMachine
+from jobsched.raft.core import LEADER, FOLLOWER, RaftCore, RaftLimits, RaftTimings, Ready
+from jobsched.raft.messages import AppendEntriesRequest, InstallSnapshotRequest, LogEntry
+from jobsched.raft.storage import StoredState
+
+__all__ = ["RaftService", "RaftStatus", "PeerProgress", "RaftTimings", "RaftLimits"]
+
+log = Logger()
+
+# The core's messages that promise nothing about this node's disk: sent at once.
+_SEND_BEFORE_DURABLE = (AppendEntriesRequest, InstallSnapshotRequest)
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    """One node's view of the cluster, for status APIs and readiness."""
+
+    node_id: int
+    role: str
+    current_term: int
+    leader_id: int
+    leader_address: Optional[str]
+    commit_index: int
+    last_applied: int
+    last_log_index: int
+    first_log_index: int
+    has_quorum: bool
+
+
+@dataclass(frozen=True)
+class PeerProgress:
+    """What the leader knows of one follower."""
+
+    match_index: int
+    next_index: int
+    last_contact_seconds: Optional[float]
+
+
+@dataclass
+class _Waiter:
+    term: int
+    deferred: defer.Deferred
+    deadline: float
+
+
+@implementer(IRaftService)
+class RaftService(Service):
+    """IRaftService: consensus for the rest of the node, driven by the reactor."""
+
+    def __init__(self, node_id: int, peers: Dict[int, str], self_address: str,
+                 storage: IRaftStorage, transport: IRaftTransport,
+                 state_machine: IStateMachine, clock: IReactorTime,
+                 rng: Optional[random.Random] = None,
+                 timings: RaftTimings = RaftTimings(),
+                 limits: RaftLimits = RaftLimits()) -> None:
+        self.node_id = node_id
+        self.peers = dict(peers)
+        self.self_address = self_address
+        self.timings = timings
+        self.limits = limits
+        self._storage = storage
+        self._transport = transport
+        self._state_machine = state_machine
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._core: Optional[RaftCore] = None
+        self._failed = False
+        self._last_applied = 0
+        self._observers: List[Callable[[str], None]] = []
+        self._waiters: Dict[int, _Waiter] = {}
+        self._expiry_call = None
+        self._timer = None
+        self._timer_due = math.inf
+        self._issued_seq = 0
+        self._durable_seq = 0
+        self._after_durable: Deque[Tuple[int, defer.Deferred]] = deque()
+        self._processing = False
+        self._transfer: Optional[defer.Deferred] = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._failed = False
+        d = defer.maybeDeferred(self._storage.load)
+        d.addCallback(self._start_core)
+        d.addErrback(self._storage_failed)
+
+    def _start_core(self, stored: StoredState) -> None:
+        if not self.running:
+            return
+        now = self._clock.seconds()
+        self._core = RaftCore(self.node_id, self.peers, stored, now, self._rng,
+                              self.timings, self.limits)
+        if stored.snapshot is not None:
+            self._state_machine.restore(stored.snapshot.data)
+        self._last_applied = self._core.applied_index
+        self._issued_seq = self._durable_seq = 0
+        self._step()
+
+    def stopService(self) -> defer.Deferred:
+        Service.stopService(self)
+        self._stop_timers()
+        self._fail_everything(RaftStopped)
+        return self._storage.close()
+
+    def _stop_timers(self) -> None:
+        for call in (self._timer, self._expiry_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._expiry_call = None
+        self._timer_due = math.inf
+
+    def _fail_everything(self, error_type) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.deferred.errback(error_type())
+        pending, self._after_durable = self._after_durable, deque()
+        for _, d in pending:
+            d.errback(error_type())
+        if self._transfer is not None:
+            self._finish_transfer((False, error_type().message, 0))
+
+    @property
+    def _active(self) -> bool:
+        return bool(self.running) and self._core is not None and not self._failed
+
+    def _refusal(self) -> Exception:
+        return StorageFailed() if self._failed else RaftStopped()
+
+    # ------------------------------------------------------------------ IRaftService
+
+    def add_observer(self, observer: Callable[[str], None]) -> None:
+        self._observers.append(observer)
+
+    def propose(self, command: scheduler_pb2.Command) -> defer.Deferred:
+        if not self._active:
+            return defer.fail(self._refusal())
+        core = self._core
+        if not core.accepting_proposals:
+            leader = core.transfer_target if core.role == LEADER else core.leader_id
+            return defer.fail(NotLeader(leader or None, self._address_of(leader)))
+        if len(self._waiters) >= self.limits.max_pending_proposals:
+            return defer.fail(Overloaded())
+        now = self._clock.seconds()
+        entry = core.propose(command, now)
+        index = entry.index
+        d = defer.Deferred(lambda _: self._waiters.pop(index, None))
+        self._waiters[index] = _Waiter(entry.term, d, now + self.timings.commit_timeout)
+        if self._expiry_call is None:
+            self._schedule_expiry()
+        self._step()
+        return d
+
+    def handle(self, request) -> defer.Deferred:
+        if not self._active:
+            return defer.fail(self._refusal())
+        response = self._core.receive_request(request, self._clock.seconds())
+        self._step()
+        if not self._active:
+            return defer.fail(self._refusal())
+        return self._when_durable().addCallback(lambda _: response)
+
+    def status(self) -> RaftStatus:
+        core = self._core
+        if core is None:
+            return RaftStatus(self.node_id, FOLLOWER, 0, 0, None, 0, 0, 0, 1, False)
+        role = core.role if core.role in (LEADER, FOLLOWER) else "candidate"
+        return RaftStatus(
+            node_id=self.node_id,
+            role=role,
+            current_term=core.term,
+            leader_id=core.leader_id,
+            leader_address=self._address_of(core.leader_id),
+            commit_index=core.commit_index,
+            last_applied=self._last_applied,
+            last_log_index=core.log.last_index,
+            first_log_index=core.log.first_index,
+            has_quorum=self._active and core.has_quorum(self._clock.seconds()),
+        )
+
+    def peer_progress(self) -> Dict[int, PeerProgress]:
+        if self._core is None:
+            return {}
+        now = self._clock.seconds()
+        return {peer: PeerProgress(p.match_index, p.next_index,
+                                   None if p.last_contact is None else now - p.last_contact)
+                for peer, p in self._core.progress().items()}
+
+    def log_entries(self, start_index: int, limit: int) -> List[LogEntry]:
+        if self._core is None or limit <= 0:
+            return []
+        start = max(start_index, self._core.log.first_index)
+        return self._core.log.slice(start, start + limit)
+
+    def transfer_leadership(self, target_id: int = 0) -> defer.Deferred:
+        """Hand leadership to `target_id` (0 = best live peer).
+
+        Fires with (success, message, new_leader_id); success only once the target won.
+        """
+        core = self._core
+        if not self._active or core.role != LEADER:
+            return defer.succeed((False, "Not the leader", core.leader_id if core else 0))
+        if target_id and target_id not in self.peers:
+            return defer.succeed((False, f"Unknown target node {target_id}", 0))
+        if self._transfer is not None:
+            return defer.succeed((False, "A leadership transfer is already in progress", 0))
+        target = target_id or self._best_transfer_target()
+        if not target:
+            return defer.succeed((False, "No peers available for transfer", 0))
+        core.transfer_leadership(target, self._clock.seconds())
+        self._transfer = d = defer.Deferred()
+        self._step()
+        return d
+
+    def _best_transfer_target(self) -> int:
+        now = self._clock.seconds()
+        live = [(p.match_index, -peer) for peer, p in self._core.progress().items()
+                if p.last_contact is not None
+                and now - p.last_contact < self.timings.election_timeout_max]
+        return -max(live)[1] if live else 0
+
+    def _finish_transfer(self, result) -> None:
+        d, self._transfer = self._transfer, None
+        if d is not None:
+            d.callback(result)
+
+    def _address_of(self, node_id: int) -> Optional[str]:
+        if node_id == self.node_id:
+            return self.self_address
+        return self.peers.get(node_id)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _step(self) -> None:
+        """Carry out everything the core has collected, then re-arm the timer."""
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while self._active:
+                ready = self._core.take_ready()
+                if ready is None:
+                    break
+                self._carry_out(ready)
+        finally:
+            self._processing = False
+        if self._active:
+            self._schedule_timer()
+
+    def _carry_out(self, ready: Ready) -> None:
+        if ready.has_writes:
+            self._write(ready)
+            if not self._active:
+                return
+        for peer, request in ready.messages:
+            if isinstance(request, _SEND_BEFORE_DURABLE):
+                self._send(peer, request)
+            else:
+                self._when_durable().addCallback(
+                    lambda _, p=peer, r=request: self._send(p, r)).addErrback(lambda _: None)
+        if ready.restore is not None:
+            self._state_machine.restore(ready.restore.data)
+            self._last_applied = ready.restore.index
+        if ready.committed:
+            self._apply(ready.committed)
+        if ready.role_changed:
+            if self._core.role != LEADER:
+                self._fail_waiters(LeadershipLost)
+            self._notify("role")
+        if ready.transfer_result is not None:
+            self._finish_transfer(ready.transfer_result)
+
+    def _write(self, ready: Ready) -> None:
+        storage = self._storage
+        seq = self._issued_seq = ready.seq
+        writes = []
+        if ready.hard_state is not None:
+            writes.append(defer.maybeDeferred(storage.save_hard_state, *ready.hard_state))
+        if ready.snapshot is not None:
+            s = ready.snapshot
+            writes.append(defer.maybeDeferred(storage.save_snapshot, s.index, s.term, s.data))
+        if ready.truncate_from is not None:
+            writes.append(defer.maybeDeferred(storage.truncate, ready.truncate_from))
+        if ready.entries:
+            writes.append(defer.maybeDeferred(storage.append, ready.entries))
+        for d in writes[:-1]:
+            d.addErrback(self._storage_failed)
+        writes[-1].addCallbacks(lambda _: self._write_done(seq), self._storage_failed)
+
+    def _write_done(self, seq: int) -> None:
+        if not self._active:
+            return
+        self._durable_seq = seq
+        self._core.persisted(seq)
+        while self._after_durable and self._after_durable[0][0] <= seq:
+            self._after_durable.popleft()[1].callback(None)
+        self._step()
+
+    def _when_durable(self) -> defer.Deferred:
+        """A Deferred firing once every write issued so far is durable."""
+        if self._durable_seq >= self._issued_seq:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._after_durable.append((self._issued_seq, d))
+        return d
+
+    def _storage_failed(self, failure) -> None:
+        if self._failed:
+            return
+        log.failure("Raft storage write failed; this node stops serving", failure)
+        self._failed = True
+        self._stop_timers()
+        self._fail_everything(StorageFailed)
+        if self._core is not None:
+            self._core.step_down(self._clock.seconds())
+            self._core.take_ready()
+        self._notify("role")
+
+    def _send(self, peer: int, request) -> None:
+        core = self._core
+        d = defer.maybeDeferred(self._transport.send, peer, request)
+        d.addCallbacks(self._on_response, self._on_send_error,
+                       callbackArgs=(core, peer, request), errbackArgs=(core, peer, request))
+
+    def _on_response(self, response, core: RaftCore, peer: int, request) -> None:
+        if self._active and self._core is core:
+            core.receive_response(peer, request, response, self._clock.seconds())
+            self._step()
+
+    def _on_send_error(self, failure, core: RaftCore, peer: int, request) -> None:
+        log.debug("Raft {request} to node {peer} lost: {error}",
+                  request=type(request).__name__, peer=peer, error=failure.value)
+        if self._active and self._core is core:
+            core.send_failed(peer, request, self._clock.seconds())
+            self._step()
+
+    def _apply(self, entries: List[LogEntry]) -> None:
+        apply = self._state_machine.apply
+        for entry in entries:
+            waiter = self._waiters.pop(entry.index, None)
+            result = None
+            error: Optional[Exception] = None
+            if not entry.is_noop:
+                try:
+                    result = apply(entry.index, entry.command)
+                except Exception as e:  # a bug in apply: report it, keep the log moving
+                    log.failure("Applying entry {index} failed", index=entry.index)
+                    error = e
+            self._last_applied = entry.index
+            if waiter is not None:
+                if waiter.term != entry.term:
+                    waiter.deferred.errback(LeadershipLost())
+                elif error is not None:
+                    waiter.deferred.errback(error)
+                else:
+                    waiter.deferred.callback(result)
+        core = self._core
+        core.applied_to(self._last_applied)
+        if core.compaction_due():
+            core.compact(core.applied_index, self._state_machine.snapshot())
+        self._notify("applied")
+
+    def _fail_waiters(self, error_type) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.deferred.errback(error_type())
+
+    def _notify(self, event: str) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                log.failure("Raft observer failed on {event}", event=event)
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule_timer(self) -> None:
+        due = self._core.next_deadline()
+        if due >= self._timer_due or due == math.inf:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = self._clock.callLater(max(0.0, due - self._clock.seconds()),
+                                            self._on_timer)
+
+    def _on_timer(self) -> None:
+        due, self._timer, self._timer_due = self._timer_due, None, math.inf
+        if not self._active:
+            return
+        # callLater(due - now) may land a float rounding short of `due`.
+        now = max(self._clock.seconds(), due)
+        self._core.tick(now)
+        self._step()
+
+    def _schedule_expiry(self) -> None:
+        first = next(iter(self._waiters.values()), None)
+        if first is None:
+            self._expiry_call = None
+            return
+        delay = max(0.0, first.deadline - self._clock.seconds())
+        self._expiry_call = self._clock.callLater(delay, self._expire_waiters)
+
+    def _expire_waiters(self) -> None:
+        now = self._clock.seconds()
+        while self._waiters:
+            index, waiter = next(iter(self._waiters.items()))
+            if waiter.deadline > now:
+                break
+            del self._waiters[index]
+            waiter.deferred.errback(CommitTimeout())
+        self._schedule_expiry()
