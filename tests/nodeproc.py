@@ -190,8 +190,9 @@ class Cluster:
     """N nodes started together; helpers to find the leader as the nodes report it."""
 
     def __init__(self, factory: NodeFactory, size: int, *extra_args: str,
-                 peer_ports: Optional[Callable[[int], str]] = None) -> None:
-        self.grpc_ports = {node_id: free_port() for node_id in range(1, size + 1)}
+                 peer_ports: Optional[Callable[[int], str]] = None,
+                 grpc_ports: Optional[dict] = None) -> None:
+        self.grpc_ports = grpc_ports or {node_id: free_port() for node_id in range(1, size + 1)}
         self.nodes = {}
         for node_id, port in self.grpc_ports.items():
             peers = peer_ports(node_id) if peer_ports else peers_arg(node_id, self.grpc_ports)
@@ -217,7 +218,8 @@ class Cluster:
         return views
 
     def leader(self, timeout: float = 10, among: Optional[List[int]] = None) -> Node:
-        """The node every live node (or those in `among`) agrees is the leader."""
+        """The node every live node (or those in `among`) agrees is the leader; with
+        `among`, the leader must be one of them (a stale view of an old leader is not)."""
         def agreed():
             views = self.cluster_views()
             wanted = among or [node.node_id for node in self.live_nodes()]
@@ -226,6 +228,8 @@ class Cluster:
             leaders = {views[node_id]["leader_id"] for node_id in wanted}
             if len(leaders) == 1 and None not in leaders:
                 leader_id = leaders.pop()
+                if among and leader_id not in among:
+                    return None
                 if views.get(leader_id, {}).get("role") == "leader":
                     return self.nodes[leader_id]
             return None

@@ -177,6 +177,8 @@ class RestApi:
                 "commit_index": raft_status.commit_index,
                 "last_applied": raft_status.last_applied,
                 "log_length": raft_status.last_log_index,
+                "first_log_index": raft_status.first_log_index,
+                "has_quorum": raft_status.has_quorum,
                 "nodes": cluster_nodes_json(view),
             },
         )
