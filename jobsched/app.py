@@ -174,11 +174,13 @@ class ClusterAPI:
     # ------------------------------------------------------------------ workers
 
     def worker_heartbeat(
-        self, node_id: int, running_job_ids, free_slots: int, draining: bool
+        self, node_id: int, running_job_ids, free_slots: int, draining: bool, incarnation: int
     ) -> None:
         """A worker's periodic heartbeat, answered by the leader only."""
         self._require_leader()
-        self.dispatcher.heartbeat(node_id, list(running_job_ids), free_slots, draining)
+        self.dispatcher.heartbeat(
+            node_id, list(running_job_ids), free_slots, draining, incarnation
+        )
 
     def accept_results(self, updates) -> defer.Deferred:
         """Results a follower's worker forwards: committed as one batch entry."""

@@ -1,17 +1,20 @@
-"""Dispatcher: the leader's loop that places pending jobs on live workers.
+"""Dispatcher: the leader's loop that places pending jobs on live workers and takes
+jobs back from lost ones.
 
 It re-plans whenever something could change the answer (a job submitted or finished,
 a worker heard from, this node becoming leader) and proposes the Assigner's AssignJob
-commands, one planning round in flight at a time so no job is assigned twice.
+commands, one planning round in flight at a time so no job is assigned twice. Once a
+second it looks for running jobs whose worker has been silent for `worker_expiry`
+and proposes their requeue (or failure, when no attempt is left).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Set
 
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -22,6 +25,7 @@ from jobsched.jobs.table import JobTable
 from jobsched.scheduler import WorkerView
 
 RETRY_DELAY_SECONDS = 0.2
+LOST_WORKER_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -32,11 +36,12 @@ class Heartbeat:
     running_job_ids: List[str]
     free_slots: int
     draining: bool
+    incarnation: int
 
 
 @implementer(IDispatcher)
 class Dispatcher(Service):
-    """Leader-side placement loop (idle on followers)."""
+    """Leader-side placement and lost-worker loop (idle on followers)."""
 
     log = Logger()
 
@@ -62,33 +67,56 @@ class Dispatcher(Service):
         self._clock = clock
         self._worker_expiry = worker_expiry
         self._heartbeats: Dict[int, Heartbeat] = {}
-        self._registering: set = set()
+        self._registering: Set[int] = set()
+        self._requeueing: Set[str] = set()
+        self._leading_since = None
         self._in_flight = False
         self._scheduled = None
+        self._lost_check = task.LoopingCall(self._requeue_lost_jobs)
+        self._lost_check.clock = clock
 
     def startService(self) -> None:
         super().startService()
         self._raft.add_observer(self._on_raft_event)
         self._table.add_listener(self._on_job_event)
+        self._lost_check.start(LOST_WORKER_CHECK_SECONDS, now=False)
         self.request_round()
 
     def stopService(self):
         super().stopService()
+        if self._lost_check.running:
+            self._lost_check.stop()
         if self._scheduled is not None and self._scheduled.active():
             self._scheduled.cancel()
         self._scheduled = None
 
+    def _is_leader(self) -> bool:
+        return self._raft.status().role == "leader"
+
     def _on_raft_event(self, event: str) -> None:
-        if event == "role":
-            if self._raft.status().role != "leader":
-                self._heartbeats.clear()
+        if event != "role":
+            return
+        if self._is_leader():
+            if self._leading_since is None:
+                self._leading_since = self._clock.seconds()
+        else:
+            self._leading_since = None
+            self._heartbeats.clear()
+        self.request_round()
+
+    def _on_job_event(self, event: str, job) -> None:
+        if event in ("submitted", "finished", "cancelled", "requeued", "restored"):
             self.request_round()
 
-    def heartbeat(self, node_id: int, running_job_ids, free_slots: int, draining: bool) -> None:
+    # ------------------------------------------------------------------ workers
+
+    def heartbeat(
+        self, node_id: int, running_job_ids, free_slots: int, draining: bool, incarnation: int
+    ) -> None:
         """Record a remote worker's heartbeat; its first one registers it (replicated)."""
         was_live = self._is_live(node_id)
         self._heartbeats[node_id] = Heartbeat(
-            self._clock.seconds(), list(running_job_ids), free_slots, draining
+            self._clock.seconds(), list(running_job_ids), free_slots, draining, incarnation
         )
         if node_id not in self._table.workers() and node_id not in self._registering:
             self._registering.add(node_id)
@@ -97,9 +125,8 @@ class Dispatcher(Service):
         if not was_live:
             self.request_round()
 
-    def _registered(self, result, node_id: int):
-        self._registering.discard(node_id)
-        return None  # a failed registration is retried by the next heartbeat
+    def _registered(self, _result, node_id: int) -> None:
+        self._registering.discard(node_id)  # a failure is retried by the next heartbeat
 
     def is_draining(self, node_id: int) -> bool:
         beat = self._heartbeats.get(node_id)
@@ -109,9 +136,27 @@ class Dispatcher(Service):
         beat = self._heartbeats.get(node_id)
         return bool(beat and self._clock.seconds() - beat.received_at <= self._worker_expiry)
 
-    def _on_job_event(self, event: str, job) -> None:
-        if event in ("submitted", "finished", "cancelled"):
-            self.request_round()
+    def workers(self) -> Dict[int, WorkerView]:
+        """Workers that may take jobs now: the leader's own worker (live while it leads)
+        and every remote worker heard from within the expiry window."""
+        views = {
+            node_id: WorkerView(
+                live=self._is_live(node_id),
+                draining=beat.draining,
+                slots=beat.free_slots + len(beat.running_job_ids),
+                incarnation=beat.incarnation,
+            )
+            for node_id, beat in self._heartbeats.items()
+        }
+        views[self._node_id] = WorkerView(
+            live=True,
+            draining=self._is_draining(),
+            slots=self._slots,
+            incarnation=self._local_worker.incarnation,
+        )
+        return views
+
+    # ------------------------------------------------------------------ placement
 
     def request_round(self, delay: float = 0) -> None:
         """Plan again soon (coalesces many requests into one round)."""
@@ -121,25 +166,9 @@ class Dispatcher(Service):
             return
         self._scheduled = self._clock.callLater(delay, self._round)
 
-    def workers(self) -> Dict[int, WorkerView]:
-        """Workers that may take jobs now: the leader's own worker (live while it leads)
-        and every remote worker heard from within the expiry window."""
-        views = {
-            node_id: WorkerView(
-                live=self._is_live(node_id),
-                draining=beat.draining,
-                slots=beat.free_slots + len(beat.running_job_ids),
-            )
-            for node_id, beat in self._heartbeats.items()
-        }
-        views[self._node_id] = WorkerView(
-            live=True, draining=self._is_draining(), slots=self._slots
-        )
-        return views
-
     def _round(self) -> None:
         self._scheduled = None
-        if self._in_flight or self._raft.status().role != "leader":
+        if self._in_flight or not self._is_leader():
             return
         assignments = self._assigner.plan(self._table, self.workers())
         if not assignments:
@@ -161,3 +190,35 @@ class Dispatcher(Service):
             self.request_round(RETRY_DELAY_SECONDS)
         else:
             self.request_round()
+
+    # ------------------------------------------------------------------ lost workers
+
+    def _silent_for(self, worker_id: int, now: float) -> float:
+        beat = self._heartbeats.get(worker_id)
+        heard = max(self._leading_since, beat.received_at if beat else self._leading_since)
+        return now - heard
+
+    def _requeue_lost_jobs(self) -> None:
+        if not self._is_leader() or self._leading_since is None:
+            return
+        now = self._clock.seconds()
+        for worker_id, jobs in self._table.running_by_worker().items():
+            if worker_id == self._node_id or self._silent_for(worker_id, now) <= self._worker_expiry:
+                continue
+            for job in jobs:
+                if job.job_id in self._requeueing:
+                    continue
+                self.log.info(
+                    "Worker {worker} lost: taking back job {job_id} (attempt {attempt})",
+                    worker=worker_id, job_id=job.job_id, attempt=job.attempts,
+                )
+                self._requeueing.add(job.job_id)
+                requeued = self._raft.propose(
+                    commands.requeue_job(
+                        job.job_id, job.attempts, f"worker {worker_id} lost", int(now * 1000)
+                    )
+                )
+                requeued.addBoth(self._requeue_done, job.job_id)
+
+    def _requeue_done(self, _result, job_id: str) -> None:
+        self._requeueing.discard(job_id)

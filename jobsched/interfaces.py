@@ -116,6 +116,11 @@ class IExecutor(Interface):
 class IWorker(Interface):
     """A node's worker: runs the jobs the table assigns to this node, reports results."""
 
+    incarnation = Attribute(
+        "A random id of this worker's process life; assignments carry it, so a restarted "
+        "worker recognises (and reports failed) the jobs of its earlier life."
+    )
+
     def running_job_ids():
         """Ids of the jobs this worker runs now."""
 
@@ -133,7 +138,7 @@ class IScheduler(Interface):
 class IDispatcher(Interface):
     """The leader's loop that places pending jobs and tracks remote workers."""
 
-    def heartbeat(node_id, running_job_ids, free_slots, draining):
+    def heartbeat(node_id, running_job_ids, free_slots, draining, incarnation):
         """Record a remote worker's heartbeat (registers it the first time)."""
 
     def workers():

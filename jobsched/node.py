@@ -23,6 +23,7 @@ from jobsched.jobs.table import JobTable
 from jobsched.leader_client import LeaderClient
 from jobsched.raft.transport import GrpcTransport, RaftServicer
 from jobsched.raft.service import RaftService, RaftTimings
+from jobsched.raft.sqlite_storage import SqliteStorage, StorageError
 from jobsched.raft.storage import MemoryStorage
 from jobsched.scheduler import Assigner
 from jobsched.worker.reporting import ResultReporter
@@ -50,6 +51,25 @@ def build_executor(config: NodeConfig, reactor):
     )
 
 
+def open_storage(config: NodeConfig, reactor):
+    """The node's Raft storage and what it holds. A damaged, foreign or unreadable data
+    file stops start-up with one line naming the file."""
+    if not config.data_dir:
+        storage = MemoryStorage()
+        return storage, storage.load()
+    storage = SqliteStorage(config.data_dir, config.node_id, reactor)
+    try:
+        loaded = storage.load()
+    except StorageError as error:
+        raise SystemExit(f"jobsched: error: {error}")
+    NodeService.log.info(
+        "Durable storage {path}: term {term}, {count} log entries, snapshot at {index}",
+        path=storage.path, term=loaded.term, count=len(loaded.entries),
+        index=loaded.snapshot.index if loaded.snapshot else 0,
+    )
+    return storage, loaded
+
+
 class NodeService(MultiService):
     """One cluster node: consensus, job table, worker, gRPC and REST servers."""
 
@@ -61,6 +81,7 @@ class NodeService(MultiService):
             from twisted.internet import reactor
         self.config = config
         self.table = JobTable()
+        storage, loaded = open_storage(config, reactor)
         self.transport = GrpcTransport(
             {peer_id: str(peer) for peer_id, peer in config.peers.items()}, reactor
         )
@@ -68,7 +89,7 @@ class NodeService(MultiService):
             node_id=config.node_id,
             peers={peer_id: str(peer) for peer_id, peer in config.peers.items()},
             self_address=config.advertise_addr,
-            storage=MemoryStorage(),
+            storage=storage,
             transport=self.transport,
             state_machine=self.table,
             clock=reactor,
@@ -78,6 +99,7 @@ class NodeService(MultiService):
                 election_timeout_max=config.election_timeout_max / 1000,
                 heartbeat_interval=config.heartbeat_interval / 1000,
             ),
+            loaded=loaded,
         )
         self.raft.setServiceParent(self)
         self.leader = LeaderClient(self.raft, reactor)
@@ -107,7 +129,13 @@ class NodeService(MultiService):
         self.dispatcher.setServiceParent(self)
         self.api.dispatcher = self.dispatcher
         HeartbeatSender(
-            config.node_id, self.raft, self.worker, self.leader, lambda: self.api.draining, reactor
+            config.node_id,
+            self.raft,
+            self.worker,
+            self.leader,
+            lambda: self.api.draining,
+            reactor,
+            config.worker_expiry,
         ).setServiceParent(self)
 
         bridge = ReactorBridge(reactor)

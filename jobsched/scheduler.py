@@ -21,11 +21,13 @@ from jobsched.jobs.table import JobTable
 
 @dataclass(frozen=True)
 class WorkerView:
-    """What the leader knows of one worker: heartbeats arriving, draining, capacity."""
+    """What the leader knows of one worker: heartbeats arriving, draining, capacity,
+    and which process life of it the heartbeats come from."""
 
     live: bool
     draining: bool
     slots: int
+    incarnation: int = 0
 
 
 @implementer(IScheduler)
@@ -54,7 +56,11 @@ class Assigner:
         plan = []
         for job in table.pending_jobs(limit=free_slots):
             count, worker_id = heapq.heappop(heap)
-            plan.append(commands.assign_job(job.job_id, worker_id, job.attempts + 1))
+            plan.append(
+                commands.assign_job(
+                    job.job_id, worker_id, job.attempts + 1, workers[worker_id].incarnation
+                )
+            )
             if count + 1 < workers[worker_id].slots:
                 heapq.heappush(heap, (count + 1, worker_id))
         return plan

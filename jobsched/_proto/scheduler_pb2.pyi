@@ -263,16 +263,18 @@ class GetJobOutputResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class WorkerHeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "running_job_ids", "free_slots", "draining")
+    __slots__ = ("node_id", "running_job_ids", "free_slots", "draining", "incarnation")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     running_job_ids: _containers.RepeatedScalarFieldContainer[str]
     free_slots: int
     draining: bool
-    def __init__(self, node_id: _Optional[int] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, node_id: _Optional[int] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ..., draining: _Optional[bool] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class WorkerHeartbeatResponse(_message.Message):
     __slots__ = ()
@@ -391,20 +393,22 @@ class LogEntry(_message.Message):
     def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("submit_job", "update_job_status", "register_worker", "batch_update_job_status", "assign_job", "cancel_job")
+    __slots__ = ("submit_job", "update_job_status", "register_worker", "batch_update_job_status", "assign_job", "cancel_job", "requeue_job")
     SUBMIT_JOB_FIELD_NUMBER: _ClassVar[int]
     UPDATE_JOB_STATUS_FIELD_NUMBER: _ClassVar[int]
     REGISTER_WORKER_FIELD_NUMBER: _ClassVar[int]
     BATCH_UPDATE_JOB_STATUS_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_JOB_FIELD_NUMBER: _ClassVar[int]
     CANCEL_JOB_FIELD_NUMBER: _ClassVar[int]
+    REQUEUE_JOB_FIELD_NUMBER: _ClassVar[int]
     submit_job: SubmitJobCommand
     update_job_status: UpdateJobStatusCommand
     register_worker: RegisterWorkerCommand
     batch_update_job_status: BatchUpdateJobStatusCommand
     assign_job: AssignJobCommand
     cancel_job: CancelJobCommand
-    def __init__(self, submit_job: _Optional[_Union[SubmitJobCommand, _Mapping]] = ..., update_job_status: _Optional[_Union[UpdateJobStatusCommand, _Mapping]] = ..., register_worker: _Optional[_Union[RegisterWorkerCommand, _Mapping]] = ..., batch_update_job_status: _Optional[_Union[BatchUpdateJobStatusCommand, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJobCommand, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJobCommand, _Mapping]] = ...) -> None: ...
+    requeue_job: RequeueJobCommand
+    def __init__(self, submit_job: _Optional[_Union[SubmitJobCommand, _Mapping]] = ..., update_job_status: _Optional[_Union[UpdateJobStatusCommand, _Mapping]] = ..., register_worker: _Optional[_Union[RegisterWorkerCommand, _Mapping]] = ..., batch_update_job_status: _Optional[_Union[BatchUpdateJobStatusCommand, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJobCommand, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJobCommand, _Mapping]] = ..., requeue_job: _Optional[_Union[RequeueJobCommand, _Mapping]] = ...) -> None: ...
 
 class SubmitJobCommand(_message.Message):
     __slots__ = ("job_id", "command", "created_at_ms", "image", "timeout_seconds", "idempotency_key", "max_attempts")
@@ -485,14 +489,16 @@ class RegisterWorkerCommand(_message.Message):
     def __init__(self, worker_id: _Optional[int] = ...) -> None: ...
 
 class AssignJobCommand(_message.Message):
-    __slots__ = ("job_id", "worker_id", "attempt")
+    __slots__ = ("job_id", "worker_id", "attempt", "worker_incarnation")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_INCARNATION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     worker_id: int
     attempt: int
-    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+    worker_incarnation: int
+    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[int] = ..., attempt: _Optional[int] = ..., worker_incarnation: _Optional[int] = ...) -> None: ...
 
 class CancelJobCommand(_message.Message):
     __slots__ = ("job_id", "cancelled_at_ms")
@@ -501,6 +507,18 @@ class CancelJobCommand(_message.Message):
     job_id: str
     cancelled_at_ms: int
     def __init__(self, job_id: _Optional[str] = ..., cancelled_at_ms: _Optional[int] = ...) -> None: ...
+
+class RequeueJobCommand(_message.Message):
+    __slots__ = ("job_id", "attempt", "error", "failed_at_ms")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FAILED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    error: str
+    failed_at_ms: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., error: _Optional[str] = ..., failed_at_ms: _Optional[int] = ...) -> None: ...
 
 class SnapshotJob(_message.Message):
     __slots__ = ("job_id", "command", "status", "assigned_worker", "executed_by", "exit_code", "created_at_ms", "completed_at_ms", "image")

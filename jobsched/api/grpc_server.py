@@ -178,6 +178,7 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
             request.running_job_ids,
             request.free_slots,
             request.draining,
+            request.incarnation,
         )
         return pb.WorkerHeartbeatResponse()
 

@@ -35,11 +35,26 @@ def submit_job(
     return scheduler_pb2.Command(submit_job=submit)
 
 
-def assign_job(job_id: str, worker_id: int, attempt: int) -> scheduler_pb2.Command:
-    """An AssignJob entry: attempt number `attempt` of `job_id` runs on `worker_id`."""
+def assign_job(
+    job_id: str, worker_id: int, attempt: int, worker_incarnation: int = 0
+) -> scheduler_pb2.Command:
+    """An AssignJob entry: attempt number `attempt` of `job_id` runs on `worker_id`
+    (in the process life `worker_incarnation` of that worker)."""
     return scheduler_pb2.Command(
         assign_job=scheduler_pb2.AssignJobCommand(
-            job_id=job_id, worker_id=worker_id, attempt=attempt
+            job_id=job_id,
+            worker_id=worker_id,
+            attempt=attempt,
+            worker_incarnation=worker_incarnation,
+        )
+    )
+
+
+def requeue_job(job_id: str, attempt: int, error: str, failed_at_ms: int) -> scheduler_pb2.Command:
+    """A RequeueJob entry for a running attempt whose worker was lost."""
+    return scheduler_pb2.Command(
+        requeue_job=scheduler_pb2.RequeueJobCommand(
+            job_id=job_id, attempt=attempt, error=error, failed_at_ms=failed_at_ms
         )
     )
 

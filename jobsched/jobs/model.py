@@ -39,6 +39,7 @@ class Job:
     idempotency_key: str = ""
     status: JobStatus = JobStatus.PENDING
     assigned_worker: int = 0
+    worker_incarnation: int = 0
     executed_by: int = 0
     attempts: int = 0
     exit_code: Optional[int] = None

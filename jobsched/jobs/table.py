@@ -251,6 +251,7 @@ class JobTable:
             return None
         self._set_status(job, JobStatus.RUNNING)
         job.assigned_worker = cmd.worker_id
+        job.worker_incarnation = cmd.worker_incarnation
         # attempt 0 comes from proposers that predate attempt numbers: count on.
         job.attempts = cmd.attempt or job.attempts + 1
         return self._changed("assigned", job)
@@ -289,6 +290,23 @@ class JobTable:
         self._set_status(job, JobStatus.CANCELLED)
         job.completed_at_ms = cmd.cancelled_at_ms or None
         return self._changed("cancelled", job)
+
+    def _apply_requeue_job(self, cmd: scheduler_pb2.RequeueJobCommand) -> Optional[Job]:
+        """A running attempt whose worker was lost: pending again while attempts
+        remain, else failed with the command's error."""
+        job = self._find(cmd.job_id)
+        if job is None or job.status is not JobStatus.RUNNING or cmd.attempt != job.attempts:
+            return None
+        if job.attempts < job.max_attempts:
+            self._set_status(job, JobStatus.PENDING)
+            job.assigned_worker = 0
+            job.worker_incarnation = 0
+            return self._changed("requeued", job)
+        self._set_status(job, JobStatus.FAILED)
+        job.error = cmd.error
+        job.exit_code = None
+        job.completed_at_ms = cmd.failed_at_ms or None
+        return self._changed("finished", job)
 
     def _apply_register_worker(self, cmd: scheduler_pb2.RegisterWorkerCommand) -> None:
         if cmd.worker_id:
@@ -357,6 +375,14 @@ class JobTable:
             worker = self._jobs[seq].assigned_worker
             counts[worker] = counts.get(worker, 0) + 1
         return counts
+
+    def running_by_worker(self) -> Dict[int, List[Job]]:
+        """worker id -> copies of the jobs running on it."""
+        jobs: Dict[int, List[Job]] = {}
+        for seq in self._by_status[JobStatus.RUNNING]:
+            job = self._jobs[seq]
+            jobs.setdefault(job.assigned_worker, []).append(copy.copy(job))
+        return jobs
 
     def workers(self) -> List[int]:
         """Registered worker ids, ascending."""

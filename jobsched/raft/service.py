@@ -83,13 +83,15 @@ class RaftService(Service):
                  state_machine: IStateMachine, clock: IReactorTime,
                  rng: Optional[random.Random] = None,
                  timings: RaftTimings = RaftTimings(),
-                 limits: RaftLimits = RaftLimits()) -> None:
+                 limits: RaftLimits = RaftLimits(),
+                 loaded: Optional[StoredState] = None) -> None:
         self.node_id = node_id
         self.peers = dict(peers)
         self.self_address = self_address
         self.timings = timings
         self.limits = limits
         self._storage = storage
+        self._loaded = loaded  # state the node already read from storage at start-up
         self._transport = transport
         self._state_machine = state_machine
         self._clock = clock
@@ -113,7 +115,8 @@ class RaftService(Service):
     def startService(self) -> None:
         Service.startService(self)
         self._failed = False
-        d = defer.maybeDeferred(self._storage.load)
+        loaded, self._loaded = self._loaded, None
+        d = defer.succeed(loaded) if loaded is not None else defer.maybeDeferred(self._storage.load)
         d.addCallback(self._start_core)
         d.addErrback(self._storage_failed)
 

@@ -1,4 +1,6 @@
-"""HeartbeatSender: tells the leader, every 2 s, that this node's worker is alive."""
+"""HeartbeatSender: tells the leader, every 2 s, that this node's worker is alive, and
+fences the worker (kills its jobs) when the leader has been out of reach for longer
+than the worker expiry, since the leader has then given those jobs to others."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from jobsched._proto import scheduler_pb2 as pb
-from jobsched.interfaces import IRaftService, IWorker
+from jobsched.interfaces import IRaftService
 from jobsched.leader_client import LeaderClient
+from jobsched.worker.service import WorkerService
 
 HEARTBEAT_INTERVAL_SECONDS = 2.0
+FENCE_CHECK_SECONDS = 0.5
 
 
 class HeartbeatSender(Service):
@@ -25,10 +29,11 @@ class HeartbeatSender(Service):
         self,
         node_id: int,
         raft: IRaftService,
-        worker: IWorker,
+        worker: WorkerService,
         leader: LeaderClient,
         is_draining: Callable[[], bool],
         clock,
+        worker_expiry: float,
         interval: float = HEARTBEAT_INTERVAL_SECONDS,
     ) -> None:
         self._node_id = node_id
@@ -36,20 +41,28 @@ class HeartbeatSender(Service):
         self._worker = worker
         self._leader = leader
         self._is_draining = is_draining
+        self._clock = clock
+        self._worker_expiry = worker_expiry
         self._interval = interval
-        self._loop = task.LoopingCall(self.beat)
-        self._loop.clock = clock
+        self._beats = task.LoopingCall(self.beat)
+        self._beats.clock = clock
+        self._fence_check = task.LoopingCall(self._check_fence)
+        self._fence_check.clock = clock
         self._in_flight = False
+        self._last_contact = clock.seconds()
 
     def startService(self) -> None:
         super().startService()
+        self._last_contact = self._clock.seconds()
         self._raft.add_observer(self._on_raft_event)
-        self._loop.start(self._interval, now=False)
+        self._beats.start(self._interval, now=False)
+        self._fence_check.start(FENCE_CHECK_SECONDS, now=False)
 
     def stopService(self):
         super().stopService()
-        if self._loop.running:
-            self._loop.stop()
+        for loop in (self._beats, self._fence_check):
+            if loop.running:
+                loop.stop()
 
     def _on_raft_event(self, event: str) -> None:
         if event == "role" and self.running:
@@ -64,12 +77,25 @@ class HeartbeatSender(Service):
             running_job_ids=self._worker.running_job_ids(),
             free_slots=self._worker.free_slots(),
             draining=self._is_draining(),
+            incarnation=self._worker.incarnation,
         )
         self._in_flight = True
         sent = self._leader.internal("WorkerHeartbeat", request, timeout=self._interval)
-        sent.addErrback(lambda failure: self.log.debug(
-            "Heartbeat to the leader failed: {reason}", reason=failure.getErrorMessage()))
-        sent.addBoth(self._sent)
+        sent.addCallbacks(self._acknowledged, self._missed)
 
-    def _sent(self, _result) -> None:
+    def _acknowledged(self, _reply) -> None:
         self._in_flight = False
+        self._last_contact = self._clock.seconds()
+
+    def _missed(self, failure) -> None:
+        self._in_flight = False
+        self.log.debug("Heartbeat to the leader failed: {reason}",
+                       reason=failure.getErrorMessage())
+
+    def _check_fence(self) -> None:
+        status = self._raft.status()
+        now = self._clock.seconds()
+        if status.role == "leader" and status.has_quorum:
+            self._last_contact = now
+        elif now - self._last_contact > self._worker_expiry:
+            self._worker.fence()

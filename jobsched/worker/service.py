@@ -1,15 +1,19 @@
 """WorkerService: runs the jobs the replicated table assigns to this node.
 
 It watches the job table (events come from applied entries), starts an executor run for
-each attempt assigned here, kills the run when the job is cancelled, and hands results
-to the ResultReporter, which gets them committed.
+each attempt assigned to this process life, kills the run when the job is cancelled,
+and hands results to the ResultReporter, which gets them committed. Assignments made to
+an earlier life of this node (before a restart) are reported failed, `node restarted`,
+never run again; a job that finished meanwhile ignores that report.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+import random
+from typing import Dict, Set
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -20,10 +24,12 @@ from jobsched.jobs.model import Job, JobResult, JobSpec, JobStatus
 from jobsched.jobs.table import JobTable
 from jobsched.worker.reporting import ResultReporter
 
+NODE_RESTARTED = "node restarted"
+
 
 @implementer(IWorker)
 class WorkerService(Service):
-    """This node's worker: slots, running attempts, cancel, result reporting."""
+    """This node's worker: slots, running attempts, cancel, fencing, result reporting."""
 
     log = Logger()
 
@@ -35,6 +41,7 @@ class WorkerService(Service):
         reporter: ResultReporter,
         slots: int,
         clock: IReactorTime,
+        incarnation: int = 0,
     ) -> None:
         self._node_id = node_id
         self._table = table
@@ -42,7 +49,9 @@ class WorkerService(Service):
         self._reporter = reporter
         self._slots = slots
         self._clock = clock
+        self.incarnation = incarnation or random.SystemRandom().randrange(1, 2**63)
         self._running: Dict[str, int] = {}
+        self._fenced: Set[str] = set()
 
     def running_job_ids(self):
         return list(self._running)
@@ -50,29 +59,60 @@ class WorkerService(Service):
     def free_slots(self) -> int:
         return max(0, self._slots - len(self._running))
 
+    @defer.inlineCallbacks
     def startService(self):
         super().startService()
+        yield self._executor.start()
+        leftovers = yield self._executor.remove_leftovers()
+        if leftovers:
+            self.log.warn(
+                "Removed {count} jobs left running by this node's previous life: {ids}",
+                count=len(leftovers), ids=", ".join(leftovers),
+            )
         self._table.add_listener(self._on_job_event)
-        return self._executor.start()
+        self._adopt_assignments()
 
     def stopService(self):
         super().stopService()
         self._reporter.stop()
         return self._executor.stop()
 
+    def fence(self) -> None:
+        """Kill every running job: this worker lost the leader long enough for the
+        leader to give its jobs to others. Their results are discarded."""
+        if not self._running:
+            return
+        self.log.warn(
+            "Lost contact with the leader: killing {count} running jobs (self-fencing)",
+            count=len(self._running),
+        )
+        for job_id in list(self._running):
+            self._fenced.add(job_id)
+            self._executor.cancel(job_id)
+
     def _on_job_event(self, event: str, job: Job) -> None:
         if not self.running:
             return
         if event == "assigned" and job.assigned_worker == self._node_id:
-            self._clock.callLater(0, self._start, job.job_id, job.attempts)
+            self._clock.callLater(0, self._take, job.job_id, job.attempts)
         elif event == "cancelled" and job.job_id in self._running:
             self._executor.cancel(job.job_id)
+        elif event == "restored":
+            self._adopt_assignments()
 
-    def _start(self, job_id: str, attempt: int) -> None:
+    def _adopt_assignments(self) -> None:
+        """Look at every job the table says runs here (after start or a snapshot)."""
+        for job in self._table.jobs_running_on(self._node_id):
+            self._take(job.job_id, job.attempts)
+
+    def _take(self, job_id: str, attempt: int) -> None:
         job = self._table.get(job_id)
         if job is None or job.status is not JobStatus.RUNNING or job.attempts != attempt:
             return
-        if job_id in self._running:
+        if job.assigned_worker != self._node_id or job_id in self._running:
+            return
+        if job.worker_incarnation != self.incarnation:
+            self._report(job_id, attempt, self._failure(NODE_RESTARTED))
             return
         spec = JobSpec(
             job_id=job_id,
@@ -82,27 +122,35 @@ class WorkerService(Service):
             attempt=attempt,
         )
         self._running[job_id] = attempt
-        self.log.debug("Running job {job_id} attempt {attempt}", job_id=job_id, attempt=attempt)
         run = self._executor.run(spec)
         run.addErrback(self._executor_failed)
         run.addCallback(self._finished, job_id, attempt)
 
     def _finished(self, result: JobResult, job_id: str, attempt: int) -> None:
         self._running.pop(job_id, None)
+        if job_id in self._fenced:
+            self._fenced.discard(job_id)
+            return  # the leader takes fenced jobs back; this attempt's result is void
+        self._report(job_id, attempt, result)
+
+    def _report(self, job_id: str, attempt: int, result: JobResult) -> None:
         job = self._table.get(job_id)
         if job is None or job.status is not JobStatus.RUNNING or job.attempts != attempt:
             return  # cancelled (or superseded) while it ran: the result is discarded
         self._reporter.report(commands.status_update(job_id, result, self._node_id, attempt))
 
-    def _executor_failed(self, failure) -> JobResult:
-        """An executor bug must not leave the job running forever: fail the attempt."""
-        self.log.failure("Executor failed", failure)
+    def _failure(self, error: str) -> JobResult:
         return JobResult(
             status=JobStatus.FAILED,
             exit_code=None,
             output="",
-            error=f"Executor error: {failure.getErrorMessage()}",
+            error=error,
             output_truncated=False,
             started_at_ms=None,
             completed_at_ms=int(self._clock.seconds() * 1000),
         )
+
+    def _executor_failed(self, failure) -> JobResult:
+        """An executor bug must not leave the job running forever: fail the attempt."""
+        self.log.failure("Executor failed", failure)
+        return self._failure(f"Executor error: {failure.getErrorMessage()}")
