@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -27,6 +27,8 @@ from jobsched.leader_client import LeaderClient
 MAX_ACTIVE_JOBS = 10_000
 PEER_LIVENESS_SECONDS = 3.0
 FORWARDED_WRITE_TIMEOUT = 8.0
+DRAIN_WAIT_SECONDS = 60.0
+DRAIN_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,25 @@ class ClusterAPI:
     def transfer_leadership(self, target_node_id: int) -> defer.Deferred:
         """Deferred[(success, message, new_leader_id)] per API.md 2.8."""
         return self._raft.transfer_leadership(target_node_id)
+
+    @defer.inlineCallbacks
+    def drain(self, wait_seconds: float = DRAIN_WAIT_SECONDS):
+        """DrainNode (API.md 2.9): refuse new jobs, wait for this node's running jobs,
+        hand leadership away if leading. Deferred[(success, message)]."""
+        self.draining = True
+        if self.dispatcher is not None:
+            self.dispatcher.request_round()
+        deadline = self._clock.seconds() + wait_seconds
+        while self._table.jobs_running_on(self._config.node_id):
+            if self._clock.seconds() >= deadline:
+                remaining = len(self._table.jobs_running_on(self._config.node_id))
+                return False, f"Timed out waiting for {remaining} running jobs"
+            yield task.deferLater(self._clock, DRAIN_POLL_SECONDS, lambda: None)
+        if self._is_leader():
+            success, message, _new_leader = yield self.transfer_leadership(0)
+            if not success:
+                return False, message
+        return True, "Node drained successfully"
 
     def raft_status(self):
         return self._raft.status()

@@ -126,6 +126,11 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         )
 
     @translates_errors
+    def DrainNode(self, request, context):
+        success, message = self._bridge.on_reactor(self._api.drain)
+        return pb.DrainNodeResponse(success=success, message=message)
+
+    @translates_errors
     def GetRaftLogEntries(self, request, context):
         view = self._bridge.on_reactor(self._api.raft_log, request.start_index, request.limit)
         return pb.GetRaftLogEntriesResponse(

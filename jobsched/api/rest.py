@@ -205,6 +205,16 @@ class RestApi:
             },
         )
 
+    @app.route("/api/nodes/self/drain", methods=["POST"])
+    @defer.inlineCallbacks
+    def drain(self, request):
+        success, message = yield self._api.drain()
+        return self._respond(
+            request,
+            200 if success else 409,
+            {"success": success, "message": message, "error": None if success else message},
+        )
+
     @app.route("/api/raft/log", methods=["GET"])
     @defer.inlineCallbacks
     def raft_log(self, request):

@@ -228,3 +228,19 @@ def test_small_and_even_clusters_commit(nodes, size):
                 node.kill(signal.SIGKILL)
         with pytest.raises(grpc.RpcError):
             leader.scheduler.SubmitJob(pb.SubmitJobRequest(command="true"), timeout=10)
+
+
+def test_draining_a_leader_hands_leadership_away_and_takes_no_jobs(nodes):
+    cluster = Cluster(nodes, 3)
+    leader = cluster.leader(timeout=30)
+    reply = leader.scheduler.DrainNode(pb.DrainNodeRequest(), timeout=70)
+    assert (reply.success, reply.message) == (True, "Node drained successfully")
+    survivors = [n for n in cluster.nodes if n != leader.node_id]
+    new_leader = cluster.leader(timeout=10, among=survivors)
+    wait_until(lambda: any(n.node_id == leader.node_id and n.draining for n in
+                           new_leader.scheduler.GetClusterStatus(
+                               pb.GetClusterStatusRequest()).nodes), 10,
+               "the new leader to see the drained node's heartbeat")
+    ids = submit_all(new_leader, 12, prefix="after-drain")
+    executed_by = {wait_finished(new_leader, job_id).executed_by for job_id in ids}
+    assert leader.node_id not in executed_by

@@ -156,3 +156,26 @@ def test_dashboard_placeholder_is_served_with_security_headers(node):
     assert "jobsched" in page.body
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+
+
+def test_drain_refuses_new_jobs_and_a_lone_leader_cannot_hand_over(node):
+    running = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="sleep 1; echo slept")).job_id
+    wait_status(node, running, pb.JOB_STATUS_RUNNING)
+    before = node.get("/api/jobs").body
+    reply = node.scheduler.DrainNode(pb.DrainNodeRequest(), timeout=70)
+    assert (reply.success, reply.message) == (False, "No peers available for transfer")
+    assert wait_finished(node, running).output == "slept\n"  # it was let finish
+
+    with pytest.raises(grpc.RpcError) as raised:
+        node.scheduler.SubmitJob(pb.SubmitJobRequest(command="true"))
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert raised.value.details() == "Node is draining and not accepting new jobs"
+    answer = http("POST", node.url + "/api/jobs", {"command": "true"})
+    assert answer.status == 503
+    assert answer.body == {"success": False, "job_id": None,
+                           "error": "Node is draining and not accepting new jobs"}
+    again = http("POST", node.url + "/api/nodes/self/drain")
+    assert again.status == 409 and again.body["success"] is False
+    assert [job["id"] for job in node.get("/api/jobs").body] == [job["id"] for job in before]
+    cluster = node.scheduler.GetClusterStatus(pb.GetClusterStatusRequest())
+    assert cluster.nodes[0].draining is True
