@@ -6,9 +6,11 @@ Start order: Raft, worker, dispatcher, gRPC server, REST site (stopped in revers
 from __future__ import annotations
 
 import random
+import signal
 
 from twisted.application import internet
 from twisted.application.service import MultiService
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -31,6 +33,9 @@ from jobsched.worker.heartbeat import HeartbeatSender
 from jobsched.worker.service import WorkerService
 
 FORWARD_TIMEOUT_SECONDS = 8.0
+SHUTDOWN_TRANSFER_SECONDS = 3.0
+SHUTDOWN_GRACE_SECONDS = 30.0
+SHUTDOWN_FLUSH_SECONDS = 5.0
 
 
 def build_executor(config: NodeConfig, reactor):
@@ -80,6 +85,7 @@ class NodeService(MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
+        self._reactor = reactor
         self.table = JobTable()
         storage, loaded = open_storage(config, reactor)
         self.transport = GrpcTransport(
@@ -173,9 +179,36 @@ class NodeService(MultiService):
             peers=sorted(self.config.peers) or "none",
         )
         super().startService()
+        self._reactor.callWhenRunning(self._exit_zero_on_sigterm)
 
+    def _exit_zero_on_sigterm(self) -> None:
+        """SIGTERM/SIGINT start the graceful stop below and the process exits 0 (twistd's
+        own handler would re-raise the signal and exit 143)."""
+        def stop(_signum, _frame):
+            self._reactor.callFromThread(self._reactor.stop)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, stop)
+
+    def _log_transfer(self, outcome) -> None:
+        self.log.info("Shutdown hand-over: {message}", message=outcome[1])
+
+    def _log_transfer_failure(self, failure) -> None:
+        self.log.warn("Shutdown hand-over failed: {reason}", reason=failure.getErrorMessage())
+
+    @defer.inlineCallbacks
     def stopService(self):
-        stopped = super().stopService()
+        """Graceful stop: refuse submissions, hand leadership away, let running jobs
+        finish (then kill and report them failed), deliver results, close storage."""
+        self.log.info("Stopping: no new jobs; handing over and finishing running jobs")
+        self.api.draining = True
+        if self.raft.status().role == "leader" and self.config.peers:
+            transfer = self.api.transfer_leadership(0)
+            transfer.addTimeout(SHUTDOWN_TRANSFER_SECONDS, self._reactor)
+            transfer.addCallbacks(self._log_transfer, self._log_transfer_failure)
+            yield transfer
+        yield self.worker.wind_down(SHUTDOWN_GRACE_SECONDS)
+        yield self.reporter.flush(SHUTDOWN_FLUSH_SECONDS)
+        yield super().stopService()
         self.leader.close()
         self.transport.close()
-        return stopped

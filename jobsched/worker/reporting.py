@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from jobsched._proto import scheduler_pb2
 
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+FLUSH_POLL_SECONDS = 0.05
 
 
 class ResultReporter:
@@ -43,6 +44,14 @@ class ResultReporter:
     def report(self, update: scheduler_pb2.UpdateJobStatusCommand) -> None:
         self._queued[update.job_id] = update
         self._flush_soon(0)
+
+    @defer.inlineCallbacks
+    def flush(self, timeout: float):
+        """Wait (at most `timeout` seconds) until every queued result is delivered."""
+        deadline = self._clock.seconds() + timeout
+        while self._queued and self._clock.seconds() < deadline:
+            self._flush_soon(0)
+            yield task.deferLater(self._clock, FLUSH_POLL_SECONDS, lambda: None)
 
     def stop(self) -> None:
         if self._retry_call is not None and self._retry_call.active():

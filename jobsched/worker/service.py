@@ -9,11 +9,12 @@ never run again; a job that finished meanwhile ignores that report.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Dict, Set
 
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -25,6 +26,9 @@ from jobsched.jobs.table import JobTable
 from jobsched.worker.reporting import ResultReporter
 
 NODE_RESTARTED = "node restarted"
+NODE_STOPPING = "node shutting down"
+POLL_SECONDS = 0.1
+KILL_WAIT_SECONDS = 5.0
 
 
 @implementer(IWorker)
@@ -52,6 +56,7 @@ class WorkerService(Service):
         self.incarnation = incarnation or random.SystemRandom().randrange(1, 2**63)
         self._running: Dict[str, int] = {}
         self._fenced: Set[str] = set()
+        self._killed_for_stop: Set[str] = set()
 
     def running_job_ids(self):
         return list(self._running)
@@ -89,6 +94,23 @@ class WorkerService(Service):
         for job_id in list(self._running):
             self._fenced.add(job_id)
             self._executor.cancel(job_id)
+
+    @defer.inlineCallbacks
+    def wind_down(self, grace_seconds: float):
+        """Let running jobs finish for up to `grace_seconds`, then kill the rest and
+        report them failed (`node shutting down`)."""
+        deadline = self._clock.seconds() + grace_seconds
+        while self._running and self._clock.seconds() < deadline:
+            yield task.deferLater(self._clock, POLL_SECONDS, lambda: None)
+        if not self._running:
+            return
+        self.log.warn("Killing {count} jobs still running at shutdown", count=len(self._running))
+        for job_id in list(self._running):
+            self._killed_for_stop.add(job_id)
+            self._executor.cancel(job_id)
+        deadline = self._clock.seconds() + KILL_WAIT_SECONDS
+        while self._running and self._clock.seconds() < deadline:
+            yield task.deferLater(self._clock, POLL_SECONDS, lambda: None)
 
     def _on_job_event(self, event: str, job: Job) -> None:
         if not self.running:
@@ -131,6 +153,9 @@ class WorkerService(Service):
         if job_id in self._fenced:
             self._fenced.discard(job_id)
             return  # the leader takes fenced jobs back; this attempt's result is void
+        if job_id in self._killed_for_stop:
+            self._killed_for_stop.discard(job_id)
+            result = dataclasses.replace(result, error=NODE_STOPPING, exit_code=None)
         self._report(job_id, attempt, result)
 
     def _report(self, job_id: str, attempt: int, result: JobResult) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from tests.integration.jobwait import wait_finished
+from tests.integration.jobwait import wait_finished, wait_status
 from tests.nodeproc import Cluster, http, wait_until
 
 pytestmark = pytest.mark.slow
@@ -244,3 +244,30 @@ def test_draining_a_leader_hands_leadership_away_and_takes_no_jobs(nodes):
     ids = submit_all(new_leader, 12, prefix="after-drain")
     executed_by = {wait_finished(new_leader, job_id).executed_by for job_id in ids}
     assert leader.node_id not in executed_by
+
+
+def test_sigterm_lets_running_jobs_finish_hands_over_and_exits_zero(nodes):
+    cluster = Cluster(nodes, 3)
+    leader = cluster.leader(timeout=30)
+    job_id = leader.scheduler.SubmitJob(
+        pb.SubmitJobRequest(command="sleep 2; echo graceful")).job_id
+    status = wait_status(leader, job_id, pb.JOB_STATUS_RUNNING)
+    runner = cluster.nodes[status.assigned_worker]
+    runner.process.send_signal(signal.SIGTERM)
+    assert runner.process.wait(timeout=40) == 0
+    survivors = [n for n in cluster.nodes if n != runner.node_id]
+    new_leader = cluster.leader(timeout=10, among=survivors)
+    finished = wait_finished(new_leader, job_id)
+    assert (finished.status, finished.output) == (pb.JOB_STATUS_COMPLETED, "graceful\n")
+
+
+def test_a_leader_stopped_with_sigterm_hands_leadership_over(nodes):
+    cluster = Cluster(nodes, 3)
+    leader = cluster.leader(timeout=30)
+    term = leader.get("/api/cluster").body["current_term"]
+    leader.process.send_signal(signal.SIGTERM)
+    assert leader.process.wait(timeout=40) == 0
+    assert "Leadership transferred to node" in leader.log_text()
+    survivors = [n for n in cluster.nodes if n != leader.node_id]
+    new_leader = cluster.leader(timeout=5, among=survivors)
+    assert new_leader.get("/api/cluster").body["current_term"] == term + 1
