@@ -69,6 +69,7 @@ class Dispatcher(Service):
         self._heartbeats: Dict[int, Heartbeat] = {}
         self._registering: Set[int] = set()
         self._requeueing: Set[str] = set()
+        self._missing: Dict[tuple, float] = {}  # (job id, attempt) -> first seen missing
         self._leading_since = None
         self._in_flight = False
         self._scheduled = None
@@ -77,6 +78,8 @@ class Dispatcher(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self._is_leader():
+            self._leading_since = self._clock.seconds()
         self._raft.add_observer(self._on_raft_event)
         self._table.add_listener(self._on_job_event)
         self._lost_check.start(LOST_WORKER_CHECK_SECONDS, now=False)
@@ -102,6 +105,7 @@ class Dispatcher(Service):
         else:
             self._leading_since = None
             self._heartbeats.clear()
+            self._missing.clear()
         self.request_round()
 
     def _on_job_event(self, event: str, job) -> None:
@@ -198,27 +202,53 @@ class Dispatcher(Service):
         heard = max(self._leading_since, beat.received_at if beat else self._leading_since)
         return now - heard
 
+    def _reported_running(self, worker_id: int):
+        """Job ids the worker says it runs (or holds results of), or None if unknown."""
+        if worker_id == self._node_id:
+            return set(self._local_worker.running_job_ids())
+        beat = self._heartbeats.get(worker_id)
+        return set(beat.running_job_ids) if beat else None
+
     def _requeue_lost_jobs(self) -> None:
+        """Take back the running jobs of workers silent for `worker_expiry`, and jobs a
+        live worker has not been running for that long (e.g. killed by fencing while
+        the worker and this leader were briefly apart)."""
         if not self._is_leader() or self._leading_since is None:
             return
         now = self._clock.seconds()
+        still_missing = {}
         for worker_id, jobs in self._table.running_by_worker().items():
-            if worker_id == self._node_id or self._silent_for(worker_id, now) <= self._worker_expiry:
-                continue
+            silent = (
+                worker_id != self._node_id
+                and self._silent_for(worker_id, now) > self._worker_expiry
+            )
+            reported = self._reported_running(worker_id)
             for job in jobs:
-                if job.job_id in self._requeueing:
-                    continue
-                self.log.info(
-                    "Worker {worker} lost: taking back job {job_id} (attempt {attempt})",
-                    worker=worker_id, job_id=job.job_id, attempt=job.attempts,
-                )
-                self._requeueing.add(job.job_id)
-                requeued = self._raft.propose(
-                    commands.requeue_job(
-                        job.job_id, job.attempts, f"worker {worker_id} lost", int(now * 1000)
-                    )
-                )
-                requeued.addBoth(self._requeue_done, job.job_id)
+                if not silent:
+                    if reported is None or job.job_id in reported:
+                        continue
+                    attempt = (job.job_id, job.attempts)
+                    missing_since = self._missing.get(attempt, now)
+                    still_missing[attempt] = missing_since
+                    if now - missing_since <= self._worker_expiry:
+                        continue
+                self._requeue(job, worker_id, now)
+        self._missing = still_missing
+
+    def _requeue(self, job, worker_id: int, now: float) -> None:
+        if job.job_id in self._requeueing:
+            return
+        self.log.info(
+            "Worker {worker} lost job {job_id} (attempt {attempt}): taking it back",
+            worker=worker_id, job_id=job.job_id, attempt=job.attempts,
+        )
+        self._requeueing.add(job.job_id)
+        requeued = self._raft.propose(
+            commands.requeue_job(
+                job.job_id, job.attempts, f"worker {worker_id} lost", int(now * 1000)
+            )
+        )
+        requeued.addBoth(self._requeue_done, job.job_id)
 
     def _requeue_done(self, _result, job_id: str) -> None:
         self._requeueing.discard(job_id)

@@ -41,6 +41,9 @@ class ResultReporter:
     def pending_count(self) -> int:
         return len(self._queued)
 
+    def queued_job_ids(self):
+        return list(self._queued)
+
     def report(self, update: scheduler_pb2.UpdateJobStatusCommand) -> None:
         self._queued[update.job_id] = update
         self._flush_soon(0)

@@ -59,10 +59,15 @@ class WorkerService(Service):
         self._killed_for_stop: Set[str] = set()
 
     def running_job_ids(self):
-        return list(self._running)
+        """Jobs running here, and finished ones whose results are not yet committed
+        (the leader must not take those back)."""
+        return list(self._running) + [
+            job_id for job_id in self._reporter.queued_job_ids() if job_id not in self._running
+        ]
 
     def free_slots(self) -> int:
-        return max(0, self._slots - len(self._running))
+        """Slots left; a result still being delivered holds its slot."""
+        return max(0, self._slots - len(self.running_job_ids()))
 
     @defer.inlineCallbacks
     def startService(self):
@@ -92,8 +97,7 @@ class WorkerService(Service):
             count=len(self._running),
         )
         for job_id in list(self._running):
-            self._fenced.add(job_id)
-            self._executor.cancel(job_id)
+            self._kill(job_id)
 
     @defer.inlineCallbacks
     def wind_down(self, grace_seconds: float):
@@ -115,12 +119,24 @@ class WorkerService(Service):
     def _on_job_event(self, event: str, job: Job) -> None:
         if not self.running:
             return
+        if event == "restored":
+            self._adopt_assignments()
+            return
+        attempt = self._running.get(job.job_id)
+        if attempt is not None and not (
+            job.status is JobStatus.RUNNING
+            and job.assigned_worker == self._node_id
+            and job.attempts == attempt
+        ):
+            self._kill(job.job_id)  # cancelled, requeued or reassigned: not ours any more
         if event == "assigned" and job.assigned_worker == self._node_id:
             self._clock.callLater(0, self._take, job.job_id, job.attempts)
-        elif event == "cancelled" and job.job_id in self._running:
-            self._executor.cancel(job.job_id)
-        elif event == "restored":
-            self._adopt_assignments()
+
+    def _kill(self, job_id: str) -> None:
+        """Kill the run of `job_id` here; its result is discarded."""
+        if job_id not in self._fenced:
+            self._fenced.add(job_id)
+            self._executor.cancel(job_id)
 
     def _adopt_assignments(self) -> None:
         """Look at every job the table says runs here (after start or a snapshot)."""
@@ -152,11 +168,17 @@ class WorkerService(Service):
         self._running.pop(job_id, None)
         if job_id in self._fenced:
             self._fenced.discard(job_id)
-            return  # the leader takes fenced jobs back; this attempt's result is void
-        if job_id in self._killed_for_stop:
             self._killed_for_stop.discard(job_id)
-            result = dataclasses.replace(result, error=NODE_STOPPING, exit_code=None)
-        self._report(job_id, attempt, result)
+        else:
+            if job_id in self._killed_for_stop:
+                self._killed_for_stop.discard(job_id)
+                result = dataclasses.replace(
+                    result, status=JobStatus.FAILED, error=NODE_STOPPING, exit_code=None
+                )
+            self._report(job_id, attempt, result)
+        job = self._table.get(job_id)
+        if job is not None and job.attempts != attempt:
+            self._take(job_id, job.attempts)  # reassigned here while this attempt died
 
     def _report(self, job_id: str, attempt: int, result: JobResult) -> None:
         job = self._table.get(job_id)

@@ -792,3 +792,136 @@ def test_restore_rejects_out_of_order_sequences():
     state["jobs"][0], state["jobs"][1] = state["jobs"][1], state["jobs"][0]
     with pytest.raises(ValueError):
         JobTable().restore(json.dumps(state).encode())
+
+
+# ---------------------------------------------------------------------- requeue
+
+
+def requeue(table, job_id, attempt=1, error="worker 1 lost", at=T0 + 500):
+    return apply(table, commands.requeue_job(job_id, attempt, error, at))
+
+
+def running_attempt(table, job_id, max_attempts=3, attempt=1, worker=1, incarnation=77):
+    submit(table, job_id, max_attempts=max_attempts)
+    if attempt > 1:  # earlier attempts lost and requeued
+        for earlier in range(1, attempt):
+            apply(table, commands.assign_job(job_id, 9, earlier))
+            requeue(table, job_id, attempt=earlier)
+    apply(table, commands.assign_job(job_id, worker, attempt, incarnation))
+
+
+def test_requeue_with_attempts_left_makes_the_job_pending_again():
+    table = JobTable()
+    running_attempt(table, "a", max_attempts=3)
+    seen = []
+    table.add_listener(lambda event, job: seen.append((event, job.job_id)))
+    job = requeue(table, "a")
+    assert job is not None and job.status is JobStatus.PENDING
+    stored = table.get("a")
+    assert stored.status is JobStatus.PENDING
+    assert (stored.assigned_worker, stored.worker_incarnation) == (0, 0)
+    assert stored.attempts == 1  # kept: the next assignment is attempt 2
+    assert (stored.error, stored.completed_at_ms) == ("", None)
+    assert seen == [("requeued", "a")]
+    assert ids(table.pending_jobs()) == ["a"] and table.running_by_worker() == {}
+
+
+def test_requeued_job_keeps_its_fifo_place_and_runs_attempt_two():
+    table = JobTable()
+    running_attempt(table, "a")
+    submit(table, "b")
+    requeue(table, "a")
+    assert ids(table.pending_jobs()) == ["a", "b"]
+    apply(table, commands.assign_job("a", 2, 2, 88))
+    finish(table, "a", worker=1, attempt=1)  # the lost attempt's late result
+    assert table.get("a").status is JobStatus.RUNNING
+    finish(table, "a", worker=2, attempt=2)
+    job = table.get("a")
+    assert (job.status, job.executed_by, job.attempts) == (JobStatus.COMPLETED, 2, 2)
+
+
+def test_requeue_of_the_last_attempt_fails_the_job():
+    table = JobTable()
+    running_attempt(table, "a", max_attempts=2, attempt=2)
+    seen = []
+    table.add_listener(lambda event, job: seen.append(event))
+    job = requeue(table, "a", attempt=2, error="worker 1 lost", at=T0 + 700)
+    assert job.status is JobStatus.FAILED
+    stored = table.get("a")
+    assert (stored.status, stored.error, stored.exit_code) == (
+        JobStatus.FAILED, "worker 1 lost", None)
+    assert stored.completed_at_ms == T0 + 700
+    assert stored.attempts == 2
+    assert seen == ["finished"]
+    assert table.count(JobStatus.FAILED) == 1 and table.active_count() == 0
+
+
+def test_requeue_with_max_attempts_one_fails_at_once():
+    table = JobTable()
+    running_attempt(table, "a", max_attempts=1)
+    assert requeue(table, "a").status is JobStatus.FAILED
+
+
+def test_requeue_with_stale_attempt_ignored():
+    table = JobTable()
+    running_attempt(table, "a", attempt=2)
+    before = table.snapshot()
+    assert requeue(table, "a", attempt=1) is None
+    assert table.snapshot() == before
+
+
+@pytest.mark.parametrize("state", ["pending", "completed", "failed", "cancelled"])
+def test_requeue_ignored_unless_running(state):
+    table = JobTable()
+    submit(table, "a", max_attempts=3)
+    if state in ("completed", "failed"):
+        assign(table, "a")
+        status = JobStatus[state.upper()]
+        finish(table, "a", status=status, exit_code=int(status is JobStatus.FAILED))
+    elif state == "cancelled":
+        cancel(table, "a")
+    before = table.snapshot()
+    assert requeue(table, "a", attempt=table.get("a").attempts) is None
+    assert table.snapshot() == before
+
+
+def test_requeue_unknown_job_ignored():
+    table = JobTable()
+    before = table.snapshot()
+    assert requeue(table, "nope") is None
+    assert table.snapshot() == before
+
+
+def test_assign_records_worker_incarnation_and_snapshot_keeps_it():
+    table = JobTable()
+    running_attempt(table, "a", incarnation=2**62 + 5)
+    assert table.get("a").worker_incarnation == 2**62 + 5
+    restored = JobTable()
+    restored.restore(table.snapshot())
+    assert restored.get("a").worker_incarnation == 2**62 + 5
+    assert restored.snapshot() == table.snapshot()
+
+
+def test_running_by_worker_groups_running_jobs():
+    table = JobTable()
+    running_attempt(table, "a", worker=1)
+    running_attempt(table, "b", worker=2)
+    running_attempt(table, "c", worker=1)
+    submit(table, "d")
+    grouped = table.running_by_worker()
+    assert {worker: ids(jobs) for worker, jobs in grouped.items()} == {1: ["a", "c"], 2: ["b"]}
+    grouped[1][0].status = JobStatus.FAILED  # copies, not the table's records
+    assert table.get("a").status is JobStatus.RUNNING
+
+
+def test_snapshot_after_a_requeue_shows_the_requeue():
+    """A snapshot taken while the job ran must not leak into a later one."""
+    table = JobTable()
+    running_attempt(table, "a", incarnation=99)
+    table.snapshot()
+    requeue(table, "a")
+    restored = JobTable()
+    restored.restore(table.snapshot())
+    job = restored.get("a")
+    assert (job.status, job.assigned_worker, job.worker_incarnation, job.attempts) == (
+        JobStatus.PENDING, 0, 0, 1)
