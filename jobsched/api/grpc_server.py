@@ -20,6 +20,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.api import errors
 from jobsched.api.bridge import ReactorBridge
+from jobsched.api.malformed import MalformedRequestInterceptor
 from jobsched.app import ClusterAPI
 from jobsched.interfaces import IApiServer
 from jobsched.jobs import wire
@@ -208,7 +209,10 @@ class GrpcServerService(Service):
 
     def startService(self) -> None:
         super().startService()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._max_workers),
+            interceptors=[MalformedRequestInterceptor()],
+        )
         for servicer in self._servicers:
             _register(servicer, server)
         self.port = server.add_insecure_port(self._bind)

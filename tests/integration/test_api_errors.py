@@ -213,3 +213,20 @@ def test_unknown_routes_get_json_404(node):
     answer = node.get("/no/such/route")
     assert answer.status == 404
     assert isinstance(answer.body, dict) and "error" in answer.body
+
+
+@pytest.mark.parametrize("method, message", [
+    ("/scheduler.SchedulerService/SubmitJob", pb.SubmitJobRequest(command="echo ok")),
+    ("/scheduler.SchedulerService/CancelJob", pb.CancelJobRequest(job_id="ok")),
+    ("/scheduler.SchedulerService/ListJobs", pb.ListJobsRequest(command_filter="ok")),
+])
+def test_invalid_utf8_is_refused_as_invalid_argument(node, method, message):
+    before = table(node)
+    raw = message.SerializeToString().replace(b"ok", b"\xff\xfe")
+    call = node.channel.unary_unary(method, request_serializer=None,
+                                    response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as raised:
+        call(raw, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith("Malformed request")
+    assert table(node) == before
