@@ -41,3 +41,14 @@ def docker_engine() -> Iterator[engine.DockerTestEnv]:
         yield engine.DockerTestEnv(handle, image)
     finally:
         engine.stop(handle)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options of the Raft simulation suite (unit/test_simulation.py)."""
+    group = parser.getgroup("simulation")
+    group.addoption("--seed", type=int, default=None,
+                    help="run only this simulation seed (replays a reported failure)")
+    group.addoption("--sim-seeds", type=int, default=500,
+                    help="how many simulation seeds to run (default 500)")
+    group.addoption("--sim-steps", type=int, default=2000,
+                    help="steps per simulation seed (default 2000)")
