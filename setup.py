@@ -21,7 +21,6 @@ setup(
             "grpcio-tools==1.85.1",
             "pytest==9.2.0",
             "pytest-twisted==1.14.3",
-            "selenium",
         ],
     },
     entry_points={"console_scripts": ["jobsched = jobsched.cli.main:main"]},
