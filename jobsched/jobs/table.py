@@ -127,6 +127,13 @@ def _encode_raw(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+def _dumps(value) -> bytes:
+    """Compact, key-sorted UTF-8 JSON: the snapshot encoding."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
 def _clamp_page_size(page_size: int) -> int:
     if page_size <= 0:
         return DEFAULT_PAGE_SIZE
@@ -167,6 +174,9 @@ class JobTable:
         self._keys: OrderedDict[str, Tuple[str, int]] = OrderedDict()
         self._workers: Set[int] = set()
         self._next_seq = 1
+        # seq -> that job's snapshot record as UTF-8 JSON; dropped whenever the job
+        # changes, so a snapshot re-encodes only the jobs changed since the last one.
+        self._snapshot_records: Dict[int, bytes] = {}
 
     # ------------------------------------------------------------------ observers
 
@@ -313,6 +323,8 @@ class JobTable:
             self._workers.add(cmd.worker_id)
 
     def _changed(self, event: str, job: Job) -> Job:
+        """Every change to a job ends here (or in _set_status): drop its cached record."""
+        self._snapshot_records.pop(self._seq_of[job.job_id], None)
         result = copy.copy(job)
         self._notify(event, copy.copy(job))
         return result
@@ -332,6 +344,7 @@ class JobTable:
 
     def _set_status(self, job: Job, status: JobStatus) -> None:
         seq = self._seq_of[job.job_id]
+        self._snapshot_records.pop(seq, None)
         old = self._by_status[job.status]
         del old[bisect.bisect_left(old, seq)]
         bisect.insort(self._by_status[status], seq)
@@ -447,26 +460,30 @@ class JobTable:
     # ------------------------------------------------------------------ snapshots
 
     def snapshot(self) -> bytes:
-        """The whole applied state as deterministic JSON (equal tables, equal bytes)."""
+        """The whole applied state as deterministic JSON (equal tables, equal bytes).
+
+        It is the compact, key-sorted JSON of {format, idempotency_keys, jobs, next_seq,
+        workers}, put together from cached per-job records: taken on the reactor
+        every compaction, it must not re-encode a large table of finished jobs.
+        """
+        records = self._snapshot_records
         jobs = []
         for seq in self._order:
-            job = self._jobs[seq]
-            record = {name: getattr(job, name) for name in _JOB_FIELDS}
-            record["status"] = int(job.status)
-            record["seq"] = seq
+            record = records.get(seq)
+            if record is None:
+                record = records[seq] = self._snapshot_record(seq)
             jobs.append(record)
-        state = {
-            "format": SNAPSHOT_FORMAT,
-            "next_seq": self._next_seq,
-            "jobs": jobs,
-            "idempotency_keys": [
-                [key, job_id, first_ms] for key, (job_id, first_ms) in self._keys.items()
-            ],
-            "workers": sorted(self._workers),
-        }
-        return json.dumps(
-            state, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        keys = [[key, job_id, first_ms] for key, (job_id, first_ms) in self._keys.items()]
+        head = _dumps({"format": SNAPSHOT_FORMAT, "idempotency_keys": keys})[:-1]
+        tail = _dumps({"next_seq": self._next_seq, "workers": sorted(self._workers)})[1:]
+        return b"".join((head, b',"jobs":[', b",".join(jobs), b"],", tail))
+
+    def _snapshot_record(self, seq: int) -> bytes:
+        job = self._jobs[seq]
+        record = {name: getattr(job, name) for name in _JOB_FIELDS}
+        record["status"] = int(job.status)
+        record["seq"] = seq
+        return _dumps(record)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state by a `snapshot`; ValueError (state untouched) if the

@@ -289,10 +289,13 @@ class RaftCore:
         progress = self._progress.get(peer_id)
         if (self.role == LEADER and progress is not None
                 and progress.is_inflight(request)):
-            progress.inflight.clear()
             if progress.sending_snapshot is None:
-                progress.next_index = progress.match_index + 1
+                # Resend what was lost, not everything after match_index: a new
+                # leader's match_index is 0, which would mean a whole snapshot.
+                lost = min(r.prev_log_index for r in progress.inflight) + 1
+                progress.next_index = max(progress.match_index + 1, lost)
                 progress.probing = True
+            progress.inflight.clear()
         self._check_transfer(now)
 
     def persisted(self, seq: int) -> None:

@@ -109,6 +109,7 @@ class RaftService(Service):
         self._after_durable: Deque[Tuple[int, defer.Deferred]] = deque()
         self._processing = False
         self._transfer: Optional[defer.Deferred] = None
+        self._pending_compaction: Optional[Tuple[int, bytes]] = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,6 +131,7 @@ class RaftService(Service):
             self._state_machine.restore(stored.snapshot.data)
         self._last_applied = self._core.applied_index
         self._issued_seq = self._durable_seq = 0
+        self._pending_compaction = None
         self._step()
 
     def stopService(self) -> defer.Deferred:
@@ -360,6 +362,8 @@ class RaftService(Service):
     def _on_response(self, response, core: RaftCore, peer: int, request) -> None:
         if self._active and self._core is core:
             core.receive_response(peer, request, response, self._clock.seconds())
+            if self._pending_compaction is not None:
+                self._maybe_compact()
             self._step()
 
     def _on_send_error(self, failure, core: RaftCore, peer: int, request) -> None:
@@ -391,9 +395,38 @@ class RaftService(Service):
                     waiter.deferred.callback(result)
         core = self._core
         core.applied_to(self._last_applied)
-        if core.compaction_due():
-            core.compact(core.applied_index, self._state_machine.snapshot())
+        self._maybe_compact()
         self._notify("applied")
+
+    def _maybe_compact(self) -> None:
+        """Compact the log once it is due, at a snapshot taken then.
+
+        A leader waits until every live follower has that snapshot's index: a follower
+        whose next entries were compacted away needs the whole snapshot, which stalls
+        both ends for as long as the table is large. Followers silent for an election
+        timeout do not count, and a backlog of four thresholds compacts regardless.
+        """
+        core = self._core
+        pending = self._pending_compaction
+        if pending is None or pending[0] <= core.log.snapshot_index:
+            if not core.compaction_due():
+                self._pending_compaction = None
+                return
+            pending = self._pending_compaction = (core.applied_index,
+                                                  self._state_machine.snapshot())
+        index = pending[0]
+        if (core.role == LEADER and self._live_follower_behind(index)
+                and core.applied_index - core.log.snapshot_index
+                <= 4 * self.limits.compaction_threshold):
+            return
+        self._pending_compaction = None
+        core.compact(index, pending[1])
+
+    def _live_follower_behind(self, index: int) -> bool:
+        now = self._clock.seconds()
+        window = self.timings.election_timeout_max
+        return any(p.match_index < index for p in self._core.progress().values()
+                   if p.last_contact is not None and now - p.last_contact < window)
 
     def _fail_waiters(self, error_type) -> None:
         waiters, self._waiters = self._waiters, {}

@@ -1,0 +1,224 @@
+"""Committed SubmitJob throughput and latency on a local cluster.
+
+For each concurrency level a fresh in-memory cluster (process executor) is started,
+warmed up, and then `--jobs` SubmitJob calls are made by that many client threads,
+spread over `--client-procs` client processes (synchronous gRPC stubs; a reply means
+the job's entry is committed). The clients share the machine's cores with the nodes.
+
+    .venv/bin/python -m bench.cluster_submit                       # 1, 8, 32, 64 clients
+    .venv/bin/python -m bench.cluster_submit --quick --clients 32  # 1,000 jobs, a check
+    .venv/bin/python -m bench.cluster_submit --command 'sleep 5'   # jobs hold their slots
+
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import List
+
+import grpc
+
+from bench.common import (
+    Submitter, cpu_seconds, leader_address, machine_note, percentile, running_cluster)
+from jobsched._proto import scheduler_pb2 as pb
+from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+
+WARMUP_JOBS = 200
+
+
+def _client_process(address: str, threads: int, first: int, count: int, prefix: str,
+                    command: str, go, results) -> None:
+    """Submit jobs first..first+count-1 from `threads` threads once `go` is set; put
+    (latencies, start, end, errors, CPU seconds used) on `results`."""
+    next_job = iter(range(first, first + count))
+    lock = threading.Lock()
+    latencies: List[float] = []
+    errors: List[str] = []
+
+    def worker() -> None:
+        client = Submitter(address)
+        mine = []
+        try:
+            while True:
+                with lock:
+                    n = next(next_job, None)
+                if n is None:
+                    break
+                request = pb.SubmitJobRequest(command=command,
+                                              idempotency_key=f"{prefix}-{n}")
+                started = time.perf_counter()
+                try:
+                    client.submit(request, time.monotonic() + 30)
+                except grpc.RpcError as error:
+                    errors.append(f"{error.code().name}: {error.details()}")
+                    continue
+                mine.append(time.perf_counter() - started)
+        finally:
+            client.close()
+            with lock:
+                latencies.extend(mine)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    go.wait()
+    cpu, started = time.process_time(), time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    results.put((latencies, started, time.perf_counter(), errors, time.process_time() - cpu))
+
+
+def _warm_up(address: str, prefix: str, command: str) -> None:
+    client = Submitter(address)
+    try:
+        for n in range(WARMUP_JOBS):
+            client.submit(pb.SubmitJobRequest(command=command,
+                                              idempotency_key=f"{prefix}-warm-{n}"),
+                          time.monotonic() + 30)
+    finally:
+        client.close()
+
+
+def _term(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.SchedulerServiceStub(channel)
+        return stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=10).current_term
+
+
+def _completed(address: str) -> int:
+    """How many jobs have completed, as the leader sees it now."""
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.SchedulerServiceStub(channel)
+        request = pb.ListJobsRequest(page_size=1, status_filter=pb.JOB_STATUS_COMPLETED)
+        return stub.ListJobs(request, timeout=10).total_count
+
+
+def _start_profilers(out_dir: str, cluster, address: str, clients: int) -> list:
+    """py-spy recording every node (GIL holders, collapsed stacks) into out_dir."""
+    if not out_dir:
+        return []
+    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable),
+                                                    "py-spy")
+    os.makedirs(out_dir, exist_ok=True)
+    profilers = []
+    for node in cluster.nodes.values():
+        role = "leader" if node.grpc_address == address else f"follower{node.node_id}"
+        output = os.path.join(out_dir, f"{role}-{clients}c.txt")
+        profilers.append(subprocess.Popen(
+            [py_spy, "record", "--pid", str(node.process.pid), "--format", "raw",
+             "--rate", "250", "--threads", "--gil", "--nonblocking", "--output", output],
+            stdout=subprocess.DEVNULL))
+    return profilers
+
+
+def _stop_profilers(profilers: list) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(timeout=60)
+
+
+def _node_cpu(cluster) -> List[float]:
+    """[leader's own, followers' own, jobs'] CPU seconds so far (jobs once reaped)."""
+    leader = cluster.leader(timeout=10)
+    own, children = 0.0, 0.0
+    for node in cluster.nodes.values():
+        node_own, node_children = cpu_seconds(node.process.pid)
+        if node is not leader:
+            own += node_own
+        children += node_children
+    return [cpu_seconds(leader.process.pid)[0], own, children]
+
+
+def run_level(args, clients: int) -> dict:
+    """One concurrency level on a fresh cluster; returns its figures."""
+    procs = args.client_procs or (1 if clients <= 8 else 2)
+    procs = min(procs, clients)
+    context = multiprocessing.get_context("spawn")
+    with running_cluster(args.nodes, *args.node_args, keep_logs=args.keep_logs) as cluster:
+        address = leader_address(cluster)
+        prefix = f"c{clients}"
+        _warm_up(address, prefix, args.command)
+        go, results = context.Event(), context.Queue()
+        share, extra = divmod(args.jobs, procs)
+        workers, first = [], 0
+        for i in range(procs):
+            count = share + (1 if i < extra else 0)
+            threads = clients // procs + (1 if i < clients % procs else 0)
+            workers.append(context.Process(
+                target=_client_process,
+                args=(address, threads, first, count, prefix, args.command, go, results)))
+            first += count
+        for worker in workers:
+            worker.start()
+        time.sleep(2)  # let the client processes import and connect before the start
+        profilers = _start_profilers(args.py_spy, cluster, address, clients)
+        note = machine_note()
+        cpu_before, term_before = _node_cpu(cluster), _term(address)
+        go.set()
+        outcomes = [results.get(timeout=600) for _ in workers]
+        cpu = [after - before for after, before in zip(_node_cpu(cluster), cpu_before)]
+        _stop_profilers(profilers)
+        for worker in workers:
+            worker.join(timeout=30)
+        address = leader_address(cluster)
+        completed, elections = _completed(address), _term(address) - term_before
+    latencies = sorted(lat for outcome in outcomes for lat in outcome[0])
+    errors = [error for outcome in outcomes for error in outcome[3]]
+    elapsed = max(o[2] for o in outcomes) - min(o[1] for o in outcomes)
+    return {
+        "clients": clients, "procs": procs, "ok": len(latencies), "errors": errors,
+        "elapsed": elapsed, "rate": len(latencies) / elapsed,
+        "p50": percentile(latencies, 0.50) * 1000, "p99": percentile(latencies, 0.99) * 1000,
+        "max": latencies[-1] * 1000 if latencies else float("nan"),
+        "completed": completed, "elections": elections, "note": note,
+        "cpu_ms": [1000 * seconds / max(1, len(latencies))
+                   for seconds in cpu + [sum(o[4] for o in outcomes)]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--clients", default="1,8,32,64",
+                        help="comma-separated concurrency levels")
+    parser.add_argument("--jobs", type=int, default=5000, help="jobs per level")
+    parser.add_argument("--quick", action="store_true", help="1,000 jobs per level")
+    parser.add_argument("--client-procs", type=int, default=0,
+                        help="client processes (default: 1 up to 8 clients, else 2)")
+    parser.add_argument("--command", default="echo hi", help="the job every submit carries")
+    parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--py-spy", metavar="DIR", default="",
+                        help="record every node with py-spy (collapsed stacks) into DIR")
+    parser.add_argument("node_args", nargs="*", help="extra node options, after --")
+    args = parser.parse_args()
+    if args.quick:
+        args.jobs = 1000
+    levels = [int(level) for level in args.clients.split(",")]
+    print(f"# {args.nodes} nodes, in memory, process executor; job: {args.command!r}; "
+          f"{args.jobs} jobs per level")
+    print(f"{'clients':>7} {'procs':>5} {'ok':>6} {'err':>4} {'submits/s':>9} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'done':>6} {'terms':>5}  "
+          f"CPU ms/submit: leader+followers+jobs+clients   when / load")
+    for clients in levels:
+        r = run_level(args, clients)
+        cpu = "+".join(f"{ms:.2f}" for ms in r["cpu_ms"])
+        print(f"{r['clients']:>7} {r['procs']:>5} {r['ok']:>6} {len(r['errors']):>4} "
+              f"{r['rate']:>9.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['max']:>7.1f} "
+              f"{r['completed']:>6} {r['elections']:>5}  {cpu} = {sum(r['cpu_ms']):.2f}   "
+              f"{r['note']}", flush=True)
+        for error in sorted(set(r["errors"]))[:5]:
+            print(f"    error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Shared pieces of the benches: a local cluster of node processes, a careful submit
+client, percentiles, CPU accounting and a note of the machine the figures came from.
+
+Run the benches from the repository root as modules (`python -m bench.cluster_submit`)
+so that `tests.nodeproc`, which starts the node processes, is importable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import grpc
+
+from jobsched._proto import scheduler_pb2 as pb
+from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+from tests.nodeproc import Cluster, Node, NodeFactory
+
+RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
+
+
+@contextlib.contextmanager
+def running_cluster(size: int, *extra_args: str, keep_logs: bool = False
+                    ) -> Iterator[Cluster]:
+    """`size` in-memory nodes with the process executor, up and with a leader; all
+    of them stopped (by PID) on the way out."""
+    workdir = Path(tempfile.mkdtemp(prefix="jobsched-bench-"))
+    factory = NodeFactory(workdir)
+    try:
+        cluster = Cluster(factory, size, *extra_args)
+        for node in cluster.nodes.values():
+            node.wait_ready(timeout=30)
+        cluster.leader(timeout=10)
+        yield cluster
+    finally:
+        stop_nodes(factory.nodes)
+        if keep_logs:
+            print(f"node logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stop_nodes(nodes: List[Node], grace: float = 20) -> None:
+    """SIGTERM every live node at once (a graceful stop lets running jobs, which live
+    in sessions of their own, finish); SIGKILL those still up after `grace` seconds."""
+    live = [node for node in nodes if node.process is not None and node.process.poll() is None]
+    for node in live:
+        node.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for node in live:
+        try:
+            node.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        node.kill()
+
+
+def leader_address(cluster: Cluster, timeout: float = 10,
+                   among: Optional[List[int]] = None) -> str:
+    return cluster.leader(timeout=timeout, among=among).grpc_address
+
+
+class Submitter:
+    """One client thread's view: a channel to the leader, re-pointed on a hint."""
+
+    def __init__(self, address: str) -> None:
+        self._channels = {}
+        self._stub = self._stub_for(address)
+
+    def _stub_for(self, address: str) -> pb_grpc.SchedulerServiceStub:
+        if address not in self._channels:
+            self._channels[address] = grpc.insecure_channel(address)
+        return pb_grpc.SchedulerServiceStub(self._channels[address])
+
+    def submit(self, request: pb.SubmitJobRequest, deadline: float) -> str:
+        """SubmitJob until acknowledged (committed); follows leader hints."""
+        while True:
+            try:
+                return self._stub.SubmitJob(request, timeout=10).job_id
+            except grpc.RpcError as error:
+                if error.code() not in RETRYABLE or time.monotonic() > deadline:
+                    raise
+                hint = (error.details() or "").partition("Try ")[2]
+                if hint:
+                    self._stub = self._stub_for(hint)
+                time.sleep(0.01)
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (NaN when empty)."""
+    if not sorted_values:
+        return float("nan")
+    rank = min(len(sorted_values), max(1, math.ceil(fraction * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def cpu_seconds(pid: int) -> Tuple[float, float]:
+    """(own, reaped children's) CPU seconds of a live process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime) / ticks, (cutime + cstime) / ticks
+
+
+def machine_note() -> str:
+    """One line: date, CPUs, Python, load averages (other work shares this machine)."""
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (f"{time.strftime('%Y-%m-%d %H:%M:%S')} · {os.cpu_count()} CPUs · "
+            f"Python {platform.python_version()} · load {load}")

@@ -1,0 +1,152 @@
+"""Failover and leadership-transfer times on a local 3-node cluster.
+
+failover: SIGKILL the leader, then time until the first SubmitJob sent after the kill
+is committed (one prober thread per survivor, retrying every 2 ms). The killed node
+is restarted (empty: nodes keep their state in memory) and the cluster settles
+before the next kill.
+
+transfer: TransferLeadership to the next node in turn; times the RPC's round trip
+(it answers once the target has won) and until a SubmitJob on the new leader commits.
+
+    .venv/bin/python -m bench.failover                 # 20 kills, 20 transfers
+    .venv/bin/python -m bench.failover --kills 5 --transfers 0
+
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import threading
+import time
+from typing import List, Optional
+
+import grpc
+
+from bench.common import machine_note, percentile, running_cluster
+from jobsched._proto import scheduler_pb2 as pb
+from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+from tests.nodeproc import Cluster, Node, wait_until
+
+PROBE_INTERVAL = 0.002
+_keys = itertools.count()
+
+
+def _submit_once(stub, timeout: float = 1.0) -> bool:
+    request = pb.SubmitJobRequest(command="true", idempotency_key=f"probe-{next(_keys)}")
+    try:
+        stub.SubmitJob(request, timeout=timeout)
+        return True
+    except grpc.RpcError:
+        return False
+
+
+def first_commit_after(nodes: List[Node], deadline: float) -> Optional[float]:
+    """Monotonic time of the first SubmitJob committed by any of `nodes` (None if
+    none by `deadline`), probing each from its own thread on a fresh channel."""
+    done = threading.Event()
+    winners: List[float] = []
+    lock = threading.Lock()
+
+    def probe(node: Node) -> None:
+        with grpc.insecure_channel(node.grpc_address) as channel:
+            stub = pb_grpc.SchedulerServiceStub(channel)
+            while not done.is_set() and time.monotonic() < deadline:
+                if _submit_once(stub):
+                    with lock:
+                        winners.append(time.monotonic())
+                    done.set()
+                    return
+                time.sleep(PROBE_INTERVAL)
+
+    threads = [threading.Thread(target=probe, args=(node,)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return min(winners) if winners else None
+
+
+def settle(cluster: Cluster) -> Node:
+    """Wait until every node is up, agrees on one leader and takes writes there."""
+    leader = cluster.leader(timeout=30)
+    with grpc.insecure_channel(leader.grpc_address) as channel:
+        stub = pb_grpc.SchedulerServiceStub(channel)
+        wait_until(lambda: _submit_once(stub, 5), 30, "a write on the leader")
+    return leader
+
+
+def run_failover(cluster: Cluster, kills: int) -> List[float]:
+    times = []
+    for n in range(kills):
+        leader = settle(cluster)
+        time.sleep(0.5)  # heartbeats flowing and every follower caught up
+        survivors = [node for node in cluster.nodes.values() if node is not leader]
+        killed_at = time.monotonic()
+        leader.kill()  # SIGKILL by PID, then reaped
+        committed = first_commit_after(survivors, killed_at + 10)
+        if committed is None:
+            print(f"  kill {n + 1}: no commit within 10 s")
+        else:
+            times.append(committed - killed_at)
+            print(f"  kill {n + 1}: node {leader.node_id} killed, first commit after "
+                  f"{1000 * times[-1]:.0f} ms", flush=True)
+        leader.start()
+        leader.wait_ready(timeout=30)
+    return times
+
+
+def run_transfers(cluster: Cluster, transfers: int):
+    round_trips, until_write = [], []
+    for n in range(transfers):
+        leader = settle(cluster)
+        time.sleep(0.3)
+        target = min((node for node in cluster.nodes.values() if node is not leader),
+                     key=lambda node: (node.node_id - leader.node_id) % len(cluster.nodes))
+        started = time.monotonic()
+        reply = leader.scheduler.TransferLeadership(
+            pb.TransferLeadershipRequest(target_node_id=target.node_id), timeout=10)
+        answered = time.monotonic()
+        if not reply.success:
+            print(f"  transfer {n + 1}: refused: {reply.message}")
+            continue
+        committed = first_commit_after([target], answered + 10)
+        round_trips.append(answered - started)
+        if committed is not None:
+            until_write.append(committed - started)
+        print(f"  transfer {n + 1}: {leader.node_id} -> {target.node_id}: RPC "
+              f"{1000 * round_trips[-1]:.0f} ms, write committed after "
+              f"{1000 * (committed - started) if committed else float('nan'):.0f} ms",
+              flush=True)
+    return round_trips, until_write
+
+
+def report(name: str, seconds: List[float]) -> None:
+    values = sorted(seconds)
+    print(f"{name}: n={len(values)} p50={1000 * percentile(values, 0.5):.0f} ms "
+          f"p99={1000 * percentile(values, 0.99):.0f} ms "
+          f"min={1000 * values[0] if values else float('nan'):.0f} ms "
+          f"max={1000 * values[-1] if values else float('nan'):.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--transfers", type=int, default=20)
+    parser.add_argument("--keep-logs", action="store_true")
+    args = parser.parse_args()
+    print(f"# 3 nodes, in memory, process executor; {machine_note()}")
+    with running_cluster(3, keep_logs=args.keep_logs) as cluster:
+        kills = run_failover(cluster, args.kills) if args.kills else []
+        transfers = run_transfers(cluster, args.transfers) if args.transfers else ([], [])
+    if args.kills:
+        report("failover (SIGKILL leader -> first committed write)", kills)
+    if args.transfers:
+        report("transfer (TransferLeadership RPC round trip)", transfers[0])
+        report("transfer (RPC sent -> write committed on the new leader)", transfers[1])
+    print(f"# finished {machine_note()}")
+
+
+if __name__ == "__main__":
+    main()
