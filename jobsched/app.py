@@ -67,8 +67,10 @@ class ClusterAPI:
         table: JobTable,
         clock: IReactorTime,
         leader: Optional[LeaderClient] = None,
+        storage=None,
     ) -> None:
         self._config = config
+        self._storage = storage
         self._raft = raft
         self._table = table
         self._clock = clock
@@ -299,6 +301,28 @@ class ClusterAPI:
             if not success:
                 return False, message
         return True, "Node drained successfully"
+
+    def metrics(self) -> List[Tuple[str, str, float]]:
+        """(name, labels, value) samples of this node for GET /metrics."""
+        status = self._raft.status()
+        samples = [
+            ("jobsched_raft_term", "", status.current_term),
+            ("jobsched_raft_commit_index", "", status.commit_index),
+            ("jobsched_raft_last_applied", "", status.last_applied),
+            ("jobsched_raft_last_log_index", "", status.last_log_index),
+            ("jobsched_raft_first_log_index", "", status.first_log_index),
+            ("jobsched_raft_is_leader", "", int(status.role == "leader")),
+            ("jobsched_node_draining", "", int(self.draining)),
+        ]
+        samples += [
+            ("jobsched_jobs", f'status="{status_.label}"', self._table.count(status_))
+            for status_ in JobStatus
+        ]
+        for attribute in ("commit_count", "entries_written"):
+            if hasattr(self._storage, attribute):
+                name = f"jobsched_storage_{attribute.replace('_count', 's')}_total"
+                samples.append((name, "", getattr(self._storage, attribute)))
+        return samples
 
     def raft_status(self):
         return self._raft.status()

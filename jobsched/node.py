@@ -109,7 +109,7 @@ class NodeService(MultiService):
         )
         self.raft.setServiceParent(self)
         self.leader = LeaderClient(self.raft, reactor)
-        self.api = ClusterAPI(config, self.raft, self.table, reactor, self.leader)
+        self.api = ClusterAPI(config, self.raft, self.table, reactor, self.leader, storage)
 
         self.reporter = ResultReporter(self._deliver_results, reactor)
         self.worker = WorkerService(

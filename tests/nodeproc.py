@@ -187,7 +187,8 @@ def peers_arg(node_id: int, ports: dict) -> str:
 
 
 class Cluster:
-    """N nodes started together; helpers to find the leader as the nodes report it."""
+    """N nodes started together; helpers to find the leader as the nodes report it.
+    `{node_id}` in an extra argument becomes each node's id (e.g. a data directory)."""
 
     def __init__(self, factory: NodeFactory, size: int, *extra_args: str,
                  peer_ports: Optional[Callable[[int], str]] = None,
@@ -196,8 +197,9 @@ class Cluster:
         self.nodes = {}
         for node_id, port in self.grpc_ports.items():
             peers = peer_ports(node_id) if peer_ports else peers_arg(node_id, self.grpc_ports)
+            args = [arg.replace("{node_id}", str(node_id)) for arg in extra_args]
             self.nodes[node_id] = factory.start(
-                "--executor", "process", *extra_args,
+                "--executor", "process", *args,
                 node_id=node_id, peers=peers, grpc_port=port,
             )
 

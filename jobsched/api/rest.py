@@ -145,6 +145,14 @@ class RestApi:
         page = resources.files("jobsched.api").joinpath("dashboard/index.html").read_bytes()
         return self._respond(request, 200, page, b"text/html; charset=utf-8")
 
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request):
+        lines = []
+        for name, labels, value in self._api.metrics():
+            lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
+        body = ("\n".join(lines) + "\n").encode()
+        return self._respond(request, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
+
     @app.route("/health/live", methods=["GET"])
     def live(self, request):
         return self._respond(request, 200, {"status": "ok"})

@@ -179,3 +179,15 @@ def test_drain_refuses_new_jobs_and_a_lone_leader_cannot_hand_over(node):
     assert [job["id"] for job in node.get("/api/jobs").body] == [job["id"] for job in before]
     cluster = node.scheduler.GetClusterStatus(pb.GetClusterStatusRequest())
     assert cluster.nodes[0].draining is True
+
+
+def test_metrics_in_prometheus_text(node):
+    job_id = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="true")).job_id
+    wait_finished(node, job_id)
+    answer = node.get("/metrics")
+    assert answer.status == 200
+    assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = dict(line.rsplit(" ", 1) for line in answer.body.splitlines())
+    assert samples["jobsched_raft_is_leader"] == "1"
+    assert int(samples['jobsched_jobs{status="completed"}']) >= 1
+    assert int(samples["jobsched_raft_commit_index"]) >= 3
