@@ -8,6 +8,10 @@ the job's entry is committed). The clients share the machine's cores with the no
     .venv/bin/python -m bench.cluster_submit                       # 1, 8, 32, 64 clients
     .venv/bin/python -m bench.cluster_submit --quick --clients 32  # 1,000 jobs, a check
     .venv/bin/python -m bench.cluster_submit --command 'sleep 5'   # jobs hold their slots
+    .venv/bin/python -m bench.cluster_submit --durable             # --data-dir per node
+
+With --durable, every node keeps its state in SQLite and the leader's storage commits
+(one fsync each) per written log entry are reported from its /metrics.
 
 Prints figures; asserts nothing.
 """
@@ -139,13 +143,24 @@ def _node_cpu(cluster) -> List[float]:
     return [cpu_seconds(leader.process.pid)[0], own, children]
 
 
+def _storage_counts(node) -> tuple:
+    """(storage commits, log entries written) so far, from the node's /metrics."""
+    samples = dict(line.rsplit(" ", 1) for line in node.get("/metrics").body.splitlines())
+    return (int(samples.get("jobsched_storage_commits_total", 0)),
+            int(samples.get("jobsched_storage_entries_written_total", 0)))
+
+
 def run_level(args, clients: int) -> dict:
     """One concurrency level on a fresh cluster; returns its figures."""
     procs = args.client_procs or (1 if clients <= 8 else 2)
     procs = min(procs, clients)
     context = multiprocessing.get_context("spawn")
-    with running_cluster(args.nodes, *args.node_args, keep_logs=args.keep_logs) as cluster:
+    node_args = list(args.node_args)
+    if args.durable:
+        node_args += ["--data-dir", "{workdir}/data{node_id}"]
+    with running_cluster(args.nodes, *node_args, keep_logs=args.keep_logs) as cluster:
         address = leader_address(cluster)
+        leader = next(n for n in cluster.nodes.values() if n.grpc_address == address)
         prefix = f"c{clients}"
         _warm_up(address, prefix, args.command)
         go, results = context.Event(), context.Queue()
@@ -164,9 +179,12 @@ def run_level(args, clients: int) -> dict:
         profilers = _start_profilers(args.py_spy, cluster, address, clients)
         note = machine_note()
         cpu_before, term_before = _node_cpu(cluster), _term(address)
+        storage_before = _storage_counts(leader)
         go.set()
         outcomes = [results.get(timeout=600) for _ in workers]
         cpu = [after - before for after, before in zip(_node_cpu(cluster), cpu_before)]
+        commits, entries = (after - before for after, before in
+                            zip(_storage_counts(leader), storage_before))
         _stop_profilers(profilers)
         for worker in workers:
             worker.join(timeout=30)
@@ -181,6 +199,7 @@ def run_level(args, clients: int) -> dict:
         "p50": percentile(latencies, 0.50) * 1000, "p99": percentile(latencies, 0.99) * 1000,
         "max": latencies[-1] * 1000 if latencies else float("nan"),
         "completed": completed, "elections": elections, "note": note,
+        "commits_per_entry": commits / entries if entries else float("nan"),
         "cpu_ms": [1000 * seconds / max(1, len(latencies))
                    for seconds in cpu + [sum(o[4] for o in outcomes)]],
     }
@@ -197,6 +216,8 @@ def main() -> None:
                         help="client processes (default: 1 up to 8 clients, else 2)")
     parser.add_argument("--command", default="echo hi", help="the job every submit carries")
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--durable", action="store_true",
+                        help="give every node a --data-dir (SQLite) in a temporary directory")
     parser.add_argument("--py-spy", metavar="DIR", default="",
                         help="record every node with py-spy (collapsed stacks) into DIR")
     parser.add_argument("node_args", nargs="*", help="extra node options, after --")
@@ -204,17 +225,20 @@ def main() -> None:
     if args.quick:
         args.jobs = 1000
     levels = [int(level) for level in args.clients.split(",")]
-    print(f"# {args.nodes} nodes, in memory, process executor; job: {args.command!r}; "
+    storage = "durable (--data-dir)" if args.durable else "in memory"
+    print(f"# {args.nodes} nodes, {storage}, process executor; job: {args.command!r}; "
           f"{args.jobs} jobs per level")
     print(f"{'clients':>7} {'procs':>5} {'ok':>6} {'err':>4} {'submits/s':>9} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'done':>6} {'terms':>5}  "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'done':>6} {'terms':>5} "
+          f"{'fsync/entry':>11}  "
           f"CPU ms/submit: leader+followers+jobs+clients   when / load")
     for clients in levels:
         r = run_level(args, clients)
         cpu = "+".join(f"{ms:.2f}" for ms in r["cpu_ms"])
         print(f"{r['clients']:>7} {r['procs']:>5} {r['ok']:>6} {len(r['errors']):>4} "
               f"{r['rate']:>9.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['max']:>7.1f} "
-              f"{r['completed']:>6} {r['elections']:>5}  {cpu} = {sum(r['cpu_ms']):.2f}   "
+              f"{r['completed']:>6} {r['elections']:>5} {r['commits_per_entry']:>11.3f}  "
+              f"{cpu} = {sum(r['cpu_ms']):.2f}   "
               f"{r['note']}", flush=True)
         for error in sorted(set(r["errors"]))[:5]:
             print(f"    error: {error}")

@@ -36,10 +36,12 @@ RETRYABLE = (
 @contextlib.contextmanager
 def running_cluster(size: int, *extra_args: str, keep_logs: bool = False
                     ) -> Iterator[Cluster]:
-    """`size` in-memory nodes with the process executor, up and with a leader; all
-    of them stopped (by PID) on the way out."""
+    """`size` nodes with the process executor, up and with a leader; all of them
+    stopped (by PID) on the way out. `{workdir}` in an argument becomes a temporary
+    directory (removed afterwards) and `{node_id}` each node's id."""
     workdir = Path(tempfile.mkdtemp(prefix="jobsched-bench-"))
     factory = NodeFactory(workdir)
+    extra_args = tuple(arg.replace("{workdir}", str(workdir)) for arg in extra_args)
     try:
         cluster = Cluster(factory, size, *extra_args)
         for node in cluster.nodes.values():
