@@ -33,9 +33,29 @@ from jobsched.worker.heartbeat import HeartbeatSender
 from jobsched.worker.service import WorkerService
 
 FORWARD_TIMEOUT_SECONDS = 8.0
+ENGINE_CHECK_SECONDS = 5
 SHUTDOWN_TRANSFER_SECONDS = 3.0
 SHUTDOWN_GRACE_SECONDS = 30.0
 SHUTDOWN_FLUSH_SECONDS = 5.0
+
+
+def require_docker_engine() -> None:
+    """Stop start-up with one clear line when the Docker engine does not answer
+    (checked once, before the reactor runs)."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=ENGINE_CHECK_SECONDS)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as error:  # any failure to reach the engine means the same here
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SystemExit(
+            f"jobsched: error: --executor docker: cannot reach the Docker engine ({reason}); "
+            "start one, or use --executor process for development"
+        )
 
 
 def build_executor(config: NodeConfig, reactor):
@@ -46,6 +66,7 @@ def build_executor(config: NodeConfig, reactor):
         return ProcessExecutor(reactor, max_output_bytes=config.max_output_bytes)
     from jobsched.worker.docker import DockerExecutor
 
+    require_docker_engine()
     NodeService.log.info("Executor: docker (default image {image})", image=config.image)
     return DockerExecutor(
         reactor,

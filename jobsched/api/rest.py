@@ -90,6 +90,9 @@ class RestApi:
 
     def __init__(self, api: ClusterAPI) -> None:
         self._api = api
+        self._dashboard = (
+            resources.files("jobsched.api").joinpath("dashboard/index.html").read_bytes()
+        )
 
     def resource(self):
         return self.app.resource()
@@ -142,8 +145,7 @@ class RestApi:
 
     @app.route("/", methods=["GET"])
     def index(self, request):
-        page = resources.files("jobsched.api").joinpath("dashboard/index.html").read_bytes()
-        return self._respond(request, 200, page, b"text/html; charset=utf-8")
+        return self._respond(request, 200, self._dashboard, b"text/html; charset=utf-8")
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from tests.nodeproc import free_port
+
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEADLINE_SECONDS = 30
@@ -77,3 +79,13 @@ def test_jobsched_unknown_command_is_a_usage_error(tmp_path) -> None:
     result = start([sys.executable, "-m", "jobsched.cli.main", "frobnicate"], tmp_path)
     assert result.returncode == 2
     assert "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_docker_executor_without_an_engine_stops_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    result = start([TWISTD, "-n", "--pidfile=", "jobsched", "--executor", "docker",
+                    "--port", str(free_port()), "--dashboard-port", "0"], tmp_path)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("jobsched: error: --executor docker: cannot reach the Docker engine")
