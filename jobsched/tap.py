@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 from twisted.application.service import IService
 from twisted.python import usage
 
+from jobsched import logs
 from jobsched.config import ConfigError, NodeConfig
 
 _DOCS = {
@@ -85,6 +86,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self.config = NodeConfig.from_options(self)
+        logs.install(self.parent, self.config.log_format)
 
 
 def makeService(options: Options) -> IService:

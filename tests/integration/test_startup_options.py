@@ -6,6 +6,7 @@ before any part of the node is built, so no port is bound and nothing needs clea
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,18 @@ def test_docker_executor_without_an_engine_stops_with_one_line(tmp_path, monkeyp
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("jobsched: error: --executor docker: cannot reach the Docker engine")
+
+
+def test_json_log_format_writes_one_json_object_per_line(tmp_path):
+    from tests.nodeproc import NodeFactory
+
+    factory = NodeFactory(tmp_path)
+    try:
+        node = factory.start("--executor", "process", "--log-format", "json")
+        node.wait_ready()
+    finally:
+        factory.kill_all()
+    lines = [line for line in node.log_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert any("starting: gRPC" in record.get("log_format", "") for record in records)
+    assert all(record["log_level"]["name"] != "debug" for record in records)
