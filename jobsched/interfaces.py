@@ -167,6 +167,20 @@ class IClusterAPI(Interface):
         """Deferred[ClusterStatus]."""
 
 
+class IWebApp(Interface):
+    """The REST API and dashboard, served over HTTP by the node's web site."""
+
+    def resource():
+        """The twisted.web resource to serve."""
+
+
+class IHeartbeatSender(Interface):
+    """Keeps the leader informed that this node's worker is alive."""
+
+    def beat():
+        """Send one heartbeat now (if this node follows a known leader)."""
+
+
 class IApiServer(Interface):
     """A network endpoint of a node (the gRPC server, the REST site)."""
 

@@ -15,9 +15,11 @@ from typing import Any, Optional
 from klein import Klein
 from twisted.internet import defer
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+from zope.interface import implementer
 
 from jobsched.api import errors
 from jobsched.app import ClusterAPI, ClusterView
+from jobsched.interfaces import IWebApp
 from jobsched.jobs import validation
 from jobsched.jobs.model import Job, JobStatus
 from jobsched.jobs.table import ListQuery
@@ -83,6 +85,7 @@ def cluster_nodes_json(view: ClusterView) -> list:
     ]
 
 
+@implementer(IWebApp)
 class RestApi:
     """Routes of API.md section 3 over one ClusterAPI."""
 

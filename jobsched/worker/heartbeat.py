@@ -9,9 +9,10 @@ from typing import Callable
 from twisted.application.service import Service
 from twisted.internet import task
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2 as pb
-from jobsched.interfaces import IRaftService
+from jobsched.interfaces import IHeartbeatSender, IRaftService
 from jobsched.leader_client import LeaderClient
 from jobsched.worker.service import WorkerService
 
@@ -19,6 +20,7 @@ HEARTBEAT_INTERVAL_SECONDS = 2.0
 FENCE_CHECK_SECONDS = 0.5
 
 
+@implementer(IHeartbeatSender)
 class HeartbeatSender(Service):
     """Sends WorkerHeartbeat to the leader while this node follows (a leader's own
     worker needs none). A missed beat is simply sent again next time."""
