@@ -172,6 +172,8 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
     @translates_errors
     def GetJobOutput(self, request, context):
         job = self._bridge.on_reactor(self._api.get_job, request.job_id)
+        if not job.status.is_terminal:  # known, but no output held yet
+            return pb.GetJobOutputResponse(job_id=job.job_id, found=False)
         return pb.GetJobOutputResponse(
             job_id=job.job_id, output=job.output, error=job.error, found=True
         )

@@ -60,6 +60,8 @@ def test_grpc_submit_runs_and_reports_failure_with_stderr(node):
 
 def test_timeout_fails_the_job(node):
     reply = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="sleep 60", timeout_seconds=1))
+    early = node.internal.GetJobOutput(pb.GetJobOutputRequest(job_id=reply.job_id))
+    assert (early.job_id, early.found) == (reply.job_id, False)  # no output held yet
     status = wait_finished(node, reply.job_id, timeout=20)
     assert status.status == pb.JOB_STATUS_FAILED
     assert status.error == "Timed out after 1s"
