@@ -28,12 +28,19 @@ from jobsched.worker.results import (
     CANCELLED, STOPPED, CappedBuffer, exited, killed, now_ms, timed_out_message)
 
 def _kill_group(pgid: int) -> None:
+    """Kill the job's leader process and its process group.
+
+    The leader is killed by pid as well: right after the spawn it may not have called
+    setsid yet, so its group does not exist and killpg alone would miss it (and the
+    shell it is about to become). Our child's pid cannot be reused before we reap it.
+    """
     if pgid <= 0:  # killpg(0) would kill the node's own process group
         return
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for kill in (os.kill, os.killpg):
+        try:
+            kill(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class _JobProcess(ProcessProtocol):

@@ -36,6 +36,15 @@ def executors():
         pytest_twisted.blockon(executor.stop())
 
 
+async def group_gone(pgid: int, timeout: float = 2.0) -> None:
+    """Wait until no live process is left in group `pgid` (SIGKILL is delivered
+    asynchronously: a killed process may still be running for a moment)."""
+    deadline = time.monotonic() + timeout
+    while live_group_members(pgid):
+        assert time.monotonic() < deadline, f"group {pgid} still has {live_group_members(pgid)}"
+        await deferLater(reactor, 0.02, lambda: None)
+
+
 def live_group_members(pgid: int) -> list[int]:
     """Pids of the processes (zombies excluded) whose process group is `pgid`."""
     members = []
@@ -102,7 +111,7 @@ async def test_timeout_kills_the_whole_group(executors, tmp_path):
     assert result.exit_code is None
     assert result.error == "Timed out after 2s"
     assert result.output == "started\n"
-    assert live_group_members(int(pidfile.read_text())) == []
+    await group_gone(int(pidfile.read_text()))
 
 
 @pytest_twisted.ensureDeferred
@@ -119,7 +128,7 @@ async def test_cancel_kills_the_whole_group(executors, tmp_path):
     assert time.monotonic() - cancelled_at < 2
     assert (result.status, result.exit_code, result.error) == (
         JobStatus.FAILED, None, "Cancelled")
-    assert live_group_members(pgid) == []
+    await group_gone(pgid)
 
 
 @pytest_twisted.ensureDeferred
@@ -135,7 +144,7 @@ async def test_background_children_die_when_the_shell_exits(executors, tmp_path)
     result = await executor.run(new_spec(f"sleep 60 & echo $$ > {pidfile}"))
     assert time.monotonic() - started < 2
     assert (result.status, result.exit_code) == (JobStatus.COMPLETED, 0)
-    assert live_group_members(int(pidfile.read_text())) == []
+    await group_gone(int(pidfile.read_text()))
 
 
 @pytest_twisted.ensureDeferred
@@ -148,7 +157,7 @@ async def test_stop_kills_running_jobs_and_refuses_new_ones(executors, tmp_path)
     result = await running
     assert (result.status, result.exit_code, result.error) == (
         JobStatus.FAILED, None, "Executor stopped")
-    assert live_group_members(pgid) == []
+    await group_gone(pgid)
     late = await executor.run(new_spec("echo late"))
     assert (late.status, late.error) == (JobStatus.FAILED, "Executor stopped")
 
@@ -156,3 +165,36 @@ async def test_stop_kills_running_jobs_and_refuses_new_ones(executors, tmp_path)
 @pytest_twisted.ensureDeferred
 async def test_remove_leftovers_finds_nothing(executors):
     assert await executors().remove_leftovers() == []
+
+
+def processes_running(command_line: str) -> list[int]:
+    """Pids of live processes whose command line is exactly `command_line`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if cmdline.decode(errors="replace") == command_line and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_right_after_start_leaves_nothing_running(executors):
+    """A cancel that lands before the child has made its process group still kills it
+    (it would otherwise go on as `sh`, then the command, untouched)."""
+    executor = executors()
+    for attempt in range(20):
+        spec = new_spec("sleep 61.5")
+        running = executor.run(spec)
+        await executor.cancel(spec.job_id)
+        result = await running.addTimeout(5, reactor)
+        assert result.error == "Cancelled"
+    deadline = time.monotonic() + 2
+    while processes_running("sleep 61.5"):
+        assert time.monotonic() < deadline, "a cancelled job is still running"
+        await deferLater(reactor, 0.02, lambda: None)
