@@ -27,10 +27,19 @@ TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+_HANDED_OUT: set = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port on 127.0.0.1 that this process has not handed out before (the kernel
+    may offer a just-closed port again, and two nodes must never get the same one)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
@@ -40,6 +49,8 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
     while time.monotonic() < deadline:
         try:
             value = condition()
+        except DeadNode:
+            raise
         except Exception as error:  # a node not up yet, a refused connection...
             last_error = error
         else:
@@ -85,6 +96,7 @@ class Node:
     log_path: Path
     args: List[str]
     process: Optional[subprocess.Popen] = None
+    stopped_on_purpose: bool = False
     _channel: Optional[grpc.Channel] = field(default=None, repr=False)
 
     @property
@@ -96,6 +108,7 @@ class Node:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> "Node":
+        self.stopped_on_purpose = False
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
@@ -111,6 +124,7 @@ class Node:
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.stopped_on_purpose = True
         if self.process is not None and self.process.poll() is None:
             try:
                 os.kill(self.process.pid, sig)
@@ -120,6 +134,12 @@ class Node:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+    def stop_gracefully(self, timeout: float = 40) -> int:
+        """SIGTERM the node and return its exit status."""
+        self.stopped_on_purpose = True
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -186,6 +206,10 @@ def peers_arg(node_id: int, ports: dict) -> str:
                     if peer != node_id)
 
 
+class DeadNode(AssertionError):
+    """A node process ended without a test stopping it."""
+
+
 class Cluster:
     """N nodes started together; helpers to find the leader as the nodes report it.
     `{node_id}` in an extra argument becomes each node's id (e.g. a data directory)."""
@@ -223,6 +247,7 @@ class Cluster:
         """The node every live node (or those in `among`) agrees is the leader; with
         `among`, the leader must be one of them (a stale view of an old leader is not)."""
         def agreed():
+            self.check_no_node_died()
             views = self.cluster_views()
             wanted = among or [node.node_id for node in self.live_nodes()]
             if set(wanted) - set(views):
@@ -237,6 +262,13 @@ class Cluster:
             return None
 
         return wait_until(agreed, timeout, "the nodes to agree on one leader")
+
+    def check_no_node_died(self) -> None:
+        """Fail at once, with its log, if a node exited that no test stopped."""
+        for node in self.nodes.values():
+            if node.process.poll() is not None and not node.stopped_on_purpose:
+                raise DeadNode(f"node {node.node_id} exited with {node.process.returncode}:\n"
+                               f"{node.log_text()[-3000:]}")
 
     def wait_all_live(self, timeout: float = 30) -> None:
         for node in self.nodes.values():

@@ -253,8 +253,7 @@ def test_sigterm_lets_running_jobs_finish_hands_over_and_exits_zero(nodes):
         pb.SubmitJobRequest(command="sleep 2; echo graceful")).job_id
     status = wait_status(leader, job_id, pb.JOB_STATUS_RUNNING)
     runner = cluster.nodes[status.assigned_worker]
-    runner.process.send_signal(signal.SIGTERM)
-    assert runner.process.wait(timeout=40) == 0
+    assert runner.stop_gracefully() == 0
     survivors = [n for n in cluster.nodes if n != runner.node_id]
     new_leader = cluster.leader(timeout=10, among=survivors)
     finished = wait_finished(new_leader, job_id)
@@ -265,8 +264,7 @@ def test_a_leader_stopped_with_sigterm_hands_leadership_over(nodes):
     cluster = Cluster(nodes, 3)
     leader = cluster.leader(timeout=30)
     term = leader.get("/api/cluster").body["current_term"]
-    leader.process.send_signal(signal.SIGTERM)
-    assert leader.process.wait(timeout=40) == 0
+    assert leader.stop_gracefully() == 0
     assert "Leadership transferred to node" in leader.log_text()
     survivors = [n for n in cluster.nodes if n != leader.node_id]
     new_leader = cluster.leader(timeout=5, among=survivors)
