@@ -40,9 +40,9 @@ WARMUP_JOBS = 200
 
 
 def _client_process(address: str, threads: int, first: int, count: int, prefix: str,
-                    command: str, go, results) -> None:
-    """Submit jobs first..first+count-1 from `threads` threads once `go` is set; put
-    (latencies, start, end, errors, CPU seconds used) on `results`."""
+                    command: str, ready, go, results) -> None:
+    """Say `ready`, then submit jobs first..first+count-1 from `threads` threads once
+    `go` is set; put (latencies, start, end, errors, CPU seconds used) on `results`."""
     next_job = iter(range(first, first + count))
     lock = threading.Lock()
     latencies: List[float] = []
@@ -72,6 +72,7 @@ def _client_process(address: str, threads: int, first: int, count: int, prefix: 
                 latencies.extend(mine)
 
     pool = [threading.Thread(target=worker) for _ in range(threads)]
+    ready.put(os.getpid())
     go.wait()
     cpu, started = time.process_time(), time.perf_counter()
     for thread in pool:
@@ -163,7 +164,7 @@ def run_level(args, clients: int) -> dict:
         leader = next(n for n in cluster.nodes.values() if n.grpc_address == address)
         prefix = f"c{clients}"
         _warm_up(address, prefix, args.command)
-        go, results = context.Event(), context.Queue()
+        ready, go, results = context.Queue(), context.Event(), context.Queue()
         share, extra = divmod(args.jobs, procs)
         workers, first = [], 0
         for i in range(procs):
@@ -171,11 +172,13 @@ def run_level(args, clients: int) -> dict:
             threads = clients // procs + (1 if i < clients % procs else 0)
             workers.append(context.Process(
                 target=_client_process,
-                args=(address, threads, first, count, prefix, args.command, go, results)))
+                args=(address, threads, first, count, prefix, args.command, ready, go,
+                      results)))
             first += count
         for worker in workers:
             worker.start()
-        time.sleep(2)  # let the client processes import and connect before the start
+        for _ in workers:  # every client process has imported and is waiting
+            ready.get(timeout=60)
         profilers = _start_profilers(args.py_spy, cluster, address, clients)
         note = machine_note()
         cpu_before, term_before = _node_cpu(cluster), _term(address)

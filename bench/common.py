@@ -61,6 +61,7 @@ def stop_nodes(nodes: List[Node], grace: float = 20) -> None:
     in sessions of their own, finish); SIGKILL those still up after `grace` seconds."""
     live = [node for node in nodes if node.process is not None and node.process.poll() is None]
     for node in live:
+        node.stopped_on_purpose = True
         node.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
     for node in live:

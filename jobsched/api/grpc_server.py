@@ -6,6 +6,7 @@ state. Typed errors become status codes here, and only here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from concurrent import futures
 from typing import Callable, Iterator
@@ -104,17 +105,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         return pb.GetClusterStatusResponse(
             current_term=view.current_term,
             leader_id=view.leader_id,
-            nodes=[
-                pb.NodeInfo(
-                    node_id=node.node_id,
-                    address=node.address,
-                    is_alive=node.is_alive,
-                    role=node.role,
-                    match_index=node.match_index,
-                    draining=node.draining,
-                )
-                for node in view.nodes
-            ],
+            nodes=[pb.NodeInfo(**dataclasses.asdict(node)) for node in view.nodes],
         )
 
     @translates_errors

@@ -72,17 +72,7 @@ def job_json(job: Job) -> dict:
 
 
 def cluster_nodes_json(view: ClusterView) -> list:
-    return [
-        {
-            "node_id": node.node_id,
-            "address": node.address,
-            "is_alive": node.is_alive,
-            "role": node.role,
-            "match_index": node.match_index,
-            "draining": node.draining,
-        }
-        for node in view.nodes
-    ]
+    return [dataclasses.asdict(node) for node in view.nodes]
 
 
 @implementer(IWebApp)
