@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="A distributed batch-job scheduler on Twisted and Raft",
     python_requires=">=3.11",
-    packages=find_packages(include=["jobsched", "jobsched.*"]) + ["twisted.plugins"],
+    packages=[*find_packages(include=["jobsched", "jobsched.*"]), "twisted.plugins"],
     package_data={"jobsched.api": ["dashboard/*"]},
     install_requires=[
         "twisted==26.10.0",

@@ -27,26 +27,40 @@ import subprocess
 import sys
 import threading
 import time
-from typing import List
 
 import grpc
 
 from bench.common import (
-    Submitter, cpu_seconds, leader_address, machine_note, percentile, running_cluster)
+    Submitter,
+    cpu_seconds,
+    leader_address,
+    machine_note,
+    percentile,
+    running_cluster,
+)
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 
 WARMUP_JOBS = 200
 
 
-def _client_process(address: str, threads: int, first: int, count: int, prefix: str,
-                    command: str, ready, go, results) -> None:
+def _client_process(
+    address: str,
+    threads: int,
+    first: int,
+    count: int,
+    prefix: str,
+    command: str,
+    ready,
+    go,
+    results,
+) -> None:
     """Say `ready`, then submit jobs first..first+count-1 from `threads` threads once
     `go` is set; put (latencies, start, end, errors, CPU seconds used) on `results`."""
     next_job = iter(range(first, first + count))
     lock = threading.Lock()
-    latencies: List[float] = []
-    errors: List[str] = []
+    latencies: list[float] = []
+    errors: list[str] = []
 
     def worker() -> None:
         client = Submitter(address)
@@ -57,8 +71,7 @@ def _client_process(address: str, threads: int, first: int, count: int, prefix: 
                     n = next(next_job, None)
                 if n is None:
                     break
-                request = pb.SubmitJobRequest(command=command,
-                                              idempotency_key=f"{prefix}-{n}")
+                request = pb.SubmitJobRequest(command=command, idempotency_key=f"{prefix}-{n}")
                 started = time.perf_counter()
                 try:
                     client.submit(request, time.monotonic() + 30)
@@ -86,9 +99,10 @@ def _warm_up(address: str, prefix: str, command: str) -> None:
     client = Submitter(address)
     try:
         for n in range(WARMUP_JOBS):
-            client.submit(pb.SubmitJobRequest(command=command,
-                                              idempotency_key=f"{prefix}-warm-{n}"),
-                          time.monotonic() + 30)
+            client.submit(
+                pb.SubmitJobRequest(command=command, idempotency_key=f"{prefix}-warm-{n}"),
+                time.monotonic() + 30,
+            )
     finally:
         client.close()
 
@@ -111,17 +125,32 @@ def _start_profilers(out_dir: str, cluster, address: str, clients: int) -> list:
     """py-spy recording every node (GIL holders, collapsed stacks) into out_dir."""
     if not out_dir:
         return []
-    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable),
-                                                    "py-spy")
+    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     os.makedirs(out_dir, exist_ok=True)
     profilers = []
     for node in cluster.nodes.values():
         role = "leader" if node.grpc_address == address else f"follower{node.node_id}"
         output = os.path.join(out_dir, f"{role}-{clients}c.txt")
-        profilers.append(subprocess.Popen(
-            [py_spy, "record", "--pid", str(node.process.pid), "--format", "raw",
-             "--rate", "250", "--threads", "--gil", "--nonblocking", "--output", output],
-            stdout=subprocess.DEVNULL))
+        profilers.append(
+            subprocess.Popen(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(node.process.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--threads",
+                    "--gil",
+                    "--nonblocking",
+                    "--output",
+                    output,
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
     return profilers
 
 
@@ -132,7 +161,7 @@ def _stop_profilers(profilers: list) -> None:
         profiler.wait(timeout=60)
 
 
-def _node_cpu(cluster) -> List[float]:
+def _node_cpu(cluster) -> list[float]:
     """[leader's own, followers' own, jobs'] CPU seconds so far (jobs once reaped)."""
     leader = cluster.leader(timeout=10)
     own, children = 0.0, 0.0
@@ -147,8 +176,10 @@ def _node_cpu(cluster) -> List[float]:
 def _storage_counts(node) -> tuple:
     """(storage commits, log entries written) so far, from the node's /metrics."""
     samples = dict(line.rsplit(" ", 1) for line in node.get("/metrics").body.splitlines())
-    return (int(samples.get("jobsched_storage_commits_total", 0)),
-            int(samples.get("jobsched_storage_entries_written_total", 0)))
+    return (
+        int(samples.get("jobsched_storage_commits_total", 0)),
+        int(samples.get("jobsched_storage_entries_written_total", 0)),
+    )
 
 
 def run_level(args, clients: int) -> dict:
@@ -170,10 +201,12 @@ def run_level(args, clients: int) -> dict:
         for i in range(procs):
             count = share + (1 if i < extra else 0)
             threads = clients // procs + (1 if i < clients % procs else 0)
-            workers.append(context.Process(
-                target=_client_process,
-                args=(address, threads, first, count, prefix, args.command, ready, go,
-                      results)))
+            workers.append(
+                context.Process(
+                    target=_client_process,
+                    args=(address, threads, first, count, prefix, args.command, ready, go, results),
+                )
+            )
             first += count
         for worker in workers:
             worker.start()
@@ -185,9 +218,13 @@ def run_level(args, clients: int) -> dict:
         storage_before = _storage_counts(leader)
         go.set()
         outcomes = [results.get(timeout=600) for _ in workers]
-        cpu = [after - before for after, before in zip(_node_cpu(cluster), cpu_before)]
-        commits, entries = (after - before for after, before in
-                            zip(_storage_counts(leader), storage_before))
+        cpu = [
+            after - before for after, before in zip(_node_cpu(cluster), cpu_before, strict=False)
+        ]
+        commits, entries = (
+            after - before
+            for after, before in zip(_storage_counts(leader), storage_before, strict=False)
+        )
         _stop_profilers(profilers)
         for worker in workers:
             worker.join(timeout=30)
@@ -197,52 +234,78 @@ def run_level(args, clients: int) -> dict:
     errors = [error for outcome in outcomes for error in outcome[3]]
     elapsed = max(o[2] for o in outcomes) - min(o[1] for o in outcomes)
     return {
-        "clients": clients, "procs": procs, "ok": len(latencies), "errors": errors,
-        "elapsed": elapsed, "rate": len(latencies) / elapsed,
-        "p50": percentile(latencies, 0.50) * 1000, "p99": percentile(latencies, 0.99) * 1000,
+        "clients": clients,
+        "procs": procs,
+        "ok": len(latencies),
+        "errors": errors,
+        "elapsed": elapsed,
+        "rate": len(latencies) / elapsed,
+        "p50": percentile(latencies, 0.50) * 1000,
+        "p99": percentile(latencies, 0.99) * 1000,
         "max": latencies[-1] * 1000 if latencies else float("nan"),
-        "completed": completed, "elections": elections, "note": note,
+        "completed": completed,
+        "elections": elections,
+        "note": note,
         "commits_per_entry": commits / entries if entries else float("nan"),
-        "cpu_ms": [1000 * seconds / max(1, len(latencies))
-                   for seconds in cpu + [sum(o[4] for o in outcomes)]],
+        "cpu_ms": [
+            1000 * seconds / max(1, len(latencies))
+            for seconds in [*cpu, sum(o[4] for o in outcomes)]
+        ],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--clients", default="1,8,32,64",
-                        help="comma-separated concurrency levels")
+    parser.add_argument("--clients", default="1,8,32,64", help="comma-separated concurrency levels")
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per level")
     parser.add_argument("--quick", action="store_true", help="1,000 jobs per level")
-    parser.add_argument("--client-procs", type=int, default=0,
-                        help="client processes (default: 1 up to 8 clients, else 2)")
+    parser.add_argument(
+        "--client-procs",
+        type=int,
+        default=0,
+        help="client processes (default: 1 up to 8 clients, else 2)",
+    )
     parser.add_argument("--command", default="echo hi", help="the job every submit carries")
     parser.add_argument("--keep-logs", action="store_true")
-    parser.add_argument("--durable", action="store_true",
-                        help="give every node a --data-dir (SQLite) in a temporary directory")
-    parser.add_argument("--py-spy", metavar="DIR", default="",
-                        help="record every node with py-spy (collapsed stacks) into DIR")
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="give every node a --data-dir (SQLite) in a temporary directory",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        default="",
+        help="record every node with py-spy (collapsed stacks) into DIR",
+    )
     parser.add_argument("node_args", nargs="*", help="extra node options, after --")
     args = parser.parse_args()
     if args.quick:
         args.jobs = 1000
     levels = [int(level) for level in args.clients.split(",")]
     storage = "durable (--data-dir)" if args.durable else "in memory"
-    print(f"# {args.nodes} nodes, {storage}, process executor; job: {args.command!r}; "
-          f"{args.jobs} jobs per level")
-    print(f"{'clients':>7} {'procs':>5} {'ok':>6} {'err':>4} {'submits/s':>9} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'done':>6} {'terms':>5} "
-          f"{'fsync/entry':>11}  "
-          f"CPU ms/submit: leader+followers+jobs+clients   when / load")
+    print(
+        f"# {args.nodes} nodes, {storage}, process executor; job: {args.command!r}; "
+        f"{args.jobs} jobs per level"
+    )
+    print(
+        f"{'clients':>7} {'procs':>5} {'ok':>6} {'err':>4} {'submits/s':>9} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'done':>6} {'terms':>5} "
+        f"{'fsync/entry':>11}  "
+        f"CPU ms/submit: leader+followers+jobs+clients   when / load"
+    )
     for clients in levels:
         r = run_level(args, clients)
         cpu = "+".join(f"{ms:.2f}" for ms in r["cpu_ms"])
-        print(f"{r['clients']:>7} {r['procs']:>5} {r['ok']:>6} {len(r['errors']):>4} "
-              f"{r['rate']:>9.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['max']:>7.1f} "
-              f"{r['completed']:>6} {r['elections']:>5} {r['commits_per_entry']:>11.3f}  "
-              f"{cpu} = {sum(r['cpu_ms']):.2f}   "
-              f"{r['note']}", flush=True)
+        print(
+            f"{r['clients']:>7} {r['procs']:>5} {r['ok']:>6} {len(r['errors']):>4} "
+            f"{r['rate']:>9.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['max']:>7.1f} "
+            f"{r['completed']:>6} {r['elections']:>5} {r['commits_per_entry']:>11.3f}  "
+            f"{cpu} = {sum(r['cpu_ms']):.2f}   "
+            f"{r['note']}",
+            flush=True,
+        )
         for error in sorted(set(r["errors"]))[:5]:
             print(f"    error: {error}")
 

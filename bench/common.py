@@ -16,8 +16,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 
@@ -34,8 +34,7 @@ RETRYABLE = (
 
 
 @contextlib.contextmanager
-def running_cluster(size: int, *extra_args: str, keep_logs: bool = False
-                    ) -> Iterator[Cluster]:
+def running_cluster(size: int, *extra_args: str, keep_logs: bool = False) -> Iterator[Cluster]:
     """`size` nodes with the process executor, up and with a leader; all of them
     stopped (by PID) on the way out. `{workdir}` in an argument becomes a temporary
     directory (removed afterwards) and `{node_id}` each node's id."""
@@ -56,7 +55,7 @@ def running_cluster(size: int, *extra_args: str, keep_logs: bool = False
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def stop_nodes(nodes: List[Node], grace: float = 20) -> None:
+def stop_nodes(nodes: list[Node], grace: float = 20) -> None:
     """SIGTERM every live node at once (a graceful stop lets running jobs, which live
     in sessions of their own, finish); SIGKILL those still up after `grace` seconds."""
     live = [node for node in nodes if node.process is not None and node.process.poll() is None]
@@ -72,8 +71,7 @@ def stop_nodes(nodes: List[Node], grace: float = 20) -> None:
         node.kill()
 
 
-def leader_address(cluster: Cluster, timeout: float = 10,
-                   among: Optional[List[int]] = None) -> str:
+def leader_address(cluster: Cluster, timeout: float = 10, among: list[int] | None = None) -> str:
     return cluster.leader(timeout=timeout, among=among).grpc_address
 
 
@@ -116,7 +114,7 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[rank - 1]
 
 
-def cpu_seconds(pid: int) -> Tuple[float, float]:
+def cpu_seconds(pid: int) -> tuple[float, float]:
     """(own, reaped children's) CPU seconds of a live process, from /proc."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
@@ -128,5 +126,7 @@ def cpu_seconds(pid: int) -> Tuple[float, float]:
 def machine_note() -> str:
     """One line: date, CPUs, Python, load averages (other work shares this machine)."""
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (f"{time.strftime('%Y-%m-%d %H:%M:%S')} · {os.cpu_count()} CPUs · "
-            f"Python {platform.python_version()} · load {load}")
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} · {os.cpu_count()} CPUs · "
+        f"Python {platform.python_version()} · load {load}"
+    )

@@ -20,7 +20,6 @@ import argparse
 import itertools
 import threading
 import time
-from typing import List, Optional
 
 import grpc
 
@@ -42,11 +41,11 @@ def _submit_once(stub, timeout: float = 1.0) -> bool:
         return False
 
 
-def first_commit_after(nodes: List[Node], deadline: float) -> Optional[float]:
+def first_commit_after(nodes: list[Node], deadline: float) -> float | None:
     """Monotonic time of the first SubmitJob committed by any of `nodes` (None if
     none by `deadline`), probing each from its own thread on a fresh channel."""
     done = threading.Event()
-    winners: List[float] = []
+    winners: list[float] = []
     lock = threading.Lock()
 
     def probe(node: Node) -> None:
@@ -77,7 +76,7 @@ def settle(cluster: Cluster) -> Node:
     return leader
 
 
-def run_failover(cluster: Cluster, kills: int) -> List[float]:
+def run_failover(cluster: Cluster, kills: int) -> list[float]:
     times = []
     for n in range(kills):
         leader = settle(cluster)
@@ -90,8 +89,11 @@ def run_failover(cluster: Cluster, kills: int) -> List[float]:
             print(f"  kill {n + 1}: no commit within 10 s")
         else:
             times.append(committed - killed_at)
-            print(f"  kill {n + 1}: node {leader.node_id} killed, first commit after "
-                  f"{1000 * times[-1]:.0f} ms", flush=True)
+            print(
+                f"  kill {n + 1}: node {leader.node_id} killed, first commit after "
+                f"{1000 * times[-1]:.0f} ms",
+                flush=True,
+            )
         leader.start()
         leader.wait_ready(timeout=30)
     return times
@@ -102,11 +104,14 @@ def run_transfers(cluster: Cluster, transfers: int):
     for n in range(transfers):
         leader = settle(cluster)
         time.sleep(0.3)
-        target = min((node for node in cluster.nodes.values() if node is not leader),
-                     key=lambda node: (node.node_id - leader.node_id) % len(cluster.nodes))
+        target = min(
+            (node for node in cluster.nodes.values() if node is not leader),
+            key=lambda node: (node.node_id - leader.node_id) % len(cluster.nodes),
+        )
         started = time.monotonic()
         reply = leader.scheduler.TransferLeadership(
-            pb.TransferLeadershipRequest(target_node_id=target.node_id), timeout=10)
+            pb.TransferLeadershipRequest(target_node_id=target.node_id), timeout=10
+        )
         answered = time.monotonic()
         if not reply.success:
             print(f"  transfer {n + 1}: refused: {reply.message}")
@@ -115,19 +120,23 @@ def run_transfers(cluster: Cluster, transfers: int):
         round_trips.append(answered - started)
         if committed is not None:
             until_write.append(committed - started)
-        print(f"  transfer {n + 1}: {leader.node_id} -> {target.node_id}: RPC "
-              f"{1000 * round_trips[-1]:.0f} ms, write committed after "
-              f"{1000 * (committed - started) if committed else float('nan'):.0f} ms",
-              flush=True)
+        print(
+            f"  transfer {n + 1}: {leader.node_id} -> {target.node_id}: RPC "
+            f"{1000 * round_trips[-1]:.0f} ms, write committed after "
+            f"{1000 * (committed - started) if committed else float('nan'):.0f} ms",
+            flush=True,
+        )
     return round_trips, until_write
 
 
-def report(name: str, seconds: List[float]) -> None:
+def report(name: str, seconds: list[float]) -> None:
     values = sorted(seconds)
-    print(f"{name}: n={len(values)} p50={1000 * percentile(values, 0.5):.0f} ms "
-          f"p99={1000 * percentile(values, 0.99):.0f} ms "
-          f"min={1000 * values[0] if values else float('nan'):.0f} ms "
-          f"max={1000 * values[-1] if values else float('nan'):.0f} ms")
+    print(
+        f"{name}: n={len(values)} p50={1000 * percentile(values, 0.5):.0f} ms "
+        f"p99={1000 * percentile(values, 0.99):.0f} ms "
+        f"min={1000 * values[0] if values else float('nan'):.0f} ms "
+        f"max={1000 * values[-1] if values else float('nan'):.0f} ms"
+    )
 
 
 def main() -> None:

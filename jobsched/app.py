@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -45,7 +44,7 @@ class NodeView:
 class ClusterView:
     current_term: int
     leader_id: int
-    nodes: List[NodeView]
+    nodes: list[NodeView]
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class ClusterAPI:
         raft: IRaftService,
         table: JobTable,
         clock: IReactorTime,
-        leader: Optional[LeaderClient] = None,
+        leader: LeaderClient | None = None,
         storage=None,
     ) -> None:
         self._config = config
@@ -83,7 +82,7 @@ class ClusterAPI:
     def submit(
         self,
         command: str,
-        image: Optional[str] = None,
+        image: str | None = None,
         timeout_seconds: int = 0,
         idempotency_key: str = "",
         max_attempts: int = 0,
@@ -124,7 +123,7 @@ class ClusterAPI:
     def submit_anywhere(
         self,
         command: str,
-        image: Optional[str] = None,
+        image: str | None = None,
         timeout_seconds: int = 0,
         idempotency_key: str = "",
     ):
@@ -158,7 +157,7 @@ class ClusterAPI:
         return proposed.addCallback(self._check_cancelled)
 
     @staticmethod
-    def _check_cancelled(job: Optional[Job]) -> str:
+    def _check_cancelled(job: Job | None) -> str:
         if job is None:
             raise errors.NotFound("job not found")
         if job.status is not JobStatus.CANCELLED:
@@ -182,9 +181,7 @@ class ClusterAPI:
     ) -> None:
         """A worker's periodic heartbeat, answered by the leader only."""
         self._require_leader()
-        self.dispatcher.heartbeat(
-            node_id, list(running_job_ids), free_slots, draining, incarnation
-        )
+        self.dispatcher.heartbeat(node_id, list(running_job_ids), free_slots, draining, incarnation)
 
     def accept_results(self, updates) -> defer.Deferred:
         """Results a follower's worker forwards: committed as one batch entry."""
@@ -302,7 +299,7 @@ class ClusterAPI:
                 return False, message
         return True, "Node drained successfully"
 
-    def metrics(self) -> List[Tuple[str, str, float]]:
+    def metrics(self) -> list[tuple[str, str, float]]:
         """(name, labels, value) samples of this node for GET /metrics."""
         status = self._raft.status()
         samples = [

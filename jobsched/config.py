@@ -10,8 +10,9 @@ import ipaddress
 import math
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple
 
 from jobsched.jobs.validation import image_allowed, is_valid_image_reference
 
@@ -64,7 +65,7 @@ class NodeConfig:
     dashboard_port: int = 8081
     peers: Mapping[int, PeerAddress] = field(default_factory=dict, hash=False)
     advertise_addr: str = ""
-    data_dir: Optional[str] = None
+    data_dir: str | None = None
     executor: str = "docker"
     image: str = "alpine:latest"
     allowed_images: tuple[str, ...] = ()
@@ -73,9 +74,9 @@ class NodeConfig:
     worker_slots: int = 4
     max_output_bytes: int = 65536
     tls: bool = False
-    ca_cert: Optional[str] = None
-    cert: Optional[str] = None
-    key: Optional[str] = None
+    ca_cert: str | None = None
+    cert: str | None = None
+    key: str | None = None
     election_timeout_min: int = 150
     election_timeout_max: int = 300
     heartbeat_interval: int = 50
@@ -102,7 +103,7 @@ class NodeConfig:
         self._check_timings()
         _check_choice("--log-format", self.log_format, LOG_FORMATS)
         _check_int("--max-attempts", self.max_attempts, 1)
-        if self.data_dir is not None and os.path.exists(self.data_dir):
+        if self.data_dir is not None and os.path.exists(self.data_dir):  # noqa: SIM102
             if not os.path.isdir(self.data_dir):
                 raise ConfigError("--data-dir", f"not a directory: {self.data_dir}")
 
@@ -273,13 +274,13 @@ def _positive(value: float) -> bool:
     return value > 0 and math.isfinite(value)
 
 
-def _int_range(low: int, high: Optional[int]) -> str:
+def _int_range(low: int, high: int | None) -> str:
     if high is None:
         return f"must be an integer of at least {low}"
     return f"must be an integer from {low} to {high}"
 
 
-def _check_int(option: str, value: Any, low: int, high: Optional[int] = None) -> None:
+def _check_int(option: str, value: Any, low: int, high: int | None = None) -> None:
     in_range = isinstance(value, int) and low <= value and (high is None or value <= high)
     if isinstance(value, bool) or not in_range:
         raise ConfigError(option, f"{_int_range(low, high)} (got {value!r})")
@@ -290,9 +291,7 @@ def _check_choice(option: str, value: str, choices: Sequence[str]) -> None:
         raise ConfigError(option, f"must be one of {', '.join(choices)} (got {value!r})")
 
 
-def _parse_int(
-    option: str, raw: Any, low: int, high: Optional[int] = None, context: str = ""
-) -> int:
+def _parse_int(option: str, raw: Any, low: int, high: int | None = None, context: str = "") -> int:
     text = str(raw).strip()
     value = int(text) if re.fullmatch(r"[0-9]{1,20}", text) else None
     if value is None or value < low or (high is not None and value > high):
@@ -327,12 +326,12 @@ def _parse_str(option: str, raw: Any) -> str:
     return str(raw).strip()
 
 
-def _parse_path(option: str, raw: Any) -> Optional[str]:
+def _parse_path(option: str, raw: Any) -> str | None:
     text = str(raw).strip()
     return text or None
 
 
-def _parse_data_dir(option: str, raw: Any) -> Optional[str]:
+def _parse_data_dir(option: str, raw: Any) -> str | None:
     text = str(raw).strip()
     return os.path.abspath(text) if text else None
 

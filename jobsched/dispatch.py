@@ -10,8 +10,8 @@ and proposes their requeue (or failure, when no attempt is left).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Set
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
@@ -33,7 +33,7 @@ class Heartbeat:
     """The latest word from a remote worker, as the leader received it."""
 
     received_at: float
-    running_job_ids: List[str]
+    running_job_ids: list[str]
     free_slots: int
     draining: bool
     incarnation: int
@@ -66,10 +66,10 @@ class Dispatcher(Service):
         self._is_draining = is_draining
         self._clock = clock
         self._worker_expiry = worker_expiry
-        self._heartbeats: Dict[int, Heartbeat] = {}
-        self._registering: Set[int] = set()
-        self._requeueing: Set[str] = set()
-        self._missing: Dict[tuple, float] = {}  # (job id, attempt) -> first seen missing
+        self._heartbeats: dict[int, Heartbeat] = {}
+        self._registering: set[int] = set()
+        self._requeueing: set[str] = set()
+        self._missing: dict[tuple, float] = {}  # (job id, attempt) -> first seen missing
         self._leading_since = None
         self._in_flight = False
         self._scheduled = None
@@ -140,7 +140,7 @@ class Dispatcher(Service):
         beat = self._heartbeats.get(node_id)
         return bool(beat and self._clock.seconds() - beat.received_at <= self._worker_expiry)
 
-    def workers(self) -> Dict[int, WorkerView]:
+    def workers(self) -> dict[int, WorkerView]:
         """Workers that may take jobs now: the leader's own worker (live while it leads)
         and every remote worker heard from within the expiry window."""
         views = {
@@ -240,7 +240,9 @@ class Dispatcher(Service):
             return
         self.log.info(
             "Worker {worker} lost job {job_id} (attempt {attempt}): taking it back",
-            worker=worker_id, job_id=job.job_id, attempt=job.attempts,
+            worker=worker_id,
+            job_id=job.job_id,
+            attempt=job.attempts,
         )
         self._requeueing.add(job.job_id)
         requeued = self._raft.propose(

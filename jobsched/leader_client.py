@@ -6,8 +6,6 @@ writes), and by the worker (heartbeats, finished results). Every call is a Defer
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 import grpc
 from twisted.internet import defer
 
@@ -46,8 +44,10 @@ class LeaderClient:
         self._raft = raft
         self._reactor = reactor
         self._timeout = timeout
-        self._stubs: Dict[str, Tuple[pb_grpc.SchedulerServiceStub, pb_grpc.InternalServiceStub]] = {}
-        self._channels: Dict[str, grpc.Channel] = {}
+        self._stubs: dict[
+            str, tuple[pb_grpc.SchedulerServiceStub, pb_grpc.InternalServiceStub]
+        ] = {}
+        self._channels: dict[str, grpc.Channel] = {}
 
     def leader_address(self) -> str:
         """The known leader's client address, or LeaderUnavailable."""
@@ -68,7 +68,9 @@ class LeaderClient:
         except errors.JobschedError as error:
             return defer.fail(error)
         stub = self._stubs_for(address)[which]
-        call = call_deferred(self._reactor, getattr(stub, method), request, timeout or self._timeout)
+        call = call_deferred(
+            self._reactor, getattr(stub, method), request, timeout or self._timeout
+        )
         return call.addErrback(self._translate, address)
 
     @staticmethod

@@ -9,6 +9,7 @@ dead peer, for instance, twenty a second) are filtered out.
 from __future__ import annotations
 
 import sys
+
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,

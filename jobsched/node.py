@@ -23,13 +23,13 @@ from jobsched.config import NodeConfig
 from jobsched.dispatch import Dispatcher
 from jobsched.jobs.table import JobTable
 from jobsched.leader_client import LeaderClient
-from jobsched.raft.transport import GrpcTransport, RaftServicer
 from jobsched.raft.service import RaftService, RaftTimings
 from jobsched.raft.sqlite_storage import SqliteStorage, StorageError
 from jobsched.raft.storage import MemoryStorage
+from jobsched.raft.transport import GrpcTransport, RaftServicer
 from jobsched.scheduler import Assigner
-from jobsched.worker.reporting import ResultReporter
 from jobsched.worker.heartbeat import HeartbeatSender
+from jobsched.worker.reporting import ResultReporter
 from jobsched.worker.service import WorkerService
 
 FORWARD_TIMEOUT_SECONDS = 8.0
@@ -55,7 +55,7 @@ def require_docker_engine() -> None:
         raise SystemExit(
             f"jobsched: error: --executor docker: cannot reach the Docker engine ({reason}); "
             "start one, or use --executor process for development"
-        )
+        ) from None
 
 
 def build_executor(config: NodeConfig, reactor):
@@ -87,10 +87,12 @@ def open_storage(config: NodeConfig, reactor):
     try:
         loaded = storage.load()
     except StorageError as error:
-        raise SystemExit(f"jobsched: error: {error}")
+        raise SystemExit(f"jobsched: error: {error}") from None
     NodeService.log.info(
         "Durable storage {path}: term {term}, {count} log entries, snapshot at {index}",
-        path=storage.path, term=loaded.term, count=len(loaded.entries),
+        path=storage.path,
+        term=loaded.term,
+        count=len(loaded.entries),
         index=loaded.snapshot.index if loaded.snapshot else 0,
     )
     return storage, loaded
@@ -179,9 +181,9 @@ class NodeService(MultiService):
         if config.dashboard_port:
             site = Site(RestApi(self.api).resource())
             site.noisy = False
-            internet.TCPServer(
-                config.dashboard_port, site, interface=config.host
-            ).setServiceParent(self)
+            internet.TCPServer(config.dashboard_port, site, interface=config.host).setServiceParent(
+                self
+            )
 
     def _deliver_results(self, updates):
         """Results of this node's worker: proposed here when leading, else forwarded."""
@@ -205,6 +207,7 @@ class NodeService(MultiService):
     def _exit_zero_on_sigterm(self) -> None:
         """SIGTERM/SIGINT start the graceful stop below and the process exits 0 (twistd's
         own handler would re-raise the signal and exit 143)."""
+
         def stop(_signum, _frame):
             self._reactor.callFromThread(self._reactor.stop)
 

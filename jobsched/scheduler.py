@@ -8,8 +8,8 @@ new leader places jobs correctly without any state of its own.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import List, Mapping
 
 from zope.interface import implementer
 
@@ -36,7 +36,7 @@ class Assigner:
 
     def plan(
         self, table: JobTable, workers: Mapping[int, WorkerView]
-    ) -> List[scheduler_pb2.Command]:
+    ) -> list[scheduler_pb2.Command]:
         """AssignJob commands for as many pending jobs as there are free slots.
 
         Pure: reads the table, changes nothing. Costs O(W + A log W) for W workers and

@@ -7,8 +7,8 @@ node is imported only in makeService, after the options are valid.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import MISSING, fields
-from typing import Optional, Sequence
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -45,10 +45,10 @@ _DOCS = {
 _FLAGS = {"tls": "mutual TLS for all gRPC (needs --ca-cert, --cert and --key)"}
 
 
-def _parameters() -> list[list[Optional[str]]]:
+def _parameters() -> list[list[str | None]]:
     """optParameters from NodeConfig's fields: defaults are shown in the help text only,
     so that NodeConfig stays the one place that holds them."""
-    parameters: list[list[Optional[str]]] = []
+    parameters: list[list[str | None]] = []
     for f in fields(NodeConfig):
         name = f.name.replace("_", "-")
         if name in _FLAGS:
@@ -72,7 +72,7 @@ class Options(usage.Options):
     config: NodeConfig
     opt_h = usage.Options.opt_help
 
-    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         try:
             super().parseOptions(options)
         except (usage.UsageError, ConfigError) as e:

@@ -6,7 +6,7 @@ Nothing here may install a reactor at import time (no klein): pytest-twisted doe
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -46,9 +46,15 @@ def docker_engine() -> Iterator[engine.DockerTestEnv]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Options of the Raft simulation suite (unit/test_simulation.py)."""
     group = parser.getgroup("simulation")
-    group.addoption("--seed", type=int, default=None,
-                    help="run only this simulation seed (replays a reported failure)")
-    group.addoption("--sim-seeds", type=int, default=500,
-                    help="how many simulation seeds to run (default 500)")
-    group.addoption("--sim-steps", type=int, default=2000,
-                    help="steps per simulation seed (default 2000)")
+    group.addoption(
+        "--seed",
+        type=int,
+        default=None,
+        help="run only this simulation seed (replays a reported failure)",
+    )
+    group.addoption(
+        "--sim-seeds", type=int, default=500, help="how many simulation seeds to run (default 500)"
+    )
+    group.addoption(
+        "--sim-steps", type=int, default=2000, help="steps per simulation seed (default 2000)"
+    )

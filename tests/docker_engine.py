@@ -17,7 +17,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import docker
 import docker.errors
@@ -39,8 +39,8 @@ class EngineUnavailable(Exception):
 class EngineHandle:
     """The engine in use; `process` is the dockerd we started, None if it was running."""
 
-    process: Optional[subprocess.Popen]
-    log_path: Optional[Path] = None
+    process: subprocess.Popen | None
+    log_path: Path | None = None
 
     @property
     def started_here(self) -> bool:
@@ -75,27 +75,30 @@ def ensure_engine() -> EngineHandle:
     if shutil.which("dockerd") is None:
         raise EngineUnavailable(
             "no Docker engine answers and dockerd is not installed "
-            "(run `python tests/docker_engine.py install` as root)")
+            "(run `python tests/docker_engine.py install` as root)"
+        )
     if os.geteuid() != 0:
         raise EngineUnavailable("no Docker engine answers and starting dockerd needs root")
     STATE_DIR.mkdir(exist_ok=True)
     log_path = STATE_DIR / "dockerd.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            DOCKERD_ARGS, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True)
+            DOCKERD_ARGS, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
     handle = EngineHandle(process=process, log_path=log_path)
     deadline = time.monotonic() + START_DEADLINE_S
     while not engine_answers():
         if process.poll() is not None:
             raise EngineUnavailable(
                 f"dockerd exited with {process.returncode} while starting; "
-                f"log {log_path}: {_tail(log_path)}")
+                f"log {log_path}: {_tail(log_path)}"
+            )
         if time.monotonic() > deadline:
             stop(handle)
             raise EngineUnavailable(
                 f"dockerd did not answer within {START_DEADLINE_S:.0f}s; "
-                f"log {log_path}: {_tail(log_path)}")
+                f"log {log_path}: {_tail(log_path)}"
+            )
         time.sleep(POLL_S)
     return handle
 
@@ -115,10 +118,10 @@ def ensure_test_image(name: str = TEST_IMAGE) -> str:
             pass
         if not BUSYBOX.is_file():
             raise EngineUnavailable(
-                f"{BUSYBOX} is missing (run `python tests/docker_engine.py install`)")
+                f"{BUSYBOX} is missing (run `python tests/docker_engine.py install`)"
+            )
         repository, _, tag = name.rpartition(":")
-        client.api.import_image_from_data(
-            _busybox_rootfs_tar(), repository=repository, tag=tag)
+        client.api.import_image_from_data(_busybox_rootfs_tar(), repository=repository, tag=tag)
         client.images.get(name)
         return name
     except docker.errors.DockerException as exc:
@@ -147,7 +150,7 @@ def install() -> int:
         return 0
     apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (apt + ["update"], apt + ["install", "-y", "docker.io", "busybox-static"]):
+    for command in ([*apt, "update"], [*apt, "install", "-y", "docker.io", "busybox-static"]):
         code = subprocess.call(command, env=env)
         if code:
             return code
@@ -156,8 +159,8 @@ def install() -> int:
 
 def _busybox_rootfs_tar() -> bytes:
     applets = subprocess.run(
-        [str(BUSYBOX), "--list"], check=True, capture_output=True, text=True,
-        timeout=30).stdout.split()
+        [str(BUSYBOX), "--list"], check=True, capture_output=True, text=True, timeout=30
+    ).stdout.split()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         tar.addfile(_dir_entry("bin", 0o755))

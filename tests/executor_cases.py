@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Optional
 
 import pytest
 
@@ -27,8 +26,8 @@ class Case:
     command: str
     status: JobStatus
     output: str
-    exit_code: Optional[int]
-    error: Optional[str] = ""
+    exit_code: int | None
+    error: str | None = ""
     error_contains: str = ""
     max_output_bytes: int = DEFAULT_CAP
     truncated: bool = False
@@ -41,37 +40,82 @@ def _lines(*items: object) -> str:
 CASES = [
     pytest.param(Case("echo hello", JobStatus.COMPLETED, "hello\n", 0), id="echo"),
     pytest.param(Case("true", JobStatus.COMPLETED, "", 0), id="empty-output"),
-    pytest.param(Case("seq 1 1000", JobStatus.COMPLETED, _lines(*range(1, 1001)), 0),
-                 id="seq-1000"),
+    pytest.param(
+        Case("seq 1 1000", JobStatus.COMPLETED, _lines(*range(1, 1001)), 0), id="seq-1000"
+    ),
     pytest.param(Case("exit 3", JobStatus.FAILED, "", 3), id="exit-3"),
-    pytest.param(Case("echo partial; echo bad >&2; exit 2", JobStatus.FAILED,
-                      "partial\n", 2, error="bad\n"), id="stderr-on-failure"),
-    pytest.param(Case("echo oops >&2", JobStatus.COMPLETED, "", 0, error="oops\n"),
-                 id="stderr-on-success"),
-    pytest.param(Case("no-such-command-jobsched", JobStatus.FAILED, "", 127,
-                      error=None, error_contains="not found"), id="command-not-found"),
-    pytest.param(Case("printf 'one\\ntwo\\nthree\\n'", JobStatus.COMPLETED,
-                      "one\ntwo\nthree\n", 0), id="multi-line"),
-    pytest.param(Case("echo 'hello $USER'", JobStatus.COMPLETED, "hello $USER\n", 0),
-                 id="single-quotes-literal"),
-    pytest.param(Case("echo 'hello world' | wc -w", JobStatus.COMPLETED, "2\n", 0),
-                 id="pipe"),
-    pytest.param(Case("printf 'caf\\303\\251 \\377!'", JobStatus.COMPLETED,
-                      "caf\u00e9 \ufffd!", 0), id="invalid-utf8-replaced"),
-    pytest.param(Case("seq 1 10000", JobStatus.COMPLETED,
-                      _lines(*range(1, 10001))[:1000], 0, max_output_bytes=1000,
-                      truncated=True), id="output-capped"),
-    pytest.param(Case("seq 1 10000 >&2", JobStatus.COMPLETED, "", 0,
-                      error=_lines(*range(1, 10001))[:1000], max_output_bytes=1000,
-                      truncated=True), id="error-capped"),
-    pytest.param(Case("yes | head -c 5000000", JobStatus.COMPLETED, "y\n" * 500, 0,
-                      max_output_bytes=1000, truncated=True), id="large-output-drained"),
+    pytest.param(
+        Case("echo partial; echo bad >&2; exit 2", JobStatus.FAILED, "partial\n", 2, error="bad\n"),
+        id="stderr-on-failure",
+    ),
+    pytest.param(
+        Case("echo oops >&2", JobStatus.COMPLETED, "", 0, error="oops\n"), id="stderr-on-success"
+    ),
+    pytest.param(
+        Case(
+            "no-such-command-jobsched",
+            JobStatus.FAILED,
+            "",
+            127,
+            error=None,
+            error_contains="not found",
+        ),
+        id="command-not-found",
+    ),
+    pytest.param(
+        Case("printf 'one\\ntwo\\nthree\\n'", JobStatus.COMPLETED, "one\ntwo\nthree\n", 0),
+        id="multi-line",
+    ),
+    pytest.param(
+        Case("echo 'hello $USER'", JobStatus.COMPLETED, "hello $USER\n", 0),
+        id="single-quotes-literal",
+    ),
+    pytest.param(Case("echo 'hello world' | wc -w", JobStatus.COMPLETED, "2\n", 0), id="pipe"),
+    pytest.param(
+        Case("printf 'caf\\303\\251 \\377!'", JobStatus.COMPLETED, "caf\u00e9 \ufffd!", 0),
+        id="invalid-utf8-replaced",
+    ),
+    pytest.param(
+        Case(
+            "seq 1 10000",
+            JobStatus.COMPLETED,
+            _lines(*range(1, 10001))[:1000],
+            0,
+            max_output_bytes=1000,
+            truncated=True,
+        ),
+        id="output-capped",
+    ),
+    pytest.param(
+        Case(
+            "seq 1 10000 >&2",
+            JobStatus.COMPLETED,
+            "",
+            0,
+            error=_lines(*range(1, 10001))[:1000],
+            max_output_bytes=1000,
+            truncated=True,
+        ),
+        id="error-capped",
+    ),
+    pytest.param(
+        Case(
+            "yes | head -c 5000000",
+            JobStatus.COMPLETED,
+            "y\n" * 500,
+            0,
+            max_output_bytes=1000,
+            truncated=True,
+        ),
+        id="large-output-drained",
+    ),
 ]
 
 
 def new_spec(command: str, timeout_seconds: int = 30, image: str = "") -> JobSpec:
-    return JobSpec(job_id=str(uuid.uuid4()), command=command, image=image,
-                   timeout_seconds=timeout_seconds)
+    return JobSpec(
+        job_id=str(uuid.uuid4()), command=command, image=image, timeout_seconds=timeout_seconds
+    )
 
 
 def check_result(result: JobResult, case: Case) -> None:

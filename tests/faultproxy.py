@@ -28,8 +28,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -54,7 +55,7 @@ class Link:
         self.port = 0
         self.mode = "heal"
         self.delay_ms = 0
-        self.ends: Set[_End] = set()
+        self.ends: set[_End] = set()
 
     def set_mode(self, mode: str, delay_ms: int = 0) -> None:
         self.mode = mode
@@ -63,9 +64,14 @@ class Link:
             for end in list(self.ends):
                 end.abort()
 
-    def describe(self) -> Dict[str, Any]:
-        return {"port": self.port, "target_port": self.target_port, "mode": self.mode,
-                "delay_ms": self.delay_ms, "connections": len(self.ends) // 2}
+    def describe(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "target_port": self.target_port,
+            "mode": self.mode,
+            "delay_ms": self.delay_ms,
+            "connections": len(self.ends) // 2,
+        }
 
 
 class _End(Protocol):
@@ -75,23 +81,23 @@ class _End(Protocol):
     def __init__(self, link: Link, reactor: Any) -> None:
         self.link = link
         self.reactor = reactor
-        self.other: Optional[_End] = None
+        self.other: _End | None = None
         self.closed = False
-        self._queue: Deque[Tuple[float, Optional[bytes]]] = deque()
+        self._queue: deque[tuple[float, bytes | None]] = deque()
         self._timer: Any = None
 
     def dataReceived(self, data: bytes) -> None:
         if self.other is not None:
             self.other.deliver(data)
 
-    def connectionLost(self, reason: Optional[Failure] = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.closed = True
         self.link.ends.discard(self)
         self._cancel_timer()
         if self.other is not None:
             self.other.deliver(None)
 
-    def deliver(self, item: Optional[bytes]) -> None:
+    def deliver(self, item: bytes | None) -> None:
         """Write `item` to this end (None: close it) once the link's delay has passed."""
         if self.closed:
             return
@@ -107,7 +113,7 @@ class _End(Protocol):
         self._cancel_timer()
         self.transport.abortConnection()
 
-    def _write(self, item: Optional[bytes]) -> None:
+    def _write(self, item: bytes | None) -> None:
         if item is None:
             self.transport.loseConnection()
         else:
@@ -174,13 +180,14 @@ class ControlResource(Resource):
     def __init__(self, reactor: Any) -> None:
         super().__init__()
         self.reactor = reactor
-        self.links: Dict[str, Link] = {}
+        self.links: dict[str, Link] = {}
 
     def render_GET(self, request: Request) -> bytes:
         if request.path != b"/links":
             return self._answer(request, 404, {"error": "no such resource"})
-        return self._answer(request, 200, {name: link.describe()
-                                           for name, link in self.links.items()})
+        return self._answer(
+            request, 200, {name: link.describe() for name, link in self.links.items()}
+        )
 
     def render_POST(self, request: Request) -> bytes:
         try:
@@ -195,7 +202,7 @@ class ControlResource(Resource):
         except (ValueError, KeyError, TypeError) as error:
             return self._answer(request, 400, {"error": f"{type(error).__name__}: {error}"})
 
-    def _add_link(self, name: str, target_port: int) -> Dict[str, Any]:
+    def _add_link(self, name: str, target_port: int) -> dict[str, Any]:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a link name is a non-empty string (got {name!r})")
         if name in self.links:
@@ -204,11 +211,12 @@ class ControlResource(Resource):
         factory = Factory.forProtocol(lambda: _Inbound(link, self.reactor))
         link.port = self.reactor.listenTCP(0, factory, interface=HOST).getHost().port
         self.links[name] = link
-        self.log.info("link {name}: :{port} -> :{target}", name=name, port=link.port,
-                      target=link.target_port)
+        self.log.info(
+            "link {name}: :{port} -> :{target}", name=name, port=link.port, target=link.target_port
+        )
         return {"port": link.port}
 
-    def _set_state(self, names: List[str], mode: str, delay_ms: int) -> None:
+    def _set_state(self, names: list[str], mode: str, delay_ms: int) -> None:
         unknown = [name for name in names if name not in self.links]
         if unknown:
             raise ValueError(f"no such links: {unknown}")
@@ -216,8 +224,9 @@ class ControlResource(Resource):
             raise ValueError(f"mode must be one of {MODES} and delay_ms >= 0")
         for link in (self.links[name] for name in names):
             link.set_mode(mode, int(delay_ms))
-            self.log.info("link {name}: {mode} ({delay} ms)", name=link.name, mode=mode,
-                          delay=link.delay_ms)
+            self.log.info(
+                "link {name}: {mode} ({delay} ms)", name=link.name, mode=mode, delay=link.delay_ms
+            )
 
     @staticmethod
     def _answer(request: Request, status: int, body: Any) -> bytes:
@@ -226,7 +235,7 @@ class ControlResource(Resource):
         return json.dumps(body).encode()
 
 
-def main(argv: Optional[list] = None) -> None:
+def main(argv: list | None = None) -> None:
     """Run the proxy until killed, or until the process that started it goes away."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--control-port", type=int, default=0)
@@ -246,9 +255,11 @@ def main(argv: Optional[list] = None) -> None:
         json.dump({"control_port": control_port, "pid": os.getpid()}, handle)
     os.replace(temporary, args.port_file)
     if args.parent_pid:
+
         def check_parent() -> None:
             if os.getppid() != args.parent_pid:
                 reactor.stop()
+
         task.LoopingCall(check_parent).start(0.5)
     reactor.run()
 
@@ -260,7 +271,7 @@ class FaultProxyError(RuntimeError):
     """The proxy refused a command or could not be started."""
 
 
-def link_name(source: Union[int, str], target: Union[int, str]) -> str:
+def link_name(source: int | str, target: int | str) -> str:
     """The name `cluster_peers` gives the link that `source` dials `target` through."""
     return f"{source}->{target}"
 
@@ -274,7 +285,7 @@ class FaultProxy:
         self.log_path = log_path
 
     @classmethod
-    def start(cls, workdir: Union[str, Path], timeout: float = 15.0) -> "FaultProxy":
+    def start(cls, workdir: str | Path, timeout: float = 15.0) -> FaultProxy:
         """Spawn the proxy in its own session and wait until its control port is up."""
         workdir = Path(workdir)
         port_file = workdir / "faultproxy.port"
@@ -282,10 +293,19 @@ class FaultProxy:
         port_file.unlink(missing_ok=True)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), "--port-file", str(port_file),
-                 "--parent-pid", str(os.getpid())],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
+                [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--port-file",
+                    str(port_file),
+                    "--parent-pid",
+                    str(os.getpid()),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while not port_file.exists():
@@ -301,7 +321,7 @@ class FaultProxy:
         """Create link `name` forwarding to 127.0.0.1:`target_port`; return its port."""
         return self._call("POST", "/links", {"name": name, "target_port": target_port})["port"]
 
-    def links(self) -> Dict[str, Dict[str, Any]]:
+    def links(self) -> dict[str, dict[str, Any]]:
         """Every link: port, target_port, mode, delay_ms, connections."""
         return self._call("GET", "/links")
 
@@ -321,18 +341,18 @@ class FaultProxy:
     def heal_all(self) -> None:
         self.set_mode(self.links(), "heal")
 
-    def partition(self, group_a: Iterable[Union[int, str]],
-                  group_b: Iterable[Union[int, str]]) -> None:
+    def partition(self, group_a: Iterable[int | str], group_b: Iterable[int | str]) -> None:
         """Blackhole every link between the two groups of node ids, both directions."""
         group_b = list(group_b)
-        names = [name for a in group_a for b in group_b
-                 for name in (link_name(a, b), link_name(b, a))]
+        names = [
+            name for a in group_a for b in group_b for name in (link_name(a, b), link_name(b, a))
+        ]
         self.blackhole(*names)
 
-    def cluster_peers(self, grpc_ports: Mapping[int, int]) -> Dict[int, str]:
+    def cluster_peers(self, grpc_ports: Mapping[int, int]) -> dict[int, str]:
         """Create link "i->j" for every ordered pair of nodes (node id -> real gRPC port)
         and return each node's ``--peers`` value, which dials the others via its links."""
-        peers: Dict[int, str] = {}
+        peers: dict[int, str] = {}
         for i in grpc_ports:
             entries = []
             for j, port in grpc_ports.items():
@@ -350,7 +370,7 @@ class FaultProxy:
                 pass
         self.process.wait(timeout=10)
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -358,8 +378,9 @@ class FaultProxy:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://{HOST}:{self.control_port}{path}",
-                                         data=data, method=method)
+        request = urllib.request.Request(
+            f"http://{HOST}:{self.control_port}{path}", data=data, method=method
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return json.loads(response.read())

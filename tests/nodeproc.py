@@ -15,9 +15,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
 
 import grpc
 
@@ -45,7 +45,7 @@ def free_port() -> int:
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    last_error: Optional[BaseException] = None
+    last_error: BaseException | None = None
     while time.monotonic() < deadline:
         try:
             value = condition()
@@ -57,7 +57,9 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
             if value:
                 return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
 
 
 @dataclass
@@ -67,8 +69,9 @@ class HttpAnswer:
     body: object
 
 
-def http(method: str, url: str, body: object = None, raw: Optional[bytes] = None,
-         timeout: float = 10) -> HttpAnswer:
+def http(
+    method: str, url: str, body: object = None, raw: bytes | None = None, timeout: float = 10
+) -> HttpAnswer:
     """One HTTP request; returns status, headers and the JSON (or text) body."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method)
@@ -94,10 +97,10 @@ class Node:
     grpc_port: int
     http_port: int
     log_path: Path
-    args: List[str]
-    process: Optional[subprocess.Popen] = None
+    args: list[str]
+    process: subprocess.Popen | None = None
     stopped_on_purpose: bool = False
-    _channel: Optional[grpc.Channel] = field(default=None, repr=False)
+    _channel: grpc.Channel | None = field(default=None, repr=False)
 
     @property
     def grpc_address(self) -> str:
@@ -107,7 +110,7 @@ class Node:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self) -> "Node":
+    def start(self) -> Node:
         self.stopped_on_purpose = False
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
@@ -178,16 +181,25 @@ class NodeFactory:
 
     def __init__(self, workdir: Path) -> None:
         self._workdir = workdir
-        self.nodes: List[Node] = []
+        self.nodes: list[Node] = []
 
-    def start(self, *extra_args: str, node_id: int = 1, peers: str = "",
-              grpc_port: int = 0, http_port: int = 0) -> Node:
+    def start(
+        self,
+        *extra_args: str,
+        node_id: int = 1,
+        peers: str = "",
+        grpc_port: int = 0,
+        http_port: int = 0,
+    ) -> Node:
         grpc_port = grpc_port or free_port()
         http_port = http_port or free_port()
         args = [
-            "--node-id", str(node_id),
-            "--port", str(grpc_port),
-            "--dashboard-port", str(http_port),
+            "--node-id",
+            str(node_id),
+            "--port",
+            str(grpc_port),
+            "--dashboard-port",
+            str(http_port),
             *(["--peers", peers] if peers else []),
             *extra_args,
         ]
@@ -202,8 +214,9 @@ class NodeFactory:
 
 def peers_arg(node_id: int, ports: dict) -> str:
     """`--peers` for node_id in a cluster whose gRPC ports are {id: port}."""
-    return ",".join(f"{peer}:127.0.0.1:{port}" for peer, port in sorted(ports.items())
-                    if peer != node_id)
+    return ",".join(
+        f"{peer}:127.0.0.1:{port}" for peer, port in sorted(ports.items()) if peer != node_id
+    )
 
 
 class DeadNode(AssertionError):
@@ -214,22 +227,34 @@ class Cluster:
     """N nodes started together; helpers to find the leader as the nodes report it.
     `{node_id}` in an extra argument becomes each node's id (e.g. a data directory)."""
 
-    def __init__(self, factory: NodeFactory, size: int, *extra_args: str,
-                 peer_ports: Optional[Callable[[int], str]] = None,
-                 grpc_ports: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        factory: NodeFactory,
+        size: int,
+        *extra_args: str,
+        peer_ports: Callable[[int], str] | None = None,
+        grpc_ports: dict | None = None,
+    ) -> None:
         self.grpc_ports = grpc_ports or {node_id: free_port() for node_id in range(1, size + 1)}
         self.nodes = {}
         for node_id, port in self.grpc_ports.items():
             peers = peer_ports(node_id) if peer_ports else peers_arg(node_id, self.grpc_ports)
             args = [arg.replace("{node_id}", str(node_id)) for arg in extra_args]
             self.nodes[node_id] = factory.start(
-                "--executor", "process", *args,
-                node_id=node_id, peers=peers, grpc_port=port,
+                "--executor",
+                "process",
+                *args,
+                node_id=node_id,
+                peers=peers,
+                grpc_port=port,
             )
 
-    def live_nodes(self) -> List[Node]:
-        return [node for node in self.nodes.values()
-                if node.process is not None and node.process.poll() is None]
+    def live_nodes(self) -> list[Node]:
+        return [
+            node
+            for node in self.nodes.values()
+            if node.process is not None and node.process.poll() is None
+        ]
 
     def cluster_views(self) -> dict:
         """{node_id: /api/cluster body} of every live node that answers."""
@@ -243,9 +268,10 @@ class Cluster:
                 views[node.node_id] = answer.body
         return views
 
-    def leader(self, timeout: float = 10, among: Optional[List[int]] = None) -> Node:
+    def leader(self, timeout: float = 10, among: list[int] | None = None) -> Node:
         """The node every live node (or those in `among`) agrees is the leader; with
         `among`, the leader must be one of them (a stale view of an old leader is not)."""
+
         def agreed():
             self.check_no_node_died()
             views = self.cluster_views()
@@ -267,10 +293,15 @@ class Cluster:
         """Fail at once, with its log, if a node exited that no test stopped."""
         for node in self.nodes.values():
             if node.process.poll() is not None and not node.stopped_on_purpose:
-                raise DeadNode(f"node {node.node_id} exited with {node.process.returncode}:\n"
-                               f"{node.log_text()[-3000:]}")
+                raise DeadNode(
+                    f"node {node.node_id} exited with {node.process.returncode}:\n"
+                    f"{node.log_text()[-3000:]}"
+                )
 
     def wait_all_live(self, timeout: float = 30) -> None:
         for node in self.nodes.values():
-            wait_until(lambda: node.get("/health/live").status == 200, timeout,
-                       f"node {node.node_id} to answer")
+            wait_until(
+                lambda: node.get("/health/live").status == 200,
+                timeout,
+                f"node {node.node_id} to answer",
+            )

@@ -33,8 +33,8 @@ import hashlib
 import heapq
 import random
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from jobsched._proto import scheduler_pb2
 from jobsched.raft.core import LEADER, RaftCore, RaftLimits, RaftTimings
@@ -93,9 +93,8 @@ class Stats:
     compactions: int = 0
     snapshots_installed: int = 0
 
-    def __add__(self, other: "Stats") -> "Stats":
-        return Stats(*(getattr(self, f) + getattr(other, f)
-                       for f in self.__dataclass_fields__))
+    def __add__(self, other: Stats) -> Stats:
+        return Stats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
 
 
 class Ledger:
@@ -107,8 +106,7 @@ class Ledger:
         self.state = state
 
     def apply(self, value: int) -> None:
-        self.state = hashlib.blake2b(self.state + value.to_bytes(8, "big"),
-                                     digest_size=16).digest()
+        self.state = hashlib.blake2b(self.state + value.to_bytes(8, "big"), digest_size=16).digest()
 
 
 class Invariants:
@@ -117,13 +115,13 @@ class Invariants:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.step = 0
-        self.leaders: Dict[int, int] = {}  # term -> node
-        self.entries: Dict[Tuple[int, int], Tuple[int, Optional[int]]] = {}
-        self.applied: Dict[int, Tuple[int, int]] = {}  # index -> (term, value)
-        self.states: Dict[int, bytes] = {0: Ledger().state}
+        self.leaders: dict[int, int] = {}  # term -> node
+        self.entries: dict[tuple[int, int], tuple[int, int | None]] = {}
+        self.applied: dict[int, tuple[int, int]] = {}  # index -> (term, value)
+        self.states: dict[int, bytes] = {0: Ledger().state}
         self.committed_index = 0
 
-    def forget(self, keys: Iterable[Tuple[int, int]]) -> None:
+    def forget(self, keys: Iterable[tuple[int, int]]) -> None:
         """The entries at these (index, term) vanished from every log and message."""
         for key in keys:
             del self.entries[key]
@@ -144,18 +142,22 @@ class Invariants:
         if index > core.log.snapshot_index:
             term_there = core.log.term_at(index)
             if term_there != self.applied[index][0]:
-                self.fail(f"leader {node_id} of term {term} lacks committed entry {index} "
-                          f"(term {self.applied[index][0]}; its log has {term_there})")
+                self.fail(
+                    f"leader {node_id} of term {term} lacks committed entry {index} "
+                    f"(term {self.applied[index][0]}; its log has {term_there})"
+                )
 
-    def appended(self, node_id: int, entries: List[LogEntry], core: RaftCore) -> None:
+    def appended(self, node_id: int, entries: list[LogEntry], core: RaftCore) -> None:
         """(2): one command and one predecessor term per (index, term)."""
         for entry in entries:
             key = (entry.index, entry.term)
             seen = (entry.command.register_worker.worker_id, core.log.term_at(entry.index - 1))
             first = self.entries.setdefault(key, seen)
             if first != seen:
-                self.fail(f"node {node_id} holds entry {key} as (command, previous term) "
-                          f"{seen}, another log as {first}")
+                self.fail(
+                    f"node {node_id} holds entry {key} as (command, previous term) "
+                    f"{seen}, another log as {first}"
+                )
 
     def applied_entry(self, node_id: int, entry: LogEntry, value: int, state: bytes) -> None:
         """(4) and (5) after `node_id` applied `entry`."""
@@ -163,8 +165,10 @@ class Invariants:
         seen = (entry.term, value)
         first = self.applied.setdefault(index, seen)
         if first != seen:
-            self.fail(f"node {node_id} applied (term, command) {seen} at index {index}, "
-                      f"another node {first}")
+            self.fail(
+                f"node {node_id} applied (term, command) {seen} at index {index}, "
+                f"another node {first}"
+            )
         if index > self.committed_index:
             self.committed_index = index
         self.same_state(node_id, index, state)
@@ -173,14 +177,15 @@ class Invariants:
         """(5) for `node_id`'s state at applied index `index`."""
         first = self.states.setdefault(index, state)
         if first != state:
-            self.fail(f"node {node_id}'s applied state at index {index} differs from "
-                      f"another node's")
+            self.fail(
+                f"node {node_id}'s applied state at index {index} differs from another node's"
+            )
 
 
 class _Call:
     """One outbound RPC; it ends once, by an answer or by its deadline."""
 
-    __slots__ = ("src", "incarnation", "dst", "request", "done")
+    __slots__ = ("done", "dst", "incarnation", "request", "src")
 
     def __init__(self, src: int, incarnation: int, dst: int, request) -> None:
         self.src = src
@@ -193,11 +198,11 @@ class _Call:
 class _Node:
     """A core with its durable store, disk queue and state machine."""
 
-    def __init__(self, node_id: int, peers: List[int]) -> None:
+    def __init__(self, node_id: int, peers: list[int]) -> None:
         self.id = node_id
         self.peers = peers
         self.storage = MemoryStorage()
-        self.core: Optional[RaftCore] = None
+        self.core: RaftCore | None = None
         self.ledger = Ledger()
         self.incarnation = 0
         self.issued_seq = 0
@@ -205,9 +210,9 @@ class _Node:
         self.disk_delay = 0.0  # the mean time a write takes
         self.disk_free_at = 0.0
         self.timer_due = 0.0
-        self.writes: Deque[Tuple[int, list]] = deque()  # (seq, ops) not yet durable
+        self.writes: deque[tuple[int, list]] = deque()  # (seq, ops) not yet durable
         # What waits for writes up to seq: (seq, call, answer) or (seq, peer, request).
-        self.held: Deque[Tuple[int, object, object]] = deque()
+        self.held: deque[tuple[int, object, object]] = deque()
 
 
 class Simulation:
@@ -225,8 +230,8 @@ class Simulation:
         self.next_value = 1
         ids = list(range(1, size + 1))
         self.nodes = {i: _Node(i, [p for p in ids if p != i]) for i in ids}
-        self.up: Set[int] = set()
-        self.cut: Set[Tuple[int, int]] = set()
+        self.up: set[int] = set()
+        self.cut: set[tuple[int, int]] = set()
         self.calm = False  # settle(): no more faults or client load
         # This seed's weather: network, load and fault rates (disks are per node).
         self.drop = rng.choice((0.0, 0.01, 0.05, 0.15))
@@ -272,7 +277,7 @@ class Simulation:
         while self.heap[0][0] < end:
             self._step()
 
-    def propose(self) -> Optional[int]:
+    def propose(self) -> int | None:
         """Hand a command to a leader now; the index it got (None: no leader)."""
         node = self._propose()
         if node is _NOBODY:
@@ -280,10 +285,13 @@ class Simulation:
         self._drain(node)
         return node.core.log.last_index
 
-    def applied(self) -> Set[Tuple[int, bytes]]:
+    def applied(self) -> set[tuple[int, bytes]]:
         """The distinct (applied index, state) of the running nodes."""
-        return {(n.core.applied_index, n.ledger.state)
-                for n in self.nodes.values() if n.core is not None}
+        return {
+            (n.core.applied_index, n.ledger.state)
+            for n in self.nodes.values()
+            if n.core is not None
+        }
 
     def _step(self) -> None:
         """Carry out the next event and check the node it reached."""
@@ -330,7 +338,7 @@ class Simulation:
             else:
                 self._answer(a, response)
             return node
-        if kind == _RESPONSE or kind == _DEADLINE:
+        if kind in (_RESPONSE, _DEADLINE):
             node = self.nodes[a.src]
             if a.done or node.incarnation != a.incarnation:
                 return None
@@ -350,8 +358,7 @@ class Simulation:
         if kind == _PROPOSE:
             if self.calm:
                 return None
-            self._push(now + self.rng.expovariate(1 / self.propose_every), _PROPOSE,
-                       None, None)
+            self._push(now + self.rng.expovariate(1 / self.propose_every), _PROPOSE, None, None)
             return self._propose()
         if kind == _FAULT:
             if self.calm:
@@ -427,8 +434,9 @@ class Simulation:
     def _send(self, node: _Node, peer: int, request) -> None:
         rng, stats = self.rng, self.stats
         call = _Call(node.id, node.incarnation, peer, request)
-        timeout = (SNAPSHOT_RPC_TIMEOUT if isinstance(request, InstallSnapshotRequest)
-                   else RPC_TIMEOUT)
+        timeout = (
+            SNAPSHOT_RPC_TIMEOUT if isinstance(request, InstallSnapshotRequest) else RPC_TIMEOUT
+        )
         self._push(self.now + timeout, _DEADLINE, call, None)
         stats.messages += 1
         if rng.random() < self.drop:
@@ -452,7 +460,7 @@ class Simulation:
             return rng.uniform(0.05, 0.5)
         return self.net_delay * rng.expovariate(1.0)
 
-    def _apply(self, node: _Node, entries: List[LogEntry]) -> None:
+    def _apply(self, node: _Node, entries: list[LogEntry]) -> None:
         ledger, check, core = node.ledger, self.check, node.core
         for entry in entries:
             value = entry.command.register_worker.worker_id
@@ -470,16 +478,18 @@ class Simulation:
     def _restore(self, node: _Node, snapshot: Snapshot) -> None:
         node.ledger = Ledger(snapshot.data)
         if snapshot.index not in self.check.states:
-            self.check.fail(f"node {node.id} restored a snapshot at index {snapshot.index} "
-                            f"that no node applied")
+            self.check.fail(
+                f"node {node.id} restored a snapshot at index {snapshot.index} that no node applied"
+            )
         self.check.same_state(node.id, snapshot.index, snapshot.data)
 
     # ------------------------------------------------------------------ load and faults
 
     def _start(self, node: _Node) -> None:
         stored: StoredState = node.storage.load()
-        node.core = self.core_factory(node.id, node.peers, stored, self.now, self.rng,
-                                      TIMINGS, self.limits)
+        node.core = self.core_factory(
+            node.id, node.peers, stored, self.now, self.rng, TIMINGS, self.limits
+        )
         node.ledger = Ledger()
         if stored.snapshot is not None:
             self._restore(node, stored.snapshot)
@@ -499,8 +509,11 @@ class Simulation:
             # losing its vote for itself: entries it lost exist nowhere and may recur.
             kept = {(e.index, e.term) for e in node.storage.load().entries}
             log = node.core.log
-            self.check.forget((e.index, e.term) for e in log.slice(log.first_index)
-                              if (e.index, e.term) not in kept)
+            self.check.forget(
+                (e.index, e.term)
+                for e in log.slice(log.first_index)
+                if (e.index, e.term) not in kept
+            )
         node.writes.clear()
         node.held.clear()
         node.core = None
@@ -519,7 +532,8 @@ class Simulation:
         node = self.nodes[self.rng.choice(leaders)]
         for _ in range(self.rng.randint(1, 3)):
             command = scheduler_pb2.Command(
-                register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=self.next_value))
+                register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=self.next_value)
+            )
             self.next_value += 1
             node.core.propose(command, self.now)
             self.stats.accepted += 1
@@ -555,8 +569,7 @@ class Simulation:
                 stats.heals += 1
             self.cut.clear()
             return _NOBODY
-        leaders = [i for i in up if self.nodes[i].core.accepting_proposals
-                   and self.nodes[i].peers]
+        leaders = [i for i in up if self.nodes[i].core.accepting_proposals and self.nodes[i].peers]
         if not leaders:
             return _NOBODY
         node = self.nodes[rng.choice(leaders)]
@@ -565,8 +578,9 @@ class Simulation:
         return node
 
 
-def run(seed: int, steps: int, nodes: Optional[int] = None,
-        core_factory: CoreFactory = RaftCore) -> Stats:
+def run(
+    seed: int, steps: int, nodes: int | None = None, core_factory: CoreFactory = RaftCore
+) -> Stats:
     """Simulate `nodes` (default: cluster_size(seed)) cores for `steps` steps."""
     size = cluster_size(seed) if nodes is None else nodes
     return Simulation(seed, size, core_factory).run(steps)

@@ -13,7 +13,8 @@ the difference is visible in the leader's CPU per submit (docs/performance.md).
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads

@@ -6,8 +6,6 @@ Every layer raises these; the gRPC servicers and the REST app translate them wit
 
 from __future__ import annotations
 
-from typing import Optional
-
 import grpc
 
 
@@ -18,7 +16,7 @@ class JobschedError(Exception):
     http_status = 500
     default_message = "Internal error"
 
-    def __init__(self, message: Optional[str] = None) -> None:
+    def __init__(self, message: str | None = None) -> None:
         self.message = message if message is not None else self.default_message
         super().__init__(self.message)
 
@@ -57,7 +55,7 @@ class NotLeader(JobschedError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
     http_status = 503
 
-    def __init__(self, leader_id: Optional[int] = None, leader_address: Optional[str] = None) -> None:
+    def __init__(self, leader_id: int | None = None, leader_address: str | None = None) -> None:
         self.leader_id = leader_id
         self.leader_address = leader_address
         if leader_address:
@@ -147,7 +145,7 @@ def remote_error(code: grpc.StatusCode, message: str) -> JobschedError:
     """The typed error for a status another node answered (NotLeader keeps its hint)."""
     prefix = "Not the leader. Try "
     if code == grpc.StatusCode.FAILED_PRECONDITION and message.startswith(prefix):
-        return NotLeader(None, message[len(prefix):])
+        return NotLeader(None, message[len(prefix) :])
     if code == grpc.StatusCode.FAILED_PRECONDITION and message.startswith("Not the leader"):
         return NotLeader()
     return RemoteError(code, message)

@@ -7,7 +7,7 @@ flight and the Deferred always fires on the reactor (DESIGN.md 2).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 from twisted.internet import defer

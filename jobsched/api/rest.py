@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Optional
+from typing import Any
 
 from klein import Klein
 from twisted.internet import defer
-from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
 from zope.interface import implementer
 
 from jobsched.api import errors
@@ -43,10 +44,10 @@ class BadRequest(Exception):
     """A REST request whose shape is wrong (not JSON, bad parameter...)."""
 
 
-def rfc3339(ms: Optional[int]) -> Optional[str]:
+def rfc3339(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
 
 
 def job_json(job: Job) -> dict:
@@ -124,7 +125,7 @@ class RestApi:
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise BadRequest("request body is not valid JSON")
+            raise BadRequest("request body is not valid JSON") from None
 
     @staticmethod
     def _leader_hint(request, error) -> dict:
@@ -362,14 +363,14 @@ def _transfer_target(body: Any) -> int:
     return target
 
 
-def _arg(request, name: str) -> Optional[str]:
+def _arg(request, name: str) -> str | None:
     values = request.args.get(name.encode())
     if not values:
         return None
     try:
         return values[0].decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest(f"{name} is not valid UTF-8")
+        raise BadRequest(f"{name} is not valid UTF-8") from None
 
 
 def _int_arg(request, name: str, default: int) -> int:
@@ -379,7 +380,7 @@ def _int_arg(request, name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"{name} must be a non-negative integer")
+        raise BadRequest(f"{name} must be a non-negative integer") from None
     if value < 0:
         raise BadRequest(f"{name} must be a non-negative integer")
     return value
@@ -404,5 +405,3 @@ def _list_query(request) -> ListQuery:
         created_after_ms=_int_arg(request, "created_after_ms", 0),
         created_before_ms=_int_arg(request, "created_before_ms", 0),
     )
-
-

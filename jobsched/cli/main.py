@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 SERVER_DESCRIPTION = (
     "Run a cluster node, exactly as `twistd -n jobsched [options]` (without a pidfile). "
@@ -44,7 +44,7 @@ def run_server(server_args: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()

@@ -6,7 +6,7 @@ field conventions (presence of optional fields, 0 = none) in one place too.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from jobsched._proto import scheduler_pb2
 from jobsched.jobs.model import JobResult
@@ -103,18 +103,14 @@ def batch_update(
     """
     batch = scheduler_pb2.BatchUpdateJobStatusCommand()
     for update in updates:
-        batch.updates.append(
-            scheduler_pb2.JobStatusUpdate.FromString(update.SerializeToString())
-        )
+        batch.updates.append(scheduler_pb2.JobStatusUpdate.FromString(update.SerializeToString()))
     return scheduler_pb2.Command(batch_update_job_status=batch)
 
 
 def cancel_job(job_id: str, cancelled_at_ms: int) -> scheduler_pb2.Command:
     """A CancelJob entry; the time travels in the entry so every node records the same."""
     return scheduler_pb2.Command(
-        cancel_job=scheduler_pb2.CancelJobCommand(
-            job_id=job_id, cancelled_at_ms=cancelled_at_ms
-        )
+        cancel_job=scheduler_pb2.CancelJobCommand(job_id=job_id, cancelled_at_ms=cancelled_at_ms)
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional
 
 
 class JobStatus(enum.IntEnum):
@@ -42,9 +41,9 @@ class Job:
     worker_incarnation: int = 0
     executed_by: int = 0
     attempts: int = 0
-    exit_code: Optional[int] = None
-    started_at_ms: Optional[int] = None
-    completed_at_ms: Optional[int] = None
+    exit_code: int | None = None
+    started_at_ms: int | None = None
+    completed_at_ms: int | None = None
     output: str = ""
     error: str = ""
     output_truncated: bool = False
@@ -70,9 +69,9 @@ class JobResult:
     """
 
     status: JobStatus
-    exit_code: Optional[int]
+    exit_code: int | None
     output: str
     error: str
     output_truncated: bool
-    started_at_ms: Optional[int]
+    started_at_ms: int | None
     completed_at_ms: int

@@ -20,8 +20,8 @@ import hashlib
 import json
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -36,7 +36,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 SNAPSHOT_FORMAT = 1
 
-Listener = Callable[[str, Optional[Job]], None]
+Listener = Callable[[str, Job | None], None]
 
 _JOB_FIELDS = tuple(field.name for field in dataclasses.fields(Job))
 
@@ -49,7 +49,7 @@ class ListQuery:
 
     page_size: int = 0
     page_token: str = ""
-    status: Optional[JobStatus] = None
+    status: JobStatus | None = None
     worker_id: int = 0
     command_substring: str = ""
     created_after_ms: int = 0
@@ -73,7 +73,7 @@ class ListQuery:
 class JobPage:
     """One page of ListJobs: `total_count` is the size of the whole filtered set."""
 
-    jobs: List[Job]
+    jobs: list[Job]
     next_page_token: str
     total_count: int
 
@@ -82,7 +82,7 @@ class JobPage:
 class StreamPage:
     """A chunk of StreamJobs: pass `cursor` as `after_seq` to get the next chunk."""
 
-    jobs: List[Job]
+    jobs: list[Job]
     cursor: int
     done: bool
 
@@ -114,11 +114,7 @@ def _decode_token(token: str, fingerprint: bytes) -> int:
         raise InvalidArgument(_INVALID_TOKEN)
     body, checksum = raw[: _TOKEN_BODY.size], raw[_TOKEN_BODY.size :]
     version, after_seq, token_fingerprint = _TOKEN_BODY.unpack(body)
-    if (
-        checksum != _checksum(body)
-        or version != _TOKEN_VERSION
-        or token_fingerprint != fingerprint
-    ):
+    if checksum != _checksum(body) or version != _TOKEN_VERSION or token_fingerprint != fingerprint:
         raise InvalidArgument(_INVALID_TOKEN)
     return after_seq
 
@@ -129,9 +125,9 @@ def _encode_raw(raw: bytes) -> str:
 
 def _dumps(value) -> bytes:
     """Compact, key-sorted UTF-8 JSON: the snapshot encoding."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def _clamp_page_size(page_size: int) -> int:
@@ -140,7 +136,7 @@ def _clamp_page_size(page_size: int) -> int:
     return min(page_size, MAX_PAGE_SIZE)
 
 
-def _matcher(query: ListQuery) -> Optional[Callable[[Job], bool]]:
+def _matcher(query: ListQuery) -> Callable[[Job], bool] | None:
     """A predicate for the filters other than status (which the indexes answer), or
     None when there are none."""
     worker = query.worker_id
@@ -165,18 +161,18 @@ class JobTable:
     """The job table and worker registry, changed only by `apply`."""
 
     def __init__(self) -> None:
-        self._listeners: List[Listener] = []
-        self._jobs: Dict[int, Job] = {}
-        self._seq_of: Dict[str, int] = {}
-        self._order: List[int] = []
-        self._by_status: Dict[JobStatus, List[int]] = {status: [] for status in JobStatus}
+        self._listeners: list[Listener] = []
+        self._jobs: dict[int, Job] = {}
+        self._seq_of: dict[str, int] = {}
+        self._order: list[int] = []
+        self._by_status: dict[JobStatus, list[int]] = {status: [] for status in JobStatus}
         # idempotency key -> (job id, created_at_ms of that job), oldest first
-        self._keys: OrderedDict[str, Tuple[str, int]] = OrderedDict()
-        self._workers: Set[int] = set()
+        self._keys: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._workers: set[int] = set()
         self._next_seq = 1
         # seq -> that job's snapshot record as UTF-8 JSON; dropped whenever the job
         # changes, so a snapshot re-encodes only the jobs changed since the last one.
-        self._snapshot_records: Dict[int, bytes] = {}
+        self._snapshot_records: dict[int, bytes] = {}
 
     # ------------------------------------------------------------------ observers
 
@@ -192,7 +188,7 @@ class JobTable:
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
 
-    def _notify(self, event: str, job: Optional[Job]) -> None:
+    def _notify(self, event: str, job: Job | None) -> None:
         for listener in list(self._listeners):
             try:
                 listener(event, job)
@@ -214,7 +210,7 @@ class JobTable:
             return None
         return getattr(self, "_apply_" + kind)(getattr(command, kind))
 
-    def _apply_submit_job(self, cmd: scheduler_pb2.SubmitJobCommand) -> Optional[Job]:
+    def _apply_submit_job(self, cmd: scheduler_pb2.SubmitJobCommand) -> Job | None:
         if not cmd.job_id:
             return None
         known = self._seq_of.get(cmd.job_id)
@@ -255,7 +251,7 @@ class JobTable:
                 return
             del self._keys[key]
 
-    def _apply_assign_job(self, cmd: scheduler_pb2.AssignJobCommand) -> Optional[Job]:
+    def _apply_assign_job(self, cmd: scheduler_pb2.AssignJobCommand) -> Job | None:
         job = self._find(cmd.job_id)
         if job is None or job.status is not JobStatus.PENDING or not cmd.worker_id:
             return None
@@ -266,7 +262,7 @@ class JobTable:
         job.attempts = cmd.attempt or job.attempts + 1
         return self._changed("assigned", job)
 
-    def _apply_update_job_status(self, cmd: scheduler_pb2.UpdateJobStatusCommand) -> Optional[Job]:
+    def _apply_update_job_status(self, cmd: scheduler_pb2.UpdateJobStatusCommand) -> Job | None:
         """Also applies a JobStatusUpdate: same field names and meanings."""
         job = self._find(cmd.job_id)
         if (
@@ -288,10 +284,10 @@ class JobTable:
 
     def _apply_batch_update_job_status(
         self, cmd: scheduler_pb2.BatchUpdateJobStatusCommand
-    ) -> List[Optional[Job]]:
+    ) -> list[Job | None]:
         return [self._apply_update_job_status(update) for update in cmd.updates]
 
-    def _apply_cancel_job(self, cmd: scheduler_pb2.CancelJobCommand) -> Optional[Job]:
+    def _apply_cancel_job(self, cmd: scheduler_pb2.CancelJobCommand) -> Job | None:
         job = self._find(cmd.job_id)
         if job is None:
             return None
@@ -301,7 +297,7 @@ class JobTable:
         job.completed_at_ms = cmd.cancelled_at_ms or None
         return self._changed("cancelled", job)
 
-    def _apply_requeue_job(self, cmd: scheduler_pb2.RequeueJobCommand) -> Optional[Job]:
+    def _apply_requeue_job(self, cmd: scheduler_pb2.RequeueJobCommand) -> Job | None:
         """A running attempt whose worker was lost: pending again while attempts
         remain, else failed with the command's error."""
         job = self._find(cmd.job_id)
@@ -331,7 +327,7 @@ class JobTable:
 
     # ------------------------------------------------------------------ indexes
 
-    def _find(self, job_id: str) -> Optional[Job]:
+    def _find(self, job_id: str) -> Job | None:
         seq = self._seq_of.get(job_id)
         return None if seq is None else self._jobs[seq]
 
@@ -352,7 +348,7 @@ class JobTable:
 
     # ------------------------------------------------------------------ queries
 
-    def get(self, job_id: str) -> Optional[Job]:
+    def get(self, job_id: str) -> Job | None:
         job = self._find(job_id)
         return None if job is None else copy.copy(job)
 
@@ -366,14 +362,14 @@ class JobTable:
     def count(self, status: JobStatus) -> int:
         return len(self._by_status[status])
 
-    def pending_jobs(self, limit: Optional[int] = None) -> List[Job]:
+    def pending_jobs(self, limit: int | None = None) -> list[Job]:
         """Pending jobs in submission order (FIFO), at most `limit` of them."""
         seqs = self._by_status[JobStatus.PENDING]
         if limit is not None:
             seqs = seqs[:limit]
         return [copy.copy(self._jobs[seq]) for seq in seqs]
 
-    def jobs_running_on(self, worker_id: int) -> List[Job]:
+    def jobs_running_on(self, worker_id: int) -> list[Job]:
         """Running jobs assigned to `worker_id`, in submission order."""
         return [
             copy.copy(self._jobs[seq])
@@ -381,23 +377,23 @@ class JobTable:
             if self._jobs[seq].assigned_worker == worker_id
         ]
 
-    def running_counts(self) -> Dict[int, int]:
+    def running_counts(self) -> dict[int, int]:
         """worker id -> number of jobs running on it (workers with none are absent)."""
-        counts: Dict[int, int] = {}
+        counts: dict[int, int] = {}
         for seq in self._by_status[JobStatus.RUNNING]:
             worker = self._jobs[seq].assigned_worker
             counts[worker] = counts.get(worker, 0) + 1
         return counts
 
-    def running_by_worker(self) -> Dict[int, List[Job]]:
+    def running_by_worker(self) -> dict[int, list[Job]]:
         """worker id -> copies of the jobs running on it."""
-        jobs: Dict[int, List[Job]] = {}
+        jobs: dict[int, list[Job]] = {}
         for seq in self._by_status[JobStatus.RUNNING]:
             job = self._jobs[seq]
             jobs.setdefault(job.assigned_worker, []).append(copy.copy(job))
         return jobs
 
-    def workers(self) -> List[int]:
+    def workers(self) -> list[int]:
         """Registered worker ids, ascending."""
         return sorted(self._workers)
 
@@ -441,8 +437,8 @@ class JobTable:
         self,
         after_seq: int,
         limit: int,
-        status: Optional[JobStatus] = None,
-        up_to_seq: Optional[int] = None,
+        status: JobStatus | None = None,
+        up_to_seq: int | None = None,
     ) -> StreamPage:
         """Up to `limit` jobs (of `status`, if given) after `after_seq`, in creation order.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import uuid
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from jobsched.api.errors import InvalidArgument, PermissionDenied
 
@@ -96,7 +96,7 @@ def validate_timeout(timeout_seconds: int, max_timeout_seconds: int) -> int:
     return timeout_seconds
 
 
-def parse_uuid(text: str) -> Optional[str]:
+def parse_uuid(text: str) -> str | None:
     """Canonical lower-case hyphenated form of a UUID in any standard spelling
     (hyphenated, 32 hex digits, braced, `urn:uuid:`), or None."""
     match = _UUID_FORMS.fullmatch(text) if isinstance(text, str) else None

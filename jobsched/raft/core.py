@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
 
 from jobsched._proto import scheduler_pb2
 from jobsched.raft.log import RaftLog
@@ -50,10 +49,9 @@ PRE_CANDIDATE = "pre-candidate"
 CANDIDATE = "candidate"
 LEADER = "leader"
 
-Request = Union[AppendEntriesRequest, VoteRequest, InstallSnapshotRequest, TimeoutNowRequest]
-Response = Union[AppendEntriesResponse, VoteResponse, InstallSnapshotResponse,
-                 TimeoutNowResponse]
-TransferResult = Tuple[bool, str, int]
+Request = AppendEntriesRequest | VoteRequest | InstallSnapshotRequest | TimeoutNowRequest
+Response = AppendEntriesResponse | VoteResponse | InstallSnapshotResponse | TimeoutNowResponse
+TransferResult = tuple[bool, str, int]
 
 
 @dataclass(frozen=True)
@@ -87,8 +85,16 @@ class RaftLimits:
     max_inflight_appends: int = 1
 
     def __post_init__(self) -> None:
-        if min(self.max_pending_proposals, self.compaction_threshold, self.max_append_bytes,
-               self.snapshot_chunk_bytes, self.max_inflight_appends) < 1:
+        if (
+            min(
+                self.max_pending_proposals,
+                self.compaction_threshold,
+                self.max_append_bytes,
+                self.snapshot_chunk_bytes,
+                self.max_inflight_appends,
+            )
+            < 1
+        ):
             raise ValueError("Raft limits must be positive")
 
 
@@ -97,15 +103,15 @@ class Ready:
     """What the node must do after some events; see the module docstring for the order."""
 
     seq: int
-    hard_state: Optional[Tuple[int, int]]
-    snapshot: Optional[Snapshot]
-    truncate_from: Optional[int]
-    entries: List[LogEntry]
-    messages: List[Tuple[int, Request]]
-    restore: Optional[Snapshot]
-    committed: List[LogEntry]
+    hard_state: tuple[int, int] | None
+    snapshot: Snapshot | None
+    truncate_from: int | None
+    entries: list[LogEntry]
+    messages: list[tuple[int, Request]]
+    restore: Snapshot | None
+    committed: list[LogEntry]
     role_changed: bool
-    transfer_result: Optional[TransferResult]
+    transfer_result: TransferResult | None
 
     @property
     def has_writes(self) -> bool:
@@ -119,9 +125,9 @@ class Progress:
     next_index: int
     match_index: int = 0
     probing: bool = True
-    inflight: List[Request] = field(default_factory=list)
-    last_contact: Optional[float] = None
-    sending_snapshot: Optional[Snapshot] = None
+    inflight: list[Request] = field(default_factory=list)
+    last_contact: float | None = None
+    sending_snapshot: Snapshot | None = None
     snapshot_offset: int = 0
 
     def is_inflight(self, request: Request) -> bool:
@@ -138,16 +144,23 @@ class _Transfer:
 
 @dataclass
 class _SnapshotReceive:
-    key: Tuple[int, int, int, int]
+    key: tuple[int, int, int, int]
     data: bytearray
 
 
 class RaftCore:
     """One node's Raft state; see the module docstring for how to drive it."""
 
-    def __init__(self, node_id: int, peer_ids, stored: StoredState, now: float,
-                 rng: random.Random, timings: RaftTimings = RaftTimings(),
-                 limits: RaftLimits = RaftLimits()) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        peer_ids,
+        stored: StoredState,
+        now: float,
+        rng: random.Random,
+        timings: RaftTimings = RaftTimings(),
+        limits: RaftLimits = RaftLimits(),
+    ) -> None:
         if node_id in peer_ids or node_id <= 0:
             raise ValueError(f"bad node id {node_id}")
         self.node_id = node_id
@@ -162,8 +175,9 @@ class RaftCore:
         self.snapshot = stored.snapshot
         snap_index = stored.snapshot.index if stored.snapshot else 0
         snap_term = stored.snapshot.term if stored.snapshot else 0
-        self.log = RaftLog(snap_index, snap_term,
-                           [e for e in stored.entries if e.index > snap_index])
+        self.log = RaftLog(
+            snap_index, snap_term, [e for e in stored.entries if e.index > snap_index]
+        )
         self.commit_index = snap_index
         self.applied_index = snap_index
         self.role = FOLLOWER
@@ -171,26 +185,26 @@ class RaftCore:
 
         self._emitted_index = snap_index
         self._durable_index = self.log.last_index
-        self._pending_writes: List[List[int]] = []
-        self._last_leader_contact: Optional[float] = None
+        self._pending_writes: list[list[int]] = []
+        self._last_leader_contact: float | None = None
         self._leader_since = now
         self._votes: set = set()
-        self._progress: Dict[int, Progress] = {}
-        self._transfer: Optional[_Transfer] = None
-        self._receiving: Optional[_SnapshotReceive] = None
+        self._progress: dict[int, Progress] = {}
+        self._transfer: _Transfer | None = None
+        self._receiving: _SnapshotReceive | None = None
         self._heartbeat_due = math.inf
         self._election_due = now
         self._reset_election_timer(now)
 
         self._seq = 0
         self._hard_state_dirty = False
-        self._unstable: List[LogEntry] = []
-        self._snapshot_out: Optional[Snapshot] = None
-        self._truncate_out: Optional[int] = None
-        self._restore_out: Optional[Snapshot] = None
-        self._messages: List[Tuple[int, Request]] = []
+        self._unstable: list[LogEntry] = []
+        self._snapshot_out: Snapshot | None = None
+        self._truncate_out: int | None = None
+        self._restore_out: Snapshot | None = None
+        self._messages: list[tuple[int, Request]] = []
         self._role_changed = False
-        self._transfer_result: Optional[TransferResult] = None
+        self._transfer_result: TransferResult | None = None
 
     # ------------------------------------------------------------------ queries
 
@@ -203,7 +217,7 @@ class RaftCore:
         """The node leadership is being handed to (0 = no transfer under way)."""
         return self._transfer.target if self._transfer else 0
 
-    def progress(self) -> Dict[int, Progress]:
+    def progress(self) -> dict[int, Progress]:
         """The leader's view of each follower ({} when not leader); read only."""
         return self._progress
 
@@ -218,9 +232,12 @@ class RaftCore:
         """Leader: heard from a majority lately; follower: heard from a live leader."""
         if self.role == LEADER:
             return self._quorum_active(now)
-        return (self.role == FOLLOWER and self.leader_id != 0
-                and self._last_leader_contact is not None
-                and now - self._last_leader_contact < self.timings.election_timeout_max)
+        return (
+            self.role == FOLLOWER
+            and self.leader_id != 0
+            and self._last_leader_contact is not None
+            and now - self._last_leader_contact < self.timings.election_timeout_max
+        )
 
     def compaction_due(self) -> bool:
         return self.applied_index - self.log.snapshot_index > self.limits.compaction_threshold
@@ -265,17 +282,18 @@ class RaftCore:
         self._check_transfer(now)
         return response
 
-    def receive_response(self, peer_id: int, request: Request, response: Response,
-                         now: float) -> None:
+    def receive_response(
+        self, peer_id: int, request: Request, response: Response, now: float
+    ) -> None:
         """A peer answered `request` (a message this core asked to send)."""
-        pre_vote_grant = (isinstance(response, VoteResponse) and request.pre_vote
-                          and response.vote_granted)
+        pre_vote_grant = (
+            isinstance(response, VoteResponse) and request.pre_vote and response.vote_granted
+        )
         if response.term > self.term and not pre_vote_grant:
             self._become_follower(response.term, 0, now)
         elif isinstance(response, VoteResponse):
             self._on_vote_response(peer_id, request, response, now)
-        elif (self.role == LEADER and request.term == self.term
-              and peer_id in self._progress):
+        elif self.role == LEADER and request.term == self.term and peer_id in self._progress:
             progress = self._progress[peer_id]
             progress.last_contact = now
             if isinstance(response, AppendEntriesResponse):
@@ -287,8 +305,7 @@ class RaftCore:
     def send_failed(self, peer_id: int, request: Request, now: float) -> None:
         """`request` to a peer got no answer; resend from what is known on the next beat."""
         progress = self._progress.get(peer_id)
-        if (self.role == LEADER and progress is not None
-                and progress.is_inflight(request)):
+        if self.role == LEADER and progress is not None and progress.is_inflight(request):
             if progress.sending_snapshot is None:
                 # Resend what was lost, not everything after match_index: a new
                 # leader's match_index is 0, which would mean a whole snapshot.
@@ -331,15 +348,23 @@ class RaftCore:
         self._election_due = math.inf
         self._check_transfer(now)
 
-    def take_ready(self) -> Optional[Ready]:
+    def take_ready(self) -> Ready | None:
         """Hand out everything collected since the last call (None when nothing)."""
-        committed: List[LogEntry] = []
+        committed: list[LogEntry] = []
         if self.commit_index > self._emitted_index:
             committed = self.log.slice(self._emitted_index + 1, self.commit_index + 1)
             self._emitted_index = self.commit_index
-        if not (self._hard_state_dirty or self._unstable or self._snapshot_out
-                or self._truncate_out or self._messages or committed
-                or self._role_changed or self._transfer_result or self._restore_out):
+        if not (
+            self._hard_state_dirty
+            or self._unstable
+            or self._snapshot_out
+            or self._truncate_out
+            or self._messages
+            or committed
+            or self._role_changed
+            or self._transfer_result
+            or self._restore_out
+        ):
             return None
         self._seq += 1
         ready = Ready(
@@ -370,8 +395,7 @@ class RaftCore:
 
     def _reset_election_timer(self, now: float) -> None:
         t = self.timings
-        self._election_due = now + self._rng.uniform(t.election_timeout_min,
-                                                     t.election_timeout_max)
+        self._election_due = now + self._rng.uniform(t.election_timeout_min, t.election_timeout_max)
 
     def _set_role(self, role: str, leader_id: int) -> None:
         if role != self.role or leader_id != self.leader_id:
@@ -417,8 +441,9 @@ class RaftCore:
         if len(self._votes) >= self.quorum:
             self._won_vote(now, pre_vote)
             return
-        request = VoteRequest(vote_term, self.node_id, self.log.last_index,
-                              self.log.last_term, pre_vote)
+        request = VoteRequest(
+            vote_term, self.node_id, self.log.last_index, self.log.last_term, pre_vote
+        )
         self._messages.extend((peer, request) for peer in self.peers)
 
     def _won_vote(self, now: float, pre_vote: bool) -> None:
@@ -441,24 +466,28 @@ class RaftCore:
         window = self.timings.election_timeout_max
         if now - self._leader_since < window:
             return True
-        heard = sum(1 for p in self._progress.values()
-                    if p.last_contact is not None and now - p.last_contact < window)
+        heard = sum(
+            1
+            for p in self._progress.values()
+            if p.last_contact is not None and now - p.last_contact < window
+        )
         return heard + 1 >= self.quorum
 
     # ------------------------------------------------------------------ votes
 
     def _log_up_to_date(self, last_index: int, last_term: int) -> bool:
         my_term = self.log.last_term
-        return last_term > my_term or (last_term == my_term
-                                       and last_index >= self.log.last_index)
+        return last_term > my_term or (last_term == my_term and last_index >= self.log.last_index)
 
     def _on_vote(self, req: VoteRequest, now: float) -> VoteResponse:
         known = req.candidate_id in self.peers
         up_to_date = self._log_up_to_date(req.last_log_index, req.last_log_term)
         if req.pre_vote:
             in_lease = self.role == LEADER or (
-                self.leader_id != 0 and self._last_leader_contact is not None
-                and now - self._last_leader_contact < self.timings.election_timeout_min)
+                self.leader_id != 0
+                and self._last_leader_contact is not None
+                and now - self._last_leader_contact < self.timings.election_timeout_min
+            )
             grant = known and not in_lease and req.term > self.term and up_to_date
             return VoteResponse(req.term if grant else self.term, grant)
         if req.term < self.term:
@@ -473,8 +502,9 @@ class RaftCore:
             self._reset_election_timer(now)
         return VoteResponse(self.term, grant)
 
-    def _on_vote_response(self, peer_id: int, req: VoteRequest, resp: VoteResponse,
-                          now: float) -> None:
+    def _on_vote_response(
+        self, peer_id: int, req: VoteRequest, resp: VoteResponse, now: float
+    ) -> None:
         if req.pre_vote:
             current = self.role == PRE_CANDIDATE and req.term == self.term + 1
         else:
@@ -486,7 +516,7 @@ class RaftCore:
 
     # ------------------------------------------------------------------ replication
 
-    def _append_local(self, entries: List[LogEntry]) -> None:
+    def _append_local(self, entries: list[LogEntry]) -> None:
         self.log.append(entries)
         self._unstable.extend(entries)
 
@@ -518,8 +548,9 @@ class RaftCore:
         if not entries:
             return
         prev = progress.next_index - 1
-        request = AppendEntriesRequest(self.term, self.node_id, prev, self.log.term_at(prev),
-                                       entries, self.commit_index)
+        request = AppendEntriesRequest(
+            self.term, self.node_id, prev, self.log.term_at(prev), entries, self.commit_index
+        )
         progress.inflight.append(request)
         progress.next_index = entries[-1].index + 1
         self._messages.append((peer, request))
@@ -527,10 +558,16 @@ class RaftCore:
     def _send_snapshot_chunk(self, peer: int, progress: Progress) -> None:
         snapshot = progress.sending_snapshot
         offset = progress.snapshot_offset
-        chunk = snapshot.data[offset:offset + self.limits.snapshot_chunk_bytes]
+        chunk = snapshot.data[offset : offset + self.limits.snapshot_chunk_bytes]
         request = InstallSnapshotRequest(
-            self.term, self.node_id, snapshot.index, snapshot.term, offset, chunk,
-            offset + len(chunk) >= len(snapshot.data))
+            self.term,
+            self.node_id,
+            snapshot.index,
+            snapshot.term,
+            offset,
+            chunk,
+            offset + len(chunk) >= len(snapshot.data),
+        )
         progress.inflight = [request]
         self._messages.append((peer, request))
 
@@ -546,8 +583,14 @@ class RaftCore:
             prev_term = self.log.term_at(prev)
             if prev_term is None:
                 prev, prev_term = 0, 0
-            self._messages.append((peer, AppendEntriesRequest(
-                self.term, self.node_id, prev, prev_term, [], self.commit_index)))
+            self._messages.append(
+                (
+                    peer,
+                    AppendEntriesRequest(
+                        self.term, self.node_id, prev, prev_term, [], self.commit_index
+                    ),
+                )
+            )
 
     def _on_append(self, req: AppendEntriesRequest, now: float) -> AppendEntriesResponse:
         if req.term < self.term:
@@ -557,7 +600,7 @@ class RaftCore:
         entries = req.entries
         if prev < self.commit_index:
             # The committed prefix matches every leader's log: skip what it covers.
-            entries = entries[self.commit_index - prev:]
+            entries = entries[self.commit_index - prev :]
             prev = self.commit_index
         elif self.log.term_at(prev) != req.prev_log_term:
             return AppendEntriesResponse(self.term, False, self._reject_hint(prev))
@@ -567,7 +610,7 @@ class RaftCore:
             self.commit_index = max(self.commit_index, min(req.leader_commit, last_new))
         return AppendEntriesResponse(self.term, True, last_new)
 
-    def _store_entries(self, entries: List[LogEntry]) -> None:
+    def _store_entries(self, entries: list[LogEntry]) -> None:
         """Append what is new, truncating only where an entry really conflicts."""
         for i, entry in enumerate(entries):
             term = self.log.term_at(entry.index)
@@ -590,9 +633,14 @@ class RaftCore:
             index -= 1
         return index
 
-    def _on_append_response(self, peer: int, progress: Progress,
-                            req: AppendEntriesRequest, resp: AppendEntriesResponse,
-                            now: float) -> None:
+    def _on_append_response(
+        self,
+        peer: int,
+        progress: Progress,
+        req: AppendEntriesRequest,
+        resp: AppendEntriesResponse,
+        now: float,
+    ) -> None:
         if resp.success:
             if resp.match_index > progress.match_index:
                 progress.match_index = resp.match_index
@@ -610,8 +658,7 @@ class RaftCore:
             progress.match_index = min(progress.match_index, hint)
             progress.next_index = hint + 1
         elif progress.is_inflight(req):
-            progress.next_index = max(progress.match_index + 1,
-                                      min(hint + 1, req.prev_log_index))
+            progress.next_index = max(progress.match_index + 1, min(hint + 1, req.prev_log_index))
         else:
             return
         progress.inflight.clear()
@@ -622,16 +669,20 @@ class RaftCore:
     def _maybe_commit(self) -> None:
         if self.role != LEADER:
             return
-        matches = sorted([min(self._durable_index, self.log.last_index)]
-                         + [p.match_index for p in self._progress.values()], reverse=True)
+        matches = sorted(
+            [min(self._durable_index, self.log.last_index)]
+            + [p.match_index for p in self._progress.values()],
+            reverse=True,
+        )
         candidate = matches[self.quorum - 1]
         if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
             self.commit_index = candidate
 
     # ------------------------------------------------------------------ snapshots
 
-    def _on_install_snapshot(self, req: InstallSnapshotRequest,
-                             now: float) -> InstallSnapshotResponse:
+    def _on_install_snapshot(
+        self, req: InstallSnapshotRequest, now: float
+    ) -> InstallSnapshotResponse:
         response = InstallSnapshotResponse(max(self.term, req.term))
         if req.term < self.term:
             return response
@@ -650,8 +701,9 @@ class RaftCore:
         receiving.data += req.data
         if req.done:
             self._receiving = None
-            self._install(Snapshot(req.last_included_index, req.last_included_term,
-                                   bytes(receiving.data)))
+            self._install(
+                Snapshot(req.last_included_index, req.last_included_term, bytes(receiving.data))
+            )
         return response
 
     def _install(self, snapshot: Snapshot) -> None:
@@ -671,8 +723,9 @@ class RaftCore:
         self.applied_index = snapshot.index
         self._emitted_index = snapshot.index
 
-    def _on_snapshot_response(self, peer: int, progress: Progress,
-                              req: InstallSnapshotRequest, now: float) -> None:
+    def _on_snapshot_response(
+        self, peer: int, progress: Progress, req: InstallSnapshotRequest, now: float
+    ) -> None:
         if not progress.is_inflight(req):
             return
         progress.inflight.clear()
@@ -690,8 +743,12 @@ class RaftCore:
     # ------------------------------------------------------------------ transfer
 
     def _on_timeout_now(self, req: TimeoutNowRequest, now: float) -> TimeoutNowResponse:
-        if (req.term == self.term and self.role == FOLLOWER and self.leader_id != 0
-                and req.leader_id == self.leader_id):
+        if (
+            req.term == self.term
+            and self.role == FOLLOWER
+            and self.leader_id != 0
+            and req.leader_id == self.leader_id
+        ):
             self._campaign(now, pre_vote=False)
             return TimeoutNowResponse(self.term, True)
         return TimeoutNowResponse(self.term, False)
@@ -716,16 +773,21 @@ class RaftCore:
         if new_leader == target:
             result = (True, f"Leadership transferred to node {target}", target)
         elif new_leader not in (0, self.node_id):
-            result = (False, f"Node {new_leader} won the election instead of target node "
-                             f"{target}", new_leader)
+            result = (
+                False,
+                f"Node {new_leader} won the election instead of target node {target}",
+                new_leader,
+            )
         elif self.role != LEADER and not transfer.timeout_now_sent:
             result = (False, "Not the leader", self.leader_id)
         elif now >= transfer.deadline:
             if transfer.timeout_now_sent:
                 message = f"Target node {target} did not win the election in time"
             else:
-                message = (f"Target node {target} did not catch up within "
-                           f"{self.timings.transfer_timeout:g}s")
+                message = (
+                    f"Target node {target} did not catch up within "
+                    f"{self.timings.transfer_timeout:g}s"
+                )
             result = (False, message, self.leader_id)
         else:
             return

@@ -7,7 +7,7 @@ with term 0 means "before the log".
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+from collections.abc import Iterable
 
 from jobsched.raft.messages import LogEntry
 
@@ -15,11 +15,12 @@ from jobsched.raft.messages import LogEntry
 class RaftLog:
     """Consecutive LogEntry records following a snapshot boundary."""
 
-    def __init__(self, snapshot_index: int = 0, snapshot_term: int = 0,
-                 entries: Iterable[LogEntry] = ()) -> None:
+    def __init__(
+        self, snapshot_index: int = 0, snapshot_term: int = 0, entries: Iterable[LogEntry] = ()
+    ) -> None:
         self._snapshot_index = snapshot_index
         self._snapshot_term = snapshot_term
-        self._entries: List[LogEntry] = []
+        self._entries: list[LogEntry] = []
         self.append(list(entries))
 
     @property
@@ -43,7 +44,7 @@ class RaftLog:
     def last_term(self) -> int:
         return self._entries[-1].term if self._entries else self._snapshot_term
 
-    def term_at(self, index: int) -> Optional[int]:
+    def term_at(self, index: int) -> int | None:
         """The term of the entry at `index`; None when compacted away or beyond the end."""
         offset = index - self._snapshot_index
         if offset == 0:
@@ -59,8 +60,9 @@ class RaftLog:
             raise IndexError(f"log index {index} not held")
         return self._entries[offset - 1]
 
-    def slice(self, start: int, end: Optional[int] = None,
-              max_bytes: Optional[int] = None) -> List[LogEntry]:
+    def slice(
+        self, start: int, end: int | None = None, max_bytes: int | None = None
+    ) -> list[LogEntry]:
         """Entries in [start, end) (end defaults to past the last entry).
 
         With `max_bytes`, stop once the commands' encoded size would exceed it, but
@@ -68,8 +70,11 @@ class RaftLog:
         """
         start = max(start, self.first_index)
         lo = start - self._snapshot_index - 1
-        hi = len(self._entries) if end is None else min(end - self._snapshot_index - 1,
-                                                        len(self._entries))
+        hi = (
+            len(self._entries)
+            if end is None
+            else min(end - self._snapshot_index - 1, len(self._entries))
+        )
         if max_bytes is None or lo >= hi:
             return self._entries[lo:hi]
         total = 0
@@ -81,7 +86,7 @@ class RaftLog:
             stop += 1
         return self._entries[lo:stop]
 
-    def append(self, entries: List[LogEntry]) -> None:
+    def append(self, entries: list[LogEntry]) -> None:
         """Append entries that continue the log exactly at last_index + 1."""
         expected = self.last_index + 1
         for entry in entries:
@@ -93,9 +98,8 @@ class RaftLog:
     def truncate_from(self, index: int) -> None:
         """Drop every entry at or after `index` (a conflicting suffix)."""
         if index <= self._snapshot_index:
-            raise ValueError(f"cannot truncate at {index}: compacted up to "
-                             f"{self._snapshot_index}")
-        del self._entries[index - self._snapshot_index - 1:]
+            raise ValueError(f"cannot truncate at {index}: compacted up to {self._snapshot_index}")
+        del self._entries[index - self._snapshot_index - 1 :]
 
     def compact(self, index: int, term: int) -> None:
         """Move the boundary to (index, term), dropping entries up to `index`.
@@ -106,7 +110,7 @@ class RaftLog:
         if index <= self._snapshot_index:
             return
         if self.term_at(index) == term:
-            del self._entries[:index - self._snapshot_index]
+            del self._entries[: index - self._snapshot_index]
         else:
             self._entries = []
         self._snapshot_index = index

@@ -8,7 +8,6 @@ that Raft never looks inside; an empty Command is a no-op.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
 
 from jobsched._proto import scheduler_pb2
 
@@ -45,7 +44,7 @@ class AppendEntriesRequest:
     leader_id: int
     prev_log_index: int
     prev_log_term: int
-    entries: List[LogEntry]
+    entries: list[LogEntry]
     leader_commit: int
 
 

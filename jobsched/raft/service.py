@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -30,11 +30,11 @@ from jobsched.api.errors import (
     StorageFailed,
 )
 from jobsched.interfaces import IRaftService, IRaftStorage, IRaftTransport, IStateMachine
-from jobsched.raft.core import LEADER, FOLLOWER, RaftCore, RaftLimits, RaftTimings, Ready
+from jobsched.raft.core import FOLLOWER, LEADER, RaftCore, RaftLimits, RaftTimings, Ready
 from jobsched.raft.messages import AppendEntriesRequest, InstallSnapshotRequest, LogEntry
 from jobsched.raft.storage import StoredState
 
-__all__ = ["RaftService", "RaftStatus", "PeerProgress", "RaftTimings", "RaftLimits"]
+__all__ = ["PeerProgress", "RaftLimits", "RaftService", "RaftStatus", "RaftTimings"]
 
 log = Logger()
 
@@ -50,7 +50,7 @@ class RaftStatus:
     role: str
     current_term: int
     leader_id: int
-    leader_address: Optional[str]
+    leader_address: str | None
     commit_index: int
     last_applied: int
     last_log_index: int
@@ -64,7 +64,7 @@ class PeerProgress:
 
     match_index: int
     next_index: int
-    last_contact_seconds: Optional[float]
+    last_contact_seconds: float | None
 
 
 @dataclass
@@ -78,13 +78,20 @@ class _Waiter:
 class RaftService(Service):
     """IRaftService: consensus for the rest of the node, driven by the reactor."""
 
-    def __init__(self, node_id: int, peers: Dict[int, str], self_address: str,
-                 storage: IRaftStorage, transport: IRaftTransport,
-                 state_machine: IStateMachine, clock: IReactorTime,
-                 rng: Optional[random.Random] = None,
-                 timings: RaftTimings = RaftTimings(),
-                 limits: RaftLimits = RaftLimits(),
-                 loaded: Optional[StoredState] = None) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        peers: dict[int, str],
+        self_address: str,
+        storage: IRaftStorage,
+        transport: IRaftTransport,
+        state_machine: IStateMachine,
+        clock: IReactorTime,
+        rng: random.Random | None = None,
+        timings: RaftTimings = RaftTimings(),
+        limits: RaftLimits = RaftLimits(),
+        loaded: StoredState | None = None,
+    ) -> None:
         self.node_id = node_id
         self.peers = dict(peers)
         self.self_address = self_address
@@ -96,20 +103,20 @@ class RaftService(Service):
         self._state_machine = state_machine
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self._core: Optional[RaftCore] = None
+        self._core: RaftCore | None = None
         self._failed = False
         self._last_applied = 0
-        self._observers: List[Callable[[str], None]] = []
-        self._waiters: Dict[int, _Waiter] = {}
+        self._observers: list[Callable[[str], None]] = []
+        self._waiters: dict[int, _Waiter] = {}
         self._expiry_call = None
         self._timer = None
         self._timer_due = math.inf
         self._issued_seq = 0
         self._durable_seq = 0
-        self._after_durable: Deque[Tuple[int, defer.Deferred]] = deque()
+        self._after_durable: deque[tuple[int, defer.Deferred]] = deque()
         self._processing = False
-        self._transfer: Optional[defer.Deferred] = None
-        self._pending_compaction: Optional[Tuple[int, bytes]] = None
+        self._transfer: defer.Deferred | None = None
+        self._pending_compaction: tuple[int, bytes] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,8 +132,9 @@ class RaftService(Service):
         if not self.running:
             return
         now = self._clock.seconds()
-        self._core = RaftCore(self.node_id, self.peers, stored, now, self._rng,
-                              self.timings, self.limits)
+        self._core = RaftCore(
+            self.node_id, self.peers, stored, now, self._rng, self.timings, self.limits
+        )
         if stored.snapshot is not None:
             self._state_machine.restore(stored.snapshot.data)
         self._last_applied = self._core.applied_index
@@ -215,15 +223,20 @@ class RaftService(Service):
             has_quorum=self._active and core.has_quorum(self._clock.seconds()),
         )
 
-    def peer_progress(self) -> Dict[int, PeerProgress]:
+    def peer_progress(self) -> dict[int, PeerProgress]:
         if self._core is None:
             return {}
         now = self._clock.seconds()
-        return {peer: PeerProgress(p.match_index, p.next_index,
-                                   None if p.last_contact is None else now - p.last_contact)
-                for peer, p in self._core.progress().items()}
+        return {
+            peer: PeerProgress(
+                p.match_index,
+                p.next_index,
+                None if p.last_contact is None else now - p.last_contact,
+            )
+            for peer, p in self._core.progress().items()
+        }
 
-    def log_entries(self, start_index: int, limit: int) -> List[LogEntry]:
+    def log_entries(self, start_index: int, limit: int) -> list[LogEntry]:
         if self._core is None or limit <= 0:
             return []
         start = max(start_index, self._core.log.first_index)
@@ -251,9 +264,12 @@ class RaftService(Service):
 
     def _best_transfer_target(self) -> int:
         now = self._clock.seconds()
-        live = [(p.match_index, -peer) for peer, p in self._core.progress().items()
-                if p.last_contact is not None
-                and now - p.last_contact < self.timings.election_timeout_max]
+        live = [
+            (p.match_index, -peer)
+            for peer, p in self._core.progress().items()
+            if p.last_contact is not None
+            and now - p.last_contact < self.timings.election_timeout_max
+        ]
         return -max(live)[1] if live else 0
 
     def _finish_transfer(self, result) -> None:
@@ -261,7 +277,7 @@ class RaftService(Service):
         if d is not None:
             d.callback(result)
 
-    def _address_of(self, node_id: int) -> Optional[str]:
+    def _address_of(self, node_id: int) -> str | None:
         if node_id == self.node_id:
             return self.self_address
         return self.peers.get(node_id)
@@ -294,7 +310,8 @@ class RaftService(Service):
                 self._send(peer, request)
             else:
                 self._when_durable().addCallback(
-                    lambda _, p=peer, r=request: self._send(p, r)).addErrback(lambda _: None)
+                    lambda _, p=peer, r=request: self._send(p, r)
+                ).addErrback(lambda _: None)
         if ready.restore is not None:
             self._state_machine.restore(ready.restore.data)
             self._last_applied = ready.restore.index
@@ -356,8 +373,12 @@ class RaftService(Service):
     def _send(self, peer: int, request) -> None:
         core = self._core
         d = defer.maybeDeferred(self._transport.send, peer, request)
-        d.addCallbacks(self._on_response, self._on_send_error,
-                       callbackArgs=(core, peer, request), errbackArgs=(core, peer, request))
+        d.addCallbacks(
+            self._on_response,
+            self._on_send_error,
+            callbackArgs=(core, peer, request),
+            errbackArgs=(core, peer, request),
+        )
 
     def _on_response(self, response, core: RaftCore, peer: int, request) -> None:
         if self._active and self._core is core:
@@ -367,18 +388,22 @@ class RaftService(Service):
             self._step()
 
     def _on_send_error(self, failure, core: RaftCore, peer: int, request) -> None:
-        log.debug("Raft {request} to node {peer} lost: {error}",
-                  request=type(request).__name__, peer=peer, error=failure.value)
+        log.debug(
+            "Raft {request} to node {peer} lost: {error}",
+            request=type(request).__name__,
+            peer=peer,
+            error=failure.value,
+        )
         if self._active and self._core is core:
             core.send_failed(peer, request, self._clock.seconds())
             self._step()
 
-    def _apply(self, entries: List[LogEntry]) -> None:
+    def _apply(self, entries: list[LogEntry]) -> None:
         apply = self._state_machine.apply
         for entry in entries:
             waiter = self._waiters.pop(entry.index, None)
             result = None
-            error: Optional[Exception] = None
+            error: Exception | None = None
             if not entry.is_noop:
                 try:
                     result = apply(entry.index, entry.command)
@@ -412,12 +437,16 @@ class RaftService(Service):
             if not core.compaction_due():
                 self._pending_compaction = None
                 return
-            pending = self._pending_compaction = (core.applied_index,
-                                                  self._state_machine.snapshot())
+            pending = self._pending_compaction = (
+                core.applied_index,
+                self._state_machine.snapshot(),
+            )
         index = pending[0]
-        if (core.role == LEADER and self._live_follower_behind(index)
-                and core.applied_index - core.log.snapshot_index
-                <= 4 * self.limits.compaction_threshold):
+        if (
+            core.role == LEADER
+            and self._live_follower_behind(index)
+            and core.applied_index - core.log.snapshot_index <= 4 * self.limits.compaction_threshold
+        ):
             return
         self._pending_compaction = None
         core.compact(index, pending[1])
@@ -425,8 +454,11 @@ class RaftService(Service):
     def _live_follower_behind(self, index: int) -> bool:
         now = self._clock.seconds()
         window = self.timings.election_timeout_max
-        return any(p.match_index < index for p in self._core.progress().values()
-                   if p.last_contact is not None and now - p.last_contact < window)
+        return any(
+            p.match_index < index
+            for p in self._core.progress().values()
+            if p.last_contact is not None and now - p.last_contact < window
+        )
 
     def _fail_waiters(self, error_type) -> None:
         waiters, self._waiters = self._waiters, {}
@@ -449,8 +481,7 @@ class RaftService(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer_due = due
-        self._timer = self._clock.callLater(max(0.0, due - self._clock.seconds()),
-                                            self._on_timer)
+        self._timer = self._clock.callLater(max(0.0, due - self._clock.seconds()), self._on_timer)
 
     def _on_timer(self) -> None:
         due, self._timer, self._timer_due = self._timer_due, None, math.inf

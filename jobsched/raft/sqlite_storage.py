@@ -14,8 +14,9 @@ import os
 import sqlite3
 import struct
 import zlib
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -46,18 +47,18 @@ _SCHEMA = (
     " command BLOB NOT NULL, crc INTEGER NOT NULL)",
 )
 
-_SAVE_HARD_STATE = ("INSERT OR REPLACE INTO hard_state (id, term, voted_for, crc)"
-                    " VALUES (0, ?, ?, ?)")
-_SAVE_SNAPSHOT = ("INSERT OR REPLACE INTO snapshot (id, idx, term, data, crc)"
-                  " VALUES (0, ?, ?, ?, ?)")
+_SAVE_HARD_STATE = (
+    "INSERT OR REPLACE INTO hard_state (id, term, voted_for, crc) VALUES (0, ?, ?, ?)"
+)
+_SAVE_SNAPSHOT = "INSERT OR REPLACE INTO snapshot (id, idx, term, data, crc) VALUES (0, ?, ?, ?, ?)"
 _INSERT_ENTRY = "INSERT INTO entries (idx, term, command, crc) VALUES (?, ?, ?, ?)"
 _DELETE_FROM = "DELETE FROM entries WHERE idx >= ?"
 _DELETE_UP_TO = "DELETE FROM entries WHERE idx <= ?"
 
 # One SQL statement with the parameter rows it runs for (executemany).
-_Statement = Tuple[str, Sequence[Tuple[Any, ...]]]
+_Statement = tuple[str, Sequence[tuple[Any, ...]]]
 # A requested write: its statements, how many log entries it holds, its Deferred.
-_Write = Tuple[List[_Statement], int, defer.Deferred]
+_Write = tuple[list[_Statement], int, defer.Deferred]
 Connect = Callable[..., sqlite3.Connection]
 
 
@@ -90,8 +91,9 @@ class SqliteStorage:
     `connect` opens the database (sqlite3.connect's signature); tests inject a failing one.
     """
 
-    def __init__(self, path_or_dir: str, node_id: int, reactor: Any,
-                 connect: Connect = sqlite3.connect) -> None:
+    def __init__(
+        self, path_or_dir: str, node_id: int, reactor: Any, connect: Connect = sqlite3.connect
+    ) -> None:
         if os.path.isdir(path_or_dir):
             path_or_dir = os.path.join(path_or_dir, DATA_FILE_NAME)
         self.path = path_or_dir
@@ -100,13 +102,13 @@ class SqliteStorage:
         self.entries_written = 0
         self._reactor = reactor
         self._connect = connect
-        self._conn: Optional[sqlite3.Connection] = None
-        self._pool: Optional[ThreadPool] = None
+        self._conn: sqlite3.Connection | None = None
+        self._pool: ThreadPool | None = None
         self._shutdown_trigger: Any = None
-        self._pending: List[_Write] = []
+        self._pending: list[_Write] = []
         self._flush_call: Any = None
         self._in_flight = False
-        self._broken: Optional[Failure] = None
+        self._broken: Failure | None = None
         self._closing = False
 
     # ------------------------------------------------------------------ start-up
@@ -128,7 +130,8 @@ class SqliteStorage:
         self._pool = ThreadPool(1, 1, name="jobsched-sqlite-writer")
         self._pool.start()
         self._shutdown_trigger = self._reactor.addSystemEventTrigger(
-            "during", "shutdown", self._pool.stop)
+            "during", "shutdown", self._pool.stop
+        )
         return state
 
     def _open(self) -> sqlite3.Connection:
@@ -166,7 +169,7 @@ class SqliteStorage:
             raise self._error(f"cannot switch to WAL mode (journal mode is {mode})")
 
     @staticmethod
-    def _tables(conn: sqlite3.Connection) -> List[str]:
+    def _tables(conn: sqlite3.Connection) -> list[str]:
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return [row[0] for row in tables]
 
@@ -177,8 +180,10 @@ class SqliteStorage:
             conn.execute("BEGIN IMMEDIATE")
             for sql in _SCHEMA:
                 conn.execute(sql)
-            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                             [("format", FORMAT), ("node_id", str(self.node_id))])
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("format", FORMAT), ("node_id", str(self.node_id))],
+            )
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise self._error(f"cannot create the data file ({e})") from None
@@ -215,7 +220,8 @@ class SqliteStorage:
                     raise self._error(f"corrupt snapshot at index {row[0]} (checksum mismatch)")
                 state.snapshot = Snapshot(row[0], row[1], bytes(row[2]))
             rows = conn.execute(
-                "SELECT idx, term, command, crc FROM entries ORDER BY idx").fetchall()
+                "SELECT idx, term, command, crc FROM entries ORDER BY idx"
+            ).fetchall()
         except sqlite3.Error as e:
             raise self._error(f"cannot read ({e})") from None
         valid = [_intact(*row) for row in rows]
@@ -240,8 +246,12 @@ class SqliteStorage:
         return state
 
     def _drop_torn_tail(self, conn: sqlite3.Connection, from_index: int, count: int) -> None:
-        log.warn("{path}: dropping a torn tail of {count} log entries from index {index}",
-                 path=self.path, count=count, index=from_index)
+        log.warn(
+            "{path}: dropping a torn tail of {count} log entries from index {index}",
+            path=self.path,
+            count=count,
+            index=from_index,
+        )
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(_DELETE_FROM, (from_index,))
@@ -263,18 +273,24 @@ class SqliteStorage:
         rows = []
         for entry in entries:
             command = entry.command.SerializeToString()
-            rows.append((entry.index, entry.term, command,
-                         _checksum(entry.index, entry.term, command)))
-        return self._submit([(_DELETE_FROM, [(entries[0].index,)]), (_INSERT_ENTRY, rows)],
-                            len(rows))
+            rows.append(
+                (entry.index, entry.term, command, _checksum(entry.index, entry.term, command))
+            )
+        return self._submit(
+            [(_DELETE_FROM, [(entries[0].index,)]), (_INSERT_ENTRY, rows)], len(rows)
+        )
 
     def truncate(self, from_index: int) -> defer.Deferred:
         return self._submit([(_DELETE_FROM, [(from_index,)])])
 
     def save_snapshot(self, index: int, term: int, data: bytes) -> defer.Deferred:
         data = bytes(data)
-        return self._submit([(_SAVE_SNAPSHOT, [(index, term, data, _checksum(index, term, data))]),
-                             (_DELETE_UP_TO, [(index,)])])
+        return self._submit(
+            [
+                (_SAVE_SNAPSHOT, [(index, term, data, _checksum(index, term, data))]),
+                (_DELETE_UP_TO, [(index,)]),
+            ]
+        )
 
     def close(self) -> defer.Deferred:
         """Let every pending write finish, then close the connection and stop the thread."""
@@ -284,7 +300,8 @@ class SqliteStorage:
         self._closing = True
         barrier.addErrback(lambda _: None)  # those writes' own Deferreds carry the failure
         barrier.addCallback(
-            lambda _: deferToThreadPool(self._reactor, self._pool, self._conn.close))
+            lambda _: deferToThreadPool(self._reactor, self._pool, self._conn.close)
+        )
         barrier.addBoth(self._stop_thread)
         return barrier
 
@@ -294,7 +311,7 @@ class SqliteStorage:
         self._conn = None
         return result
 
-    def _submit(self, statements: List[_Statement], entries: int = 0) -> defer.Deferred:
+    def _submit(self, statements: list[_Statement], entries: int = 0) -> defer.Deferred:
         """Queue one write; it goes into the next transaction."""
         if self._broken is not None:
             return defer.fail(self._broken)
@@ -315,7 +332,7 @@ class SqliteStorage:
         d = deferToThreadPool(self._reactor, self._pool, self._write, statements)
         d.addBoth(self._written, batch)
 
-    def _write(self, statements: List[_Statement]) -> bool:
+    def _write(self, statements: list[_Statement]) -> bool:
         """Run in the writer thread: one transaction; True if one was committed."""
         if not statements:
             return False
@@ -334,7 +351,7 @@ class SqliteStorage:
             raise
         return True
 
-    def _written(self, outcome: Any, batch: List[_Write]) -> None:
+    def _written(self, outcome: Any, batch: list[_Write]) -> None:
         """On the reactor: start the next transaction first, then wake this batch's
         writers (so the writes they issue queue behind it instead of going one by one)."""
         self._in_flight = False

@@ -8,7 +8,6 @@ uses a fresh one and so forgets everything when the process ends.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -32,8 +31,8 @@ class StoredState:
 
     term: int = 0
     voted_for: int = 0
-    snapshot: Optional[Snapshot] = None
-    entries: List[LogEntry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    entries: list[LogEntry] = field(default_factory=list)
 
 
 @implementer(IRaftStorage)
@@ -52,7 +51,7 @@ class MemoryStorage:
         self._state.voted_for = voted_for
         return defer.succeed(None)
 
-    def append(self, entries: List[LogEntry]) -> defer.Deferred:
+    def append(self, entries: list[LogEntry]) -> defer.Deferred:
         if entries:
             self._drop_from(entries[0].index)
             self._state.entries.extend(entries)

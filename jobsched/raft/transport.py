@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Dict
-
 import grpc
 from twisted.internet import defer
 from zope.interface import implementer
@@ -28,7 +26,7 @@ class GrpcTransport:
 
     def __init__(
         self,
-        peers: Dict[int, str],
+        peers: dict[int, str],
         reactor,
         rpc_timeout: float = 0.5,
         snapshot_timeout: float = 1.0,
@@ -37,8 +35,8 @@ class GrpcTransport:
         self._reactor = reactor
         self._rpc_timeout = rpc_timeout
         self._snapshot_timeout = snapshot_timeout
-        self._stubs: Dict[int, pb_grpc.RaftServiceStub] = {}
-        self._channels: Dict[int, grpc.Channel] = {}
+        self._stubs: dict[int, pb_grpc.RaftServiceStub] = {}
+        self._channels: dict[int, grpc.Channel] = {}
 
     def _stub(self, peer_id: int) -> pb_grpc.RaftServiceStub:
         stub = self._stubs.get(peer_id)

@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import docker
 import docker.errors
-from docker.types import LogConfig
 import requests.exceptions
+from docker.types import LogConfig
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorThreads
 from twisted.internet.threads import deferToThreadPool
@@ -36,7 +37,14 @@ from zope.interface import implementer
 from jobsched.interfaces import IExecutor
 from jobsched.jobs.model import JobResult, JobSpec, JobStatus
 from jobsched.worker.results import (
-    CANCELLED, STOPPED, CappedBuffer, exited, killed, now_ms, timed_out_message)
+    CANCELLED,
+    STOPPED,
+    CappedBuffer,
+    exited,
+    killed,
+    now_ms,
+    timed_out_message,
+)
 
 CLUSTER_LABEL = "jobsched.cluster"
 JOB_LABEL = "jobsched.job-id"
@@ -57,7 +65,7 @@ class _Attempt:
     name: str
     interrupted: threading.Event = dataclasses.field(default_factory=threading.Event)
     reason: str = ""
-    timer: Optional[IDelayedCall] = None
+    timer: IDelayedCall | None = None
 
     def interrupt(self, reason: str) -> None:
         if not self.reason:
@@ -104,10 +112,11 @@ class DockerExecutor:
         self._tmpfs_size = tmpfs_size
         self._cluster_label = cluster_label
         self._client_factory = docker_client_factory
-        self._pool = ThreadPool(minthreads=0, maxthreads=slots + CONTROL_THREADS,
-                                name="jobsched-docker")
+        self._pool = ThreadPool(
+            minthreads=0, maxthreads=slots + CONTROL_THREADS, name="jobsched-docker"
+        )
         self._run_slots = DeferredSemaphore(slots)
-        self._client: Optional[docker.DockerClient] = None
+        self._client: docker.DockerClient | None = None
         self._attempts: dict[str, _Attempt] = {}
         self._idle_waiters: list[Deferred] = []
         self._stopping = False
@@ -147,8 +156,7 @@ class DockerExecutor:
         attempt = _Attempt(spec, container_name(spec.job_id))
         self._attempts[spec.job_id] = attempt
         delivered: Deferred = Deferred()
-        self._run_slots.run(self._run_in_slot, attempt).addBoth(
-            self._deliver, attempt, delivered)
+        self._run_slots.run(self._run_in_slot, attempt).addBoth(self._deliver, attempt, delivered)
         return delivered
 
     def cancel(self, job_id: str) -> Deferred:
@@ -178,7 +186,8 @@ class DockerExecutor:
         timeout = attempt.spec.timeout_seconds
         if timeout > 0:
             attempt.timer = self._reactor.callLater(
-                timeout, self._time_out, attempt, timed_out_message(timeout))
+                timeout, self._time_out, attempt, timed_out_message(timeout)
+            )
         d = self._in_pool(self._run_blocking, attempt.spec, attempt.name, attempt.interrupted)
         d.addCallback(self._explain_interruption, attempt)
         return d
@@ -192,7 +201,8 @@ class DockerExecutor:
     def _time_out(self, attempt: _Attempt, reason: str) -> None:
         attempt.interrupt(reason)
         self._kill(attempt.name).addErrback(
-            lambda failure: self.log.failure("Could not kill a timed-out job", failure))
+            lambda failure: self.log.failure("Could not kill a timed-out job", failure)
+        )
 
     def _deliver(self, outcome: Any, attempt: _Attempt, delivered: Deferred) -> None:
         if attempt.timer is not None and attempt.timer.active():
@@ -231,8 +241,7 @@ class DockerExecutor:
 
     # -- pool threads ---------------------------------------------------------
 
-    def _run_blocking(self, spec: JobSpec, name: str,
-                      interrupted: threading.Event) -> JobResult:
+    def _run_blocking(self, spec: JobSpec, name: str, interrupted: threading.Event) -> JobResult:
         image = spec.image or self._image
         try:
             self._ensure_image(image)
@@ -255,8 +264,9 @@ class DockerExecutor:
             self.log.info("Pulling image {image}", image=image)
             self._client.images.pull(image)
 
-    def _run_container(self, spec: JobSpec, image: str, name: str,
-                       interrupted: threading.Event) -> JobResult:
+    def _run_container(
+        self, spec: JobSpec, image: str, name: str, interrupted: threading.Event
+    ) -> JobResult:
         container = self._client.containers.create(
             image,
             ["sh", "-c", spec.command],
@@ -280,7 +290,8 @@ class DockerExecutor:
             # Attach before start so no output is missed; the stream ends when the
             # container exits (or is killed).
             frames = self._client.api.attach(
-                container.id, stdout=True, stderr=True, stream=True, demux=True)
+                container.id, stdout=True, stderr=True, stream=True, demux=True
+            )
             try:
                 started_at_ms = now_ms()
                 self._client.api.start(container.id)
@@ -317,7 +328,8 @@ class DockerExecutor:
     def _remove_leftovers_blocking(self, owned: set[str]) -> list[str]:
         found = []
         containers = self._client.api.containers(
-            all=True, filters={"label": f"{CLUSTER_LABEL}={self._cluster_label}"})
+            all=True, filters={"label": f"{CLUSTER_LABEL}={self._cluster_label}"}
+        )
         for info in containers:
             if {n.lstrip("/") for n in info.get("Names") or []} & owned:
                 continue

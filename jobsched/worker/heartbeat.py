@@ -4,7 +4,7 @@ than the worker expiry, since the leader has then given those jobs to others."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet import task
@@ -91,8 +91,7 @@ class HeartbeatSender(Service):
 
     def _missed(self, failure) -> None:
         self._in_flight = False
-        self.log.debug("Heartbeat to the leader failed: {reason}",
-                       reason=failure.getErrorMessage())
+        self.log.debug("Heartbeat to the leader failed: {reason}", reason=failure.getErrorMessage())
 
     def _check_fence(self) -> None:
         status = self._raft.status()

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 from dataclasses import dataclass
-from typing import Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessTerminated
@@ -25,7 +24,15 @@ from zope.interface import implementer
 from jobsched.interfaces import IExecutor
 from jobsched.jobs.model import JobResult, JobSpec
 from jobsched.worker.results import (
-    CANCELLED, STOPPED, CappedBuffer, exited, killed, now_ms, timed_out_message)
+    CANCELLED,
+    STOPPED,
+    CappedBuffer,
+    exited,
+    killed,
+    now_ms,
+    timed_out_message,
+)
+
 
 def _kill_group(pgid: int) -> None:
     """Kill the job's leader process and its process group.
@@ -74,7 +81,7 @@ class _JobProcess(ProcessProtocol):
 class _Attempt:
     process: _JobProcess
     started_at_ms: int
-    timer: Optional[IDelayedCall] = None
+    timer: IDelayedCall | None = None
     reason: str = ""
 
     def interrupt(self, reason: str) -> None:
@@ -107,7 +114,8 @@ class ProcessExecutor:
     def start(self) -> Deferred:
         self.log.warn(
             "Executor `process`: jobs run as this node's user with NO isolation "
-            "(no container, no limits); use it for development only")
+            "(no container, no limits); use it for development only"
+        )
         return succeed(None)
 
     def stop(self) -> Deferred:
@@ -131,15 +139,15 @@ class ProcessExecutor:
         started_at_ms = now_ms()
         try:
             self._reactor.spawnProcess(
-                process, self._setsid, [self._setsid, "sh", "-c", spec.command],
-                env=self._env)
+                process, self._setsid, [self._setsid, "sh", "-c", spec.command], env=self._env
+            )
         except OSError as exc:
             return succeed(killed(f"Could not start the job: {exc}", None, None))
         attempt = _Attempt(process, started_at_ms)
         if spec.timeout_seconds > 0:
             attempt.timer = self._reactor.callLater(
-                spec.timeout_seconds, attempt.interrupt,
-                timed_out_message(spec.timeout_seconds))
+                spec.timeout_seconds, attempt.interrupt, timed_out_message(spec.timeout_seconds)
+            )
         self._attempts[spec.job_id] = attempt
         delivered: Deferred = Deferred()
         process.ended.addCallback(self._finished, spec.job_id, attempt, delivered)
@@ -156,8 +164,9 @@ class ProcessExecutor:
         """Nothing to find: this executor keeps no record of jobs across restarts."""
         return succeed([])
 
-    def _finished(self, reason: ProcessTerminated, job_id: str, attempt: _Attempt,
-                  delivered: Deferred) -> None:
+    def _finished(
+        self, reason: ProcessTerminated, job_id: str, attempt: _Attempt, delivered: Deferred
+    ) -> None:
         if attempt.timer is not None and attempt.timer.active():
             attempt.timer.cancel()
         del self._attempts[job_id]

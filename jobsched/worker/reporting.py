@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -27,12 +27,12 @@ class ResultReporter:
 
     def __init__(
         self,
-        deliver: Callable[[List[scheduler_pb2.UpdateJobStatusCommand]], defer.Deferred],
+        deliver: Callable[[list[scheduler_pb2.UpdateJobStatusCommand]], defer.Deferred],
         clock: IReactorTime,
     ) -> None:
         self._deliver = deliver
         self._clock = clock
-        self._queued: Dict[str, scheduler_pb2.UpdateJobStatusCommand] = {}
+        self._queued: dict[str, scheduler_pb2.UpdateJobStatusCommand] = {}
         self._in_flight = False
         self._failures = 0
         self._retry_call = None

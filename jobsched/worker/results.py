@@ -8,7 +8,6 @@ invalid UTF-8 is replaced; a job killed for a timeout or a cancel has no exit co
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from jobsched.jobs.model import JobResult, JobStatus
 
@@ -45,8 +44,9 @@ class CappedBuffer:
         return self._data.decode("utf-8", errors="replace")
 
 
-def exited(exit_code: int, stdout: CappedBuffer, stderr: CappedBuffer,
-           started_at_ms: Optional[int]) -> JobResult:
+def exited(
+    exit_code: int, stdout: CappedBuffer, stderr: CappedBuffer, started_at_ms: int | None
+) -> JobResult:
     """The result of a command that ran to its end with `exit_code`."""
     return JobResult(
         status=JobStatus.COMPLETED if exit_code == 0 else JobStatus.FAILED,
@@ -59,8 +59,7 @@ def exited(exit_code: int, stdout: CappedBuffer, stderr: CappedBuffer,
     )
 
 
-def killed(error: str, stdout: Optional[CappedBuffer],
-           started_at_ms: Optional[int]) -> JobResult:
+def killed(error: str, stdout: CappedBuffer | None, started_at_ms: int | None) -> JobResult:
     """A failed attempt without an exit code (timeout, cancel, missing image...).
 
     `error` replaces stderr; the stdout gathered so far, if any, is kept.

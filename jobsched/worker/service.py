@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Dict, Set
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
@@ -54,9 +53,9 @@ class WorkerService(Service):
         self._slots = slots
         self._clock = clock
         self.incarnation = incarnation or random.SystemRandom().randrange(1, 2**63)
-        self._running: Dict[str, int] = {}
-        self._fenced: Set[str] = set()
-        self._killed_for_stop: Set[str] = set()
+        self._running: dict[str, int] = {}
+        self._fenced: set[str] = set()
+        self._killed_for_stop: set[str] = set()
 
     def running_job_ids(self):
         """Jobs running here, and finished ones whose results are not yet committed
@@ -77,7 +76,8 @@ class WorkerService(Service):
         if leftovers:
             self.log.warn(
                 "Removed {count} jobs left running by this node's previous life: {ids}",
-                count=len(leftovers), ids=", ".join(leftovers),
+                count=len(leftovers),
+                ids=", ".join(leftovers),
             )
         self._table.add_listener(self._on_job_event)
         self._adopt_assignments()

@@ -20,10 +20,14 @@ def node(tmp_path_factory):
     factory = NodeFactory(tmp_path_factory.mktemp("errors"))
     try:
         node = factory.start(
-            "--executor", "process",
-            "--max-job-timeout", "600",
-            "--allowed-images", "alpine:*,jobsched-test/*",
-            "--image", "alpine:latest",
+            "--executor",
+            "process",
+            "--max-job-timeout",
+            "600",
+            "--allowed-images",
+            "alpine:*,jobsched-test/*",
+            "--image",
+            "alpine:latest",
         )
         node.wait_ready()
         yield node
@@ -51,23 +55,51 @@ def grpc_error(call, request):
 
 INVALID_SUBMITS = [
     (pb.SubmitJobRequest(command=""), grpc.StatusCode.INVALID_ARGUMENT, "Command cannot be empty"),
-    (pb.SubmitJobRequest(command=" \t\n "), grpc.StatusCode.INVALID_ARGUMENT, "Command cannot be empty"),
-    (pb.SubmitJobRequest(command="x" * 1025), grpc.StatusCode.INVALID_ARGUMENT,
-     "Command exceeds maximum allowed length"),
-    (pb.SubmitJobRequest(command="é" * 513), grpc.StatusCode.INVALID_ARGUMENT,
-     "Command exceeds maximum allowed length"),
-    (pb.SubmitJobRequest(command="true", image="-rm"), grpc.StatusCode.INVALID_ARGUMENT,
-     "Invalid image reference"),
-    (pb.SubmitJobRequest(command="true", image="--privileged"), grpc.StatusCode.INVALID_ARGUMENT,
-     "Invalid image reference"),
-    (pb.SubmitJobRequest(command="true", image="Bad Image"), grpc.StatusCode.INVALID_ARGUMENT,
-     "Invalid image reference"),
-    (pb.SubmitJobRequest(command="true", image="x" * 256), grpc.StatusCode.INVALID_ARGUMENT,
-     "Invalid image reference"),
-    (pb.SubmitJobRequest(command="true", image="ubuntu:22.04"), grpc.StatusCode.PERMISSION_DENIED,
-     "Image not allowed"),
-    (pb.SubmitJobRequest(command="true", timeout_seconds=601), grpc.StatusCode.INVALID_ARGUMENT,
-     "timeout_seconds exceeds maximum of 600"),
+    (
+        pb.SubmitJobRequest(command=" \t\n "),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Command cannot be empty",
+    ),
+    (
+        pb.SubmitJobRequest(command="x" * 1025),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Command exceeds maximum allowed length",
+    ),
+    (
+        pb.SubmitJobRequest(command="é" * 513),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Command exceeds maximum allowed length",
+    ),
+    (
+        pb.SubmitJobRequest(command="true", image="-rm"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid image reference",
+    ),
+    (
+        pb.SubmitJobRequest(command="true", image="--privileged"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid image reference",
+    ),
+    (
+        pb.SubmitJobRequest(command="true", image="Bad Image"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid image reference",
+    ),
+    (
+        pb.SubmitJobRequest(command="true", image="x" * 256),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid image reference",
+    ),
+    (
+        pb.SubmitJobRequest(command="true", image="ubuntu:22.04"),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "Image not allowed",
+    ),
+    (
+        pb.SubmitJobRequest(command="true", timeout_seconds=601),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "timeout_seconds exceeds maximum of 600",
+    ),
 ]
 
 
@@ -116,7 +148,10 @@ def test_command_is_stored_untrimmed(node):
         (b"{}", "command is required and must be a string"),
         (b'{"command": 5}', "command is required and must be a string"),
         (b'{"command": "true", "image": 3}', "image must be a string"),
-        (b'{"command": "true", "timeout_seconds": "x"}', "timeout_seconds must be a non-negative integer"),
+        (
+            b'{"command": "true", "timeout_seconds": "x"}',
+            "timeout_seconds must be a non-negative integer",
+        ),
     ],
 )
 def test_rest_submit_refuses_malformed_bodies(node, raw, error):
@@ -140,11 +175,17 @@ def test_cancel_errors_over_grpc(node, finished_job):
     before = table(node)
     cancel = node.scheduler.CancelJob
     assert grpc_error(cancel, pb.CancelJobRequest(job_id="nope")) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "invalid job_id")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "invalid job_id",
+    )
     assert grpc_error(cancel, pb.CancelJobRequest(job_id=str(uuid.uuid4()))) == (
-        grpc.StatusCode.NOT_FOUND, "job not found")
+        grpc.StatusCode.NOT_FOUND,
+        "job not found",
+    )
     assert grpc_error(cancel, pb.CancelJobRequest(job_id=finished_job)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "job is already completed")
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "job is already completed",
+    )
     assert table(node) == before
 
 
@@ -154,7 +195,9 @@ def test_cancel_then_cancel_again(node):
     reply = node.scheduler.CancelJob(pb.CancelJobRequest(job_id=braced))
     assert reply.success and reply.message == f"job {job_id} cancelled"
     assert grpc_error(node.scheduler.CancelJob, pb.CancelJobRequest(job_id=job_id)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "job is already cancelled")
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "job is already cancelled",
+    )
     answer = http("DELETE", node.url + f"/api/jobs/{job_id}")
     assert answer.status == 400
     assert answer.body == {"success": False, "error": "job is already cancelled"}
@@ -163,12 +206,17 @@ def test_cancel_then_cancel_again(node):
 def test_cancel_errors_over_rest(node, finished_job):
     before = table(node)
     assert http("DELETE", node.url + "/api/jobs/nope").body == {
-        "success": False, "error": "invalid job id"}
+        "success": False,
+        "error": "invalid job id",
+    }
     assert http("DELETE", node.url + "/api/jobs/nope").status == 400
     missing = http("DELETE", node.url + f"/api/jobs/{uuid.uuid4()}")
     assert (missing.status, missing.body) == (404, {"success": False, "error": "job not found"})
     done = http("DELETE", node.url + f"/api/jobs/{finished_job}")
-    assert (done.status, done.body) == (400, {"success": False, "error": "job is already completed"})
+    assert (done.status, done.body) == (
+        400,
+        {"success": False, "error": "job is already completed"},
+    )
     assert table(node) == before
 
 
@@ -182,27 +230,40 @@ def test_rest_cancel_succeeds(node):
 def test_status_and_output_errors(node):
     status = node.scheduler.GetJobStatus
     assert grpc_error(status, pb.GetJobStatusRequest(job_id="123")) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "Invalid job ID")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid job ID",
+    )
     assert grpc_error(status, pb.GetJobStatusRequest(job_id=str(uuid.uuid4()))) == (
-        grpc.StatusCode.NOT_FOUND, "Job not found")
+        grpc.StatusCode.NOT_FOUND,
+        "Job not found",
+    )
     output = node.internal.GetJobOutput
     assert grpc_error(output, pb.GetJobOutputRequest(job_id="zz")) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "Invalid job ID")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid job ID",
+    )
     assert grpc_error(output, pb.GetJobOutputRequest(job_id=str(uuid.uuid4()))) == (
-        grpc.StatusCode.NOT_FOUND, "Job not found")
+        grpc.StatusCode.NOT_FOUND,
+        "Job not found",
+    )
     missing = node.get(f"/api/jobs/{uuid.uuid4()}")
     assert (missing.status, missing.body) == (404, {"error": "job not found"})
 
 
 def test_list_errors_and_clamping(node, finished_job):
     assert grpc_error(node.scheduler.ListJobs, pb.ListJobsRequest(page_token="garbage")) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "Invalid page token")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid page token",
+    )
     first = node.scheduler.ListJobs(pb.ListJobsRequest(page_size=1))
     assert len(first.jobs) == 1 and first.next_page_token
-    other_filter = pb.ListJobsRequest(page_size=1, page_token=first.next_page_token,
-                                      command_filter="zzz")
+    other_filter = pb.ListJobsRequest(
+        page_size=1, page_token=first.next_page_token, command_filter="zzz"
+    )
     assert grpc_error(node.scheduler.ListJobs, other_filter) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "Invalid page token")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid page token",
+    )
     big = node.scheduler.ListJobs(pb.ListJobsRequest(page_size=5000))
     assert len(big.jobs) == big.total_count  # fewer than 1000 jobs: one page
     bad = http("GET", node.url + "/api/jobs?page_token=garbage&limit=2")
@@ -215,16 +276,18 @@ def test_unknown_routes_get_json_404(node):
     assert isinstance(answer.body, dict) and "error" in answer.body
 
 
-@pytest.mark.parametrize("method, message", [
-    ("/scheduler.SchedulerService/SubmitJob", pb.SubmitJobRequest(command="echo ok")),
-    ("/scheduler.SchedulerService/CancelJob", pb.CancelJobRequest(job_id="ok")),
-    ("/scheduler.SchedulerService/ListJobs", pb.ListJobsRequest(command_filter="ok")),
-])
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        ("/scheduler.SchedulerService/SubmitJob", pb.SubmitJobRequest(command="echo ok")),
+        ("/scheduler.SchedulerService/CancelJob", pb.CancelJobRequest(job_id="ok")),
+        ("/scheduler.SchedulerService/ListJobs", pb.ListJobsRequest(command_filter="ok")),
+    ],
+)
 def test_invalid_utf8_is_refused_as_invalid_argument(node, method, message):
     before = table(node)
     raw = message.SerializeToString().replace(b"ok", b"\xff\xfe")
-    call = node.channel.unary_unary(method, request_serializer=None,
-                                    response_deserializer=None)
+    call = node.channel.unary_unary(method, request_serializer=None, response_deserializer=None)
     with pytest.raises(grpc.RpcError) as raised:
         call(raw, timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

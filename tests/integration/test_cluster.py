@@ -15,8 +15,11 @@ from tests.nodeproc import Cluster, http, wait_until
 pytestmark = pytest.mark.slow
 
 
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION,
-             grpc.StatusCode.DEADLINE_EXCEEDED)
+RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+)
 
 
 def submit_all(node, count, prefix="job", workers=8):
@@ -52,15 +55,18 @@ def submit_all(node, count, prefix="job", workers=8):
 
 
 def job_table(node):
-    return {job["id"]: (job["command"], job["status"], job["output"])
-            for job in node.get("/api/jobs").body}
+    return {
+        job["id"]: (job["command"], job["status"], job["output"])
+        for job in node.get("/api/jobs").body
+    }
 
 
 def full_log(node):
     entries, start = [], 0
     while True:
         reply = node.scheduler.GetRaftLogEntries(
-            pb.GetRaftLogEntriesRequest(start_index=start, limit=1000))
+            pb.GetRaftLogEntriesRequest(start_index=start, limit=1000)
+        )
         entries += [(e.index, e.term, e.command.SerializeToString()) for e in reply.entries]
         if not reply.entries or reply.entries[-1].index >= reply.last_log_index:
             return reply, entries
@@ -107,12 +113,15 @@ def test_two_hundred_jobs_replicate_identically(nodes):
 
     def applied_everywhere():
         views = cluster.cluster_views()
-        return len({(v["commit_index"], v["last_applied"], v["log_length"])
-                    for v in views.values()}) == 1
+        return (
+            len({(v["commit_index"], v["last_applied"], v["log_length"]) for v in views.values()})
+            == 1
+        )
+
     wait_until(applied_everywhere, 10, "every node to apply the same log")
 
     first_of_term = {}
-    for index, term, command in leader_log:
+    for _index, term, command in leader_log:
         first_of_term.setdefault(term, command)
     assert all(command == b"" for command in first_of_term.values())  # a no-op opens each term
 
@@ -156,15 +165,20 @@ def test_a_lone_survivor_never_acknowledges_and_turns_unready(nodes):
         if node is not survivor:
             node.kill(signal.SIGKILL)
     killed_at = time.monotonic()
-    wait_until(lambda: survivor.get("/health/ready").status == 503, 2,
-               "the survivor's readiness to turn 503")
+    wait_until(
+        lambda: survivor.get("/health/ready").status == 503,
+        2,
+        "the survivor's readiness to turn 503",
+    )
     assert time.monotonic() - killed_at < 1.0
     assert survivor.get("/health/ready").body == {"status": "no_leader", "leader_id": None}
     with pytest.raises(grpc.RpcError) as raised:
         survivor.scheduler.SubmitJob(pb.SubmitJobRequest(command="true"), timeout=10)
-    assert raised.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED,
-                                   grpc.StatusCode.UNAVAILABLE,
-                                   grpc.StatusCode.FAILED_PRECONDITION)
+    assert raised.value.code() in (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
 
 
 def test_follower_rejects_writes_and_forwards_rest_and_reads(nodes):
@@ -176,7 +190,9 @@ def test_follower_rejects_writes_and_forwards_rest_and_reads(nodes):
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert raised.value.details() == f"Not the leader. Try {leader.grpc_address}"
     with pytest.raises(grpc.RpcError) as raised:
-        follower.scheduler.CancelJob(pb.CancelJobRequest(job_id="6a1b4bd8-7a4e-4b43-9bd7-1c1e5b1c4b6e"))
+        follower.scheduler.CancelJob(
+            pb.CancelJobRequest(job_id="6a1b4bd8-7a4e-4b43-9bd7-1c1e5b1c4b6e")
+        )
     assert raised.value.details() == f"Not the leader. Try {leader.grpc_address}"
 
     answer = http("POST", follower.url + "/api/jobs", {"command": "echo via follower"})
@@ -187,7 +203,10 @@ def test_follower_rejects_writes_and_forwards_rest_and_reads(nodes):
     cancelled = http("DELETE", follower.url + f"/api/jobs/{long_job}")
     assert (cancelled.status, cancelled.body) == (200, {"success": True, "error": None})
     again = http("DELETE", follower.url + f"/api/jobs/{long_job}")
-    assert (again.status, again.body) == (400, {"success": False, "error": "job is already cancelled"})
+    assert (again.status, again.body) == (
+        400,
+        {"success": False, "error": "job is already cancelled"},
+    )
 
     transfer = follower.scheduler.TransferLeadership(pb.TransferLeadershipRequest())
     assert (transfer.success, transfer.message) == (False, "Not the leader")
@@ -199,18 +218,24 @@ def test_leadership_transfer(nodes, target):
     leader = cluster.leader(timeout=30)
     others = sorted(n for n in cluster.nodes if n != leader.node_id)
     wanted = others[0] if target == "named" else 0
-    reply = leader.scheduler.TransferLeadership(pb.TransferLeadershipRequest(target_node_id=wanted),
-                                                timeout=10)
+    reply = leader.scheduler.TransferLeadership(
+        pb.TransferLeadershipRequest(target_node_id=wanted), timeout=10
+    )
     assert reply.success, reply.message
     if wanted:
         assert reply.new_leader_id == wanted
     assert reply.message == f"Leadership transferred to node {reply.new_leader_id}"
-    third = next(n for n in cluster.nodes.values()
-                 if n.node_id not in (leader.node_id, reply.new_leader_id))
-    wait_until(lambda: third.get("/api/cluster").body["leader_id"] == reply.new_leader_id, 5,
-               "the third node to see the new leader")
+    third = next(
+        n for n in cluster.nodes.values() if n.node_id not in (leader.node_id, reply.new_leader_id)
+    )
+    wait_until(
+        lambda: third.get("/api/cluster").body["leader_id"] == reply.new_leader_id,
+        5,
+        "the third node to see the new leader",
+    )
     bad = cluster.nodes[reply.new_leader_id].scheduler.TransferLeadership(
-        pb.TransferLeadershipRequest(target_node_id=42))
+        pb.TransferLeadershipRequest(target_node_id=42)
+    )
     assert (bad.success, bad.message) == (False, "Unknown target node 42")
 
 
@@ -237,10 +262,14 @@ def test_draining_a_leader_hands_leadership_away_and_takes_no_jobs(nodes):
     assert (reply.success, reply.message) == (True, "Node drained successfully")
     survivors = [n for n in cluster.nodes if n != leader.node_id]
     new_leader = cluster.leader(timeout=10, among=survivors)
-    wait_until(lambda: any(n.node_id == leader.node_id and n.draining for n in
-                           new_leader.scheduler.GetClusterStatus(
-                               pb.GetClusterStatusRequest()).nodes), 10,
-               "the new leader to see the drained node's heartbeat")
+    wait_until(
+        lambda: any(
+            n.node_id == leader.node_id and n.draining
+            for n in new_leader.scheduler.GetClusterStatus(pb.GetClusterStatusRequest()).nodes
+        ),
+        10,
+        "the new leader to see the drained node's heartbeat",
+    )
     ids = submit_all(new_leader, 12, prefix="after-drain")
     executed_by = {wait_finished(new_leader, job_id).executed_by for job_id in ids}
     assert leader.node_id not in executed_by
@@ -250,7 +279,8 @@ def test_sigterm_lets_running_jobs_finish_hands_over_and_exits_zero(nodes):
     cluster = Cluster(nodes, 3)
     leader = cluster.leader(timeout=30)
     job_id = leader.scheduler.SubmitJob(
-        pb.SubmitJobRequest(command="sleep 2; echo graceful")).job_id
+        pb.SubmitJobRequest(command="sleep 2; echo graceful")
+    ).job_id
     status = wait_status(leader, job_id, pb.JOB_STATUS_RUNNING)
     runner = cluster.nodes[status.assigned_worker]
     assert runner.stop_gracefully() == 0

@@ -24,14 +24,27 @@ pytestmark = pytest.mark.docker
 
 SANDBOX_CASES = [
     pytest.param(Case("ls /sys/class/net", JobStatus.COMPLETED, "lo\n", 0), id="no-network"),
-    pytest.param(Case("touch /forbidden", JobStatus.FAILED, "", 1, error=None,
-                      error_contains="Read-only file system"), id="root-read-only"),
-    pytest.param(Case("echo hi > /tmp/x && cat /tmp/x", JobStatus.COMPLETED, "hi\n", 0),
-                 id="tmp-writable"),
-    pytest.param(Case("id -u; id -g", JobStatus.COMPLETED, "65534\n65534\n", 0),
-                 id="not-root"),
-    pytest.param(Case("grep CapEff /proc/self/status", JobStatus.COMPLETED,
-                      "CapEff:\t0000000000000000\n", 0), id="no-capabilities"),
+    pytest.param(
+        Case(
+            "touch /forbidden",
+            JobStatus.FAILED,
+            "",
+            1,
+            error=None,
+            error_contains="Read-only file system",
+        ),
+        id="root-read-only",
+    ),
+    pytest.param(
+        Case("echo hi > /tmp/x && cat /tmp/x", JobStatus.COMPLETED, "hi\n", 0), id="tmp-writable"
+    ),
+    pytest.param(Case("id -u; id -g", JobStatus.COMPLETED, "65534\n65534\n", 0), id="not-root"),
+    pytest.param(
+        Case(
+            "grep CapEff /proc/self/status", JobStatus.COMPLETED, "CapEff:\t0000000000000000\n", 0
+        ),
+        id="no-capabilities",
+    ),
 ]
 
 
@@ -66,12 +79,10 @@ def executors(docker_engine, cluster_label):
 
 
 async def containers_named(client: docker.DockerClient, name: str) -> list:
-    return await deferToThread(
-        client.containers.list, all=True, filters={"name": f"^/{name}$"})
+    return await deferToThread(client.containers.list, all=True, filters={"name": f"^/{name}$"})
 
 
-async def wait_until_running(client: docker.DockerClient, name: str,
-                             timeout: float = 10.0) -> None:
+async def wait_until_running(client: docker.DockerClient, name: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         found = await containers_named(client, name)
@@ -167,7 +178,8 @@ async def test_timeout_kills_and_removes_the_container(executors, docker_client)
 
 @pytest_twisted.ensureDeferred
 async def test_cancel_removes_the_container_within_2s_even_with_every_slot_busy(
-        executors, docker_client):
+    executors, docker_client
+):
     executor = await executors(slots=1)
     spec = new_spec("sleep 60")
     running = executor.run(spec)
@@ -178,8 +190,7 @@ async def test_cancel_removes_the_container_within_2s_even_with_every_slot_busy(
     await wait_until_gone(docker_client, name, timeout=2.0)
     result = await running
     assert time.monotonic() - cancelled_at < 2
-    assert (result.status, result.exit_code, result.error) == (
-        JobStatus.FAILED, None, "Cancelled")
+    assert (result.status, result.exit_code, result.error) == (JobStatus.FAILED, None, "Cancelled")
 
 
 @pytest_twisted.ensureDeferred
@@ -211,19 +222,27 @@ async def test_stop_kills_running_containers(executors, docker_client):
     await executor.stop()
     result = await running
     assert (result.status, result.exit_code, result.error) == (
-        JobStatus.FAILED, None, "Executor stopped")
+        JobStatus.FAILED,
+        None,
+        "Executor stopped",
+    )
     assert await containers_named(docker_client, name) == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_remove_leftovers_removes_only_this_clusters_containers(
-        executors, docker_client, docker_engine, cluster_label):
+    executors, docker_client, docker_engine, cluster_label
+):
     leftover_job, other_job = str(uuid.uuid4()), str(uuid.uuid4())
 
     def create(job_id: str, label: str):
         return docker_client.containers.run(
-            docker_engine.image, ["sleep", "60"], name=container_name(job_id), detach=True,
-            labels={CLUSTER_LABEL: label, JOB_LABEL: job_id})
+            docker_engine.image,
+            ["sleep", "60"],
+            name=container_name(job_id),
+            detach=True,
+            labels={CLUSTER_LABEL: label, JOB_LABEL: job_id},
+        )
 
     await deferToThread(create, leftover_job, cluster_label)
     other = await deferToThread(create, other_job, cluster_label + "-other")

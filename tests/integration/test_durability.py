@@ -52,8 +52,11 @@ class SteadyClient(threading.Thread):
             if address not in channels:
                 channels[address] = grpc.insecure_channel(address)
             try:
-                return pb_grpc.SchedulerServiceStub(channels[address]).SubmitJob(
-                    request, timeout=6).job_id
+                return (
+                    pb_grpc.SchedulerServiceStub(channels[address])
+                    .SubmitJob(request, timeout=6)
+                    .job_id
+                )
             except grpc.RpcError as error:
                 hint = (error.details() or "").partition("Try ")[2]
                 address = hint or None
@@ -122,14 +125,31 @@ def test_a_damaged_data_file_stops_the_node_with_one_line(tmp_path):
     data.mkdir()
     (data / "raft.sqlite3").write_bytes(b"this is not a database" * 100)
     result = subprocess.run(
-        [TWISTD, "-n", "--pidfile=", "jobsched", "--executor", "process",
-         "--port", str(free_port()), "--dashboard-port", "0", "--data-dir", str(data)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "jobsched",
+            "--executor",
+            "process",
+            "--port",
+            str(free_port()),
+            "--dashboard-port",
+            "0",
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == [f"jobsched: error: {data / 'raft.sqlite3'}: not a jobsched data file "
-                     "(file is not a database)"], result.stderr
+    assert lines == [
+        f"jobsched: error: {data / 'raft.sqlite3'}: not a jobsched data file "
+        "(file is not a database)"
+    ], result.stderr
 
 
 def test_a_data_dir_of_another_node_is_refused(nodes, tmp_path):
@@ -138,9 +158,26 @@ def test_a_data_dir_of_another_node_is_refused(nodes, tmp_path):
     node.wait_ready()
     node.kill(signal.SIGTERM)
     result = subprocess.run(
-        [TWISTD, "-n", "--pidfile=", "jobsched", "--node-id", "2", "--executor", "process",
-         "--port", str(free_port()), "--dashboard-port", "0", "--data-dir", str(data)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "jobsched",
+            "--node-id",
+            "2",
+            "--executor",
+            "process",
+            "--port",
+            str(free_port()),
+            "--dashboard-port",
+            "0",
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode != 0
     assert "belongs to node 1, not node 2" in result.stderr
@@ -149,17 +186,20 @@ def test_a_data_dir_of_another_node_is_refused(nodes, tmp_path):
 
 @pytest.mark.docker
 def test_a_restarted_node_removes_its_leftover_container_and_fails_the_job(
-        nodes, tmp_path, docker_engine):
-    node = nodes.start("--executor", "docker", "--image", docker_engine.image,
-                       "--data-dir", str(tmp_path / "data"))
+    nodes, tmp_path, docker_engine
+):
+    node = nodes.start(
+        "--executor", "docker", "--image", docker_engine.image, "--data-dir", str(tmp_path / "data")
+    )
     node.wait_ready()
     job_id = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="sleep 60")).job_id
     wait_status(node, job_id, pb.JOB_STATUS_RUNNING)
     name = "jobsched-" + job_id.replace("-", "")
     client = docker.from_env()
     try:
-        wait_until(lambda: client.containers.list(filters={"name": name}), 30,
-                   "the job's container to run")
+        wait_until(
+            lambda: client.containers.list(filters={"name": name}), 30, "the job's container to run"
+        )
         node.kill(signal.SIGKILL)
         assert client.containers.list(filters={"name": name})  # orphaned, still running
         node.start()
@@ -167,8 +207,11 @@ def test_a_restarted_node_removes_its_leftover_container_and_fails_the_job(
         status = wait_finished(node, job_id, timeout=30)
         assert status.status == pb.JOB_STATUS_FAILED
         assert status.error == "node restarted"
-        wait_until(lambda: not client.containers.list(all=True, filters={"name": name}), 10,
-                   "the leftover container to be removed")
+        wait_until(
+            lambda: not client.containers.list(all=True, filters={"name": name}),
+            10,
+            "the leftover container to be removed",
+        )
         again = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="echo back"))
         assert wait_finished(node, again.job_id).output == "back\n"
     finally:

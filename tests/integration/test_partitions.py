@@ -46,11 +46,17 @@ def test_five_nodes_split_three_two_only_the_majority_commits(nodes, proxy):
     assert new_leader.node_id in majority
     acked_during = submit_all(new_leader, 10, prefix="during")
 
-    wait_until(lambda: "leader" not in roles(cluster, minority).values(), 5,
-               "the isolated old leader to step down")
+    wait_until(
+        lambda: "leader" not in roles(cluster, minority).values(),
+        5,
+        "the isolated old leader to step down",
+    )
     for node_id in minority:  # within an election timeout of the leader stepping down
-        wait_until(lambda: cluster.nodes[node_id].get("/health/ready").status == 503, 2,
-                   f"node {node_id}'s readiness to turn 503")
+        wait_until(
+            lambda: cluster.nodes[node_id].get("/health/ready").status == 503,
+            2,
+            f"node {node_id}'s readiness to turn 503",
+        )
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:  # the minority never elects anyone
         assert "leader" not in roles(cluster, minority).values()
@@ -67,6 +73,7 @@ def test_five_nodes_split_three_two_only_the_majority_commits(nodes, proxy):
         views = cluster.cluster_views()
         marks = {(v["commit_index"], v["log_length"], v["leader_id"]) for v in views.values()}
         return len(views) == 5 and len(marks) == 1
+
     wait_until(converged, 15, "every log to converge on one leader")
     tables = [job_table(node) for node in cluster.nodes.values()]
     assert all(table == tables[0] for table in tables)
@@ -87,8 +94,11 @@ def test_a_follower_cut_off_and_back_does_not_raise_the_term(nodes, proxy):
         assert leader.get("/api/cluster").body["role"] == "leader"
         time.sleep(0.2)
     proxy.heal_all()
-    wait_until(lambda: cluster.cluster_views().get(follower, {}).get("leader_id") == leader.node_id,
-               10, "the follower to rejoin")
+    wait_until(
+        lambda: cluster.cluster_views().get(follower, {}).get("leader_id") == leader.node_id,
+        10,
+        "the follower to rejoin",
+    )
     views = cluster.cluster_views()
     assert {v["current_term"] for v in views.values()} == {term}
     assert {v["leader_id"] for v in views.values()} == {leader.node_id}
@@ -103,13 +113,17 @@ def test_a_follower_behind_compaction_catches_up_by_snapshot(nodes, proxy):
 
     acked = submit_all(leader, 1500, prefix="bulk", workers=16)
     assert len(set(acked)) == 1500
-    wait_until(lambda: leader.get("/api/cluster").body["first_log_index"] > 1, 60,
-               "the leader to compact its log")
+    wait_until(
+        lambda: leader.get("/api/cluster").body["first_log_index"] > 1,
+        60,
+        "the leader to compact its log",
+    )
 
     proxy.heal_all()
 
     def caught_up():
         return job_table(follower) == job_table(leader)
+
     wait_until(caught_up, 90, "the follower's table to equal the leader's", interval=0.5)
     view = follower.get("/api/cluster").body
     assert view["first_log_index"] > 1  # it started from a snapshot, not from entry 1

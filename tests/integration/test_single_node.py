@@ -174,8 +174,11 @@ def test_drain_refuses_new_jobs_and_a_lone_leader_cannot_hand_over(node):
     assert raised.value.details() == "Node is draining and not accepting new jobs"
     answer = http("POST", node.url + "/api/jobs", {"command": "true"})
     assert answer.status == 503
-    assert answer.body == {"success": False, "job_id": None,
-                           "error": "Node is draining and not accepting new jobs"}
+    assert answer.body == {
+        "success": False,
+        "job_id": None,
+        "error": "Node is draining and not accepting new jobs",
+    }
     again = http("POST", node.url + "/api/nodes/self/drain")
     assert again.status == 409 and again.body["success"] is False
     assert [job["id"] for job in node.get("/api/jobs").body] == [job["id"] for job in before]

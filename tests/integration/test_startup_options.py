@@ -84,8 +84,21 @@ def test_jobsched_unknown_command_is_a_usage_error(tmp_path) -> None:
 
 def test_docker_executor_without_an_engine_stops_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
-    result = start([TWISTD, "-n", "--pidfile=", "jobsched", "--executor", "docker",
-                    "--port", str(free_port()), "--dashboard-port", "0"], tmp_path)
+    result = start(
+        [
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "jobsched",
+            "--executor",
+            "docker",
+            "--port",
+            str(free_port()),
+            "--dashboard-port",
+            "0",
+        ],
+        tmp_path,
+    )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr

@@ -8,7 +8,6 @@ import random
 import uuid
 
 import grpc
-import pytest
 import pytest_twisted
 from twisted.internet import defer, task, threads
 from zope.interface import implementer
@@ -48,9 +47,14 @@ class NoPeers:
 def build(clock, storage=None, **config):
     table = JobTable()
     raft = RaftService(
-        node_id=1, peers={}, self_address="127.0.0.1:50051",
-        storage=storage or MemoryStorage(), transport=NoPeers(),
-        state_machine=table, clock=clock, rng=random.Random(7),
+        node_id=1,
+        peers={},
+        self_address="127.0.0.1:50051",
+        storage=storage or MemoryStorage(),
+        transport=NoPeers(),
+        state_machine=table,
+        clock=clock,
+        rng=random.Random(7),
     )
     api = ClusterAPI(NodeConfig(**config), raft, table, clock)
     return raft, table, api
@@ -79,7 +83,7 @@ def test_cluster_api_provides_its_interface():
 
 def test_no_leader_yet_answers_not_leader_unknown():
     clock = task.Clock()
-    raft, table, api = build(clock)
+    raft, _table, api = build(clock)
     raft.startService()
     error = failure_of(api.submit("true"))
     assert isinstance(error, errors.NotLeader)
@@ -134,7 +138,7 @@ def test_ten_thousand_active_jobs_fill_the_queue():
 
 def test_draining_is_checked_before_anything_else():
     clock = task.Clock()
-    raft, table, api = build(clock)
+    raft, _table, api = build(clock)
     elected(clock, raft)
     api.draining = True
     error = failure_of(api.submit(""))
@@ -144,7 +148,7 @@ def test_draining_is_checked_before_anything_else():
 
 def test_stopped_raft_answers_raft_stopped():
     clock = task.Clock()
-    raft, table, api = build(clock)
+    raft, _table, api = build(clock)
     elected(clock, raft)
     raft.stopService()
     error = failure_of(api.submit("true"))
@@ -159,7 +163,7 @@ def test_grpc_maps_overload_and_commit_timeout_to_their_codes():
     from twisted.internet import reactor
 
     storage = HangingDiskStorage()
-    raft, table, api = build(reactor, storage)
+    raft, _table, api = build(reactor, storage)
     raft.startService()
     server = GrpcServerService("127.0.0.1", 0, [SchedulerServicer(api, ReactorBridge(reactor))])
     server.startService()
@@ -192,12 +196,16 @@ def test_grpc_maps_overload_and_commit_timeout_to_their_codes():
             api.submit(f"echo {n}").addErrback(lambda _f: None)
         code, message, at = yield threads.deferToThread(call, "echo too many")
         assert (code, message) == (
-            grpc.StatusCode.RESOURCE_EXHAUSTED, "Server is overloaded; retry with backoff")
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "Server is overloaded; retry with backoff",
+        )
         assert at - started < 2.0
 
         code, message, at = yield first
         assert (code, message) == (
-            grpc.StatusCode.DEADLINE_EXCEEDED, "Raft did not commit the entry in time")
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "Raft did not commit the entry in time",
+        )
         assert 4.5 <= at - started <= 10
     finally:
         channel.close()

@@ -17,8 +17,9 @@ def round_trip(command):
 
 
 def test_submit_job_sets_every_field():
-    cmd = commands.submit_job("id1", "echo", T0, image="alpine:3", timeout_seconds=5,
-                              idempotency_key="k", max_attempts=3)
+    cmd = commands.submit_job(
+        "id1", "echo", T0, image="alpine:3", timeout_seconds=5, idempotency_key="k", max_attempts=3
+    )
     submit = round_trip(cmd).submit_job
     assert (submit.job_id, submit.command, submit.created_at_ms) == ("id1", "echo", T0)
     assert submit.HasField("image") and submit.image == "alpine:3"
@@ -69,7 +70,7 @@ def test_batch_update_keeps_every_field():
     updates = [commands.status_update(f"id{n}", r, n, n) for n, r in enumerate(results)]
     batch = round_trip(commands.batch_update(updates)).batch_update_job_status
     assert len(batch.updates) == 2
-    for update, item in zip(updates, batch.updates):
+    for update, item in zip(updates, batch.updates, strict=False):
         assert isinstance(item, scheduler_pb2.JobStatusUpdate)
         assert item.SerializeToString() == update.SerializeToString()
     assert batch.updates[0].HasField("exit_code")
@@ -84,25 +85,45 @@ def test_built_commands_drive_the_table():
     update = commands.status_update("id1", done, 3, 1)
     job = table.apply(3, round_trip(commands.batch_update([update])))[0]
     assert (job.status, job.exit_code, job.output, job.executed_by) == (
-        JobStatus.COMPLETED, 0, "hi\n", 3)
+        JobStatus.COMPLETED,
+        0,
+        "hi\n",
+        3,
+    )
 
 
 def pending_job():
-    return Job(job_id="id1", command="echo", created_at_ms=T0, image="alpine",
-               timeout_seconds=30)
+    return Job(job_id="id1", command="echo", created_at_ms=T0, image="alpine", timeout_seconds=30)
 
 
 def finished_job(exit_code=0):
-    return Job(job_id="id2", command="ls", created_at_ms=T0, image="busybox",
-               timeout_seconds=10, status=JobStatus.COMPLETED, assigned_worker=1,
-               executed_by=2, attempts=2, exit_code=exit_code, started_at_ms=T0 + 1,
-               completed_at_ms=T0 + 9, output="o", error="e", output_truncated=True)
+    return Job(
+        job_id="id2",
+        command="ls",
+        created_at_ms=T0,
+        image="busybox",
+        timeout_seconds=10,
+        status=JobStatus.COMPLETED,
+        assigned_worker=1,
+        executed_by=2,
+        attempts=2,
+        exit_code=exit_code,
+        started_at_ms=T0 + 1,
+        completed_at_ms=T0 + 9,
+        output="o",
+        error="e",
+        output_truncated=True,
+    )
 
 
 def test_job_info_of_pending_job_has_no_optional_fields():
     info = job_to_job_info(pending_job())
     assert (info.job_id, info.command, info.image, info.created_at_ms) == (
-        "id1", "echo", "alpine", T0)
+        "id1",
+        "echo",
+        "alpine",
+        T0,
+    )
     assert info.status == scheduler_pb2.JOB_STATUS_PENDING
     assert (info.assigned_worker, info.executed_by) == (0, 0)
     assert not info.HasField("exit_code")
@@ -123,8 +144,7 @@ def test_status_response_of_finished_job():
     assert (response.output, response.error, response.output_truncated) == ("o", "e", True)
     assert response.exit_code == 5
     assert (response.started_at_ms, response.completed_at_ms) == (T0 + 1, T0 + 9)
-    assert (response.command, response.image, response.timeout_seconds) == (
-        "ls", "busybox", 10)
+    assert (response.command, response.image, response.timeout_seconds) == ("ls", "busybox", 10)
     assert (response.attempts, response.assigned_worker, response.executed_by) == (2, 1, 2)
 
 

@@ -49,14 +49,30 @@ def test_parses_every_option(tmp_path) -> None:
     for path in files.values():
         path.write_text("pem")
     config = parse(
-        node_id="2", host="0.0.0.0", port="7001", dashboard_port="0",
-        peers="1:10.0.0.1:7000, 3:node3.example.com:7002", advertise_addr="10.0.0.2:7001",
-        data_dir=str(tmp_path / "data"), executor="process", image="busybox:1.36",
-        allowed_images="busybox:*, registry.local/*", job_timeout="10", max_job_timeout="60",
-        worker_slots="8", max_output_bytes="1024", tls=1, ca_cert=str(files["ca"]),
-        cert=str(files["cert"]), key=str(files["key"]), election_timeout_min="1000",
-        election_timeout_max="2000", heartbeat_interval="100", log_format="json",
-        worker_expiry="0.5", max_attempts="5",
+        node_id="2",
+        host="0.0.0.0",
+        port="7001",
+        dashboard_port="0",
+        peers="1:10.0.0.1:7000, 3:node3.example.com:7002",
+        advertise_addr="10.0.0.2:7001",
+        data_dir=str(tmp_path / "data"),
+        executor="process",
+        image="busybox:1.36",
+        allowed_images="busybox:*, registry.local/*",
+        job_timeout="10",
+        max_job_timeout="60",
+        worker_slots="8",
+        max_output_bytes="1024",
+        tls=1,
+        ca_cert=str(files["ca"]),
+        cert=str(files["cert"]),
+        key=str(files["key"]),
+        election_timeout_min="1000",
+        election_timeout_max="2000",
+        heartbeat_interval="100",
+        log_format="json",
+        worker_expiry="0.5",
+        max_attempts="5",
     )
     assert config.node_id == 2
     assert (config.host, config.port, config.dashboard_port) == ("0.0.0.0", 7001, 0)

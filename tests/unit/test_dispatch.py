@@ -51,8 +51,15 @@ class Leader:
         self.local_worker = LocalWorker()
         self.local_worker.table = self.table
         self.dispatcher = Dispatcher(
-            LEADER, self.raft, self.table, Assigner(), self.local_worker, slots,
-            lambda: self.draining, self.clock, worker_expiry=EXPIRY,
+            LEADER,
+            self.raft,
+            self.table,
+            Assigner(),
+            self.local_worker,
+            slots,
+            lambda: self.draining,
+            self.clock,
+            worker_expiry=EXPIRY,
         )
         self.dispatcher.startService()  # before the election, as in a node
         elected(self.clock, self.raft)
@@ -83,8 +90,13 @@ class Leader:
         assigns to it, as a healthy worker does."""
         if running is None:
             running = [job.job_id for job in self.table.jobs_running_on(node_id)]
-        self.dispatcher.heartbeat(node_id, list(running), free_slots, draining,
-                                  incarnation if incarnation is not None else node_id * 1000)
+        self.dispatcher.heartbeat(
+            node_id,
+            list(running),
+            free_slots,
+            draining,
+            incarnation if incarnation is not None else node_id * 1000,
+        )
 
     def settle(self):
         for _ in range(10):
@@ -153,8 +165,7 @@ def test_later_heartbeats_do_not_register_again():
     node.settle()
     node.run(20, beating=[2])
     entries = node.raft.log_entries(1, 1000)
-    registrations = [e for e in entries
-                     if not e.is_noop and e.command.HasField("register_worker")]
+    registrations = [e for e in entries if not e.is_noop and e.command.HasField("register_worker")]
     assert len(registrations) == 1
 
 
@@ -342,7 +353,6 @@ def test_fresh_leader_keeps_a_worker_that_reaches_it_in_time():
     second.run(30, beating=[2])
     assert second.placed(jobs) == [2]
     assert second.table.get(jobs[0]).attempts == 1  # never taken back
-
 
 
 def test_a_job_a_live_worker_stopped_reporting_is_taken_back_after_the_expiry():

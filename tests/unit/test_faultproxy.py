@@ -10,9 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
@@ -114,8 +114,9 @@ def test_healed_link_passes_bytes_both_ways(proxy: FaultProxy, echo_port: int) -
     assert proxy.links()["a->b"]["mode"] == "heal"
 
 
-def test_blackhole_closes_connections_and_refuses_new_ones(proxy: FaultProxy,
-                                                           echo_port: int) -> None:
+def test_blackhole_closes_connections_and_refuses_new_ones(
+    proxy: FaultProxy, echo_port: int
+) -> None:
     port = proxy.add_link("a->b", echo_port)
     with connect(port) as sock:
         sock.sendall(b"ping")
@@ -125,8 +126,13 @@ def test_blackhole_closes_connections_and_refuses_new_ones(proxy: FaultProxy,
         assert is_closed(sock)
         assert time.monotonic() - started < 3
     assert refused_or_closed(port)
-    assert proxy.links()["a->b"] == {"port": port, "target_port": echo_port,
-                                     "mode": "blackhole", "delay_ms": 0, "connections": 0}
+    assert proxy.links()["a->b"] == {
+        "port": port,
+        "target_port": echo_port,
+        "mode": "blackhole",
+        "delay_ms": 0,
+        "connections": 0,
+    }
 
 
 def test_heal_after_blackhole_passes_again(proxy: FaultProxy, echo_port: int) -> None:
@@ -137,8 +143,7 @@ def test_heal_after_blackhole_passes_again(proxy: FaultProxy, echo_port: int) ->
     assert echoes(port)
 
 
-def test_delay_holds_each_direction_and_keeps_order(proxy: FaultProxy,
-                                                    echo_port: int) -> None:
+def test_delay_holds_each_direction_and_keeps_order(proxy: FaultProxy, echo_port: int) -> None:
     port = proxy.add_link("a->b", echo_port)
     with connect(port) as sock:
         proxy.delay("a->b", 200)
@@ -164,10 +169,18 @@ def test_stop_kills_the_process(tmp_path: Path, echo_port: int) -> None:
 
 
 def test_proxy_exits_when_its_parent_dies(tmp_path: Path) -> None:
-    script = ("import sys; from tests.faultproxy import FaultProxy; "
-              "print(FaultProxy.start(sys.argv[1]).process.pid)")
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    script = (
+        "import sys; from tests.faultproxy import FaultProxy; "
+        "print(FaultProxy.start(sys.argv[1]).process.pid)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     pid = int(out)
 
     def gone() -> bool:
@@ -185,7 +198,13 @@ def test_cluster_peers_and_partition(proxy: FaultProxy) -> None:
     links = proxy.links()
     assert sorted(links) == ["1->2", "1->3", "2->1", "2->3", "3->1", "3->2"]
     assert {name: link["target_port"] for name, link in links.items()} == {
-        "1->2": 5002, "1->3": 5003, "2->1": 5001, "2->3": 5003, "3->1": 5001, "3->2": 5002}
+        "1->2": 5002,
+        "1->3": 5003,
+        "2->1": 5001,
+        "2->3": 5003,
+        "3->1": 5001,
+        "3->2": 5002,
+    }
     for i, text in peers.items():
         parsed = parse_peers(text)
         assert sorted(parsed) == sorted({1, 2, 3} - {i})
@@ -194,8 +213,14 @@ def test_cluster_peers_and_partition(proxy: FaultProxy) -> None:
 
     proxy.partition([1], [2, 3])
     modes = {name: link["mode"] for name, link in proxy.links().items()}
-    assert modes == {"1->2": "blackhole", "1->3": "blackhole", "2->1": "blackhole",
-                     "3->1": "blackhole", "2->3": "heal", "3->2": "heal"}
+    assert modes == {
+        "1->2": "blackhole",
+        "1->3": "blackhole",
+        "2->1": "blackhole",
+        "3->1": "blackhole",
+        "2->3": "heal",
+        "3->2": "heal",
+    }
     proxy.heal_all()
     assert {link["mode"] for link in proxy.links().values()} == {"heal"}
 
@@ -230,14 +255,12 @@ def grpc_port() -> Iterator[int]:
 
 def test_grpc_through_a_link(proxy: FaultProxy, grpc_port: int) -> None:
     port = proxy.add_link("1->2", grpc_port)
-    options = [("grpc.initial_reconnect_backoff_ms", 100),
-               ("grpc.max_reconnect_backoff_ms", 1000)]
+    options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         stub = scheduler_pb2_grpc.InternalServiceStub(channel)
 
         def heartbeat() -> scheduler_pb2.WorkerHeartbeatResponse:
-            return stub.WorkerHeartbeat(scheduler_pb2.WorkerHeartbeatRequest(node_id=1),
-                                        timeout=1)
+            return stub.WorkerHeartbeat(scheduler_pb2.WorkerHeartbeatRequest(node_id=1), timeout=1)
 
         heartbeat()
         assert proxy.links()["1->2"]["connections"] == 1
@@ -245,8 +268,10 @@ def test_grpc_through_a_link(proxy: FaultProxy, grpc_port: int) -> None:
         proxy.blackhole("1->2")
         with pytest.raises(grpc.RpcError) as failure:
             heartbeat()
-        assert failure.value.code() in (grpc.StatusCode.UNAVAILABLE,
-                                        grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert failure.value.code() in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
 
         proxy.heal("1->2")
         wait_until(heartbeat, 5, "a heartbeat through the healed link")

@@ -19,9 +19,16 @@ ADDRESSES = {1: "127.0.0.1:50051", NODE: "127.0.0.1:50053"}
 def status(role="follower", leader_id=1, has_quorum=False):
     address = ADDRESSES.get(leader_id)
     return RaftStatus(
-        node_id=NODE, role=role, current_term=4, leader_id=leader_id,
-        leader_address=address, commit_index=10, last_applied=10, last_log_index=10,
-        first_log_index=1, has_quorum=has_quorum,
+        node_id=NODE,
+        role=role,
+        current_term=4,
+        leader_id=leader_id,
+        leader_address=address,
+        commit_index=10,
+        last_applied=10,
+        last_log_index=10,
+        first_log_index=1,
+        has_quorum=has_quorum,
     )
 
 
@@ -98,8 +105,13 @@ class Harness:
         self.worker.clock = self.clock
         self.draining = draining
         self.sender = HeartbeatSender(
-            NODE, self.raft, self.worker, self.leader, lambda: self.draining,
-            self.clock, EXPIRY,
+            NODE,
+            self.raft,
+            self.worker,
+            self.leader,
+            lambda: self.draining,
+            self.clock,
+            EXPIRY,
         )
         self.sender.startService()
 

@@ -28,6 +28,7 @@ def test_rest_api_provides_iwebapp():
 def test_heartbeat_sender_provides_iheartbeat_sender():
     clock = task.Clock()
     raft, _table, _api = build(clock)
-    sender = HeartbeatSender(2, raft, worker=None, leader=None, is_draining=lambda: False,
-                             clock=clock, worker_expiry=5.0)
+    sender = HeartbeatSender(
+        2, raft, worker=None, leader=None, is_draining=lambda: False, clock=clock, worker_expiry=5.0
+    )
     assert verifyObject(IHeartbeatSender, sender)

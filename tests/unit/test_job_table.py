@@ -37,8 +37,15 @@ def assign(table, job_id, worker=1, attempt=1):
     return apply(table, commands.assign_job(job_id, worker, attempt))
 
 
-def result(status=JobStatus.COMPLETED, exit_code=0, output="out", error="", started=T0 + 10,
-           completed=T0 + 20, truncated=False):
+def result(
+    status=JobStatus.COMPLETED,
+    exit_code=0,
+    output="out",
+    error="",
+    started=T0 + 10,
+    completed=T0 + 20,
+    truncated=False,
+):
     return JobResult(status, exit_code, output, error, truncated, started, completed)
 
 
@@ -78,10 +85,18 @@ def test_noop_entry_changes_nothing():
 
 def test_submit_adds_pending_job_with_entry_fields():
     table = JobTable()
-    job = submit(table, "a", command="Echo X", image="alpine:3", timeout_seconds=7,
-                 max_attempts=2, key="k1")
-    assert job == Job(job_id="a", command="Echo X", created_at_ms=T0, image="alpine:3",
-                      timeout_seconds=7, max_attempts=2, idempotency_key="k1")
+    job = submit(
+        table, "a", command="Echo X", image="alpine:3", timeout_seconds=7, max_attempts=2, key="k1"
+    )
+    assert job == Job(
+        job_id="a",
+        command="Echo X",
+        created_at_ms=T0,
+        image="alpine:3",
+        timeout_seconds=7,
+        max_attempts=2,
+        idempotency_key="k1",
+    )
     assert job.status is JobStatus.PENDING
     assert table.get("a") == job
     assert len(table) == 1
@@ -209,8 +224,7 @@ def test_assign_unknown_job_or_no_worker_ignored():
 def test_update_completes_running_job_with_result():
     table = JobTable()
     running_job(table, "a", worker=2)
-    job = finish(table, "a", worker=2, exit_code=0, output="hello\n", error="warn",
-                 truncated=True)
+    job = finish(table, "a", worker=2, exit_code=0, output="hello\n", error="warn", truncated=True)
     assert job.status is JobStatus.COMPLETED
     assert job.executed_by == 2
     assert job.exit_code == 0
@@ -222,8 +236,14 @@ def test_update_completes_running_job_with_result():
 def test_update_failed_without_exit_code_keeps_it_absent():
     table = JobTable()
     running_job(table, "a")
-    job = finish(table, "a", status=JobStatus.FAILED, exit_code=None, started=None,
-                 error="Timed out after 30s")
+    job = finish(
+        table,
+        "a",
+        status=JobStatus.FAILED,
+        exit_code=None,
+        started=None,
+        error="Timed out after 30s",
+    )
     assert job.status is JobStatus.FAILED
     assert job.exit_code is None and job.started_at_ms is None
     assert job.error == "Timed out after 30s"
@@ -273,14 +293,13 @@ def test_update_without_attempt_accepted():
     assert finish(table, "a", attempt=0).status is JobStatus.COMPLETED
 
 
-@pytest.mark.parametrize(
-    "status", [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLED, 0]
-)
+@pytest.mark.parametrize("status", [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLED, 0])
 def test_update_to_non_result_status_ignored(status):
     table = JobTable()
     running_job(table, "a")
-    update = scheduler_pb2.UpdateJobStatusCommand(job_id="a", status=int(status),
-                                                  executed_by=1, attempt=1)
+    update = scheduler_pb2.UpdateJobStatusCommand(
+        job_id="a", status=int(status), executed_by=1, attempt=1
+    )
     assert apply(table, scheduler_pb2.Command(update_job_status=update)) is None
     assert table.get("a").status is JobStatus.RUNNING
 
@@ -290,15 +309,21 @@ def test_batch_update_applies_each_and_reports_each():
     running_job(table, "a")
     running_job(table, "b")
     submit(table, "c")
-    batch = commands.batch_update([
-        commands.status_update("a", result(), 1, 1),
-        commands.status_update("c", result(), 1, 1),
-        commands.status_update("b", result(status=JobStatus.FAILED, exit_code=2), 1, 1),
-        commands.status_update("a", result(output="dup"), 1, 1),
-    ])
+    batch = commands.batch_update(
+        [
+            commands.status_update("a", result(), 1, 1),
+            commands.status_update("c", result(), 1, 1),
+            commands.status_update("b", result(status=JobStatus.FAILED, exit_code=2), 1, 1),
+            commands.status_update("a", result(output="dup"), 1, 1),
+        ]
+    )
     outcome = apply(table, batch)
     assert [job and job.status for job in outcome] == [
-        JobStatus.COMPLETED, None, JobStatus.FAILED, None]
+        JobStatus.COMPLETED,
+        None,
+        JobStatus.FAILED,
+        None,
+    ]
     assert table.get("a").output == "out"
     assert table.get("b").exit_code == 2
     assert table.get("c").status is JobStatus.PENDING
@@ -321,7 +346,10 @@ def test_cancel_running_job():
     running_job(table, "a", worker=4)
     job = cancel(table, "a", at=T0 + 60)
     assert (job.status, job.completed_at_ms, job.assigned_worker) == (
-        JobStatus.CANCELLED, T0 + 60, 4)
+        JobStatus.CANCELLED,
+        T0 + 60,
+        4,
+    )
     assert table.jobs_running_on(4) == []
 
 
@@ -372,13 +400,13 @@ def test_listeners_see_each_change_after_it_is_applied():
     seen = []
     table.add_listener(lambda event, job: seen.append((event, job.job_id, job.status)))
     submit(table, "a")
-    submit(table, "a")            # duplicate: no event
+    submit(table, "a")  # duplicate: no event
     assign(table, "a")
-    assign(table, "a")            # ignored: no event
+    assign(table, "a")  # ignored: no event
     finish(table, "a")
     submit(table, "b")
     cancel(table, "b")
-    cancel(table, "b")            # terminal: no event
+    cancel(table, "b")  # terminal: no event
     apply(table, commands.register_worker(1))
     assert seen == [
         ("submitted", "a", JobStatus.PENDING),
@@ -450,14 +478,19 @@ def build_mixed_table():
     """a..h with varied status, workers, commands and times."""
     table = JobTable()
     specs = [
-        ("a", "echo Hello", 100), ("b", "sleep 5", 200), ("c", "ECHO hello", 300),
-        ("d", "ls", 400), ("e", "echo bye", 500), ("f", "sleep 1", 600),
-        ("g", "echo HELLO world", 700), ("h", "true", 800),
+        ("a", "echo Hello", 100),
+        ("b", "sleep 5", 200),
+        ("c", "ECHO hello", 300),
+        ("d", "ls", 400),
+        ("e", "echo bye", 500),
+        ("f", "sleep 1", 600),
+        ("g", "echo HELLO world", 700),
+        ("h", "true", 800),
     ]
     for job_id, command, created in specs:
         submit(table, job_id, created=created, command=command)
     assign(table, "a", worker=1)
-    finish(table, "a", worker=2)           # assigned 1, executed by 2
+    finish(table, "a", worker=2)  # assigned 1, executed by 2
     assign(table, "b", worker=2)
     assign(table, "c", worker=3)
     finish(table, "c", worker=3, status=JobStatus.FAILED, exit_code=1)
@@ -510,10 +543,11 @@ def test_list_filter_created_bounds_inclusive():
 def test_list_filters_combine_with_and():
     table = build_mixed_table()
     assert listed(table, command_substring="echo", worker_id=1) == ["a", "g"]
-    assert listed(table, command_substring="echo", worker_id=1,
-                  status=JobStatus.RUNNING) == ["g"]
-    assert listed(table, command_substring="echo", created_after_ms=200,
-                  created_before_ms=600) == ["c", "e"]
+    assert listed(table, command_substring="echo", worker_id=1, status=JobStatus.RUNNING) == ["g"]
+    assert listed(table, command_substring="echo", created_after_ms=200, created_before_ms=600) == [
+        "c",
+        "e",
+    ]
     page = table.list_jobs(ListQuery(page_size=1, command_substring="echo"))
     assert ids(page.jobs) == ["a"] and page.total_count == 4
 
@@ -523,8 +557,9 @@ def submit_many(table, count, start=0, command="job"):
         submit(table, f"j{n:05d}", created=T0 + n, command=f"{command} {n}")
 
 
-@pytest.mark.parametrize("page_size, expected", [(0, 100), (1, 1), (1000, 1000),
-                                                 (1001, 1000), (50000, 1000)])
+@pytest.mark.parametrize(
+    "page_size, expected", [(0, 100), (1, 1), (1000, 1000), (1001, 1000), (50000, 1000)]
+)
 def test_page_size_clamped(page_size, expected):
     table = JobTable()
     submit_many(table, 1200)
@@ -554,8 +589,9 @@ def read_all_pages(table, query, between=None):
             between(pages)
 
 
-@pytest.mark.parametrize("filters", [{}, {"command_substring": "JOB"},
-                                     {"status": JobStatus.PENDING}])
+@pytest.mark.parametrize(
+    "filters", [{}, {"command_substring": "JOB"}, {"status": JobStatus.PENDING}]
+)
 def test_paging_with_jobs_added_between_pages_never_skips_or_repeats(filters):
     table = JobTable()
     submit_many(table, 2500)
@@ -577,8 +613,11 @@ def test_paging_with_jobs_added_between_pages_never_skips_or_repeats(filters):
 def test_paging_over_filtered_set_when_jobs_change_status():
     table = JobTable()
     submit_many(table, 300)
-    seen, _ = read_all_pages(table, {"page_size": 64, "status": JobStatus.PENDING},
-                             lambda page: assign(table, f"j{page * 64 - 1:05d}"))
+    seen, _ = read_all_pages(
+        table,
+        {"page_size": 64, "status": JobStatus.PENDING},
+        lambda page: assign(table, f"j{page * 64 - 1:05d}"),
+    )
     assert len(seen) == len(set(seen))
     assert seen == sorted(seen)
 
@@ -613,23 +652,26 @@ def token_for(table, **filters):
 
 def flip_char(token, position):
     replacement = "A" if token[position] != "A" else "B"
-    return token[:position] + replacement + token[position + 1:]
+    return token[:position] + replacement + token[position + 1 :]
 
 
-@pytest.mark.parametrize("make_token", [
-    lambda token: "garbage",
-    lambda token: "!!!!",
-    lambda token: "é" * 10,
-    lambda token: token[:-1],
-    lambda token: token + "A",
-    lambda token: token + "==",
-    lambda token: token[:-1] + "+",
-    lambda token: token[:-1] + "/",
-    lambda token: flip_char(token, 5),
-    lambda token: flip_char(token, len(token) - 3),
-    lambda token: " " + token,
-    lambda token: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-])
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        lambda token: "garbage",
+        lambda token: "!!!!",
+        lambda token: "é" * 10,
+        lambda token: token[:-1],
+        lambda token: token + "A",
+        lambda token: token + "==",
+        lambda token: token[:-1] + "+",
+        lambda token: token[:-1] + "/",
+        lambda token: flip_char(token, 5),
+        lambda token: flip_char(token, len(token) - 3),
+        lambda token: " " + token,
+        lambda token: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ],
+)
 def test_garbled_page_tokens_rejected(make_token):
     table = JobTable()
     submit_many(table, 20)
@@ -639,13 +681,16 @@ def test_garbled_page_tokens_rejected(make_token):
     assert raised.value.message == "Invalid page token"
 
 
-@pytest.mark.parametrize("other", [
-    {"status": JobStatus.PENDING},
-    {"worker_id": 1},
-    {"command_substring": "job 1"},
-    {"created_after_ms": T0 + 1},
-    {"created_before_ms": T0 + 100},
-])
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"status": JobStatus.PENDING},
+        {"worker_id": 1},
+        {"command_substring": "job 1"},
+        {"created_after_ms": T0 + 1},
+        {"created_before_ms": T0 + 100},
+    ],
+)
 def test_token_used_with_other_filters_rejected(other):
     table = JobTable()
     submit_many(table, 20)
@@ -670,8 +715,7 @@ def test_token_from_another_node_with_same_log_works():
     submit_many(first, 20)
     submit_many(second, 20)
     token = token_for(first, status=JobStatus.PENDING)
-    page = second.list_jobs(ListQuery(page_size=5, status=JobStatus.PENDING,
-                                      page_token=token))
+    page = second.list_jobs(ListQuery(page_size=5, status=JobStatus.PENDING, page_token=token))
     assert ids(page.jobs) == [f"j{n:05d}" for n in range(5, 10)]
 
 
@@ -736,8 +780,9 @@ def test_snapshot_restore_round_trip():
         submit(replica, "next", created=1000)
     assert restored.snapshot() == table.snapshot()
     token = token_for(table)
-    assert ids(restored.list_jobs(ListQuery(page_size=5, page_token=token)).jobs) == \
-        ids(table.list_jobs(ListQuery(page_size=5, page_token=token)).jobs)
+    assert ids(restored.list_jobs(ListQuery(page_size=5, page_token=token)).jobs) == ids(
+        table.list_jobs(ListQuery(page_size=5, page_token=token)).jobs
+    )
 
 
 def test_snapshot_keeps_output_and_optional_fields():
@@ -775,10 +820,17 @@ def test_restore_notifies_listeners_and_keeps_them():
     assert seen[1][0] == "submitted"
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"not json", b"\xff\xfe", b"[]", b'{"format": 99}',
-    b'{"format": 1, "next_seq": 3, "jobs": [{"seq": 5}], "idempotency_keys": [], "workers": []}',
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"[]",
+        b'{"format": 99}',
+        b'{"format": 1, "next_seq": 3, "jobs": [{"seq": 5}], "idempotency_keys": [], "workers": []}',
+    ],
+)
 def test_restore_rejects_bad_data_and_keeps_state(data):
     table = build_mixed_table()
     before = table.snapshot()
@@ -849,7 +901,10 @@ def test_requeue_of_the_last_attempt_fails_the_job():
     assert job.status is JobStatus.FAILED
     stored = table.get("a")
     assert (stored.status, stored.error, stored.exit_code) == (
-        JobStatus.FAILED, "worker 1 lost", None)
+        JobStatus.FAILED,
+        "worker 1 lost",
+        None,
+    )
     assert stored.completed_at_ms == T0 + 700
     assert stored.attempts == 2
     assert seen == ["finished"]
@@ -924,4 +979,8 @@ def test_snapshot_after_a_requeue_shows_the_requeue():
     restored.restore(table.snapshot())
     job = restored.get("a")
     assert (job.status, job.assigned_worker, job.worker_incarnation, job.attempts) == (
-        JobStatus.PENDING, 0, 0, 1)
+        JobStatus.PENDING,
+        0,
+        0,
+        1,
+    )

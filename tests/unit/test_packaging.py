@@ -13,26 +13,41 @@ GENERATED = ["scheduler_pb2.py", "scheduler_pb2.pyi", "scheduler_pb2_grpc.py"]
 def test_generated_modules_are_current(tmp_path):
     from grpc_tools import protoc
 
-    status = protoc.main([
-        "protoc",
-        f"--proto_path=jobsched/_proto={REPO / 'proto'}",
-        f"--python_out={tmp_path}",
-        f"--pyi_out={tmp_path}",
-        f"--grpc_python_out={tmp_path}",
-        str(REPO / "proto" / "scheduler.proto"),
-    ])
+    status = protoc.main(
+        [
+            "protoc",
+            f"--proto_path=jobsched/_proto={REPO / 'proto'}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            str(REPO / "proto" / "scheduler.proto"),
+        ]
+    )
     assert status == 0
     for name in GENERATED:
-        assert filecmp.cmp(tmp_path / "jobsched/_proto" / name, REPO / "jobsched/_proto" / name,
-                           shallow=False), f"{name} is stale: run `make proto`"
+        assert filecmp.cmp(
+            tmp_path / "jobsched/_proto" / name, REPO / "jobsched/_proto" / name, shallow=False
+        ), f"{name} is stale: run `make proto`"
 
 
 def test_plain_install_ships_proto_modules_and_plugin(tmp_path):
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
-        check=True, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        check=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert (target / "twisted/plugins/jobsched_plugin.py").exists()
     assert not (target / "twisted/plugins/__init__.py").exists()
@@ -42,8 +57,13 @@ def test_plain_install_ships_proto_modules_and_plugin(tmp_path):
         "print(pb.DESCRIPTOR.package, g.SchedulerServiceStub.__name__)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", probe], check=True, capture_output=True, text=True,
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(target)), timeout=60,
+        [sys.executable, "-c", probe],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(target)),
+        timeout=60,
     ).stdout.split("\n")
     assert out[0].startswith(str(target))
     assert out[1] == "scheduler SchedulerServiceStub"

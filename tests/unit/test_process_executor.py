@@ -104,8 +104,7 @@ async def test_timeout_kills_the_whole_group(executors, tmp_path):
     executor = executors()
     pidfile = tmp_path / "pid"
     started = time.monotonic()
-    result = await executor.run(new_spec(GROUP_COMMAND.format(pidfile=pidfile),
-                                         timeout_seconds=2))
+    result = await executor.run(new_spec(GROUP_COMMAND.format(pidfile=pidfile), timeout_seconds=2))
     assert 2 <= time.monotonic() - started < 4
     assert result.status == JobStatus.FAILED
     assert result.exit_code is None
@@ -126,8 +125,7 @@ async def test_cancel_kills_the_whole_group(executors, tmp_path):
     await executor.cancel(spec.job_id)
     result = await running
     assert time.monotonic() - cancelled_at < 2
-    assert (result.status, result.exit_code, result.error) == (
-        JobStatus.FAILED, None, "Cancelled")
+    assert (result.status, result.exit_code, result.error) == (JobStatus.FAILED, None, "Cancelled")
     await group_gone(pgid)
 
 
@@ -156,7 +154,10 @@ async def test_stop_kills_running_jobs_and_refuses_new_ones(executors, tmp_path)
     await executor.stop()
     result = await running
     assert (result.status, result.exit_code, result.error) == (
-        JobStatus.FAILED, None, "Executor stopped")
+        JobStatus.FAILED,
+        None,
+        "Executor stopped",
+    )
     await group_gone(pgid)
     late = await executor.run(new_spec("echo late"))
     assert (late.status, late.error) == (JobStatus.FAILED, "Executor stopped")
@@ -188,7 +189,7 @@ async def test_cancel_right_after_start_leaves_nothing_running(executors):
     """A cancel that lands before the child has made its process group still kills it
     (it would otherwise go on as `sh`, then the command, untouched)."""
     executor = executors()
-    for attempt in range(20):
+    for _attempt in range(20):
         spec = new_spec("sleep 61.5")
         running = executor.run(spec)
         await executor.cancel(spec.job_id)

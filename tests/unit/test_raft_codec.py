@@ -18,12 +18,15 @@ from jobsched.raft.messages import (
     VoteResponse,
 )
 
-BIG = 2 ** 63 + 5  # uint64 values above int64 range
+BIG = 2**63 + 5  # uint64 values above int64 range
 
 
 def submit(job_id: str) -> pb.Command:
-    return pb.Command(submit_job=pb.SubmitJobCommand(job_id=job_id, command="echo hi",
-                                                     created_at_ms=1, image="alpine"))
+    return pb.Command(
+        submit_job=pb.SubmitJobCommand(
+            job_id=job_id, command="echo hi", created_at_ms=1, image="alpine"
+        )
+    )
 
 
 MESSAGES = [
@@ -32,8 +35,9 @@ MESSAGES = [
     VoteResponse(3, True),
     VoteResponse(4, False),
     AppendEntriesRequest(5, 1, 7, 4, [], 6),
-    AppendEntriesRequest(5, 1, 7, 4, [LogEntry(5, 8, submit("a")), LogEntry(5, 9),
-                                      LogEntry(5, 10, submit("b"))], 7),
+    AppendEntriesRequest(
+        5, 1, 7, 4, [LogEntry(5, 8, submit("a")), LogEntry(5, 9), LogEntry(5, 10, submit("b"))], 7
+    ),
     AppendEntriesResponse(5, True, 10),
     AppendEntriesResponse(6, False, 3),
     TimeoutNowRequest(5, 1),
@@ -57,8 +61,9 @@ def test_wire_types_and_numbers():
     assert isinstance(wire, pb.InstallSnapshotRequest)
     assert (wire.offset, wire.data, wire.done) == (7, b"xy", True)
     assert not wire.jobs and not wire.workers  # structured fields 5/6 stay empty
-    entry = codec.to_wire(AppendEntriesRequest(1, 1, 0, 0, [LogEntry(1, 1, submit("a"))],
-                                               0)).entries[0]
+    entry = codec.to_wire(
+        AppendEntriesRequest(1, 1, 0, 0, [LogEntry(1, 1, submit("a"))], 0)
+    ).entries[0]
     assert (entry.term, entry.index, entry.command.submit_job.job_id) == (1, 1, "a")
 
 

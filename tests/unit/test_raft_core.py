@@ -36,8 +36,9 @@ TIMINGS = RaftTimings()
 def command(n: int, size: int = 0) -> scheduler_pb2.Command:
     cmd = scheduler_pb2.Command(register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=n))
     if size:
-        cmd = scheduler_pb2.Command(submit_job=scheduler_pb2.SubmitJobCommand(
-            job_id=str(n), command="x" * size))
+        cmd = scheduler_pb2.Command(
+            submit_job=scheduler_pb2.SubmitJobCommand(job_id=str(n), command="x" * size)
+        )
     return cmd
 
 
@@ -53,8 +54,9 @@ class Node:
         self.applied: list = []
         self.node_id = node_id
         self.peers = peers
-        self.core = RaftCore(node_id, peers, self.storage.load(), now, random.Random(seed),
-                             TIMINGS, limits)
+        self.core = RaftCore(
+            node_id, peers, self.storage.load(), now, random.Random(seed), TIMINGS, limits
+        )
         if self.core.snapshot:
             self.applied = decode(self.core.snapshot.data)
 
@@ -101,8 +103,7 @@ def decode(data: bytes) -> list:
 
 def cluster(size: int, seed: int = 0, limits: RaftLimits = RaftLimits()) -> dict:
     ids = list(range(1, size + 1))
-    return {i: Node(i, [p for p in ids if p != i], seed=seed * 100 + i, limits=limits)
-            for i in ids}
+    return {i: Node(i, [p for p in ids if p != i], seed=seed * 100 + i, limits=limits) for i in ids}
 
 
 def pump(nodes: dict, now: float, blocked=lambda src, dst: False) -> int:
@@ -206,7 +207,7 @@ def test_leader_counts_itself_only_once_durable():
     leader, follower = nodes[1], nodes[2]
     leader.core.propose(command(1), 2.0)
     ready = leader.core.take_ready()
-    (peer, request), = ready.messages
+    ((_peer, request),) = ready.messages
     response = follower.core.receive_request(request, 2.0)
     follower.flush()
     leader.core.receive_response(2, request, response, 2.0)
@@ -240,7 +241,7 @@ def test_vote_refused_to_stale_log():
 
 def run(nodes: dict, now: float, seconds: float, blocked=lambda s, d: False) -> float:
     """Tick every node each 10 ms and deliver at once; returns the new time."""
-    for _ in range(int(round(seconds / 0.01))):
+    for _ in range(round(seconds / 0.01)):
         now += 0.01
         for node in nodes.values():
             node.core.tick(now)
@@ -319,13 +320,11 @@ def test_follower_truncates_only_on_real_conflict():
     response = core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1), 1), 1.0)
     assert response.success and response.match_index == 2 and core.log.last_index == 4
     # A new leader's entry 3 conflicts: 3 and 4 go, the new entries stay.
-    response = core.receive_request(
-        AppendEntriesRequest(2, 3, 2, 1, entries(2, start=3), 1), 2.0)
+    response = core.receive_request(AppendEntriesRequest(2, 3, 2, 1, entries(2, start=3), 1), 2.0)
     assert response.success and response.match_index == 3
     assert [core.log.term_at(i) for i in (1, 2, 3)] == [1, 1, 2] and core.log.last_index == 3
     node.flush()
-    assert [(e.index, e.term) for e in node.storage.load().entries] == [
-        (1, 1), (2, 1), (3, 2)]
+    assert [(e.index, e.term) for e in node.storage.load().entries] == [(1, 1), (2, 1), (3, 2)]
 
 
 def test_follower_commit_never_passes_known_match():
@@ -400,18 +399,18 @@ def test_batching_while_a_send_is_in_flight_and_heartbeats_not_held_up():
         leader.core.propose(command(i, size=300), now)
     assert leader.flush() == []  # in flight: the new entries wait for the answer
     leader.core.tick(now + TIMINGS.heartbeat_interval)
-    beat, = leader.flush()
+    (beat,) = leader.flush()
     assert beat[1].entries == []  # the heartbeat goes anyway
     follower = nodes[2]
     response = follower.core.receive_request(first[0][1], now)
     follower.flush()
     leader.core.receive_response(2, first[0][1], response, now)
-    batch, = leader.flush()
+    (batch,) = leader.flush()
     assert [e.index for e in batch[1].entries] == [3, 4, 5]  # byte budget cut the 4th
     response = follower.core.receive_request(batch[1], now)
     follower.flush()
     leader.core.receive_response(2, batch[1], response, now)
-    rest, = leader.flush()
+    (rest,) = leader.flush()
     assert [e.index for e in rest[1].entries] == [6]
 
 
@@ -420,7 +419,7 @@ def test_lost_append_is_resent_on_next_heartbeat():
     now = elect(nodes, 1)
     leader = nodes[1]
     leader.core.propose(command(1), now)
-    (peer, request), = leader.flush()
+    ((peer, request),) = leader.flush()
     leader.core.send_failed(peer, request, now)
     assert leader.flush() == []
     leader.core.tick(now + TIMINGS.heartbeat_interval)
@@ -451,8 +450,12 @@ def test_compaction_after_more_than_threshold_applied():
 
 def _chunks(data: bytes, index: int, term: int, size: int, leader_term: int = 2):
     offsets = list(range(0, len(data), size))
-    return [InstallSnapshotRequest(leader_term, 1, index, term, off, data[off:off + size],
-                                   off == offsets[-1]) for off in offsets]
+    return [
+        InstallSnapshotRequest(
+            leader_term, 1, index, term, off, data[off : off + size], off == offsets[-1]
+        )
+        for off in offsets
+    ]
 
 
 def test_install_snapshot_chunked_idempotent_and_stale_ignored():
@@ -489,7 +492,7 @@ def test_install_snapshot_keeps_agreeing_suffix():
     core = node.core
     core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1, 1, 1), 1), 1.0)
     node.flush()
-    chunk, = _chunks(encode([7, 8]), index=2, term=1, size=1000, leader_term=1)
+    (chunk,) = _chunks(encode([7, 8]), index=2, term=1, size=1000, leader_term=1)
     core.receive_request(chunk, 2.0)
     node.flush()
     assert core.log.first_index == 3 and core.log.last_index == 4
@@ -504,7 +507,7 @@ def test_snapshot_catch_up_in_cluster():
         nodes[1].core.propose(command(i), now)
         pump(nodes, now, blocked=lambda s, d: 3 in (s, d))
     assert nodes[1].core.log.snapshot_index > 20
-    for step in range(30):
+    for _step in range(30):
         now += 0.01
         for node in nodes.values():
             node.core.tick(now)

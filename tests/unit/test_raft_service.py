@@ -85,7 +85,7 @@ class FailingStorage(MemoryStorage):
 
     def append(self, entries):
         if self.broken:
-            return defer.fail(IOError("disk full"))
+            return defer.fail(OSError("disk full"))
         return MemoryStorage.append(self, entries)
 
 
@@ -127,8 +127,7 @@ class Network:
             if self.blocked(src, dst):
                 return lost()
             self.delivered += 1
-            self.nodes[dst].handle(codec.from_wire(wire)).addCallbacks(
-                answer, lambda f: lost())
+            self.nodes[dst].handle(codec.from_wire(wire)).addCallbacks(answer, lambda f: lost())
 
         self.clock.callLater(LATENCY, arrive)
         return d
@@ -151,8 +150,14 @@ def address(node_id: int) -> str:
 class Cluster:
     """N RaftServices on one Clock and Network."""
 
-    def __init__(self, size: int, seed: int = 1, timings: RaftTimings = RaftTimings(),
-                 limits: RaftLimits = RaftLimits(), storage_factory=MemoryStorage) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int = 1,
+        timings: RaftTimings = RaftTimings(),
+        limits: RaftLimits = RaftLimits(),
+        storage_factory=MemoryStorage,
+    ) -> None:
         self.clock = task.Clock()
         self.network = Network(self.clock)
         self.ids = list(range(1, size + 1))
@@ -169,10 +174,17 @@ class Cluster:
         """(Re)start a node from its storage with an empty state machine."""
         self.machines[node_id] = Recorder()
         node = RaftService(
-            node_id, {p: address(p) for p in self.ids if p != node_id}, address(node_id),
-            self.storages[node_id], SimTransport(self.network, node_id),
-            self.machines[node_id], self.clock, random.Random(self.rng.random()),
-            self.timings, self.limits)
+            node_id,
+            {p: address(p) for p in self.ids if p != node_id},
+            address(node_id),
+            self.storages[node_id],
+            SimTransport(self.network, node_id),
+            self.machines[node_id],
+            self.clock,
+            random.Random(self.rng.random()),
+            self.timings,
+            self.limits,
+        )
         self.nodes[node_id] = self.network.nodes[node_id] = node
         node.startService()
         return node
@@ -181,12 +193,11 @@ class Cluster:
         self.nodes[node_id].stopService()
 
     def run(self, seconds: float, step: float = 0.005) -> None:
-        for _ in range(int(round(seconds / step))):
+        for _ in range(round(seconds / step)):
             self.clock.advance(step)
 
     def leaders(self) -> list:
-        return [n for n in self.nodes.values()
-                if n.running and n.status().role == "leader"]
+        return [n for n in self.nodes.values() if n.running and n.status().role == "leader"]
 
     def leader(self) -> RaftService:
         self.run_until(lambda: len(self.leaders()) == 1)
@@ -297,8 +308,11 @@ def test_vote_survives_restart():
     cluster = Cluster(3, seed=4)
     leader = cluster.leader()
     term = leader.status().current_term
-    voter = next(i for i in cluster.ids if i != leader.node_id
-                 and cluster.storages[i].load().voted_for == leader.node_id)
+    voter = next(
+        i
+        for i in cluster.ids
+        if i != leader.node_id and cluster.storages[i].load().voted_for == leader.node_id
+    )
     other = next(i for i in cluster.ids if i not in (leader.node_id, voter))
     cluster.stop(voter)
     restarted = cluster.start(voter)
@@ -549,9 +563,11 @@ def test_transfer_errors():
     single = Cluster(1)
     single.run(0.31)
     assert result_of(single.nodes[1].transfer_leadership(0)) == (
-        False, "No peers available for transfer", 0)
-    assert result_of(single.nodes[1].transfer_leadership(1)) == (
-        False, "Unknown target node 1", 0)
+        False,
+        "No peers available for transfer",
+        0,
+    )
+    assert result_of(single.nodes[1].transfer_leadership(1)) == (False, "Unknown target node 1", 0)
     cluster = Cluster(3, seed=15)
     leader = cluster.leader()
     follower = next(n for n in cluster.nodes.values() if n is not leader)
@@ -571,8 +587,11 @@ def test_transfer_target_that_cannot_catch_up():
     cluster.run(1.9)
     assert not d.called
     cluster.run(0.2)
-    assert result_of(d) == (False, f"Target node {target} did not catch up within 2s",
-                            leader.node_id)
+    assert result_of(d) == (
+        False,
+        f"Target node {target} did not catch up within 2s",
+        leader.node_id,
+    )
     ok = leader.propose(command(2))  # accepting proposals again
     cluster.run(0.1)
     result_of(ok)

@@ -11,8 +11,9 @@ from jobsched.worker.reporting import RETRY_DELAYS, ResultReporter
 
 
 def update(job_id, status=JobStatus.COMPLETED, attempt=1):
-    outcome = JobResult(status, 0 if status is JobStatus.COMPLETED else 1, "", "", False,
-                        None, 1000)
+    outcome = JobResult(
+        status, 0 if status is JobStatus.COMPLETED else 1, "", "", False, None, 1000
+    )
     return commands.status_update(job_id, outcome, 2, attempt)
 
 
@@ -199,7 +200,7 @@ def test_flush_waits_until_everything_is_delivered():
 
 
 def test_flush_gives_up_after_its_timeout():
-    clock, leader, reporter = make()
+    clock, _leader, reporter = make()
     reporter.report(update("a"))
     flushed = reporter.flush(3)
     clock.pump([0.5] * 5)

@@ -104,7 +104,7 @@ def test_jobs_running_on_unknown_workers_do_not_count():
 def test_attempt_is_one_more_than_the_jobs_attempts():
     table = table_with(pending=2)
     state = json.loads(table.snapshot())
-    state["jobs"][1]["attempts"] = 2          # a job put back after a lost worker
+    state["jobs"][1]["attempts"] = 2  # a job put back after a lost worker
     table.restore(json.dumps(state).encode())
     plan = Assigner().plan(table, {1: live()})
     assert [c.assign_job.attempt for c in plan] == [1, 3]

@@ -7,7 +7,6 @@ seed N, which replays a reported failure exactly. Planted bugs show that it can 
 from __future__ import annotations
 
 import traceback
-from typing import List
 
 import pytest
 
@@ -33,8 +32,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     else:
         total = metafunc.config.getoption("sim_seeds")
         chunks = [range(start, min(start + CHUNK, total)) for start in range(0, total, CHUNK)]
-    metafunc.parametrize("seeds", chunks,
-                         ids=[f"seeds{c.start}-{c.stop - 1}" for c in chunks])
+    metafunc.parametrize("seeds", chunks, ids=[f"seeds{c.start}-{c.stop - 1}" for c in chunks])
 
 
 @pytest.fixture
@@ -43,14 +41,16 @@ def steps(request: pytest.FixtureRequest) -> int:
 
 
 def replay_command(seed: int, steps: int) -> str:
-    return (f"cd tests && ../.venv/bin/pytest -q "
-            f"unit/test_simulation.py::test_raft_invariants_hold --seed {seed} "
-            f"--sim-steps {steps}")
+    return (
+        f"cd tests && ../.venv/bin/pytest -q "
+        f"unit/test_simulation.py::test_raft_invariants_hold --seed {seed} "
+        f"--sim-steps {steps}"
+    )
 
 
 def test_raft_invariants_hold(seeds: range, steps: int) -> None:
     total = Stats()
-    idle: List[int] = []
+    idle: list[int] = []
     for seed in seeds:
         failure = None
         try:
@@ -109,10 +109,12 @@ class CommitsUnmatched(RaftCore):
 
     def receive_request(self, msg, now):
         response = super().receive_request(msg, now)
-        if (isinstance(msg, AppendEntriesRequest) and msg.term == self.term
-                and self.role == FOLLOWER):
-            self.commit_index = max(self.commit_index,
-                                    min(msg.leader_commit, self.log.last_index))
+        if (
+            isinstance(msg, AppendEntriesRequest)
+            and msg.term == self.term
+            and self.role == FOLLOWER
+        ):
+            self.commit_index = max(self.commit_index, min(msg.leader_commit, self.log.last_index))
         return response
 
 
@@ -126,11 +128,14 @@ class CountsItselfEarly(RaftCore):
         return ready
 
 
-@pytest.mark.parametrize("core_factory,symptoms", [
-    (VotesTwice, ("two leaders in term",)),
-    (CommitsUnmatched, ("applied (term, command)",)),
-    (CountsItselfEarly, ("applied (term, command)", "lacks committed entry")),
-])
+@pytest.mark.parametrize(
+    "core_factory,symptoms",
+    [
+        (VotesTwice, ("two leaders in term",)),
+        (CommitsUnmatched, ("applied (term, command)",)),
+        (CountsItselfEarly, ("applied (term, command)", "lacks committed entry")),
+    ],
+)
 def test_planted_bug_is_found(core_factory, symptoms) -> None:
     for seed in range(PLANTED_SEEDS):
         try:

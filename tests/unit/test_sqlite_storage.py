@@ -7,7 +7,6 @@ import os
 import re
 import sqlite3
 import threading
-from typing import List, Optional, Tuple
 
 import pytest
 import pytest_twisted
@@ -20,6 +19,7 @@ from tests.unit.test_storage_contract import entries, entry
 
 def the_reactor():
     from twisted.internet import reactor
+
     return reactor
 
 
@@ -27,7 +27,7 @@ class ControlledConnection(sqlite3.Connection):
     """A real connection whose COMMIT can be held at a gate or made to fail (a disk
     that stalls or reports an I/O error)."""
 
-    gate: Optional[threading.Event] = None
+    gate: threading.Event | None = None
     fail_commits = False
 
     def execute(self, sql, *args):
@@ -42,7 +42,7 @@ class ControlledConnection(sqlite3.Connection):
 class ControlledConnector:
     """A `connect` for SqliteStorage that keeps the ControlledConnection it made."""
 
-    connection: Optional[ControlledConnection] = None
+    connection: ControlledConnection | None = None
 
     def __call__(self, *args, **kwargs) -> ControlledConnection:
         self.connection = sqlite3.connect(*args, factory=ControlledConnection, **kwargs)
@@ -58,9 +58,9 @@ def data_file(tmp_path) -> str:
 def opened(tmp_path):
     """open(node_id=1, **kwargs) -> (store, state) on tmp_path; stores still open are
     closed at the end."""
-    stores: List[SqliteStorage] = []
+    stores: list[SqliteStorage] = []
 
-    def open_store(node_id: int = 1, **kwargs) -> Tuple[SqliteStorage, StoredState]:
+    def open_store(node_id: int = 1, **kwargs) -> tuple[SqliteStorage, StoredState]:
         store = SqliteStorage(str(tmp_path), node_id, the_reactor(), **kwargs)
         state = store.load()
         stores.append(store)
@@ -102,6 +102,7 @@ def next_turn() -> defer.Deferred:
 
 # ---------------------------------------------------------------------- group commit
 
+
 @pytest_twisted.inlineCallbacks
 def test_writes_of_one_reactor_turn_share_one_commit(opened):
     store, _ = opened()
@@ -136,6 +137,7 @@ def test_a_write_fires_only_once_committed(opened, data_file):
 
 # ---------------------------------------------------------------------- a failing disk
 
+
 @pytest_twisted.inlineCallbacks
 def test_a_failed_commit_fails_its_writes_and_every_later_one(opened, data_file):
     connector = ControlledConnector()
@@ -166,6 +168,7 @@ def test_writes_after_close_fail(opened):
 
 # ---------------------------------------------------------------------- settings
 
+
 def test_wal_mode_and_synchronous_full_are_set(opened):
     connector = ControlledConnector()
     opened(connect=connector)
@@ -184,6 +187,7 @@ def test_the_path_may_name_the_file_itself(tmp_path):
 
 
 # ---------------------------------------------------------------------- damage
+
 
 def corrupt_entry(path: str, index: int) -> None:
     execute(path, "UPDATE entries SET crc = crc + 1 WHERE idx = ?", index)
@@ -205,7 +209,8 @@ def test_a_corrupt_entry_before_valid_ones_stops_the_load(opened, data_file):
     yield write_entries(opened, 5)
     corrupt_entry(data_file, 3)
     assert load_error(data_file) == (
-        f"{data_file}: corrupt log entry 3 (checksum mismatch) before valid entries")
+        f"{data_file}: corrupt log entry 3 (checksum mismatch) before valid entries"
+    )
 
 
 @pytest_twisted.inlineCallbacks
@@ -231,14 +236,16 @@ def test_a_corrupt_snapshot_stops_the_load(opened, data_file):
     yield store.close()
     execute(data_file, "UPDATE snapshot SET data = x'00'")
     assert load_error(data_file) == (
-        f"{data_file}: corrupt snapshot at index 4 (checksum mismatch)")
+        f"{data_file}: corrupt snapshot at index 4 (checksum mismatch)"
+    )
 
 
 def test_a_file_of_random_bytes_is_refused(data_file):
     with open(data_file, "wb") as f:
         f.write(os.urandom(8192))
     assert load_error(data_file) == (
-        f"{data_file}: not a jobsched data file (file is not a database)")
+        f"{data_file}: not a jobsched data file (file is not a database)"
+    )
 
 
 @pytest_twisted.inlineCallbacks

@@ -7,7 +7,7 @@ thread reports back through it).
 
 from __future__ import annotations
 
-from typing import Iterator, List, Tuple
+from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
@@ -28,7 +28,7 @@ def entry(index: int, term: int = 1) -> LogEntry:
     return LogEntry(term, index, scheduler_pb2.Command(register_worker=worker))
 
 
-def entries(first: int, last: int, term: int = 1) -> List[LogEntry]:
+def entries(first: int, last: int, term: int = 1) -> list[LogEntry]:
     return [entry(i, term) for i in range(first, last + 1)]
 
 
@@ -50,6 +50,7 @@ class SqliteProvider:
 
     def open(self) -> SqliteStorage:
         from twisted.internet import reactor
+
         return SqliteStorage(self._dir, NODE_ID, reactor)
 
 
@@ -84,7 +85,7 @@ def stores(request, tmp_path) -> Iterator[Stores]:
         pytest_twisted.blockon(handle.current.close())
 
 
-def hard_state(state: StoredState) -> Tuple[int, int]:
+def hard_state(state: StoredState) -> tuple[int, int]:
     return state.term, state.voted_for
 
 
@@ -144,7 +145,7 @@ def test_append_replaces_a_conflicting_suffix(stores):
     yield store.append(entries(1, 5))
     yield store.append([entry(4, term=2)])
     _, state = yield stores.restart()
-    assert state.entries == entries(1, 3) + [entry(4, term=2)]
+    assert state.entries == [*entries(1, 3), entry(4, term=2)]
 
 
 @pytest_twisted.inlineCallbacks
@@ -196,7 +197,7 @@ def test_an_installed_snapshot_beyond_the_log_then_new_entries(stores):
 @pytest_twisted.inlineCallbacks
 def test_writes_complete_in_call_order(stores):
     store, _ = yield stores.start()
-    done: List[int] = []
+    done: list[int] = []
     writes = [
         store.save_hard_state(1, 1),
         store.append(entries(1, 3)),

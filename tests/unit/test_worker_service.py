@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
 from twisted.internet import defer, task
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -74,7 +73,12 @@ class Harness:
         self.batches = []
         self.reporter = ResultReporter(self._deliver, self.clock)
         self.worker = WorkerService(
-            NODE, self.table, self.executor, self.reporter, slots, self.clock,
+            NODE,
+            self.table,
+            self.executor,
+            self.reporter,
+            slots,
+            self.clock,
             incarnation=INCARNATION,
         )
         if start:
@@ -90,8 +94,11 @@ class Harness:
         return self.table.apply(next(_index), command)
 
     def submit(self, job_id, command="echo hi", image="alpine:3", timeout=30):
-        self.apply(commands.submit_job(job_id, command, 1000, image=image,
-                                       timeout_seconds=timeout, max_attempts=3))
+        self.apply(
+            commands.submit_job(
+                job_id, command, 1000, image=image, timeout_seconds=timeout, max_attempts=3
+            )
+        )
 
     def assign(self, job_id, node=NODE, attempt=1, incarnation=INCARNATION):
         self.apply(commands.assign_job(job_id, node, attempt, incarnation))
@@ -125,8 +132,9 @@ def test_assignment_to_this_node_runs_and_its_result_is_committed():
     h.assign("a")
     h.settle()
 
-    assert [(s.job_id, s.command, s.image, s.timeout_seconds, s.attempt)
-            for s in h.executor.specs] == [("a", "echo hello", "busybox:1", 12, 1)]
+    assert [
+        (s.job_id, s.command, s.image, s.timeout_seconds, s.attempt) for s in h.executor.specs
+    ] == [("a", "echo hello", "busybox:1", 12, 1)]
     assert h.worker.running_job_ids() == ["a"]
     assert h.reported() == []
 
@@ -239,8 +247,9 @@ def test_cancel_kills_the_run_and_discards_its_result():
 
     h.apply(commands.cancel_job("a", 7000))
     assert h.executor.cancelled == ["a"]
-    h.executor.runs["a"].callback(result(status=JobStatus.FAILED, exit_code=None,
-                                         error="Cancelled"))
+    h.executor.runs["a"].callback(
+        result(status=JobStatus.FAILED, exit_code=None, error="Cancelled")
+    )
     h.settle()
 
     assert h.reported() == []
@@ -386,8 +395,9 @@ def test_a_stopped_worker_takes_no_new_assignments():
 def test_incarnation_is_random_and_nonzero_by_default():
     table, clock = JobTable(), task.Clock()
     reporter = ResultReporter(lambda batch: defer.succeed(None), clock)
-    lives = {WorkerService(NODE, table, FakeExecutor(), reporter, 1, clock).incarnation
-             for _ in range(5)}
+    lives = {
+        WorkerService(NODE, table, FakeExecutor(), reporter, 1, clock).incarnation for _ in range(5)
+    }
     assert len(lives) == 5 and 0 not in lives
 
 
@@ -417,8 +427,9 @@ def test_wind_down_kills_what_outlives_the_grace_and_reports_it_failed():
     assert h.executor.cancelled == []
     h.clock.pump([0.5] * 3)
     assert h.executor.cancelled == ["a"]
-    h.executor.runs["a"].callback(result(status=JobStatus.FAILED, exit_code=None,
-                                         output="partial", error="Cancelled"))
+    h.executor.runs["a"].callback(
+        result(status=JobStatus.FAILED, exit_code=None, output="partial", error="Cancelled")
+    )
     h.clock.advance(0.1)
     h.settle()
     assert done.called
