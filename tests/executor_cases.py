@@ -9,8 +9,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import pytest
-
 from jobsched.jobs.model import JobResult, JobSpec, JobStatus
 
 DEFAULT_CAP = 65536
@@ -37,79 +35,57 @@ def _lines(*items: object) -> str:
     return "".join(f"{item}\n" for item in items)
 
 
-CASES = [
-    pytest.param(Case("echo hello", JobStatus.COMPLETED, "hello\n", 0), id="echo"),
-    pytest.param(Case("true", JobStatus.COMPLETED, "", 0), id="empty-output"),
-    pytest.param(
-        Case("seq 1 1000", JobStatus.COMPLETED, _lines(*range(1, 1001)), 0), id="seq-1000"
+CASES: dict[str, Case] = {
+    "echo": Case("echo hello", JobStatus.COMPLETED, "hello\n", 0),
+    "empty-output": Case("true", JobStatus.COMPLETED, "", 0),
+    "seq-1000": Case("seq 1 1000", JobStatus.COMPLETED, _lines(*range(1, 1001)), 0),
+    "exit-3": Case("exit 3", JobStatus.FAILED, "", 3),
+    "stderr-on-failure": Case(
+        "echo partial; echo bad >&2; exit 2", JobStatus.FAILED, "partial\n", 2, error="bad\n"
     ),
-    pytest.param(Case("exit 3", JobStatus.FAILED, "", 3), id="exit-3"),
-    pytest.param(
-        Case("echo partial; echo bad >&2; exit 2", JobStatus.FAILED, "partial\n", 2, error="bad\n"),
-        id="stderr-on-failure",
+    "stderr-on-success": Case("echo oops >&2", JobStatus.COMPLETED, "", 0, error="oops\n"),
+    "command-not-found": Case(
+        "no-such-command-jobsched",
+        JobStatus.FAILED,
+        "",
+        127,
+        error=None,
+        error_contains="not found",
     ),
-    pytest.param(
-        Case("echo oops >&2", JobStatus.COMPLETED, "", 0, error="oops\n"), id="stderr-on-success"
+    "multi-line": Case(
+        "printf 'one\\ntwo\\nthree\\n'", JobStatus.COMPLETED, "one\ntwo\nthree\n", 0
     ),
-    pytest.param(
-        Case(
-            "no-such-command-jobsched",
-            JobStatus.FAILED,
-            "",
-            127,
-            error=None,
-            error_contains="not found",
-        ),
-        id="command-not-found",
+    "single-quotes-literal": Case("echo 'hello $USER'", JobStatus.COMPLETED, "hello $USER\n", 0),
+    "pipe": Case("echo 'hello world' | wc -w", JobStatus.COMPLETED, "2\n", 0),
+    "invalid-utf8-replaced": Case(
+        "printf 'caf\\303\\251 \\377!'", JobStatus.COMPLETED, "caf\u00e9 \ufffd!", 0
     ),
-    pytest.param(
-        Case("printf 'one\\ntwo\\nthree\\n'", JobStatus.COMPLETED, "one\ntwo\nthree\n", 0),
-        id="multi-line",
+    "output-capped": Case(
+        "seq 1 10000",
+        JobStatus.COMPLETED,
+        _lines(*range(1, 10001))[:1000],
+        0,
+        max_output_bytes=1000,
+        truncated=True,
     ),
-    pytest.param(
-        Case("echo 'hello $USER'", JobStatus.COMPLETED, "hello $USER\n", 0),
-        id="single-quotes-literal",
+    "error-capped": Case(
+        "seq 1 10000 >&2",
+        JobStatus.COMPLETED,
+        "",
+        0,
+        error=_lines(*range(1, 10001))[:1000],
+        max_output_bytes=1000,
+        truncated=True,
     ),
-    pytest.param(Case("echo 'hello world' | wc -w", JobStatus.COMPLETED, "2\n", 0), id="pipe"),
-    pytest.param(
-        Case("printf 'caf\\303\\251 \\377!'", JobStatus.COMPLETED, "caf\u00e9 \ufffd!", 0),
-        id="invalid-utf8-replaced",
+    "large-output-drained": Case(
+        "yes | head -c 5000000",
+        JobStatus.COMPLETED,
+        "y\n" * 500,
+        0,
+        max_output_bytes=1000,
+        truncated=True,
     ),
-    pytest.param(
-        Case(
-            "seq 1 10000",
-            JobStatus.COMPLETED,
-            _lines(*range(1, 10001))[:1000],
-            0,
-            max_output_bytes=1000,
-            truncated=True,
-        ),
-        id="output-capped",
-    ),
-    pytest.param(
-        Case(
-            "seq 1 10000 >&2",
-            JobStatus.COMPLETED,
-            "",
-            0,
-            error=_lines(*range(1, 10001))[:1000],
-            max_output_bytes=1000,
-            truncated=True,
-        ),
-        id="error-capped",
-    ),
-    pytest.param(
-        Case(
-            "yes | head -c 5000000",
-            JobStatus.COMPLETED,
-            "y\n" * 500,
-            0,
-            max_output_bytes=1000,
-            truncated=True,
-        ),
-        id="large-output-drained",
-    ),
-]
+}
 
 
 def new_spec(command: str, timeout_seconds: int = 30, image: str = "") -> JobSpec:

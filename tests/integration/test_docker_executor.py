@@ -123,7 +123,7 @@ async def test_connection_pool_is_sized_for_slots_plus_control_calls():
     assert asked == {"max_pool_size": 11, "closed": True}
 
 
-@pytest.mark.parametrize("case", CASES + SANDBOX_CASES)
+@pytest.mark.parametrize("case", [pytest.param(c, id=i) for i, c in CASES.items()] + SANDBOX_CASES)
 @pytest_twisted.ensureDeferred
 async def test_behaviour_table(executors, case: Case):
     executor = await executors(max_output_bytes=case.max_output_bytes)

@@ -75,7 +75,7 @@ def test_provides_iexecutor():
     assert executor.name == "process"
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [pytest.param(c, id=i) for i, c in CASES.items()])
 @pytest_twisted.ensureDeferred
 async def test_behaviour_table(executors, case: Case):
     executor = executors(max_output_bytes=case.max_output_bytes)
