@@ -14,12 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
-from jobsched.jobs.validation import image_allowed, is_valid_image_reference
+from jobsched.images import image_allowed, is_valid_image_reference
 
 MAX_NODE_ID = 2**63 - 1
 MAX_CLUSTER_SIZE = 7
 EXECUTORS = ("docker", "process")
 LOG_FORMATS = ("text", "json")
+MAX_ATTEMPTS_LIMIT = 10
+"""The most attempts a job may make (the option and the per-job setting)."""
 
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
@@ -102,7 +104,7 @@ class NodeConfig:
         self._check_tls()
         self._check_timings()
         _check_choice("--log-format", self.log_format, LOG_FORMATS)
-        _check_int("--max-attempts", self.max_attempts, 1)
+        _check_int("--max-attempts", self.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
         if self.data_dir is not None and os.path.exists(self.data_dir):  # noqa: SIM102
             if not os.path.isdir(self.data_dir):
                 raise ConfigError("--data-dir", f"not a directory: {self.data_dir}")
@@ -197,23 +199,8 @@ class NodeConfig:
         return config
 
     @property
-    def client_address(self) -> str:
-        """This node's gRPC address as clients and peers dial it (`--advertise-addr`)."""
-        return self.advertise_addr
-
-    @property
-    def bind_address(self) -> str:
-        """The gRPC listen address `host:port` (as `grpc.Server.add_insecure_port` takes)."""
-        return format_address(self.host, self.port)
-
-    @property
     def cluster_size(self) -> int:
         return len(self.peers) + 1
-
-    @property
-    def majority(self) -> int:
-        """Votes, or durable copies, that make a strict majority of the cluster."""
-        return self.cluster_size // 2 + 1
 
 
 def parse_address(option: str, text: str) -> PeerAddress:
@@ -359,7 +346,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "election_timeout_max": _parse_positive_int,
     "heartbeat_interval": _parse_positive_int,
     "worker_expiry": _parse_seconds,
-    "max_attempts": _parse_positive_int,
+    "max_attempts": lambda option, raw: _parse_int(option, raw, 1, MAX_ATTEMPTS_LIMIT),
 }
 
 

@@ -11,7 +11,6 @@ and proposes their requeue (or failure, when no attempt is left).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
@@ -19,24 +18,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from jobsched.interfaces import IDispatcher, IRaftService, IScheduler, IWorker
+from jobsched import errors
+from jobsched.interfaces import IDispatcher, IJobTable, IRaftService, IScheduler, IWorker
 from jobsched.jobs import commands
-from jobsched.jobs.table import JobTable
+from jobsched.registry import WorkerRegistry
 from jobsched.scheduler import WorkerView
 
 RETRY_DELAY_SECONDS = 0.2
 LOST_WORKER_CHECK_SECONDS = 1.0
-
-
-@dataclass
-class Heartbeat:
-    """The latest word from a remote worker, as the leader received it."""
-
-    received_at: float
-    running_job_ids: list[str]
-    free_slots: int
-    draining: bool
-    incarnation: int
 
 
 @implementer(IDispatcher)
@@ -49,9 +38,10 @@ class Dispatcher(Service):
         self,
         node_id: int,
         raft: IRaftService,
-        table: JobTable,
+        table: IJobTable,
         assigner: IScheduler,
         local_worker: IWorker,
+        registry: WorkerRegistry,
         slots: int,
         is_draining: Callable[[], bool],
         clock: IReactorTime,
@@ -66,7 +56,7 @@ class Dispatcher(Service):
         self._is_draining = is_draining
         self._clock = clock
         self._worker_expiry = worker_expiry
-        self._heartbeats: dict[int, Heartbeat] = {}
+        self._registry = registry
         self._registering: set[int] = set()
         self._requeueing: set[str] = set()
         self._missing: dict[tuple, float] = {}  # (job id, attempt) -> first seen missing
@@ -104,7 +94,7 @@ class Dispatcher(Service):
                 self._leading_since = self._clock.seconds()
         else:
             self._leading_since = None
-            self._heartbeats.clear()
+            self._registry.forget_all()
             self._missing.clear()
         self.request_round()
 
@@ -117,10 +107,13 @@ class Dispatcher(Service):
     def heartbeat(
         self, node_id: int, running_job_ids, free_slots: int, draining: bool, incarnation: int
     ) -> None:
-        """Record a remote worker's heartbeat; its first one registers it (replicated)."""
-        was_live = self._is_live(node_id)
-        self._heartbeats[node_id] = Heartbeat(
-            self._clock.seconds(), list(running_job_ids), free_slots, draining, incarnation
+        """Record a remote worker's heartbeat; its first one registers it (replicated).
+        Only the leader takes heartbeats (NotLeader elsewhere)."""
+        status = self._raft.status()
+        if status.role != "leader":
+            raise errors.NotLeader(status.leader_address)
+        was_live = self._registry.record(
+            node_id, running_job_ids, free_slots, draining, incarnation
         )
         if node_id not in self._table.workers() and node_id not in self._registering:
             self._registering.add(node_id)
@@ -132,26 +125,10 @@ class Dispatcher(Service):
     def _registered(self, _result, node_id: int) -> None:
         self._registering.discard(node_id)  # a failure is retried by the next heartbeat
 
-    def is_draining(self, node_id: int) -> bool:
-        beat = self._heartbeats.get(node_id)
-        return bool(beat and beat.draining)
-
-    def _is_live(self, node_id: int) -> bool:
-        beat = self._heartbeats.get(node_id)
-        return bool(beat and self._clock.seconds() - beat.received_at <= self._worker_expiry)
-
     def workers(self) -> dict[int, WorkerView]:
         """Workers that may take jobs now: the leader's own worker (live while it leads)
         and every remote worker heard from within the expiry window."""
-        views = {
-            node_id: WorkerView(
-                live=self._is_live(node_id),
-                draining=beat.draining,
-                slots=beat.free_slots + len(beat.running_job_ids),
-                incarnation=beat.incarnation,
-            )
-            for node_id, beat in self._heartbeats.items()
-        }
+        views = self._registry.views()
         views[self._node_id] = WorkerView(
             live=True,
             draining=self._is_draining(),
@@ -174,7 +151,9 @@ class Dispatcher(Service):
         self._scheduled = None
         if self._in_flight or not self._is_leader():
             return
-        assignments = self._assigner.plan(self._table, self.workers())
+        assignments = self._assigner.plan(
+            self._table, self.workers(), int(self._clock.seconds() * 1000)
+        )
         if not assignments:
             return
         self._in_flight = True
@@ -198,7 +177,7 @@ class Dispatcher(Service):
     # ------------------------------------------------------------------ lost workers
 
     def _silent_for(self, worker_id: int, now: float) -> float:
-        beat = self._heartbeats.get(worker_id)
+        beat = self._registry.latest(worker_id)
         heard = max(self._leading_since, beat.received_at if beat else self._leading_since)
         return now - heard
 
@@ -206,7 +185,7 @@ class Dispatcher(Service):
         """Job ids the worker says it runs (or holds results of), or None if unknown."""
         if worker_id == self._node_id:
             return set(self._local_worker.running_job_ids())
-        beat = self._heartbeats.get(worker_id)
+        beat = self._registry.latest(worker_id)
         return set(beat.running_job_ids) if beat else None
 
     def _requeue_lost_jobs(self) -> None:

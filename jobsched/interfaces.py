@@ -1,7 +1,8 @@
 """Every zope.interface of jobsched: the seams between its parts.
 
-Tests swap a part for another provider of the same interface (MemoryStorage for a
-durable store, a fake executor, a simulated transport); nothing is patched.
+Consumers depend on these, not on the classes behind them; tests swap a part for
+another provider of the same interface (MemoryStorage for a durable store, a fake
+executor, a simulated transport); nothing is patched.
 """
 
 from zope.interface import Attribute, Interface
@@ -15,8 +16,9 @@ class IRaftStorage(Interface):
     """
 
     def load():
-        """Return a `jobsched.raft.storage.StoredState` (empty for a fresh store), or a
-        Deferred firing with one. Called once, when the node starts."""
+        """Open the store and return the `jobsched.raft.storage.StoredState` it holds
+        (empty for a fresh store). Called once, when the node starts; raises
+        `StorageError` (one line naming the file) for a damaged or foreign store."""
 
     def save_hard_state(term, voted_for):
         """Persist the current term and the vote cast in it (0 = none)."""
@@ -51,8 +53,9 @@ class IStateMachine(Interface):
     """The replicated state: changed only by applying committed entries, in order."""
 
     def apply(index, command):
-        """Apply one committed `scheduler_pb2.Command` at log `index`; return the
-        result handed to whoever proposed it. Deterministic: no clock, no I/O."""
+        """Apply one committed entry's `command` (bytes, opaque to Raft) at log `index`;
+        return the result handed to whoever proposed it. Deterministic: no clock, no
+        I/O."""
 
     def snapshot():
         """Return the applied state as bytes."""
@@ -61,16 +64,50 @@ class IStateMachine(Interface):
         """Replace the applied state with a snapshot made by `snapshot`."""
 
 
+class IJobTable(IStateMachine):
+    """The replicated job table and worker registry, and the reads the node makes."""
+
+    def add_listener(listener):
+        """Call `listener(event, job)` after each applied change (see JobTable)."""
+
+    def get(job_id):
+        """A copy of the job with this canonical id, or None."""
+
+    def list_jobs(query):
+        """A `JobPage` of the jobs matching a `ListQuery`, in creation order."""
+
+    def active_count():
+        """Pending plus running jobs."""
+
+    def count(status):
+        """Jobs in `status`."""
+
+    def pending_jobs(limit=None):
+        """Pending jobs in submission order, at most `limit`."""
+
+    def jobs_running_on(worker_id):
+        """Running jobs assigned to `worker_id`."""
+
+    def running_counts():
+        """{worker id: running jobs}."""
+
+    def running_by_worker():
+        """{worker id: [running jobs]}."""
+
+    def workers():
+        """Registered worker ids, ascending."""
+
+
 class IRaftService(Interface):
     """Consensus as the rest of the node sees it (runs on the reactor)."""
 
     node_id = Attribute("This node's id.")
 
     def propose(command):
-        """Append `command` and return a Deferred firing with the state machine's
-        apply result once it is committed and applied, or failing with a typed error
-        from jobsched.api.errors (NotLeader, Overloaded, CommitTimeout,
-        LeadershipLost, RaftStopped)."""
+        """Append `command` (bytes) and return a Deferred firing with the state
+        machine's apply result once it is committed and applied, or failing with a
+        typed error of jobsched.errors (NotLeader, Overloaded, CommitTimeout,
+        LeadershipLost, RaftStopped, StorageFailed)."""
 
     def status():
         """Return a `jobsched.raft.service.RaftStatus` snapshot of this node's view."""
@@ -80,6 +117,10 @@ class IRaftService(Interface):
 
     def peer_progress():
         """Return {peer_id: PeerProgress} as this node (if leader) knows it."""
+
+    def transfer_leadership(target_id=0):
+        """Hand leadership to `target_id` (0 = the best live peer); Deferred of
+        (success, message, new_leader_id), success only once the target has won."""
 
     def add_observer(observer):
         """Register a callable(event: str) run on the reactor after role or leader
@@ -122,24 +163,34 @@ class IWorker(Interface):
     )
 
     def running_job_ids():
-        """Ids of the jobs this worker runs now."""
+        """Ids of the jobs this worker runs now, and of finished ones whose results are
+        not committed yet."""
 
     def free_slots():
         """How many more jobs this worker can take."""
+
+    def fence():
+        """Kill every running job: the leader has been out of reach too long."""
+
+    def wind_down(grace_seconds):
+        """Let running jobs finish for up to `grace_seconds`, then kill the rest;
+        Deferred."""
 
 
 class IScheduler(Interface):
     """The leader-side placement of pending jobs on live workers."""
 
-    def plan(table, workers):
-        """Return the AssignJob commands to propose now (pure, no side effects)."""
+    def plan(table, workers, now_ms):
+        """Return the AssignJob entries (bytes) to propose now, stamped `now_ms` (pure,
+        no side effects)."""
 
 
 class IDispatcher(Interface):
     """The leader's loop that places pending jobs and tracks remote workers."""
 
     def heartbeat(node_id, running_job_ids, free_slots, draining, incarnation):
-        """Record a remote worker's heartbeat (registers it the first time)."""
+        """Record a remote worker's heartbeat (registers it the first time); NotLeader
+        on a node that does not lead."""
 
     def workers():
         """{worker_id: WorkerView} of the workers that may take jobs now."""
@@ -149,22 +200,74 @@ class IDispatcher(Interface):
 
 
 class IClusterAPI(Interface):
-    """The operations the gRPC and REST APIs both offer, with typed errors."""
+    """The operations both client APIs offer, answered by this node, with the typed
+    errors of jobsched.errors. Runs on the reactor."""
 
-    def submit(command, image, timeout_seconds, idempotency_key, max_attempts):
-        """Deferred[(job_id, created_at_ms)]."""
+    draining = Attribute("Whether this node drains (refuses new jobs).")
+
+    def check_submission(request):
+        """Validate a `SubmitRequest`; return it with the server defaults filled in."""
+
+    def submit(request):
+        """Deferred[Job] of the committed job (leader only)."""
+
+    def cancel(job_id):
+        """Deferred[canonical job id] once the cancel is committed (leader only)."""
+
+    def accept_results(updates):
+        """Deferred firing once finished attempts are committed (leader only)."""
+
+    def transfer_leadership(target_node_id):
+        """Deferred[(success, message, new_leader_id)]."""
+
+    def drain(wait_seconds=60.0):
+        """Deferred[(success, message)] of DrainNode."""
+
+    def get_job(job_id, invalid_message="Invalid job ID"):
+        """The Job (InvalidArgument, NotFound)."""
+
+    def list_jobs(query):
+        """A JobPage for a ListQuery."""
+
+    def job_counts():
+        """{JobStatus: number of jobs}."""
+
+    def cluster_view():
+        """This node's ClusterView."""
+
+    def raft_log_view(start_index, limit):
+        """A LogView of this node's log."""
+
+    def raft_status():
+        """This node's RaftStatus."""
+
+    def is_leader():
+        """Whether this node leads now."""
+
+    def is_ready():
+        """A leader is known and this node is in touch with a quorum."""
+
+
+class IRouter(Interface):
+    """Decides, for every call that may need the leader, "here or at the leader"."""
+
+    def submit(request):
+        """Deferred[(job_id, status label)] for a `SubmitRequest`."""
 
     def cancel(job_id):
         """Deferred[job_id] once the cancel is committed."""
 
-    def get_job(job_id):
-        """The Job or NotFound."""
-
-    def list_jobs(query):
-        """A page of jobs for a ListQuery."""
-
     def cluster_status():
-        """Deferred[ClusterStatus]."""
+        """Deferred[ClusterView] of the leader."""
+
+    def raft_log(start_index, limit):
+        """Deferred[LogView] of the leader's log."""
+
+    def deliver_results(updates):
+        """Deferred firing once this worker's finished attempts are committed."""
+
+    def send_heartbeat(request, timeout):
+        """Deferred firing once the leader took this worker's heartbeat."""
 
 
 class IWebApp(Interface):
@@ -182,6 +285,6 @@ class IHeartbeatSender(Interface):
 
 
 class IApiServer(Interface):
-    """A network endpoint of a node (the gRPC server, the REST site)."""
+    """A network endpoint of a node (the gRPC server)."""
 
     port = Attribute("The port it listens on once started.")

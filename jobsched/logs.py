@@ -8,7 +8,9 @@ dead peer, for instance, twenty a second) are filtered out.
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import NoReturn
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -44,3 +46,15 @@ def install(twistd_options, log_format: str) -> None:
         return
     if twistd_options.get("nodaemon") and twistd_options.get("logfile") in (None, "-"):
         twistd_options["logger"] = FACTORIES[log_format]
+
+
+def exit_with_error(message: str, status: int = 1) -> NoReturn:
+    """End the process at once with one line, `jobsched: error: <message>`, on the
+    process's own standard error (twistd redirects `sys.stderr` into the log).
+
+    Crash-only: nothing is cleaned up, so that a supervisor restarts the node from its
+    durable state (BEHAVIOUR §6)."""
+    sys.stdout.flush()
+    sys.__stderr__.write(f"jobsched: error: {message}\n")
+    sys.__stderr__.flush()
+    os._exit(status)

@@ -1,6 +1,9 @@
 """NodeService: builds one jobsched node from its NodeConfig and wires the parts.
 
-Start order: Raft, worker, dispatcher, gRPC server, REST site (stopped in reverse).
+The constructor only wires; `startService` does the I/O (opening storage, reaching the
+Docker engine) and stops start-up with one line when either cannot be used. Start
+order: Raft, worker, dispatcher, heartbeats, gRPC server, REST site (stopped in
+reverse).
 """
 
 from __future__ import annotations
@@ -14,60 +17,42 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from jobsched._proto import scheduler_pb2 as pb
-from jobsched.api.bridge import ReactorBridge
-from jobsched.api.grpc_server import GrpcServerService, InternalServicer, SchedulerServicer
+from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
+from jobsched.api.raft_servicer import RaftServicer
 from jobsched.api.rest import RestApi
-from jobsched.app import ClusterAPI
+from jobsched.app import ClusterAPI, DrainFlag
 from jobsched.config import NodeConfig
 from jobsched.dispatch import Dispatcher
 from jobsched.jobs.table import JobTable
-from jobsched.leader_client import LeaderClient
+from jobsched.logs import exit_with_error
+from jobsched.net.bridge import ReactorBridge
+from jobsched.net.channels import Wire
+from jobsched.net.leader import LeaderClient
+from jobsched.net.server import GrpcServerService
 from jobsched.raft.service import RaftService, RaftTimings
 from jobsched.raft.sqlite_storage import SqliteStorage, StorageError
 from jobsched.raft.storage import MemoryStorage
-from jobsched.raft.transport import GrpcTransport, RaftServicer
+from jobsched.raft.transport import GrpcTransport
+from jobsched.registry import WorkerRegistry
+from jobsched.routing import Router
 from jobsched.scheduler import Assigner
 from jobsched.worker.heartbeat import HeartbeatSender
 from jobsched.worker.reporting import ResultReporter
 from jobsched.worker.service import WorkerService
 
-FORWARD_TIMEOUT_SECONDS = 8.0
-ENGINE_CHECK_SECONDS = 5
 SHUTDOWN_TRANSFER_SECONDS = 3.0
 SHUTDOWN_GRACE_SECONDS = 30.0
 SHUTDOWN_FLUSH_SECONDS = 5.0
 
 
-def require_docker_engine() -> None:
-    """Stop start-up with one clear line when the Docker engine does not answer
-    (checked once, before the reactor runs)."""
-    import docker
-
-    try:
-        client = docker.from_env(timeout=ENGINE_CHECK_SECONDS)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as error:  # any failure to reach the engine means the same here
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SystemExit(
-            f"jobsched: error: --executor docker: cannot reach the Docker engine ({reason}); "
-            "start one, or use --executor process for development"
-        ) from None
-
-
 def build_executor(config: NodeConfig, reactor):
-    """The executor the config asks for; the process one warns loudly."""
+    """The executor the config asks for (no I/O yet)."""
     if config.executor == "process":
         from jobsched.worker.process import ProcessExecutor
 
         return ProcessExecutor(reactor, max_output_bytes=config.max_output_bytes)
     from jobsched.worker.docker import DockerExecutor
 
-    require_docker_engine()
-    NodeService.log.info("Executor: docker (default image {image})", image=config.image)
     return DockerExecutor(
         reactor,
         image=config.image,
@@ -77,25 +62,11 @@ def build_executor(config: NodeConfig, reactor):
     )
 
 
-def open_storage(config: NodeConfig, reactor):
-    """The node's Raft storage and what it holds. A damaged, foreign or unreadable data
-    file stops start-up with one line naming the file."""
+def build_storage(config: NodeConfig, reactor):
+    """The node's Raft storage provider (opened when Raft starts)."""
     if not config.data_dir:
-        storage = MemoryStorage()
-        return storage, storage.load()
-    storage = SqliteStorage(config.data_dir, config.node_id, reactor)
-    try:
-        loaded = storage.load()
-    except StorageError as error:
-        raise SystemExit(f"jobsched: error: {error}") from None
-    NodeService.log.info(
-        "Durable storage {path}: term {term}, {count} log entries, snapshot at {index}",
-        path=storage.path,
-        term=loaded.term,
-        count=len(loaded.entries),
-        index=loaded.snapshot.index if loaded.snapshot else 0,
-    )
-    return storage, loaded
+        return MemoryStorage()
+    return SqliteStorage(config.data_dir, config.node_id, reactor)
 
 
 class NodeService(MultiService):
@@ -109,16 +80,16 @@ class NodeService(MultiService):
             from twisted.internet import reactor
         self.config = config
         self._reactor = reactor
+        peers = {peer_id: str(peer) for peer_id, peer in config.peers.items()}
+        wire = Wire()
         self.table = JobTable()
-        storage, loaded = open_storage(config, reactor)
-        self.transport = GrpcTransport(
-            {peer_id: str(peer) for peer_id, peer in config.peers.items()}, reactor
-        )
+        self.storage = build_storage(config, reactor)
+        self.transport = GrpcTransport(peers, wire, reactor)
         self.raft = RaftService(
             node_id=config.node_id,
-            peers={peer_id: str(peer) for peer_id, peer in config.peers.items()},
+            peers=peers,
             self_address=config.advertise_addr,
-            storage=storage,
+            storage=self.storage,
             transport=self.transport,
             state_machine=self.table,
             clock=reactor,
@@ -128,17 +99,21 @@ class NodeService(MultiService):
                 election_timeout_max=config.election_timeout_max / 1000,
                 heartbeat_interval=config.heartbeat_interval / 1000,
             ),
-            loaded=loaded,
         )
         self.raft.setServiceParent(self)
-        self.leader = LeaderClient(self.raft, reactor)
-        self.api = ClusterAPI(config, self.raft, self.table, reactor, self.leader, storage)
 
-        self.reporter = ResultReporter(self._deliver_results, reactor)
+        drain_flag = self._drain_flag = DrainFlag()
+        registry = WorkerRegistry(reactor, config.worker_expiry)
+        self.api = ClusterAPI(config, self.raft, self.table, registry, drain_flag, reactor)
+        self.leader = LeaderClient(lambda: self.raft.status().leader_address, wire, reactor)
+        self.router = Router(self.api, self.leader)
+
+        self.executor = build_executor(config, reactor)
+        self.reporter = ResultReporter(self.router, reactor)
         self.worker = WorkerService(
             config.node_id,
             self.table,
-            build_executor(config, reactor),
+            self.executor,
             self.reporter,
             config.worker_slots,
             reactor,
@@ -150,19 +125,19 @@ class NodeService(MultiService):
             self.table,
             Assigner(),
             self.worker,
+            registry,
             config.worker_slots,
-            lambda: self.api.draining,
+            lambda: drain_flag.active,
             reactor,
             worker_expiry=config.worker_expiry,
         )
         self.dispatcher.setServiceParent(self)
-        self.api.dispatcher = self.dispatcher
         HeartbeatSender(
             config.node_id,
             self.raft,
             self.worker,
-            self.leader,
-            lambda: self.api.draining,
+            self.router,
+            lambda: drain_flag.active,
             reactor,
             config.worker_expiry,
         ).setServiceParent(self)
@@ -172,25 +147,19 @@ class NodeService(MultiService):
             config.host,
             config.port,
             [
-                SchedulerServicer(self.api, bridge),
-                InternalServicer(self.api, bridge),
-                RaftServicer(self.raft, bridge),
+                SchedulerServicer(self.api, self.router, bridge).register,
+                InternalServicer(self.api, self.dispatcher, bridge).register,
+                RaftServicer(self.raft, bridge).register,
             ],
+            wire,
         )
         self.grpc.setServiceParent(self)
         if config.dashboard_port:
-            site = Site(RestApi(self.api).resource())
+            site = Site(RestApi(self.api, self.router, self.storage).resource())
             site.noisy = False
             internet.TCPServer(config.dashboard_port, site, interface=config.host).setServiceParent(
                 self
             )
-
-    def _deliver_results(self, updates):
-        """Results of this node's worker: proposed here when leading, else forwarded."""
-        if self.raft.status().role == "leader":
-            return self.api.accept_results(updates)
-        request = pb.ForwardJobStatusRequest(updates=updates)
-        return self.leader.internal("ForwardJobStatus", request, FORWARD_TIMEOUT_SECONDS)
 
     def startService(self) -> None:
         self.log.info(
@@ -201,7 +170,18 @@ class NodeService(MultiService):
             http=self.config.dashboard_port or "off",
             peers=sorted(self.config.peers) or "none",
         )
-        super().startService()
+        if self.config.executor == "docker":
+            from jobsched.worker.docker import EngineUnreachable, require_engine
+
+            try:
+                require_engine()
+            except EngineUnreachable as error:
+                exit_with_error(f"--executor docker: {error}")
+            self.log.info("Executor: docker (default image {image})", image=self.config.image)
+        try:
+            super().startService()
+        except StorageError as error:
+            exit_with_error(str(error))
         self._reactor.callWhenRunning(self._exit_zero_on_sigterm)
 
     def _exit_zero_on_sigterm(self) -> None:
@@ -225,8 +205,8 @@ class NodeService(MultiService):
         """Graceful stop: refuse submissions, hand leadership away, let running jobs
         finish (then kill and report them failed), deliver results, close storage."""
         self.log.info("Stopping: no new jobs; handing over and finishing running jobs")
-        self.api.draining = True
-        if self.raft.status().role == "leader" and self.config.peers:
+        self._drain_flag.active = True
+        if self.api.is_leader() and self.config.peers:
             transfer = self.api.transfer_leadership(0)
             transfer.addTimeout(SHUTDOWN_TRANSFER_SECONDS, self._reactor)
             transfer.addCallbacks(self._log_transfer, self._log_transfer_failure)

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 
 from zope.interface import implementer
 
-from jobsched._proto import scheduler_pb2
-from jobsched.interfaces import IScheduler
+from jobsched.interfaces import IJobTable, IScheduler
 from jobsched.jobs import commands
-from jobsched.jobs.table import JobTable
 
 
 @dataclass(frozen=True)
@@ -34,10 +32,9 @@ class WorkerView:
 class Assigner:
     """FIFO placement on the least-loaded eligible worker (ties: lowest id)."""
 
-    def plan(
-        self, table: JobTable, workers: Mapping[int, WorkerView]
-    ) -> list[scheduler_pb2.Command]:
-        """AssignJob commands for as many pending jobs as there are free slots.
+    def plan(self, table: IJobTable, workers: Mapping[int, WorkerView], now_ms: int) -> list[bytes]:
+        """AssignJob entries, made at `now_ms`, for as many pending jobs as there are
+        free slots.
 
         Pure: reads the table, changes nothing. Costs O(W + A log W) for W workers and
         A assignments; only the pending jobs that can be placed are read.
@@ -58,7 +55,11 @@ class Assigner:
             count, worker_id = heapq.heappop(heap)
             plan.append(
                 commands.assign_job(
-                    job.job_id, worker_id, job.attempts + 1, workers[worker_id].incarnation
+                    job.job_id,
+                    worker_id,
+                    job.attempts + 1,
+                    workers[worker_id].incarnation,
+                    now_ms,
                 )
             )
             if count + 1 < workers[worker_id].slots:

@@ -389,8 +389,8 @@ class LogEntry(_message.Message):
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     term: int
     index: int
-    command: Command
-    def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
+    command: bytes
+    def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., command: _Optional[bytes] = ...) -> None: ...
 
 class Command(_message.Message):
     __slots__ = ("submit_job", "update_job_status", "register_worker", "batch_update_job_status", "assign_job", "cancel_job", "requeue_job")
@@ -489,16 +489,18 @@ class RegisterWorkerCommand(_message.Message):
     def __init__(self, worker_id: _Optional[int] = ...) -> None: ...
 
 class AssignJobCommand(_message.Message):
-    __slots__ = ("job_id", "worker_id", "attempt", "worker_incarnation")
+    __slots__ = ("job_id", "worker_id", "attempt", "worker_incarnation", "assigned_at_ms")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     WORKER_INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     worker_id: int
     attempt: int
     worker_incarnation: int
-    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[int] = ..., attempt: _Optional[int] = ..., worker_incarnation: _Optional[int] = ...) -> None: ...
+    assigned_at_ms: int
+    def __init__(self, job_id: _Optional[str] = ..., worker_id: _Optional[int] = ..., attempt: _Optional[int] = ..., worker_incarnation: _Optional[int] = ..., assigned_at_ms: _Optional[int] = ...) -> None: ...
 
 class CancelJobCommand(_message.Message):
     __slots__ = ("job_id", "cancelled_at_ms")

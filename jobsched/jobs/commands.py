@@ -1,4 +1,5 @@
-"""Builders of the `scheduler_pb2.Command` entries that change the job table.
+"""Builders of the Raft entries that change the job table: serialized
+`scheduler_pb2.Command` messages, the opaque bytes Raft replicates.
 
 Every write goes through Raft as one of these; building them in one place keeps the
 field conventions (presence of optional fields, 0 = none) in one place too.
@@ -20,7 +21,7 @@ def submit_job(
     timeout_seconds: int = 0,
     idempotency_key: str = "",
     max_attempts: int = 0,
-) -> scheduler_pb2.Command:
+) -> bytes:
     """A SubmitJob entry; `image` is set (has presence) only when non-empty."""
     submit = scheduler_pb2.SubmitJobCommand(
         job_id=job_id,
@@ -32,27 +33,32 @@ def submit_job(
     )
     if image:
         submit.image = image
-    return scheduler_pb2.Command(submit_job=submit)
+    return _entry(submit_job=submit)
 
 
 def assign_job(
-    job_id: str, worker_id: int, attempt: int, worker_incarnation: int = 0
-) -> scheduler_pb2.Command:
+    job_id: str,
+    worker_id: int,
+    attempt: int,
+    worker_incarnation: int = 0,
+    assigned_at_ms: int = 0,
+) -> bytes:
     """An AssignJob entry: attempt number `attempt` of `job_id` runs on `worker_id`
-    (in the process life `worker_incarnation` of that worker)."""
-    return scheduler_pb2.Command(
+    (in the process life `worker_incarnation` of that worker) from `assigned_at_ms`."""
+    return _entry(
         assign_job=scheduler_pb2.AssignJobCommand(
             job_id=job_id,
             worker_id=worker_id,
             attempt=attempt,
             worker_incarnation=worker_incarnation,
+            assigned_at_ms=assigned_at_ms,
         )
     )
 
 
-def requeue_job(job_id: str, attempt: int, error: str, failed_at_ms: int) -> scheduler_pb2.Command:
+def requeue_job(job_id: str, attempt: int, error: str, failed_at_ms: int) -> bytes:
     """A RequeueJob entry for a running attempt whose worker was lost."""
-    return scheduler_pb2.Command(
+    return _entry(
         requeue_job=scheduler_pb2.RequeueJobCommand(
             job_id=job_id, attempt=attempt, error=error, failed_at_ms=failed_at_ms
         )
@@ -84,18 +90,9 @@ def status_update(
     return update
 
 
-def update_job_status(
-    job_id: str, result: JobResult, executed_by: int, attempt: int
-) -> scheduler_pb2.Command:
-    """An UpdateJobStatus entry for one finished attempt."""
-    return scheduler_pb2.Command(
-        update_job_status=status_update(job_id, result, executed_by, attempt)
-    )
-
-
 def batch_update(
     updates: Iterable[scheduler_pb2.UpdateJobStatusCommand],
-) -> scheduler_pb2.Command:
+) -> bytes:
     """One BatchUpdateJobStatus entry carrying several results (e.g. one forward call).
 
     JobStatusUpdate has the same fields and numbers as UpdateJobStatusCommand, so each
@@ -104,18 +101,20 @@ def batch_update(
     batch = scheduler_pb2.BatchUpdateJobStatusCommand()
     for update in updates:
         batch.updates.append(scheduler_pb2.JobStatusUpdate.FromString(update.SerializeToString()))
-    return scheduler_pb2.Command(batch_update_job_status=batch)
+    return _entry(batch_update_job_status=batch)
 
 
-def cancel_job(job_id: str, cancelled_at_ms: int) -> scheduler_pb2.Command:
+def cancel_job(job_id: str, cancelled_at_ms: int) -> bytes:
     """A CancelJob entry; the time travels in the entry so every node records the same."""
-    return scheduler_pb2.Command(
+    return _entry(
         cancel_job=scheduler_pb2.CancelJobCommand(job_id=job_id, cancelled_at_ms=cancelled_at_ms)
     )
 
 
-def register_worker(worker_id: int) -> scheduler_pb2.Command:
+def register_worker(worker_id: int) -> bytes:
     """A RegisterWorker entry (the first heartbeat of a worker)."""
-    return scheduler_pb2.Command(
-        register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=worker_id)
-    )
+    return _entry(register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=worker_id))
+
+
+def _entry(**command) -> bytes:
+    return scheduler_pb2.Command(**command).SerializeToString()

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2
-from jobsched.api.errors import InvalidArgument
+from jobsched.errors import InvalidArgument
 from jobsched.interfaces import IStateMachine
 from jobsched.jobs.model import Job, JobStatus
 
@@ -76,15 +76,6 @@ class JobPage:
     jobs: list[Job]
     next_page_token: str
     total_count: int
-
-
-@dataclass(frozen=True)
-class StreamPage:
-    """A chunk of StreamJobs: pass `cursor` as `after_seq` to get the next chunk."""
-
-    jobs: list[Job]
-    cursor: int
-    done: bool
 
 
 _TOKEN_BODY = struct.Struct(">BQ8s")  # format version, last sequence served, filters
@@ -185,9 +176,6 @@ class JobTable:
         """
         self._listeners.append(listener)
 
-    def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
-
     def _notify(self, event: str, job: Job | None) -> None:
         for listener in list(self._listeners):
             try:
@@ -197,18 +185,20 @@ class JobTable:
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, index: int, command: scheduler_pb2.Command) -> object:
-        """Apply the committed `command` at log `index` and return the proposer's result.
+    def apply(self, index: int, command: bytes) -> object:
+        """Apply the committed `command` (a serialized scheduler_pb2.Command) at log
+        `index` and return the proposer's result.
 
         submit_job: the job (the existing one for a known id or a recent idempotency
         key); cancel_job: the job afterwards (unchanged when terminal), None if unknown;
         assign_job / update_job_status: the job if the command took effect, else None;
         batch_update_job_status: a list of those; register_worker and no-op: None.
         """
-        kind = command.WhichOneof("command_type")
+        decoded = scheduler_pb2.Command.FromString(command)
+        kind = decoded.WhichOneof("command_type")
         if kind is None:
             return None
-        return getattr(self, "_apply_" + kind)(getattr(command, kind))
+        return getattr(self, "_apply_" + kind)(getattr(decoded, kind))
 
     def _apply_submit_job(self, cmd: scheduler_pb2.SubmitJobCommand) -> Job | None:
         if not cmd.job_id:
@@ -258,6 +248,9 @@ class JobTable:
         self._set_status(job, JobStatus.RUNNING)
         job.assigned_worker = cmd.worker_id
         job.worker_incarnation = cmd.worker_incarnation
+        # Where and since when it runs, until the worker's result brings the real start.
+        job.executed_by = cmd.worker_id
+        job.started_at_ms = cmd.assigned_at_ms or None
         # attempt 0 comes from proposers that predate attempt numbers: count on.
         job.attempts = cmd.attempt or job.attempts + 1
         return self._changed("assigned", job)
@@ -307,6 +300,8 @@ class JobTable:
             self._set_status(job, JobStatus.PENDING)
             job.assigned_worker = 0
             job.worker_incarnation = 0
+            job.executed_by = 0
+            job.started_at_ms = None
             return self._changed("requeued", job)
         self._set_status(job, JobStatus.FAILED)
         job.error = cmd.error
@@ -432,26 +427,6 @@ class JobTable:
                     more = True
         token = _encode_token(page[-1], fingerprint) if more else ""
         return JobPage([copy.copy(self._jobs[seq]) for seq in page], token, total)
-
-    def jobs_after(
-        self,
-        after_seq: int,
-        limit: int,
-        status: JobStatus | None = None,
-        up_to_seq: int | None = None,
-    ) -> StreamPage:
-        """Up to `limit` jobs (of `status`, if given) after `after_seq`, in creation order.
-
-        For StreamJobs: the caller pulls one chunk at a time; `up_to_seq` (usually
-        `last_seq` when the stream began) keeps a stream from chasing new submissions.
-        """
-        candidates = self._order if status is None else self._by_status[status]
-        start = bisect.bisect_right(candidates, after_seq)
-        end = len(candidates) if up_to_seq is None else bisect.bisect_right(candidates, up_to_seq)
-        seqs = candidates[start : min(end, start + max(limit, 1))]
-        cursor = seqs[-1] if seqs else after_seq
-        done = start + len(seqs) >= end
-        return StreamPage([copy.copy(self._jobs[seq]) for seq in seqs], cursor, done)
 
     # ------------------------------------------------------------------ snapshots
 

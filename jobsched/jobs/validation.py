@@ -1,31 +1,20 @@
 """Checks on what a client submits (API.md §2.1), shared by gRPC, REST and the CLI.
 
-The validators raise the typed errors of jobsched.api.errors with the spec's messages;
+The validators raise the typed errors of jobsched.errors with the spec's messages;
 the `is_*` / `parse_*` helpers answer without raising.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import uuid
 from collections.abc import Sequence
 
-from jobsched.api.errors import InvalidArgument, PermissionDenied
+from jobsched.config import MAX_ATTEMPTS_LIMIT
+from jobsched.errors import InvalidArgument, PermissionDenied
+from jobsched.images import image_allowed, is_valid_image_reference
 
 MAX_COMMAND_BYTES = 1024
-MAX_IMAGE_REFERENCE_BYTES = 255
-
-# The reference grammar of distribution/reference (what `docker pull` accepts).
-_ALNUM = r"[a-z0-9]+"
-_PATH_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
-_NAME = rf"(?:{_HOST}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_TAG = r"\w[\w.-]{0,127}"
-_ALGORITHM = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
-_DIGEST = rf"(?P<algorithm>{_ALGORITHM}):(?P<hex>[a-f0-9]{{32,}})"
-_IMAGE_REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@{_DIGEST})?", re.ASCII)
 
 _HEX32 = r"[0-9a-f]{32}"
 _HYPHENATED = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -49,31 +38,6 @@ def validate_command(command: str) -> str:
     if "\0" in command:
         raise InvalidArgument("Command cannot contain a NUL character")
     return command
-
-
-def is_valid_image_reference(reference: str) -> bool:
-    """True for `[registry[:port]/]path[:tag][@algorithm:hex]`, at most 255 bytes."""
-    if len(reference.encode("utf-8", "surrogatepass")) > MAX_IMAGE_REFERENCE_BYTES:
-        return False
-    match = _IMAGE_REFERENCE.fullmatch(reference)
-    if match is None:
-        return False
-    return match["algorithm"] != "sha256" or len(match["hex"]) == 64
-
-
-def image_allowed(image: str, patterns: Sequence[str]) -> bool:
-    """True if no patterns are set or one glob pattern matches the image.
-
-    An image without tag or digest is also tried as `<image>:latest`, the image Docker
-    runs for it, so `alpine:*` allows `alpine`.
-    """
-    if not patterns:
-        return True
-    candidates = [image]
-    match = _IMAGE_REFERENCE.fullmatch(image)
-    if match is not None and match["tag"] is None and match["algorithm"] is None:
-        candidates.append(f"{image}:latest")
-    return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns)
 
 
 def validate_image(image: str, allowed_images: Sequence[str] = ()) -> str:
@@ -123,3 +87,10 @@ def validate_idempotency_key(key: str) -> str:
             f"idempotency_key exceeds maximum length of {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
         )
     return key
+
+
+def validate_max_attempts(max_attempts: int) -> int:
+    """Attempts a job may make when workers are lost: 0 = the server default, else 1-10."""
+    if not 0 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise InvalidArgument(f"max_attempts must be from 1 to {MAX_ATTEMPTS_LIMIT}")
+    return max_attempts

@@ -31,9 +31,10 @@ def _append_request_to_wire(msg: m.AppendEntriesRequest) -> pb.AppendEntriesRequ
         prev_log_term=msg.prev_log_term,
         leader_commit=msg.leader_commit,
     )
-    add = wire.entries.add
-    for entry in msg.entries:
-        add(term=entry.term, index=entry.index).command.CopyFrom(entry.command)
+    wire.entries.extend(
+        pb.LogEntry(term=entry.term, index=entry.index, command=entry.command)
+        for entry in msg.entries
+    )
     return wire
 
 

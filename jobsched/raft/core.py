@@ -29,7 +29,6 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from jobsched._proto import scheduler_pb2
 from jobsched.raft.log import RaftLog
 from jobsched.raft.messages import (
     AppendEntriesRequest,
@@ -63,15 +62,14 @@ class RaftTimings:
     heartbeat_interval: float = 0.050
     transfer_timeout: float = 2.0
     commit_timeout: float = 5.0
-    peer_liveness: float = 3.0
 
     def __post_init__(self) -> None:
         if not 0 < self.election_timeout_min <= self.election_timeout_max:
             raise ValueError("need 0 < election_timeout_min <= election_timeout_max")
         if not 0 < self.heartbeat_interval < self.election_timeout_min:
             raise ValueError("need 0 < heartbeat_interval < election_timeout_min")
-        if self.transfer_timeout <= 0 or self.commit_timeout <= 0 or self.peer_liveness <= 0:
-            raise ValueError("transfer, commit and liveness timeouts must be positive")
+        if self.transfer_timeout <= 0 or self.commit_timeout <= 0:
+            raise ValueError("transfer and commit timeouts must be positive")
 
 
 @dataclass(frozen=True)
@@ -257,7 +255,7 @@ class RaftCore:
             self._campaign(now, pre_vote=True)
         self._check_transfer(now)
 
-    def propose(self, command: scheduler_pb2.Command, now: float) -> LogEntry:
+    def propose(self, command: bytes, now: float) -> LogEntry:
         """Append a command as leader and start replicating it; returns its entry."""
         if not self.accepting_proposals:
             raise RuntimeError("this node does not accept proposals now")

@@ -80,7 +80,7 @@ class RaftLog:
         total = 0
         stop = lo
         while stop < hi:
-            total += self._entries[stop].command.ByteSize()
+            total += len(self._entries[stop].command)
             if total > max_bytes and stop > lo:
                 break
             stop += 1

@@ -1,26 +1,24 @@
 """Raft's internal messages: plain records the pure core consumes and produces.
 
 The codec (jobsched.raft.codec) turns them into the wire messages of
-proto/scheduler.proto and back. A log entry's command is a `scheduler_pb2.Command`
-that Raft never looks inside; an empty Command is a no-op.
+proto/scheduler.proto and back. A log entry's command is opaque bytes that Raft never
+looks inside (the state machine decodes them); empty bytes are a no-op.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from jobsched._proto import scheduler_pb2
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class LogEntry:
     term: int
     index: int
-    command: scheduler_pb2.Command = field(default_factory=scheduler_pb2.Command)
+    command: bytes = b""
 
     @property
     def is_noop(self) -> bool:
-        return self.command.WhichOneof("command_type") is None
+        return not self.command
 
 
 @dataclass(frozen=True)

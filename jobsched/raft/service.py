@@ -20,8 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from jobsched._proto import scheduler_pb2
-from jobsched.api.errors import (
+from jobsched.errors import (
     CommitTimeout,
     LeadershipLost,
     NotLeader,
@@ -30,7 +29,7 @@ from jobsched.api.errors import (
     StorageFailed,
 )
 from jobsched.interfaces import IRaftService, IRaftStorage, IRaftTransport, IStateMachine
-from jobsched.raft.core import FOLLOWER, LEADER, RaftCore, RaftLimits, RaftTimings, Ready
+from jobsched.raft.core import CANDIDATE, FOLLOWER, LEADER, RaftCore, RaftLimits, RaftTimings, Ready
 from jobsched.raft.messages import AppendEntriesRequest, InstallSnapshotRequest, LogEntry
 from jobsched.raft.storage import StoredState
 
@@ -90,7 +89,6 @@ class RaftService(Service):
         rng: random.Random | None = None,
         timings: RaftTimings = RaftTimings(),
         limits: RaftLimits = RaftLimits(),
-        loaded: StoredState | None = None,
     ) -> None:
         self.node_id = node_id
         self.peers = dict(peers)
@@ -98,7 +96,6 @@ class RaftService(Service):
         self.timings = timings
         self.limits = limits
         self._storage = storage
-        self._loaded = loaded  # state the node already read from storage at start-up
         self._transport = transport
         self._state_machine = state_machine
         self._clock = clock
@@ -117,20 +114,19 @@ class RaftService(Service):
         self._processing = False
         self._transfer: defer.Deferred | None = None
         self._pending_compaction: tuple[int, bytes] | None = None
+        self._seen_role: tuple[str, int, int] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def startService(self) -> None:
+        """Open the storage and start the core from what it holds; a StorageError
+        (damaged or foreign data) propagates: the node cannot start."""
+        stored = self._storage.load()
         Service.startService(self)
         self._failed = False
-        loaded, self._loaded = self._loaded, None
-        d = defer.succeed(loaded) if loaded is not None else defer.maybeDeferred(self._storage.load)
-        d.addCallback(self._start_core)
-        d.addErrback(self._storage_failed)
+        self._start_core(stored)
 
     def _start_core(self, stored: StoredState) -> None:
-        if not self.running:
-            return
         now = self._clock.seconds()
         self._core = RaftCore(
             self.node_id, self.peers, stored, now, self._rng, self.timings, self.limits
@@ -177,13 +173,14 @@ class RaftService(Service):
     def add_observer(self, observer: Callable[[str], None]) -> None:
         self._observers.append(observer)
 
-    def propose(self, command: scheduler_pb2.Command) -> defer.Deferred:
+    def propose(self, command: bytes) -> defer.Deferred:
         if not self._active:
             return defer.fail(self._refusal())
         core = self._core
         if not core.accepting_proposals:
-            leader = core.transfer_target if core.role == LEADER else core.leader_id
-            return defer.fail(NotLeader(leader or None, self._address_of(leader)))
+            if core.role == LEADER:
+                return defer.fail(NotLeader(self._address_of(core.transfer_target)))
+            return defer.fail(NotLeader(self._leader_hint()))
         if len(self._waiters) >= self.limits.max_pending_proposals:
             return defer.fail(Overloaded())
         now = self._clock.seconds()
@@ -215,7 +212,7 @@ class RaftService(Service):
             role=role,
             current_term=core.term,
             leader_id=core.leader_id,
-            leader_address=self._address_of(core.leader_id),
+            leader_address=self._leader_hint(),
             commit_index=core.commit_index,
             last_applied=self._last_applied,
             last_log_index=core.log.last_index,
@@ -277,6 +274,14 @@ class RaftService(Service):
         if d is not None:
             d.callback(result)
 
+    def _leader_hint(self) -> str | None:
+        """The leader's address, for a leader this node has heard from within an
+        election timeout (never a leader that is likely gone)."""
+        core = self._core
+        if core.role == LEADER or core.has_quorum(self._clock.seconds()):
+            return self._address_of(core.leader_id)
+        return None
+
     def _address_of(self, node_id: int) -> str | None:
         if node_id == self.node_id:
             return self.self_address
@@ -320,9 +325,31 @@ class RaftService(Service):
         if ready.role_changed:
             if self._core.role != LEADER:
                 self._fail_waiters(LeadershipLost)
+            self._log_role_change()
             self._notify("role")
         if ready.transfer_result is not None:
+            if ready.transfer_result[0]:
+                log.info("{message}", message=ready.transfer_result[1])
             self._finish_transfer(ready.transfer_result)
+
+    def _log_role_change(self) -> None:
+        """One info line when an election starts, when this node wins one, and when it
+        learns of a new leader (pre-votes stay quiet: they change nothing)."""
+        core = self._core
+        seen = (core.role, core.term, core.leader_id)
+        if seen == self._seen_role:
+            return
+        self._seen_role = seen
+        if core.role == CANDIDATE:
+            log.info("Starting an election for term {term}", term=core.term)
+        elif core.role == LEADER:
+            log.info("Elected leader for term {term}", term=core.term)
+        elif core.role == FOLLOWER and core.leader_id:
+            log.info(
+                "Following node {leader}, leader for term {term}",
+                leader=core.leader_id,
+                term=core.term,
+            )
 
     def _write(self, ready: Ready) -> None:
         storage = self._storage

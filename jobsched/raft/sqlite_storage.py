@@ -25,7 +25,6 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from jobsched._proto import scheduler_pb2
 from jobsched.interfaces import IRaftStorage
 from jobsched.raft.messages import LogEntry
 from jobsched.raft.storage import Snapshot, StoredState
@@ -132,6 +131,13 @@ class SqliteStorage:
         self._shutdown_trigger = self._reactor.addSystemEventTrigger(
             "during", "shutdown", self._pool.stop
         )
+        log.info(
+            "Durable storage {path}: term {term}, {count} log entries, snapshot at {index}",
+            path=self.path,
+            term=state.term,
+            count=len(state.entries),
+            index=state.snapshot.index if state.snapshot else 0,
+        )
         return state
 
     def _open(self) -> sqlite3.Connection:
@@ -235,11 +241,7 @@ class SqliteStorage:
         for idx, term, command, _ in rows[:keep]:
             if idx != expected:
                 raise self._error(f"log entry {expected} is missing (found {idx})")
-            try:
-                cmd = scheduler_pb2.Command.FromString(bytes(command))
-            except Exception as e:
-                raise self._error(f"log entry {idx} does not decode ({e})") from None
-            state.entries.append(LogEntry(term, idx, cmd))
+            state.entries.append(LogEntry(term, idx, bytes(command)))
             expected += 1
         if keep < len(rows):
             self._drop_torn_tail(conn, rows[keep][0], len(rows) - keep)
@@ -272,7 +274,7 @@ class SqliteStorage:
             return self._submit([])
         rows = []
         for entry in entries:
-            command = entry.command.SerializeToString()
+            command = entry.command
             rows.append(
                 (entry.index, entry.term, command, _checksum(entry.index, entry.term, command))
             )

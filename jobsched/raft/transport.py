@@ -1,4 +1,4 @@
-"""Raft over gRPC: outbound requests as Deferreds (GrpcTransport) and the inbound servicer."""
+"""GrpcTransport: outbound Raft requests to peers over gRPC, as Deferreds."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from jobsched.api.bridge import ReactorBridge
-from jobsched.api.outbound import call_deferred, open_channel
 from jobsched.interfaces import IRaftTransport
+from jobsched.net.channels import Wire
+from jobsched.net.outbound import call_deferred
 from jobsched.raft import codec, messages
 
 METHOD_BY_REQUEST = {
@@ -27,11 +27,13 @@ class GrpcTransport:
     def __init__(
         self,
         peers: dict[int, str],
+        wire: Wire,
         reactor,
         rpc_timeout: float = 0.5,
         snapshot_timeout: float = 1.0,
     ) -> None:
         self._addresses = dict(peers)
+        self._wire = wire
         self._reactor = reactor
         self._rpc_timeout = rpc_timeout
         self._snapshot_timeout = snapshot_timeout
@@ -41,7 +43,8 @@ class GrpcTransport:
     def _stub(self, peer_id: int) -> pb_grpc.RaftServiceStub:
         stub = self._stubs.get(peer_id)
         if stub is None:
-            channel = self._channels[peer_id] = open_channel(self._addresses[peer_id])
+            channel = self._wire.open_channel(self._addresses[peer_id])
+            self._channels[peer_id] = channel
             stub = self._stubs[peer_id] = pb_grpc.RaftServiceStub(channel)
         return stub
 
@@ -60,30 +63,3 @@ class GrpcTransport:
             channel.close()
         self._channels.clear()
         self._stubs.clear()
-
-
-class RaftServicer(pb_grpc.RaftServiceServicer):
-    """Inbound Raft RPCs: decoded, answered by RaftService on the reactor, encoded."""
-
-    def __init__(self, raft, bridge: ReactorBridge) -> None:
-        self._raft = raft
-        self._bridge = bridge
-
-    def _answer(self, request, context):
-        try:
-            response = self._bridge.on_reactor(self._raft.handle, codec.from_wire(request))
-        except Exception as error:  # stopped or storage failed: refuse, never acknowledge
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-        return codec.to_wire(response)
-
-    def RequestVote(self, request, context):
-        return self._answer(request, context)
-
-    def AppendEntries(self, request, context):
-        return self._answer(request, context)
-
-    def TimeoutNow(self, request, context):
-        return self._answer(request, context)
-
-    def InstallSnapshot(self, request, context):
-        return self._answer(request, context)

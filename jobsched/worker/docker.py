@@ -73,6 +73,29 @@ class _Attempt:
         self.interrupted.set()
 
 
+ENGINE_CHECK_SECONDS = 5
+
+
+class EngineUnreachable(Exception):
+    """The Docker engine does not answer; str() is one line for an operator."""
+
+
+def require_engine(client_factory: Callable[..., docker.DockerClient] = docker.from_env) -> None:
+    """Ping the engine once (blocking, at start-up before the reactor serves)."""
+    try:
+        client = client_factory(timeout=ENGINE_CHECK_SECONDS)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as error:  # any failure to reach the engine means the same here
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise EngineUnreachable(
+            f"cannot reach the Docker engine ({reason}); "
+            "start one, or use --executor process for development"
+        ) from None
+
+
 @implementer(IExecutor)
 class DockerExecutor:
     """Runs `sh -c <command>` in a container: no network, no capabilities, read-only

@@ -12,9 +12,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2 as pb
-from jobsched.interfaces import IHeartbeatSender, IRaftService
-from jobsched.leader_client import LeaderClient
-from jobsched.worker.service import WorkerService
+from jobsched.interfaces import IHeartbeatSender, IRaftService, IRouter, IWorker
 
 HEARTBEAT_INTERVAL_SECONDS = 2.0
 FENCE_CHECK_SECONDS = 0.5
@@ -31,8 +29,8 @@ class HeartbeatSender(Service):
         self,
         node_id: int,
         raft: IRaftService,
-        worker: WorkerService,
-        leader: LeaderClient,
+        worker: IWorker,
+        router: IRouter,
         is_draining: Callable[[], bool],
         clock,
         worker_expiry: float,
@@ -41,7 +39,7 @@ class HeartbeatSender(Service):
         self._node_id = node_id
         self._raft = raft
         self._worker = worker
-        self._leader = leader
+        self._router = router
         self._is_draining = is_draining
         self._clock = clock
         self._worker_expiry = worker_expiry
@@ -82,7 +80,7 @@ class HeartbeatSender(Service):
             incarnation=self._worker.incarnation,
         )
         self._in_flight = True
-        sent = self._leader.internal("WorkerHeartbeat", request, timeout=self._interval)
+        sent = self._router.send_heartbeat(request, self._interval)
         sent.addCallbacks(self._acknowledged, self._missed)
 
     def _acknowledged(self, _reply) -> None:

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from jobsched._proto import scheduler_pb2
+from jobsched.interfaces import IRouter
 
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 FLUSH_POLL_SECONDS = 0.05
 
 
 class ResultReporter:
-    """Queues UpdateJobStatusCommands and delivers them with `deliver(batch)`.
+    """Queues UpdateJobStatusCommands and delivers them through the router.
 
-    `deliver` returns a Deferred that fires once the batch is committed (the leader's
+    `router.deliver_results(batch)` fires once the batch is committed (the leader's
     own propose, or a ForwardJobStatus acknowledged by the leader). Everything queued
     while a delivery is in flight goes in the next batch; a failed batch is retried
     with back-off and never dropped.
@@ -27,10 +26,10 @@ class ResultReporter:
 
     def __init__(
         self,
-        deliver: Callable[[list[scheduler_pb2.UpdateJobStatusCommand]], defer.Deferred],
+        router: IRouter,
         clock: IReactorTime,
     ) -> None:
-        self._deliver = deliver
+        self._router = router
         self._clock = clock
         self._queued: dict[str, scheduler_pb2.UpdateJobStatusCommand] = {}
         self._in_flight = False
@@ -72,7 +71,7 @@ class ResultReporter:
             return
         batch = list(self._queued.values())
         self._in_flight = True
-        delivered = defer.maybeDeferred(self._deliver, batch)
+        delivered = defer.maybeDeferred(self._router.deliver_results, batch)
         delivered.addCallbacks(self._delivered, self._failed, callbackArgs=(batch,))
 
     def _delivered(self, _result, batch) -> None:

@@ -18,10 +18,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from jobsched.interfaces import IExecutor, IWorker
+from jobsched.interfaces import IExecutor, IJobTable, IWorker
 from jobsched.jobs import commands
 from jobsched.jobs.model import Job, JobResult, JobSpec, JobStatus
-from jobsched.jobs.table import JobTable
 from jobsched.worker.reporting import ResultReporter
 
 NODE_RESTARTED = "node restarted"
@@ -39,7 +38,7 @@ class WorkerService(Service):
     def __init__(
         self,
         node_id: int,
-        table: JobTable,
+        table: IJobTable,
         executor: IExecutor,
         reporter: ResultReporter,
         slots: int,

@@ -1,7 +1,8 @@
-"""gRPC servicers: thin adapters from the wire to ClusterAPI and RaftService.
+"""gRPC servicers of SchedulerService and InternalService: thin adapters from the wire
+to ClusterAPI, the router and the dispatcher.
 
 Handlers run in grpcio's thread pool and hop onto the reactor for anything that touches
-state. Typed errors become status codes here, and only here.
+state. Typed errors become status codes (and a code in the trailing metadata) here.
 """
 
 from __future__ import annotations
@@ -9,24 +10,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator
-from concurrent import futures
-
-import grpc
-from twisted.application.service import Service
-from twisted.internet import threads
-from twisted.logger import Logger
-from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from jobsched.api import errors
-from jobsched.api.bridge import ReactorBridge
-from jobsched.api.malformed import MalformedRequestInterceptor
-from jobsched.app import ClusterAPI
-from jobsched.interfaces import IApiServer
+from jobsched.api.status import abort_with
+from jobsched.app import SubmitRequest
+from jobsched.errors import JobschedError
+from jobsched.interfaces import IClusterAPI, IDispatcher, IRouter
 from jobsched.jobs import wire
 from jobsched.jobs.model import JobStatus
 from jobsched.jobs.table import ListQuery
+from jobsched.net.bridge import ReactorBridge
 
 STREAM_PAGE_SIZE = 200
 
@@ -38,33 +32,37 @@ def translates_errors(handler: Callable) -> Callable:
     def wrapper(self, request, context):
         try:
             return handler(self, request, context)
-        except errors.JobschedError as error:
-            context.abort(error.grpc_code, error.message)
+        except JobschedError as error:
+            abort_with(context, error)
 
     return wrapper
 
 
-def _status_or_none(number: int):
+def _status_or_none(number: int) -> JobStatus | None:
     return JobStatus(number) if number else None
 
 
 class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     """Client-facing SchedulerService."""
 
-    def __init__(self, api: ClusterAPI, bridge: ReactorBridge) -> None:
+    def __init__(self, api: IClusterAPI, router: IRouter, bridge: ReactorBridge) -> None:
         self._api = api
+        self._router = router
         self._bridge = bridge
+
+    def register(self, server) -> None:
+        pb_grpc.add_SchedulerServiceServicer_to_server(self, server)
 
     @translates_errors
     def SubmitJob(self, request, context):
-        job = self._bridge.on_reactor(
-            self._api.submit,
-            request.command,
-            request.image if request.HasField("image") else None,
-            request.timeout_seconds,
-            request.idempotency_key,
-            request.max_attempts,
+        submit = SubmitRequest(
+            command=request.command,
+            image=request.image if request.HasField("image") else None,
+            timeout_seconds=request.timeout_seconds,
+            idempotency_key=request.idempotency_key,
+            max_attempts=request.max_attempts,
         )
+        job = self._bridge.on_reactor(self._api.submit, submit)
         return pb.SubmitJobResponse(job_id=job.job_id, created_at_ms=job.created_at_ms)
 
     @translates_errors
@@ -101,7 +99,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @translates_errors
     def GetClusterStatus(self, request, context):
-        view = self._bridge.on_reactor(self._api.cluster_status)
+        view = self._bridge.on_reactor(self._router.cluster_status)
         return pb.GetClusterStatusResponse(
             current_term=view.current_term,
             leader_id=view.leader_id,
@@ -124,7 +122,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @translates_errors
     def GetRaftLogEntries(self, request, context):
-        view = self._bridge.on_reactor(self._api.raft_log, request.start_index, request.limit)
+        view = self._bridge.on_reactor(self._router.raft_log, request.start_index, request.limit)
         return pb.GetRaftLogEntriesResponse(
             entries=[
                 pb.RaftLogEntryInfo(
@@ -156,9 +154,13 @@ def _list_query(request: pb.ListJobsRequest) -> ListQuery:
 class InternalServicer(pb_grpc.InternalServiceServicer):
     """Node-to-node InternalService."""
 
-    def __init__(self, api: ClusterAPI, bridge: ReactorBridge) -> None:
+    def __init__(self, api: IClusterAPI, dispatcher: IDispatcher, bridge: ReactorBridge) -> None:
         self._api = api
+        self._dispatcher = dispatcher
         self._bridge = bridge
+
+    def register(self, server) -> None:
+        pb_grpc.add_InternalServiceServicer_to_server(self, server)
 
     @translates_errors
     def GetJobOutput(self, request, context):
@@ -172,7 +174,7 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
     @translates_errors
     def WorkerHeartbeat(self, request, context):
         self._bridge.on_reactor(
-            self._api.worker_heartbeat,
+            self._dispatcher.heartbeat,
             request.node_id,
             request.running_job_ids,
             request.free_slots,
@@ -185,54 +187,3 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
     def ForwardJobStatus(self, request, context):
         self._bridge.on_reactor(self._api.accept_results, request.updates)
         return pb.ForwardJobStatusResponse()
-
-
-@implementer(IApiServer)
-class GrpcServerService(Service):
-    """Serves every gRPC service of a node on one port (127.0.0.1 by default)."""
-
-    log = Logger()
-
-    def __init__(self, host: str, port: int, servicers: list, max_workers: int = 32) -> None:
-        self._bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._servicers = servicers
-        self._max_workers = max_workers
-        self._server = None
-        self.port = port
-
-    def startService(self) -> None:
-        super().startService()
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self._max_workers),
-            interceptors=[MalformedRequestInterceptor()],
-        )
-        for servicer in self._servicers:
-            _register(servicer, server)
-        self.port = server.add_insecure_port(self._bind)
-        if self.port == 0:
-            raise RuntimeError(f"cannot bind gRPC port {self._bind}")
-        server.start()
-        self._server = server
-        self.log.info("gRPC listening on {bind}", bind=self._bind)
-
-    def stopService(self):
-        super().stopService()
-        server, self._server = self._server, None
-        if server is None:
-            return None
-        return threads.deferToThread(lambda: server.stop(1).wait())
-
-
-_REGISTRARS = {
-    pb_grpc.SchedulerServiceServicer: pb_grpc.add_SchedulerServiceServicer_to_server,
-    pb_grpc.InternalServiceServicer: pb_grpc.add_InternalServiceServicer_to_server,
-    pb_grpc.RaftServiceServicer: pb_grpc.add_RaftServiceServicer_to_server,
-}
-
-
-def _register(servicer, server) -> None:
-    for base, add in _REGISTRARS.items():
-        if isinstance(servicer, base):
-            add(servicer, server)
-            return
-    raise TypeError(f"not a servicer: {servicer!r}")

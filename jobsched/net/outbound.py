@@ -13,26 +13,38 @@ import grpc
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
+from jobsched.net import metadata
 
 
 class CallFailed(Exception):
-    """An outbound call ended with a gRPC status other than OK."""
+    """An outbound call ended with a gRPC status other than OK.
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    `error_code` is the jobsched error code the other node sent (trailing metadata), or
+    None when the call failed on the way (connection refused, deadline, cancelled).
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        error_code: str | None = None,
+        leader_address: str | None = None,
+    ) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+        self.error_code = error_code
+        self.leader_address = leader_address
 
-
-def open_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> CallFailed:
+        trailers = dict(error.trailing_metadata() or ())
+        return cls(
+            error.code(),
+            error.details() or "",
+            trailers.get(metadata.ERROR_CODE),
+            trailers.get(metadata.LEADER_ADDRESS),
+        )
 
 
 def call_deferred(
@@ -55,7 +67,7 @@ def call_deferred(
         if error is None:
             result.callback(done.result())
         elif isinstance(error, grpc.RpcError):
-            result.errback(CallFailed(error.code(), error.details() or ""))
+            result.errback(CallFailed.from_rpc_error(error))
         else:
             result.errback(CallFailed(grpc.StatusCode.UNKNOWN, str(error)))
 

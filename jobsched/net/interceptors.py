@@ -1,4 +1,4 @@
-"""A server interceptor that answers undecodable requests with INVALID_ARGUMENT.
+"""gRPC server interceptors: undecodable requests get INVALID_ARGUMENT.
 
 grpcio answers a request its deserializer rejects (e.g. a string field holding invalid
 UTF-8) with INTERNAL. jobsched promises INVALID_ARGUMENT for bad input, so the
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf.message import DecodeError
+
+from jobsched.errors import InvalidArgument
+from jobsched.net import metadata
 
 
 class _Malformed:
@@ -32,6 +35,7 @@ def _lenient(deserialize):
 def _refusing(behaviour):
     def handle(request, context):
         if isinstance(request, _Malformed):
+            context.set_trailing_metadata([(metadata.ERROR_CODE, InvalidArgument.code)])
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: {request.reason}")
         return behaviour(request, context)
 

@@ -1,0 +1,125 @@
+"""Reading REST requests: JSON bodies and query parameters, with the errors of API.md.
+
+Every function raises a typed error of jobsched.errors (InvalidArgument, TooLarge) for
+input it cannot take, so the routes answer it as JSON with its code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobsched import errors
+from jobsched.app import SubmitRequest
+from jobsched.jobs.model import JobStatus
+from jobsched.jobs.table import ListQuery
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_UINT32 = 2**32 - 1
+MAX_INT64 = 2**63 - 1
+SUBMIT_FIELDS = ("command", "image", "timeout_seconds", "idempotency_key", "max_attempts")
+STATUS_BY_LABEL = {status.label: status for status in JobStatus}
+
+
+def read_json(request) -> Any:
+    """The request body as JSON (None for an empty body)."""
+    body = request.content.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise errors.TooLarge()
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidArgument("request body is not valid JSON") from None
+
+
+def submit_request(body: Any) -> SubmitRequest:
+    """POST /api/jobs: a JSON object with `command` and the optional fields of API.md
+    §3.3 and §4; any other field is refused by name."""
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("request body must be a JSON object")
+    for name in body:
+        if name not in SUBMIT_FIELDS:
+            raise errors.InvalidArgument(f"unknown field: {name}")
+    command = body.get("command")
+    if not isinstance(command, str):
+        raise errors.InvalidArgument("command is required and must be a string")
+    image = body.get("image")
+    if image is not None and not isinstance(image, str):
+        raise errors.InvalidArgument("image must be a string")
+    key = body.get("idempotency_key") or ""
+    if not isinstance(key, str):
+        raise errors.InvalidArgument("idempotency_key must be a string")
+    return SubmitRequest(
+        command=command,
+        image=image,
+        timeout_seconds=_body_int(body, "timeout_seconds"),
+        idempotency_key=key,
+        max_attempts=_body_int(body, "max_attempts"),
+    )
+
+
+def _body_int(body: dict, name: str) -> int:
+    value = body.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UINT32:
+        raise errors.InvalidArgument(f"{name} must be a non-negative integer")
+    return value
+
+
+def transfer_target(body: Any) -> int:
+    """POST /api/cluster/transfer-leader: the target node id (0 = let the leader pick)."""
+    if body is None:
+        return 0
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("request body must be a JSON object")
+    target = body.get("target_node_id") or 0
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= MAX_INT64:
+        raise errors.InvalidArgument("target_node_id must be a non-negative integer")
+    return target
+
+
+def text_arg(request, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.InvalidArgument(f"{name} is not valid UTF-8") from None
+
+
+def int_arg(request, name: str, default: int = 0, maximum: int = MAX_INT64) -> int:
+    """A non-negative integer query parameter, at most `maximum`."""
+    raw = text_arg(request, name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit():
+        raise errors.InvalidArgument(f"{name} must be a non-negative integer")
+    if int(raw) > maximum:
+        raise errors.InvalidArgument(f"{name} must be at most {maximum}")
+    return int(raw)
+
+
+def list_query(request) -> ListQuery:
+    """GET /api/jobs: the filters and paging of ListJobs as query parameters."""
+    status_label = text_arg(request, "status")
+    status = None
+    if status_label:
+        status = STATUS_BY_LABEL.get(status_label.lower())
+        if status is None:
+            raise errors.InvalidArgument(f"unknown status {status_label!r}")
+    limit = int_arg(request, "limit", maximum=MAX_UINT32)
+    if text_arg(request, "limit") is not None and limit == 0:
+        raise errors.InvalidArgument("limit must be a positive integer")
+    return ListQuery(
+        page_size=limit,
+        page_token=text_arg(request, "page_token") or "",
+        status=status,
+        worker_id=int_arg(request, "worker"),
+        command_substring=text_arg(request, "command") or "",
+        created_after_ms=int_arg(request, "created_after_ms"),
+        created_before_ms=int_arg(request, "created_before_ms"),
+    )

@@ -1,0 +1,70 @@
+"""WorkerRegistry: what the leader last heard from each remote worker.
+
+Heartbeats land here (through the Dispatcher); placement reads liveness, capacity and
+draining from here, and the cluster view reads which peers drain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+
+from jobsched.scheduler import WorkerView
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The latest word from a remote worker, as the leader received it."""
+
+    received_at: float
+    running_job_ids: tuple[str, ...]
+    free_slots: int
+    draining: bool
+    incarnation: int
+
+
+class WorkerRegistry:
+    """Remote workers' latest heartbeats; live while heard from within `expiry`."""
+
+    def __init__(self, clock: IReactorTime, expiry: float) -> None:
+        self._clock = clock
+        self._expiry = expiry
+        self._heartbeats: dict[int, Heartbeat] = {}
+
+    def record(
+        self, node_id: int, running_job_ids, free_slots: int, draining: bool, incarnation: int
+    ) -> bool:
+        """Keep a heartbeat; returns whether the worker was live before it."""
+        was_live = self.is_live(node_id)
+        self._heartbeats[node_id] = Heartbeat(
+            self._clock.seconds(), tuple(running_job_ids), free_slots, draining, incarnation
+        )
+        return was_live
+
+    def latest(self, node_id: int) -> Heartbeat | None:
+        return self._heartbeats.get(node_id)
+
+    def is_live(self, node_id: int) -> bool:
+        beat = self._heartbeats.get(node_id)
+        return bool(beat and self._clock.seconds() - beat.received_at <= self._expiry)
+
+    def is_draining(self, node_id: int) -> bool:
+        beat = self._heartbeats.get(node_id)
+        return bool(beat and beat.draining)
+
+    def views(self) -> dict[int, WorkerView]:
+        """{worker id: WorkerView} of every remote worker heard from."""
+        return {
+            node_id: WorkerView(
+                live=self.is_live(node_id),
+                draining=beat.draining,
+                slots=beat.free_slots + len(beat.running_job_ids),
+                incarnation=beat.incarnation,
+            )
+            for node_id, beat in self._heartbeats.items()
+        }
+
+    def forget_all(self) -> None:
+        """This node stopped leading: what it heard no longer tells anything."""
+        self._heartbeats.clear()

@@ -1,0 +1,109 @@
+"""Router: the one place that decides "here, or at the leader".
+
+Writes from REST, the cluster and log views, worker results and worker heartbeats all
+come through here. On the leader they are answered by this node's ClusterAPI (or, for
+heartbeats, need no call at all); on a follower they go to the leader through the
+LeaderClient, and the leader's answer (or typed error) comes back unchanged.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from jobsched._proto import scheduler_pb2 as pb
+from jobsched.app import ClusterView, LogEntryView, LogView, NodeView, SubmitRequest
+from jobsched.interfaces import IClusterAPI, IRouter
+from jobsched.jobs import validation
+from jobsched.jobs.model import JobStatus
+from jobsched.net.leader import LeaderClient
+
+FORWARDED_WRITE_TIMEOUT_SECONDS = 8.0
+RESULTS_TIMEOUT_SECONDS = 8.0
+
+
+@implementer(IRouter)
+class Router:
+    """Answers here when this node leads, else asks the leader."""
+
+    def __init__(self, api: IClusterAPI, leader: LeaderClient) -> None:
+        self._api = api
+        self._leader = leader
+
+    def submit(self, request: SubmitRequest) -> defer.Deferred:
+        """Deferred[(job_id, status label)] of the committed job."""
+        return defer.maybeDeferred(self._submit, request)
+
+    @defer.inlineCallbacks
+    def _submit(self, request: SubmitRequest):
+        self._api.check_submission(request)  # a bad request is refused here, not forwarded
+        if self._api.is_leader():
+            job = yield self._api.submit(request)
+            return job.job_id, job.status.label
+        wire = pb.SubmitJobRequest(
+            command=request.command,
+            timeout_seconds=request.timeout_seconds,
+            idempotency_key=request.idempotency_key,
+            max_attempts=request.max_attempts,
+        )
+        if request.image:
+            wire.image = request.image
+        reply = yield self._leader.scheduler("SubmitJob", wire, FORWARDED_WRITE_TIMEOUT_SECONDS)
+        return reply.job_id, JobStatus.PENDING.label
+
+    def cancel(self, job_id: str) -> defer.Deferred:
+        """Deferred[job_id] once the cancel is committed."""
+        if self._api.is_leader():
+            return self._api.cancel(job_id)
+        forwarded = self._leader.scheduler(
+            "CancelJob", pb.CancelJobRequest(job_id=job_id), FORWARDED_WRITE_TIMEOUT_SECONDS
+        )
+        return forwarded.addCallback(lambda _reply: validation.parse_uuid(job_id) or job_id)
+
+    def cluster_status(self) -> defer.Deferred:
+        """Deferred[ClusterView]: the leader's view."""
+        if self._api.is_leader():
+            return defer.succeed(self._api.cluster_view())
+        forwarded = self._leader.scheduler("GetClusterStatus", pb.GetClusterStatusRequest())
+        return forwarded.addCallback(_cluster_view_from_wire)
+
+    def raft_log(self, start_index: int, limit: int) -> defer.Deferred:
+        """Deferred[LogView] of the leader's log."""
+        if self._api.is_leader():
+            return defer.succeed(self._api.raft_log_view(start_index, limit))
+        request = pb.GetRaftLogEntriesRequest(start_index=start_index, limit=limit)
+        return self._leader.scheduler("GetRaftLogEntries", request).addCallback(_log_view_from_wire)
+
+    def deliver_results(self, updates) -> defer.Deferred:
+        """Hand finished attempts to the leader; fires once they are committed."""
+        if self._api.is_leader():
+            return self._api.accept_results(updates)
+        request = pb.ForwardJobStatusRequest(updates=updates)
+        return self._leader.internal("ForwardJobStatus", request, RESULTS_TIMEOUT_SECONDS)
+
+    def send_heartbeat(self, request, timeout: float) -> defer.Deferred:
+        """Tell the leader this node's worker is alive (a leader's own worker needs
+        no heartbeat: it counts as live while it leads)."""
+        if self._api.is_leader():
+            return defer.succeed(None)
+        return self._leader.internal("WorkerHeartbeat", request, timeout)
+
+
+def _cluster_view_from_wire(reply: pb.GetClusterStatusResponse) -> ClusterView:
+    return ClusterView(
+        reply.current_term,
+        reply.leader_id,
+        [
+            NodeView(n.node_id, n.address, n.is_alive, n.role, n.match_index, n.draining)
+            for n in reply.nodes
+        ],
+    )
+
+
+def _log_view_from_wire(reply: pb.GetRaftLogEntriesResponse) -> LogView:
+    return LogView(
+        [LogEntryView(entry.index, entry.term, entry.command) for entry in reply.entries],
+        reply.commit_index,
+        reply.last_log_index,
+        reply.first_available_index,
+    )
