@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from twisted.trial import unittest
+
 from jobsched._proto import scheduler_pb2
 from jobsched.jobs import commands
 from jobsched.jobs.model import Job, JobResult, JobStatus
@@ -14,82 +16,6 @@ T0 = 1_700_000_000_000
 def round_trip(command):
     """What every node applies: the entry after it crossed the wire."""
     return scheduler_pb2.Command.FromString(command.SerializeToString())
-
-
-def test_submit_job_sets_every_field():
-    cmd = commands.submit_job(
-        "id1", "echo", T0, image="alpine:3", timeout_seconds=5, idempotency_key="k", max_attempts=3
-    )
-    submit = round_trip(cmd).submit_job
-    assert (submit.job_id, submit.command, submit.created_at_ms) == ("id1", "echo", T0)
-    assert submit.HasField("image") and submit.image == "alpine:3"
-    assert (submit.timeout_seconds, submit.idempotency_key, submit.max_attempts) == (5, "k", 3)
-
-
-def test_submit_job_without_image_leaves_it_absent():
-    assert not commands.submit_job("id1", "echo", T0).submit_job.HasField("image")
-
-
-def test_assign_cancel_register():
-    assign = round_trip(commands.assign_job("id1", 4, 2)).assign_job
-    assert (assign.job_id, assign.worker_id, assign.attempt) == ("id1", 4, 2)
-    cancel = round_trip(commands.cancel_job("id1", T0)).cancel_job
-    assert (cancel.job_id, cancel.cancelled_at_ms) == ("id1", T0)
-    assert round_trip(commands.register_worker(9)).register_worker.worker_id == 9
-
-
-def test_status_update_carries_result_with_presence():
-    done = JobResult(JobStatus.COMPLETED, 0, "out", "err", True, T0, T0 + 5)
-    update = commands.status_update("id1", done, executed_by=2, attempt=3)
-    assert update.status == scheduler_pb2.JOB_STATUS_COMPLETED
-    assert update.HasField("exit_code") and update.exit_code == 0
-    assert update.HasField("started_at_ms") and update.started_at_ms == T0
-    assert update.completed_at_ms == T0 + 5
-    assert (update.output, update.error, update.output_truncated) == ("out", "err", True)
-    assert (update.executed_by, update.attempt) == (2, 3)
-
-    timed_out = JobResult(JobStatus.FAILED, None, "", "Timed out after 1s", False, None, T0)
-    update = commands.status_update("id1", timed_out, executed_by=2, attempt=1)
-    assert update.status == scheduler_pb2.JOB_STATUS_FAILED
-    assert not update.HasField("exit_code")
-    assert not update.HasField("started_at_ms")
-
-
-def test_update_job_status_wraps_the_update():
-    done = JobResult(JobStatus.FAILED, 7, "", "", False, T0, T0 + 1)
-    cmd = round_trip(commands.update_job_status("id1", done, 1, 1))
-    assert cmd.WhichOneof("command_type") == "update_job_status"
-    assert cmd.update_job_status == commands.status_update("id1", done, 1, 1)
-
-
-def test_batch_update_keeps_every_field():
-    results = [
-        JobResult(JobStatus.COMPLETED, 0, "a", "", False, T0, T0 + 1),
-        JobResult(JobStatus.FAILED, None, "", "lost", True, None, T0 + 2),
-    ]
-    updates = [commands.status_update(f"id{n}", r, n, n) for n, r in enumerate(results)]
-    batch = round_trip(commands.batch_update(updates)).batch_update_job_status
-    assert len(batch.updates) == 2
-    for update, item in zip(updates, batch.updates, strict=False):
-        assert isinstance(item, scheduler_pb2.JobStatusUpdate)
-        assert item.SerializeToString() == update.SerializeToString()
-    assert batch.updates[0].HasField("exit_code")
-    assert not batch.updates[1].HasField("exit_code")
-
-
-def test_built_commands_drive_the_table():
-    table = JobTable()
-    table.apply(1, round_trip(commands.submit_job("id1", "echo", T0)))
-    table.apply(2, round_trip(commands.assign_job("id1", 3, 1)))
-    done = JobResult(JobStatus.COMPLETED, 0, "hi\n", "", False, T0 + 1, T0 + 2)
-    update = commands.status_update("id1", done, 3, 1)
-    job = table.apply(3, round_trip(commands.batch_update([update])))[0]
-    assert (job.status, job.exit_code, job.output, job.executed_by) == (
-        JobStatus.COMPLETED,
-        0,
-        "hi\n",
-        3,
-    )
 
 
 def pending_job():
@@ -116,40 +42,129 @@ def finished_job(exit_code=0):
     )
 
 
-def test_job_info_of_pending_job_has_no_optional_fields():
-    info = job_to_job_info(pending_job())
-    assert (info.job_id, info.command, info.image, info.created_at_ms) == (
-        "id1",
-        "echo",
-        "alpine",
-        T0,
-    )
-    assert info.status == scheduler_pb2.JOB_STATUS_PENDING
-    assert (info.assigned_worker, info.executed_by) == (0, 0)
-    assert not info.HasField("exit_code")
-    assert not info.HasField("completed_at_ms")
+class CommandBuilderTests(unittest.TestCase):
+    """Each builder fills its command, and the command survives the wire."""
+
+    def test_submit_job_sets_every_field(self):
+        cmd = commands.submit_job(
+            "id1",
+            "echo",
+            T0,
+            image="alpine:3",
+            timeout_seconds=5,
+            idempotency_key="k",
+            max_attempts=3,
+        )
+        submit = round_trip(cmd).submit_job
+        self.assertEqual((submit.job_id, submit.command, submit.created_at_ms), ("id1", "echo", T0))
+        self.assertTrue(submit.HasField("image"))
+        self.assertEqual(submit.image, "alpine:3")
+        self.assertEqual(
+            (submit.timeout_seconds, submit.idempotency_key, submit.max_attempts), (5, "k", 3)
+        )
+
+    def test_submit_job_without_image_leaves_it_absent(self):
+        self.assertFalse(commands.submit_job("id1", "echo", T0).submit_job.HasField("image"))
+
+    def test_assign_cancel_register(self):
+        assign = round_trip(commands.assign_job("id1", 4, 2)).assign_job
+        self.assertEqual((assign.job_id, assign.worker_id, assign.attempt), ("id1", 4, 2))
+        cancel = round_trip(commands.cancel_job("id1", T0)).cancel_job
+        self.assertEqual((cancel.job_id, cancel.cancelled_at_ms), ("id1", T0))
+        self.assertEqual(round_trip(commands.register_worker(9)).register_worker.worker_id, 9)
+
+    def test_status_update_carries_result_with_presence(self):
+        done = JobResult(JobStatus.COMPLETED, 0, "out", "err", True, T0, T0 + 5)
+        update = commands.status_update("id1", done, executed_by=2, attempt=3)
+        self.assertEqual(update.status, scheduler_pb2.JOB_STATUS_COMPLETED)
+        self.assertTrue(update.HasField("exit_code"))
+        self.assertEqual(update.exit_code, 0)
+        self.assertTrue(update.HasField("started_at_ms"))
+        self.assertEqual(update.started_at_ms, T0)
+        self.assertEqual(update.completed_at_ms, T0 + 5)
+        self.assertEqual(
+            (update.output, update.error, update.output_truncated), ("out", "err", True)
+        )
+        self.assertEqual((update.executed_by, update.attempt), (2, 3))
+
+        timed_out = JobResult(JobStatus.FAILED, None, "", "Timed out after 1s", False, None, T0)
+        update = commands.status_update("id1", timed_out, executed_by=2, attempt=1)
+        self.assertEqual(update.status, scheduler_pb2.JOB_STATUS_FAILED)
+        self.assertFalse(update.HasField("exit_code"))
+        self.assertFalse(update.HasField("started_at_ms"))
+
+    def test_update_job_status_wraps_the_update(self):
+        done = JobResult(JobStatus.FAILED, 7, "", "", False, T0, T0 + 1)
+        cmd = round_trip(commands.update_job_status("id1", done, 1, 1))
+        self.assertEqual(cmd.WhichOneof("command_type"), "update_job_status")
+        self.assertEqual(cmd.update_job_status, commands.status_update("id1", done, 1, 1))
+
+    def test_batch_update_keeps_every_field(self):
+        results = [
+            JobResult(JobStatus.COMPLETED, 0, "a", "", False, T0, T0 + 1),
+            JobResult(JobStatus.FAILED, None, "", "lost", True, None, T0 + 2),
+        ]
+        updates = [commands.status_update(f"id{n}", r, n, n) for n, r in enumerate(results)]
+        batch = round_trip(commands.batch_update(updates)).batch_update_job_status
+        self.assertEqual(len(batch.updates), 2)
+        for update, item in zip(updates, batch.updates, strict=False):
+            self.assertIsInstance(item, scheduler_pb2.JobStatusUpdate)
+            self.assertEqual(item.SerializeToString(), update.SerializeToString())
+        self.assertTrue(batch.updates[0].HasField("exit_code"))
+        self.assertFalse(batch.updates[1].HasField("exit_code"))
+
+    def test_built_commands_drive_the_table(self):
+        table = JobTable()
+        table.apply(1, round_trip(commands.submit_job("id1", "echo", T0)))
+        table.apply(2, round_trip(commands.assign_job("id1", 3, 1)))
+        done = JobResult(JobStatus.COMPLETED, 0, "hi\n", "", False, T0 + 1, T0 + 2)
+        update = commands.status_update("id1", done, 3, 1)
+        job = table.apply(3, round_trip(commands.batch_update([update])))[0]
+        self.assertEqual(
+            (job.status, job.exit_code, job.output, job.executed_by),
+            (JobStatus.COMPLETED, 0, "hi\n", 3),
+        )
 
 
-def test_job_info_of_finished_job_keeps_exit_code_zero():
-    info = job_to_job_info(finished_job(exit_code=0))
-    assert info.status == scheduler_pb2.JOB_STATUS_COMPLETED
-    assert info.HasField("exit_code") and info.exit_code == 0
-    assert info.completed_at_ms == T0 + 9
-    assert (info.assigned_worker, info.executed_by) == (1, 2)
+class JobToWireTests(unittest.TestCase):
+    """A job as JobInfo and as GetJobStatusResponse."""
 
+    def test_job_info_of_pending_job_has_no_optional_fields(self):
+        info = job_to_job_info(pending_job())
+        self.assertEqual(
+            (info.job_id, info.command, info.image, info.created_at_ms),
+            ("id1", "echo", "alpine", T0),
+        )
+        self.assertEqual(info.status, scheduler_pb2.JOB_STATUS_PENDING)
+        self.assertEqual((info.assigned_worker, info.executed_by), (0, 0))
+        self.assertFalse(info.HasField("exit_code"))
+        self.assertFalse(info.HasField("completed_at_ms"))
 
-def test_status_response_of_finished_job():
-    response = job_to_status_response(finished_job(exit_code=5))
-    assert response.status == scheduler_pb2.JOB_STATUS_COMPLETED
-    assert (response.output, response.error, response.output_truncated) == ("o", "e", True)
-    assert response.exit_code == 5
-    assert (response.started_at_ms, response.completed_at_ms) == (T0 + 1, T0 + 9)
-    assert (response.command, response.image, response.timeout_seconds) == ("ls", "busybox", 10)
-    assert (response.attempts, response.assigned_worker, response.executed_by) == (2, 1, 2)
+    def test_job_info_of_finished_job_keeps_exit_code_zero(self):
+        info = job_to_job_info(finished_job(exit_code=0))
+        self.assertEqual(info.status, scheduler_pb2.JOB_STATUS_COMPLETED)
+        self.assertTrue(info.HasField("exit_code"))
+        self.assertEqual(info.exit_code, 0)
+        self.assertEqual(info.completed_at_ms, T0 + 9)
+        self.assertEqual((info.assigned_worker, info.executed_by), (1, 2))
 
+    def test_status_response_of_finished_job(self):
+        response = job_to_status_response(finished_job(exit_code=5))
+        self.assertEqual(response.status, scheduler_pb2.JOB_STATUS_COMPLETED)
+        self.assertEqual(
+            (response.output, response.error, response.output_truncated), ("o", "e", True)
+        )
+        self.assertEqual(response.exit_code, 5)
+        self.assertEqual((response.started_at_ms, response.completed_at_ms), (T0 + 1, T0 + 9))
+        self.assertEqual(
+            (response.command, response.image, response.timeout_seconds), ("ls", "busybox", 10)
+        )
+        self.assertEqual(
+            (response.attempts, response.assigned_worker, response.executed_by), (2, 1, 2)
+        )
 
-def test_status_response_of_pending_job_has_no_optional_fields():
-    response = job_to_status_response(pending_job())
-    assert response.status == scheduler_pb2.JOB_STATUS_PENDING
-    for field in ("exit_code", "completed_at_ms", "started_at_ms"):
-        assert not response.HasField(field)
+    def test_status_response_of_pending_job_has_no_optional_fields(self):
+        response = job_to_status_response(pending_job())
+        self.assertEqual(response.status, scheduler_pb2.JOB_STATUS_PENDING)
+        for field in ("exit_code", "completed_at_ms", "started_at_ms"):
+            self.assertFalse(response.HasField(field), field)

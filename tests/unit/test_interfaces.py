@@ -1,6 +1,7 @@
 """The node's parts that no other test module builds provide their interfaces."""
 
 from twisted.internet import task
+from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from jobsched.interfaces import IHeartbeatSender, IRaftTransport, IWebApp
@@ -9,26 +10,33 @@ from jobsched.worker.heartbeat import HeartbeatSender
 from tests.unit.test_cluster_api import build
 
 
-def test_grpc_transport_provides_iraft_transport():
-    transport = GrpcTransport({2: "127.0.0.1:1"}, task.Clock())
-    assert verifyObject(IRaftTransport, transport)
-    transport.close()
+class ProvidedInterfacesTests(unittest.TestCase):
+    """Each part verifies against the interface the node wires it in by."""
 
+    def test_grpc_transport_provides_iraft_transport(self):
+        transport = GrpcTransport({2: "127.0.0.1:1"}, task.Clock())
+        self.addCleanup(transport.close)
+        self.assertTrue(verifyObject(IRaftTransport, transport))
 
-def test_rest_api_provides_iwebapp():
-    from jobsched.api.rest import RestApi  # imports klein: only inside the test
+    def test_rest_api_provides_iwebapp(self):
+        from jobsched.api.rest import RestApi  # imports klein: only inside the test
 
-    clock = task.Clock()
-    _raft, _table, api = build(clock)
-    rest = RestApi(api)
-    assert verifyObject(IWebApp, rest)
-    assert rest.resource() is not None
+        clock = task.Clock()
+        _raft, _table, api = build(clock)
+        rest = RestApi(api)
+        self.assertTrue(verifyObject(IWebApp, rest))
+        self.assertIsNotNone(rest.resource())
 
-
-def test_heartbeat_sender_provides_iheartbeat_sender():
-    clock = task.Clock()
-    raft, _table, _api = build(clock)
-    sender = HeartbeatSender(
-        2, raft, worker=None, leader=None, is_draining=lambda: False, clock=clock, worker_expiry=5.0
-    )
-    assert verifyObject(IHeartbeatSender, sender)
+    def test_heartbeat_sender_provides_iheartbeat_sender(self):
+        clock = task.Clock()
+        raft, _table, _api = build(clock)
+        sender = HeartbeatSender(
+            2,
+            raft,
+            worker=None,
+            leader=None,
+            is_draining=lambda: False,
+            clock=clock,
+            worker_expiry=5.0,
+        )
+        self.assertTrue(verifyObject(IHeartbeatSender, sender))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
+from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.raft import codec
@@ -29,52 +29,79 @@ def submit(job_id: str) -> pb.Command:
     )
 
 
-MESSAGES = [
-    VoteRequest(3, 2, 10, 2),
-    VoteRequest(BIG, BIG, BIG, BIG, pre_vote=True),
-    VoteResponse(3, True),
-    VoteResponse(4, False),
-    AppendEntriesRequest(5, 1, 7, 4, [], 6),
-    AppendEntriesRequest(
+MESSAGES = {
+    "vote_request": VoteRequest(3, 2, 10, 2),
+    "pre_vote_request_with_uint64_values": VoteRequest(BIG, BIG, BIG, BIG, pre_vote=True),
+    "vote_granted": VoteResponse(3, True),
+    "vote_refused": VoteResponse(4, False),
+    "heartbeat_append": AppendEntriesRequest(5, 1, 7, 4, [], 6),
+    "append_with_entries_and_noop": AppendEntriesRequest(
         5, 1, 7, 4, [LogEntry(5, 8, submit("a")), LogEntry(5, 9), LogEntry(5, 10, submit("b"))], 7
     ),
-    AppendEntriesResponse(5, True, 10),
-    AppendEntriesResponse(6, False, 3),
-    TimeoutNowRequest(5, 1),
-    TimeoutNowResponse(6, True),
-    InstallSnapshotRequest(5, 1, 100, 4, 0, b"\x00\xffchunk", False),
-    InstallSnapshotRequest(5, 1, 100, 4, 262144, b"", True),
-    InstallSnapshotResponse(5),
-]
+    "append_accepted": AppendEntriesResponse(5, True, 10),
+    "append_refused": AppendEntriesResponse(6, False, 3),
+    "timeout_now_request": TimeoutNowRequest(5, 1),
+    "timeout_now_response": TimeoutNowResponse(6, True),
+    "install_snapshot_first_chunk": InstallSnapshotRequest(
+        5, 1, 100, 4, 0, b"\x00\xffchunk", False
+    ),
+    "install_snapshot_last_empty_chunk": InstallSnapshotRequest(5, 1, 100, 4, 262144, b"", True),
+    "install_snapshot_response": InstallSnapshotResponse(5),
+}
 
 
-@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
-def test_round_trip(message):
-    wire = codec.to_wire(message)
-    parsed = type(wire).FromString(wire.SerializeToString())
-    assert codec.from_wire(parsed) == message
+def add_cases(cls, prefix, cases, check):
+    """Give cls one test method `<prefix>_<case name>` per case, each running check on it."""
+
+    def make_test(name, case):
+        def test(self):
+            check(self, case)
+
+        test.__name__ = f"{prefix}_{name}"
+        test.__doc__ = f"{check.__doc__} (case: {name.replace('_', ' ')})"
+        return test
+
+    for name, case in cases.items():
+        test = make_test(name, case)
+        setattr(cls, test.__name__, test)
 
 
-def test_wire_types_and_numbers():
-    assert isinstance(codec.to_wire(VoteRequest(1, 2, 3, 4, True)), pb.VoteRequest)
-    wire = codec.to_wire(InstallSnapshotRequest(5, 1, 100, 4, 7, b"xy", True))
-    assert isinstance(wire, pb.InstallSnapshotRequest)
-    assert (wire.offset, wire.data, wire.done) == (7, b"xy", True)
-    assert not wire.jobs and not wire.workers  # structured fields 5/6 stay empty
-    entry = codec.to_wire(
-        AppendEntriesRequest(1, 1, 0, 0, [LogEntry(1, 1, submit("a"))], 0)
-    ).entries[0]
-    assert (entry.term, entry.index, entry.command.submit_job.job_id) == (1, 1, "a")
+class RoundTripTests(unittest.TestCase):
+    """Each message of MESSAGES, serialized and parsed back."""
+
+    def check_round_trip(self, message):
+        """The message survives the wire field for field."""
+        wire = codec.to_wire(message)
+        parsed = type(wire).FromString(wire.SerializeToString())
+        self.assertEqual(codec.from_wire(parsed), message)
 
 
-def test_noop_entry_stays_a_noop():
-    wire = codec.to_wire(AppendEntriesRequest(1, 1, 0, 0, [LogEntry(1, 1)], 0))
-    parsed = codec.from_wire(pb.AppendEntriesRequest.FromString(wire.SerializeToString()))
-    assert parsed.entries[0].is_noop
+add_cases(RoundTripTests, "test_round_trip", MESSAGES, RoundTripTests.check_round_trip)
 
 
-def test_unknown_message_is_refused():
-    with pytest.raises(KeyError):
-        codec.to_wire(object())
-    with pytest.raises(KeyError):
-        codec.from_wire(pb.Command())
+class WireFormTests(unittest.TestCase):
+    """The protobuf side of the conversion."""
+
+    def test_wire_types_and_numbers(self):
+        self.assertIsInstance(codec.to_wire(VoteRequest(1, 2, 3, 4, True)), pb.VoteRequest)
+        wire = codec.to_wire(InstallSnapshotRequest(5, 1, 100, 4, 7, b"xy", True))
+        self.assertIsInstance(wire, pb.InstallSnapshotRequest)
+        self.assertEqual((wire.offset, wire.data, wire.done), (7, b"xy", True))
+        # structured fields 5/6 stay empty
+        self.assertFalse(wire.jobs)
+        self.assertFalse(wire.workers)
+        entry = codec.to_wire(
+            AppendEntriesRequest(1, 1, 0, 0, [LogEntry(1, 1, submit("a"))], 0)
+        ).entries[0]
+        self.assertEqual((entry.term, entry.index, entry.command.submit_job.job_id), (1, 1, "a"))
+
+    def test_noop_entry_stays_a_noop(self):
+        wire = codec.to_wire(AppendEntriesRequest(1, 1, 0, 0, [LogEntry(1, 1)], 0))
+        parsed = codec.from_wire(pb.AppendEntriesRequest.FromString(wire.SerializeToString()))
+        self.assertTrue(parsed.entries[0].is_noop)
+
+    def test_unknown_message_is_refused(self):
+        with self.assertRaises(KeyError):
+            codec.to_wire(object())
+        with self.assertRaises(KeyError):
+            codec.from_wire(pb.Command())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from jobsched.interfaces import IScheduler
@@ -37,100 +38,94 @@ def placements(plan):
     return [(c.assign_job.job_id, c.assign_job.worker_id) for c in plan]
 
 
-def test_assigner_provides_scheduler():
-    assert verifyObject(IScheduler, Assigner())
+def workers_of(plan):
+    return [worker for _, worker in placements(plan)]
 
 
-def test_nothing_to_do():
-    assert Assigner().plan(table_with(), {1: live()}) == []
-    assert Assigner().plan(table_with(pending=3), {}) == []
+class AssignerTests(unittest.TestCase):
+    """Which pending jobs go to which workers, and in what order."""
 
+    def test_assigner_provides_scheduler(self):
+        self.assertTrue(verifyObject(IScheduler, Assigner()))
 
-def test_pending_jobs_go_out_in_submission_order():
-    table = table_with(pending=5)
-    plan = Assigner().plan(table, {1: live(slots=3)})
-    assert placements(plan) == [("job00000", 1), ("job00001", 1), ("job00002", 1)]
+    def test_nothing_to_do(self):
+        self.assertEqual(Assigner().plan(table_with(), {1: live()}), [])
+        self.assertEqual(Assigner().plan(table_with(pending=3), {}), [])
 
+    def test_pending_jobs_go_out_in_submission_order(self):
+        table = table_with(pending=5)
+        plan = Assigner().plan(table, {1: live(slots=3)})
+        self.assertEqual(placements(plan), [("job00000", 1), ("job00001", 1), ("job00002", 1)])
 
-def test_each_job_goes_to_worker_with_fewest_running():
-    table = table_with(pending=4, running={1: 3, 2: 1})
-    plan = Assigner().plan(table, {1: live(), 2: live(), 3: live()})
-    # running 1:3 2:1 3:0 -> 3; then 2 and 3 tie at 1 -> 2; then 3; then tie at 2 -> 2
-    assert [worker for _, worker in placements(plan)] == [3, 2, 3, 2]
+    def test_each_job_goes_to_worker_with_fewest_running(self):
+        table = table_with(pending=4, running={1: 3, 2: 1})
+        plan = Assigner().plan(table, {1: live(), 2: live(), 3: live()})
+        # running 1:3 2:1 3:0 -> 3; then 2 and 3 tie at 1 -> 2; then 3; then tie at 2 -> 2
+        self.assertEqual(workers_of(plan), [3, 2, 3, 2])
 
+    def test_ties_go_to_lowest_id(self):
+        table = table_with(pending=1)
+        plan = Assigner().plan(table, {7: live(), 3: live(), 5: live()})
+        self.assertEqual(placements(plan), [("job00000", 3)])
 
-def test_ties_go_to_lowest_id():
-    table = table_with(pending=1)
-    plan = Assigner().plan(table, {7: live(), 3: live(), 5: live()})
-    assert placements(plan) == [("job00000", 3)]
+    def test_round_robin_among_equal_workers(self):
+        table = table_with(pending=6)
+        plan = Assigner().plan(table, {2: live(), 1: live(), 3: live()})
+        self.assertEqual(workers_of(plan), [1, 2, 3, 1, 2, 3])
 
+    def test_dead_and_draining_workers_get_nothing(self):
+        table = table_with(pending=3)
+        workers = {
+            1: WorkerView(live=False, draining=False, slots=4),
+            2: WorkerView(live=True, draining=True, slots=4),
+            3: live(slots=4),
+        }
+        self.assertEqual(set(workers_of(Assigner().plan(table, workers))), {3})
+        del workers[3]
+        self.assertEqual(Assigner().plan(table, workers), [])
 
-def test_round_robin_among_equal_workers():
-    table = table_with(pending=6)
-    plan = Assigner().plan(table, {2: live(), 1: live(), 3: live()})
-    assert [worker for _, worker in placements(plan)] == [1, 2, 3, 1, 2, 3]
+    def test_full_workers_get_nothing_and_planning_stops_at_free_slots(self):
+        table = table_with(pending=10, running={1: 2, 2: 1})
+        plan = Assigner().plan(table, {1: live(slots=2), 2: live(slots=3), 3: live(slots=0)})
+        self.assertEqual(workers_of(plan), [2, 2])
 
+    def test_worker_over_its_slots_gets_nothing(self):
+        table = table_with(pending=2, running={1: 5})
+        plan = Assigner().plan(table, {1: live(slots=2), 2: live(slots=1)})
+        self.assertEqual(placements(plan), [("job00005", 2)])
 
-def test_dead_and_draining_workers_get_nothing():
-    table = table_with(pending=3)
-    workers = {
-        1: WorkerView(live=False, draining=False, slots=4),
-        2: WorkerView(live=True, draining=True, slots=4),
-        3: live(slots=4),
-    }
-    assert {worker for _, worker in placements(Assigner().plan(table, workers))} == {3}
-    del workers[3]
-    assert Assigner().plan(table, workers) == []
+    def test_jobs_running_on_unknown_workers_do_not_count(self):
+        table = table_with(pending=2, running={9: 3})
+        plan = Assigner().plan(table, {1: live(slots=1), 2: live(slots=1)})
+        self.assertEqual(placements(plan), [("job00003", 1), ("job00004", 2)])
 
+    def test_attempt_is_one_more_than_the_jobs_attempts(self):
+        table = table_with(pending=2)
+        state = json.loads(table.snapshot())
+        state["jobs"][1]["attempts"] = 2  # a job put back after a lost worker
+        table.restore(json.dumps(state).encode())
+        plan = Assigner().plan(table, {1: live()})
+        self.assertEqual([c.assign_job.attempt for c in plan], [1, 3])
 
-def test_full_workers_get_nothing_and_planning_stops_at_free_slots():
-    table = table_with(pending=10, running={1: 2, 2: 1})
-    plan = Assigner().plan(table, {1: live(slots=2), 2: live(slots=3), 3: live(slots=0)})
-    assert [worker for _, worker in placements(plan)] == [2, 2]
+    def test_plan_changes_nothing_and_applies_cleanly(self):
+        table = table_with(pending=6, running={1: 1})
+        before = table.snapshot()
+        workers = {1: live(slots=2), 2: live(slots=2)}
+        plan = Assigner().plan(table, workers)
+        self.assertEqual(table.snapshot(), before)
+        self.assertEqual(Assigner().plan(table, workers), plan)
+        for command in plan:
+            self.assertIsNotNone(table.apply(next(_index), command))
+        self.assertEqual(table.running_counts(), {1: 2, 2: 2})
+        self.assertEqual(Assigner().plan(table, workers), [])
 
+    def test_many_pending_jobs_only_fill_free_slots(self):
+        table = table_with(pending=10_000)
+        plan = Assigner().plan(table, {n: live(slots=4) for n in (1, 2, 3)})
+        self.assertEqual(len(plan), 12)
+        self.assertEqual([c.assign_job.job_id for c in plan], [f"job{n:05d}" for n in range(12)])
 
-def test_worker_over_its_slots_gets_nothing():
-    table = table_with(pending=2, running={1: 5})
-    plan = Assigner().plan(table, {1: live(slots=2), 2: live(slots=1)})
-    assert placements(plan) == [("job00005", 2)]
-
-
-def test_jobs_running_on_unknown_workers_do_not_count():
-    table = table_with(pending=2, running={9: 3})
-    plan = Assigner().plan(table, {1: live(slots=1), 2: live(slots=1)})
-    assert placements(plan) == [("job00003", 1), ("job00004", 2)]
-
-
-def test_attempt_is_one_more_than_the_jobs_attempts():
-    table = table_with(pending=2)
-    state = json.loads(table.snapshot())
-    state["jobs"][1]["attempts"] = 2  # a job put back after a lost worker
-    table.restore(json.dumps(state).encode())
-    plan = Assigner().plan(table, {1: live()})
-    assert [c.assign_job.attempt for c in plan] == [1, 3]
-
-
-def test_plan_changes_nothing_and_applies_cleanly():
-    table = table_with(pending=6, running={1: 1})
-    before = table.snapshot()
-    workers = {1: live(slots=2), 2: live(slots=2)}
-    plan = Assigner().plan(table, workers)
-    assert table.snapshot() == before
-    assert Assigner().plan(table, workers) == plan
-    for command in plan:
-        assert table.apply(next(_index), command) is not None
-    assert table.running_counts() == {1: 2, 2: 2}
-    assert Assigner().plan(table, workers) == []
-
-
-def test_many_pending_jobs_only_fill_free_slots():
-    table = table_with(pending=10_000)
-    plan = Assigner().plan(table, {n: live(slots=4) for n in (1, 2, 3)})
-    assert len(plan) == 12
-    assert [c.assign_job.job_id for c in plan] == [f"job{n:05d}" for n in range(12)]
-
-
-def test_worker_stops_receiving_once_its_slots_are_filled():
-    table = table_with(pending=5)
-    plan = Assigner().plan(table, {1: live(slots=1), 2: live(slots=4)})
-    assert [worker for _, worker in placements(plan)] == [1, 2, 2, 2, 2]
+    def test_worker_stops_receiving_once_its_slots_are_filled(self):
+        table = table_with(pending=5)
+        plan = Assigner().plan(table, {1: live(slots=1), 2: live(slots=4)})
+        self.assertEqual(workers_of(plan), [1, 2, 2, 2, 2])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
+from twisted.trial import unittest
 
 from jobsched.api.errors import InvalidArgument, PermissionDenied
 from jobsched.jobs.validation import (
@@ -19,146 +19,201 @@ from jobsched.jobs.validation import (
 
 DIGEST = "sha256:" + "a" * 64
 
+BLANK_COMMANDS = {"empty": "", "one_space": " ", "tabs_newlines_and_spaces": "\t\n  "}
 
-def test_command_is_returned_untrimmed() -> None:
-    assert validate_command("  echo hi \n") == "  echo hi \n"
+VALID_IMAGE_REFERENCES = {
+    "bare_name": "alpine",
+    "name_and_tag": "alpine:3.19",
+    "namespace_name_and_tag": "library/alpine:latest",
+    "registry_with_port_and_path": "registry.example.com:5000/team/app:v1",
+    "hyphenated_namespace": "jobsched-test/busybox:latest",
+    "digest": f"alpine@{DIGEST}",
+    "tag_and_digest": f"alpine:3.19@{DIGEST}",
+    "separators_and_mixed_case_tag": "localhost:5000/a__b/c-d.e:Tag_1",
+    "ipv6_registry": "[::1]:5000/app",
+    "name_of_255_characters": "a" * 255,
+}
+
+INVALID_IMAGE_REFERENCES = {
+    "leading_dash": "-rm",
+    "option_lookalike": "--privileged",
+    "upper_case_path": "UPPER/Case",
+    "upper_case_name": "Alpine",
+    "inner_space": "a b",
+    "leading_space": " alpine",
+    "name_of_256_characters": "a" * 256,
+    "empty_tag": "alpine:",
+    "tag_without_name": ":tag",
+    "short_digest": "alpine@sha256:abc",
+    "upper_case_digest": "alpine@sha256:" + "A" * 64,
+    "tag_with_leading_dash": "alpine:-tag",
+    "tag_of_129_characters": "alpine:" + "t" * 129,
+    "empty_path_component": "a//b",
+    "leading_slash": "/alpine",
+    "trailing_slash": "alpine/",
+    "trailing_dash": "alpine-",
+    "trailing_newline": "alpine\n",
+}
+
+INVALID_UUIDS = {
+    "empty": "",
+    "words": "not-a-uuid",
+    "four_digits": "1234",
+    "non_hex_digits": "g" * 32,
+    "unclosed_brace": "{" + "0" * 32,
+    "leading_space": " " + "0" * 32,
+    "trailing_newline": "0" * 32 + "\n",
+    "31_hex_digits": "0" * 31,
+    "33_hex_digits": "0" * 33,
+    "misplaced_hyphens": "0000-00000000-0000-0000-000000000000",
+    "uuid_prefix_without_urn": "uuid:" + "0" * 32,
+    "urn_with_braces": "urn:uuid:{" + "0" * 32 + "}",
+}
 
 
-@pytest.mark.parametrize("command", ["", " ", "\t\n  "])
-def test_blank_command_is_refused(command: str) -> None:
-    with pytest.raises(InvalidArgument, match="^Command cannot be empty$"):
-        validate_command(command)
+def add_cases(cls, prefix, cases, check):
+    """Give cls one test method `<prefix>_<case name>` per case, each running check on it."""
+
+    def make_test(name, value):
+        def test(self):
+            check(self, value)
+
+        test.__name__ = f"{prefix}_{name}"
+        test.__doc__ = f"{check.__doc__} (case: {name.replace('_', ' ')})"
+        return test
+
+    for name, value in cases.items():
+        test = make_test(name, value)
+        setattr(cls, test.__name__, test)
 
 
-def test_command_length_is_counted_in_utf8_bytes() -> None:
-    assert validate_command("x" * 1024)
-    assert validate_command("é" * 512)  # 2 bytes each: exactly 1024
-    for command in ("x" * 1025, "é" * 512 + "x", "€" * 342):  # 1025, 1025, 1026 bytes
-        with pytest.raises(InvalidArgument, match="^Command exceeds maximum allowed length$"):
+class CommandTests(unittest.TestCase):
+    """validate_command: blank, too long, not UTF-8, NUL."""
+
+    def test_command_is_returned_untrimmed(self):
+        self.assertEqual(validate_command("  echo hi \n"), "  echo hi \n")
+
+    def check_blank_command_is_refused(self, command):
+        """A command of only whitespace is refused."""
+        with self.assertRaises(InvalidArgument) as caught:
             validate_command(command)
+        self.assertRegex(str(caught.exception), "^Command cannot be empty$")
+
+    def test_command_length_is_counted_in_utf8_bytes(self):
+        self.assertTrue(validate_command("x" * 1024))
+        self.assertTrue(validate_command("é" * 512))  # 2 bytes each: exactly 1024
+        for command in ("x" * 1025, "é" * 512 + "x", "€" * 342):  # 1025, 1025, 1026 bytes
+            with self.assertRaises(InvalidArgument) as caught:
+                validate_command(command)
+            self.assertRegex(str(caught.exception), "^Command exceeds maximum allowed length$")
+
+    def test_command_must_be_valid_utf8_without_nul(self):
+        with self.assertRaises(InvalidArgument) as caught:
+            validate_command("echo \udcff")
+        self.assertRegex(str(caught.exception), "UTF-8")
+        with self.assertRaises(InvalidArgument) as caught:
+            validate_command("echo a\0b")
+        self.assertRegex(str(caught.exception), "NUL")
 
 
-def test_command_must_be_valid_utf8_without_nul() -> None:
-    with pytest.raises(InvalidArgument, match="UTF-8"):
-        validate_command("echo \udcff")
-    with pytest.raises(InvalidArgument, match="NUL"):
-        validate_command("echo a\0b")
-
-
-@pytest.mark.parametrize(
-    "reference",
-    [
-        "alpine",
-        "alpine:3.19",
-        "library/alpine:latest",
-        "registry.example.com:5000/team/app:v1",
-        "jobsched-test/busybox:latest",
-        f"alpine@{DIGEST}",
-        f"alpine:3.19@{DIGEST}",
-        "localhost:5000/a__b/c-d.e:Tag_1",
-        "[::1]:5000/app",
-        "a" * 255,
-    ],
+add_cases(
+    CommandTests,
+    "test_blank_command_is_refused",
+    BLANK_COMMANDS,
+    CommandTests.check_blank_command_is_refused,
 )
-def test_valid_image_references(reference: str) -> None:
-    assert is_valid_image_reference(reference)
-    assert validate_image(reference) == reference
 
 
-@pytest.mark.parametrize(
-    "reference",
-    [
-        "-rm",
-        "--privileged",
-        "UPPER/Case",
-        "Alpine",
-        "a b",
-        " alpine",
-        "a" * 256,
-        "alpine:",
-        ":tag",
-        "alpine@sha256:abc",
-        "alpine@sha256:" + "A" * 64,
-        "alpine:-tag",
-        "alpine:" + "t" * 129,
-        "a//b",
-        "/alpine",
-        "alpine/",
-        "alpine-",
-        "alpine\n",
-    ],
+class ImageTests(unittest.TestCase):
+    """Image references and the allow-list."""
+
+    def check_valid_image_reference(self, reference):
+        """A well-formed reference is accepted unchanged."""
+        self.assertTrue(is_valid_image_reference(reference))
+        self.assertEqual(validate_image(reference), reference)
+
+    def check_invalid_image_reference(self, reference):
+        """A malformed reference is refused."""
+        self.assertFalse(is_valid_image_reference(reference))
+        with self.assertRaises(InvalidArgument) as caught:
+            validate_image(reference)
+        self.assertRegex(str(caught.exception), "^Invalid image reference$")
+
+    def test_empty_image_means_server_default(self):
+        self.assertEqual(validate_image("", ["busybox:*"]), "")
+
+    def test_allow_list(self):
+        patterns = ["alpine:*", "registry.example.com/team/*"]
+        self.assertTrue(image_allowed("anything:1", []))
+        self.assertTrue(image_allowed("alpine:3.19", patterns))
+        self.assertTrue(image_allowed("alpine", patterns))  # Docker runs alpine:latest
+        self.assertTrue(image_allowed("registry.example.com/team/app:v1", patterns))
+        self.assertFalse(image_allowed("busybox:latest", patterns))
+        self.assertFalse(image_allowed("Alpine:3.19", patterns))  # case-sensitive
+        self.assertFalse(image_allowed(f"alpine@{DIGEST}", ["alpine:*"]))
+        self.assertEqual(validate_image("alpine:3.19", patterns), "alpine:3.19")
+        with self.assertRaises(PermissionDenied) as caught:
+            validate_image("busybox", patterns)
+        self.assertRegex(str(caught.exception), "^Image not allowed$")
+
+
+add_cases(
+    ImageTests,
+    "test_valid_image_reference",
+    VALID_IMAGE_REFERENCES,
+    ImageTests.check_valid_image_reference,
 )
-def test_invalid_image_references(reference: str) -> None:
-    assert not is_valid_image_reference(reference)
-    with pytest.raises(InvalidArgument, match="^Invalid image reference$"):
-        validate_image(reference)
-
-
-def test_empty_image_means_server_default() -> None:
-    assert validate_image("", ["busybox:*"]) == ""
-
-
-def test_allow_list() -> None:
-    patterns = ["alpine:*", "registry.example.com/team/*"]
-    assert image_allowed("anything:1", [])
-    assert image_allowed("alpine:3.19", patterns)
-    assert image_allowed("alpine", patterns)  # Docker runs alpine:latest
-    assert image_allowed("registry.example.com/team/app:v1", patterns)
-    assert not image_allowed("busybox:latest", patterns)
-    assert not image_allowed("Alpine:3.19", patterns)  # case-sensitive
-    assert not image_allowed(f"alpine@{DIGEST}", ["alpine:*"])
-    assert validate_image("alpine:3.19", patterns) == "alpine:3.19"
-    with pytest.raises(PermissionDenied, match="^Image not allowed$"):
-        validate_image("busybox", patterns)
-
-
-def test_timeout() -> None:
-    assert validate_timeout(0, 3600) == 0
-    assert validate_timeout(3600, 3600) == 3600
-    with pytest.raises(InvalidArgument, match="^timeout_seconds exceeds maximum of 3600$"):
-        validate_timeout(3601, 3600)
-    with pytest.raises(InvalidArgument, match="negative"):
-        validate_timeout(-1, 3600)
-
-
-def test_uuid_forms() -> None:
-    value = uuid.uuid4()
-    canonical = str(value)
-    for text in (
-        canonical,
-        canonical.upper(),
-        value.hex,
-        value.hex.upper(),
-        "{" + canonical + "}",
-        "{" + value.hex + "}",
-        "urn:uuid:" + canonical,
-        "URN:UUID:" + canonical.upper(),
-    ):
-        assert parse_uuid(text) == canonical, text
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "not-a-uuid",
-        "1234",
-        "g" * 32,
-        "{" + "0" * 32,
-        " " + "0" * 32,
-        "0" * 32 + "\n",
-        "0" * 31,
-        "0" * 33,
-        "0000-00000000-0000-0000-000000000000",
-        "uuid:" + "0" * 32,
-        "urn:uuid:{" + "0" * 32 + "}",
-    ],
+add_cases(
+    ImageTests,
+    "test_invalid_image_reference",
+    INVALID_IMAGE_REFERENCES,
+    ImageTests.check_invalid_image_reference,
 )
-def test_invalid_uuids(text: str) -> None:
-    assert parse_uuid(text) is None
 
 
-def test_require_uuid_uses_the_endpoint_message() -> None:
-    assert require_uuid("0" * 32, "Invalid job ID") == "00000000-0000-0000-0000-000000000000"
-    with pytest.raises(InvalidArgument, match="^invalid job_id$"):
-        require_uuid("nope", "invalid job_id")
+class TimeoutTests(unittest.TestCase):
+    """validate_timeout: from 0 up to the configured maximum."""
+
+    def test_timeout(self):
+        self.assertEqual(validate_timeout(0, 3600), 0)
+        self.assertEqual(validate_timeout(3600, 3600), 3600)
+        with self.assertRaises(InvalidArgument) as caught:
+            validate_timeout(3601, 3600)
+        self.assertRegex(str(caught.exception), "^timeout_seconds exceeds maximum of 3600$")
+        with self.assertRaises(InvalidArgument) as caught:
+            validate_timeout(-1, 3600)
+        self.assertRegex(str(caught.exception), "negative")
+
+
+class UuidTests(unittest.TestCase):
+    """Job ids: canonical, hex, braced and URN forms, canonicalised; nothing else."""
+
+    def test_uuid_forms(self):
+        value = uuid.uuid4()
+        canonical = str(value)
+        for text in (
+            canonical,
+            canonical.upper(),
+            value.hex,
+            value.hex.upper(),
+            "{" + canonical + "}",
+            "{" + value.hex + "}",
+            "urn:uuid:" + canonical,
+            "URN:UUID:" + canonical.upper(),
+        ):
+            self.assertEqual(parse_uuid(text), canonical, text)
+
+    def check_invalid_uuid(self, text):
+        """Text that is no UUID parses to None."""
+        self.assertIsNone(parse_uuid(text))
+
+    def test_require_uuid_uses_the_endpoint_message(self):
+        self.assertEqual(
+            require_uuid("0" * 32, "Invalid job ID"), "00000000-0000-0000-0000-000000000000"
+        )
+        with self.assertRaises(InvalidArgument) as caught:
+            require_uuid("nope", "invalid job_id")
+        self.assertRegex(str(caught.exception), "^invalid job_id$")
+
+
+add_cases(UuidTests, "test_invalid_uuid", INVALID_UUIDS, UuidTests.check_invalid_uuid)
