@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from unittest import TestCase
 
 from jobsched.jobs.model import JobResult, JobSpec, JobStatus
 
@@ -94,14 +95,15 @@ def new_spec(command: str, timeout_seconds: int = 30, image: str = "") -> JobSpe
     )
 
 
-def check_result(result: JobResult, case: Case) -> None:
-    """Assert `result` is what `case` promises, plus the invariants of every result."""
-    assert result.status == case.status, result
-    assert result.exit_code == case.exit_code, result
-    assert result.output == case.output
+def check_result(test: TestCase, result: JobResult, case: Case) -> None:
+    """Assert, through `test`, that `result` is what `case` promises, plus the invariants
+    of every result."""
+    test.assertEqual(result.status, case.status, result)
+    test.assertEqual(result.exit_code, case.exit_code, result)
+    test.assertEqual(result.output, case.output)
     if case.error is not None:
-        assert result.error == case.error
-    assert case.error_contains in result.error
-    assert result.output_truncated == case.truncated
-    assert result.started_at_ms is not None
-    assert result.started_at_ms <= result.completed_at_ms
+        test.assertEqual(result.error, case.error)
+    test.assertIn(case.error_contains, result.error)
+    test.assertEqual(result.output_truncated, case.truncated)
+    test.assertIsNotNone(result.started_at_ms)
+    test.assertLessEqual(result.started_at_ms, result.completed_at_ms)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 
 from twisted.internet import task
+from twisted.python.failure import Failure
+from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -68,7 +70,8 @@ class Leader:
         outcomes = []
         self.raft.propose(command).addBoth(outcomes.append)
         self.settle()
-        assert outcomes and not hasattr(outcomes[0], "getErrorMessage"), outcomes
+        if not outcomes or isinstance(outcomes[0], Failure):
+            raise AssertionError(f"{command} was not committed: {outcomes}")
         return outcomes[0]
 
     def submit(self, count=1, max_attempts=3):
@@ -116,261 +119,253 @@ class Leader:
         return [(j.assigned_worker if j.status is JobStatus.RUNNING else None) for j in jobs]
 
 
-def test_dispatcher_provides_its_interface():
-    assert verifyObject(IDispatcher, Leader().dispatcher)
+class PlacementTests(unittest.TestCase):
+    def test_dispatcher_provides_its_interface(self):
+        self.assertTrue(verifyObject(IDispatcher, Leader().dispatcher))
 
-
-def test_pending_jobs_go_to_the_leaders_own_worker_up_to_its_slots():
-    node = Leader(slots=2)
-    jobs = node.submit(3)
-    node.settle()
-
-    assert node.placed(jobs) == [LEADER, LEADER, None]  # FIFO: the first two
-    for job_id in jobs[:2]:
-        job = node.table.get(job_id)
-        assert (job.worker_incarnation, job.attempts) == (LOCAL_INCARNATION, 1)
-
-    node.finish(jobs[0])
-    node.settle()
-    assert node.placed(jobs[1:]) == [LEADER, LEADER]  # the freed slot is used
-
-
-def test_leaders_own_worker_needs_no_heartbeat_or_registration():
-    node = Leader()
-    node.submit(1)
-    node.run(30)
-    assert node.dispatcher.workers()[LEADER].live
-    assert node.table.running_counts() == {LEADER: 1}
-
-
-def test_first_heartbeat_registers_a_remote_worker_and_makes_it_eligible():
-    node = Leader(slots=1)
-    jobs = node.submit(3)
-    node.settle()
-    assert node.placed(jobs) == [LEADER, None, None]
-    assert node.table.workers() == []
-
-    node.beat(2, free_slots=4)
-    node.settle()
-
-    assert node.table.workers() == [2]
-    view = node.dispatcher.workers()[2]
-    assert view.live and not view.draining and view.slots == 4
-    assert node.placed(jobs) == [LEADER, 2, 2]
-
-
-def test_later_heartbeats_do_not_register_again():
-    node = Leader()
-    node.beat(2)
-    node.settle()
-    node.run(20, beating=[2])
-    entries = node.raft.log_entries(1, 1000)
-    registrations = [e for e in entries if not e.is_noop and e.command.HasField("register_worker")]
-    assert len(registrations) == 1
-
-
-def test_jobs_spread_to_the_least_loaded_worker():
-    node = Leader(slots=4)
-    node.beat(2, free_slots=4)
-    node.beat(3, free_slots=4)
-    node.settle()
-    jobs = node.submit(6)
-    node.settle()
-    # FIFO onto the fewest running, ties to the lowest id: 1, 2, 3, 1, 2, 3
-    assert node.placed(jobs) == [1, 2, 3, 1, 2, 3]
-    assert node.table.running_counts() == {1: 2, 2: 2, 3: 2}
-
-
-def test_heartbeat_incarnation_is_carried_into_the_assignment():
-    node = Leader(slots=1)
-    node.draining = True
-    node.beat(2, incarnation=31337)
-    node.settle()
-    [first] = node.submit(1)
-    node.settle()
-    assert node.table.get(first).worker_incarnation == 31337
-
-    node.beat(2, incarnation=4242)  # the worker restarted: a new life
-    [second] = node.submit(1)
-    node.settle()
-    assert node.table.get(second).worker_incarnation == 4242
-
-
-def test_draining_workers_get_nothing():
-    node = Leader(slots=2, draining=True)
-    node.beat(2, draining=True)
-    jobs = node.submit(2)
-    node.run(6, beating=[])
-    assert node.placed(jobs) == [None, None]
-    assert node.dispatcher.is_draining(2)
-
-    node.beat(3)
-    node.settle()
-    assert node.placed(jobs) == [3, 3]
-
-
-def test_a_worker_past_the_expiry_gets_no_new_jobs():
-    node = Leader(draining=True)
-    node.beat(2)
-    node.run(EXPIRY + 1)
-    jobs = node.submit(1)
-    node.settle()
-    assert not node.dispatcher.workers()[2].live
-    assert node.placed(jobs) == [None]
-
-
-def lost_worker_setup(max_attempts=3):
-    """Leader (its own worker draining) with two jobs running on remote worker 2."""
-    node = Leader(draining=True)
-    node.beat(2)
-    node.settle()
-    jobs = node.submit(2, max_attempts=max_attempts)
-    node.settle()
-    assert node.placed(jobs) == [2, 2]
-    return node, jobs
-
-
-def test_silent_worker_past_the_expiry_has_its_jobs_requeued():
-    node, jobs = lost_worker_setup()
-    node.run(EXPIRY)  # silent exactly worker_expiry: not yet lost
-    assert node.placed(jobs) == [2, 2]
-
-    node.run(1.5)
-    for job_id in jobs:
-        job = node.table.get(job_id)
-        assert job.status is JobStatus.PENDING
-        assert (job.assigned_worker, job.attempts) == (0, 1)
-
-    node.beat(3, incarnation=3003)
-    node.settle()
-    for job_id in jobs:
-        job = node.table.get(job_id)
-        assert (job.status, job.assigned_worker) == (JobStatus.RUNNING, 3)
-        assert (job.attempts, job.worker_incarnation) == (2, 3003)
-
-
-def test_requeued_jobs_go_to_the_leaders_own_worker_when_it_has_room():
-    node, jobs = lost_worker_setup()
-    node.draining = False
-    node.run(EXPIRY + 1.5)
-    assert node.placed(jobs) == [LEADER, LEADER]
-    assert [node.table.get(j).attempts for j in jobs] == [2, 2]
-
-
-def test_lost_worker_with_attempts_exhausted_fails_the_job():
-    node, jobs = lost_worker_setup(max_attempts=1)
-    last_heard = node.clock.seconds()
-    node.run(EXPIRY + 1.5)
-    for job_id in jobs:
-        job = node.table.get(job_id)
-        assert job.status is JobStatus.FAILED
-        assert job.error == "worker 2 lost"
-        assert job.exit_code is None
-        assert (last_heard + EXPIRY) * 1000 < job.completed_at_ms <= node.clock.seconds() * 1000
-
-
-def test_attempts_count_across_losses_until_they_run_out():
-    node, jobs = lost_worker_setup(max_attempts=2)
-    node.run(EXPIRY + 1.5)  # attempt 1 lost on 2: pending again
-    node.beat(3)
-    node.settle()
-    assert node.placed(jobs) == [3, 3]
-    node.run(EXPIRY + 1.5)  # attempt 2 lost on 3: none left
-    assert [node.table.get(j).status for j in jobs] == [JobStatus.FAILED] * 2
-    assert [node.table.get(j).error for j in jobs] == ["worker 3 lost"] * 2
-
-
-def test_worker_heard_from_within_the_window_is_not_touched():
-    node, jobs = lost_worker_setup()
-    node.run(30, beating=[2])
-    assert node.placed(jobs) == [2, 2]
-    assert [node.table.get(j).attempts for j in jobs] == [1, 1]
-
-
-def test_only_the_silent_worker_loses_its_jobs():
-    node = Leader(draining=True)
-    node.beat(2)
-    node.beat(3)
-    node.settle()
-    jobs = node.submit(2)
-    node.settle()
-    assert node.placed(jobs) == [2, 3]
-    node.run(EXPIRY + 1.5, beating=[3])
-    # worker 2's job was taken back and placed on 3; 3's own job kept its attempt
-    assert node.placed(jobs) == [3, 3]
-    assert [node.table.get(j).attempts for j in jobs] == [2, 1]
-
-
-def test_leaders_own_worker_is_never_declared_lost():
-    node = Leader(slots=2)
-    jobs = node.submit(2)
-    node.run(60)
-    assert node.placed(jobs) == [LEADER, LEADER]
-    assert [node.table.get(j).attempts for j in jobs] == [1, 1]
-
-
-def test_fresh_leader_waits_the_expiry_before_declaring_anyone_lost():
-    """The previous leader put jobs on worker 2 long ago; after a restart this node
-    has heard nothing from it yet, and gives it worker_expiry from its election."""
-    storage = MemoryStorage()
-    clock = task.Clock()
-    first = Leader(draining=True, storage=storage, clock=clock)
-    first.beat(2)
-    first.settle()
-    jobs = first.submit(2)
-    first.settle()
-    assert first.placed(jobs) == [2, 2]
-    first.run(1)
-    first.dispatcher.stopService()
-    first.raft.stopService()
-    clock.advance(100)  # worker 2 was last heard from 100 s ago
-
-    second = Leader(draining=True, storage=storage, clock=clock)
-    elected_at = clock.seconds()
-    assert second.placed(jobs) == [2, 2]  # the replayed table
-    second.run(EXPIRY - 0.5)
-    assert second.placed(jobs) == [2, 2]
-    second.run(2)
-    assert [second.table.get(j).status for j in jobs] == [JobStatus.PENDING] * 2
-    assert clock.seconds() - elected_at > EXPIRY
-
-
-def test_fresh_leader_keeps_a_worker_that_reaches_it_in_time():
-    storage = MemoryStorage()
-    clock = task.Clock()
-    first = Leader(draining=True, storage=storage, clock=clock)
-    first.beat(2)
-    first.settle()
-    jobs = first.submit(1)
-    first.settle()
-    first.dispatcher.stopService()
-    first.raft.stopService()
-    clock.advance(100)
-
-    second = Leader(draining=True, storage=storage, clock=clock)
-    second.run(4)
-    second.beat(2)
-    second.run(30, beating=[2])
-    assert second.placed(jobs) == [2]
-    assert second.table.get(jobs[0]).attempts == 1  # never taken back
-
-
-def test_a_job_a_live_worker_stopped_reporting_is_taken_back_after_the_expiry():
-    """A worker that fenced its jobs while briefly apart from the leader keeps beating,
-    but without them: the leader takes such a job back once it has been missing from
-    the beats for longer than the worker expiry (and not before)."""
-    node = Leader(slots=0)
-    node.beat(2)
-    node.settle()
-    jobs = node.submit(2)
-    node.settle()
-    assert node.placed(jobs) == [2, 2]
-    kept, dropped = jobs
-    for step in range(1, 9):  # 8 s of beats that list only `kept`
-        node.clock.advance(1.0)
-        node.beat(2, running=[kept])
+    def test_pending_jobs_go_to_the_leaders_own_worker_up_to_its_slots(self):
+        node = Leader(slots=2)
+        jobs = node.submit(3)
         node.settle()
-        if step <= EXPIRY:
-            assert node.placed(jobs) == [2, 2]
-    assert node.table.get(dropped).attempts == 2  # taken back and placed again
-    assert node.table.get(kept).attempts == 1 and node.placed([kept]) == [2]
+
+        self.assertEqual(node.placed(jobs), [LEADER, LEADER, None])  # FIFO: the first two
+        for job_id in jobs[:2]:
+            job = node.table.get(job_id)
+            self.assertEqual((job.worker_incarnation, job.attempts), (LOCAL_INCARNATION, 1))
+
+        node.finish(jobs[0])
+        node.settle()
+        self.assertEqual(node.placed(jobs[1:]), [LEADER, LEADER])  # the freed slot is used
+
+    def test_leaders_own_worker_needs_no_heartbeat_or_registration(self):
+        node = Leader()
+        node.submit(1)
+        node.run(30)
+        self.assertTrue(node.dispatcher.workers()[LEADER].live)
+        self.assertEqual(node.table.running_counts(), {LEADER: 1})
+
+    def test_first_heartbeat_registers_a_remote_worker_and_makes_it_eligible(self):
+        node = Leader(slots=1)
+        jobs = node.submit(3)
+        node.settle()
+        self.assertEqual(node.placed(jobs), [LEADER, None, None])
+        self.assertEqual(node.table.workers(), [])
+
+        node.beat(2, free_slots=4)
+        node.settle()
+
+        self.assertEqual(node.table.workers(), [2])
+        view = node.dispatcher.workers()[2]
+        self.assertEqual((view.live, view.draining, view.slots), (True, False, 4))
+        self.assertEqual(node.placed(jobs), [LEADER, 2, 2])
+
+    def test_later_heartbeats_do_not_register_again(self):
+        node = Leader()
+        node.beat(2)
+        node.settle()
+        node.run(20, beating=[2])
+        entries = node.raft.log_entries(1, 1000)
+        registrations = [
+            e for e in entries if not e.is_noop and e.command.HasField("register_worker")
+        ]
+        self.assertEqual(len(registrations), 1)
+
+    def test_jobs_spread_to_the_least_loaded_worker(self):
+        node = Leader(slots=4)
+        node.beat(2, free_slots=4)
+        node.beat(3, free_slots=4)
+        node.settle()
+        jobs = node.submit(6)
+        node.settle()
+        # FIFO onto the fewest running, ties to the lowest id: 1, 2, 3, 1, 2, 3
+        self.assertEqual(node.placed(jobs), [1, 2, 3, 1, 2, 3])
+        self.assertEqual(node.table.running_counts(), {1: 2, 2: 2, 3: 2})
+
+    def test_heartbeat_incarnation_is_carried_into_the_assignment(self):
+        node = Leader(slots=1)
+        node.draining = True
+        node.beat(2, incarnation=31337)
+        node.settle()
+        [first] = node.submit(1)
+        node.settle()
+        self.assertEqual(node.table.get(first).worker_incarnation, 31337)
+
+        node.beat(2, incarnation=4242)  # the worker restarted: a new life
+        [second] = node.submit(1)
+        node.settle()
+        self.assertEqual(node.table.get(second).worker_incarnation, 4242)
+
+    def test_draining_workers_get_nothing(self):
+        node = Leader(slots=2, draining=True)
+        node.beat(2, draining=True)
+        jobs = node.submit(2)
+        node.run(6, beating=[])
+        self.assertEqual(node.placed(jobs), [None, None])
+        self.assertTrue(node.dispatcher.is_draining(2))
+
+        node.beat(3)
+        node.settle()
+        self.assertEqual(node.placed(jobs), [3, 3])
+
+    def test_a_worker_past_the_expiry_gets_no_new_jobs(self):
+        node = Leader(draining=True)
+        node.beat(2)
+        node.run(EXPIRY + 1)
+        jobs = node.submit(1)
+        node.settle()
+        self.assertFalse(node.dispatcher.workers()[2].live)
+        self.assertEqual(node.placed(jobs), [None])
+
+
+class LostWorkerTests(unittest.TestCase):
+    def lost_worker_setup(self, max_attempts=3):
+        """Leader (its own worker draining) with two jobs running on remote worker 2."""
+        node = Leader(draining=True)
+        node.beat(2)
+        node.settle()
+        jobs = node.submit(2, max_attempts=max_attempts)
+        node.settle()
+        self.assertEqual(node.placed(jobs), [2, 2])
+        return node, jobs
+
+    def test_silent_worker_past_the_expiry_has_its_jobs_requeued(self):
+        node, jobs = self.lost_worker_setup()
+        node.run(EXPIRY)  # silent exactly worker_expiry: not yet lost
+        self.assertEqual(node.placed(jobs), [2, 2])
+
+        node.run(1.5)
+        for job_id in jobs:
+            job = node.table.get(job_id)
+            self.assertIs(job.status, JobStatus.PENDING)
+            self.assertEqual((job.assigned_worker, job.attempts), (0, 1))
+
+        node.beat(3, incarnation=3003)
+        node.settle()
+        for job_id in jobs:
+            job = node.table.get(job_id)
+            self.assertEqual((job.status, job.assigned_worker), (JobStatus.RUNNING, 3))
+            self.assertEqual((job.attempts, job.worker_incarnation), (2, 3003))
+
+    def test_requeued_jobs_go_to_the_leaders_own_worker_when_it_has_room(self):
+        node, jobs = self.lost_worker_setup()
+        node.draining = False
+        node.run(EXPIRY + 1.5)
+        self.assertEqual(node.placed(jobs), [LEADER, LEADER])
+        self.assertEqual([node.table.get(j).attempts for j in jobs], [2, 2])
+
+    def test_lost_worker_with_attempts_exhausted_fails_the_job(self):
+        node, jobs = self.lost_worker_setup(max_attempts=1)
+        last_heard = node.clock.seconds()
+        node.run(EXPIRY + 1.5)
+        for job_id in jobs:
+            job = node.table.get(job_id)
+            self.assertIs(job.status, JobStatus.FAILED)
+            self.assertEqual(job.error, "worker 2 lost")
+            self.assertIsNone(job.exit_code)
+            self.assertGreater(job.completed_at_ms, (last_heard + EXPIRY) * 1000)
+            self.assertLessEqual(job.completed_at_ms, node.clock.seconds() * 1000)
+
+    def test_attempts_count_across_losses_until_they_run_out(self):
+        node, jobs = self.lost_worker_setup(max_attempts=2)
+        node.run(EXPIRY + 1.5)  # attempt 1 lost on 2: pending again
+        node.beat(3)
+        node.settle()
+        self.assertEqual(node.placed(jobs), [3, 3])
+        node.run(EXPIRY + 1.5)  # attempt 2 lost on 3: none left
+        self.assertEqual([node.table.get(j).status for j in jobs], [JobStatus.FAILED] * 2)
+        self.assertEqual([node.table.get(j).error for j in jobs], ["worker 3 lost"] * 2)
+
+    def test_worker_heard_from_within_the_window_is_not_touched(self):
+        node, jobs = self.lost_worker_setup()
+        node.run(30, beating=[2])
+        self.assertEqual(node.placed(jobs), [2, 2])
+        self.assertEqual([node.table.get(j).attempts for j in jobs], [1, 1])
+
+    def test_only_the_silent_worker_loses_its_jobs(self):
+        node = Leader(draining=True)
+        node.beat(2)
+        node.beat(3)
+        node.settle()
+        jobs = node.submit(2)
+        node.settle()
+        self.assertEqual(node.placed(jobs), [2, 3])
+        node.run(EXPIRY + 1.5, beating=[3])
+        # worker 2's job was taken back and placed on 3; 3's own job kept its attempt
+        self.assertEqual(node.placed(jobs), [3, 3])
+        self.assertEqual([node.table.get(j).attempts for j in jobs], [2, 1])
+
+    def test_leaders_own_worker_is_never_declared_lost(self):
+        node = Leader(slots=2)
+        jobs = node.submit(2)
+        node.run(60)
+        self.assertEqual(node.placed(jobs), [LEADER, LEADER])
+        self.assertEqual([node.table.get(j).attempts for j in jobs], [1, 1])
+
+    def test_a_job_a_live_worker_stopped_reporting_is_taken_back_after_the_expiry(self):
+        """A worker that fenced its jobs while briefly apart from the leader keeps beating,
+        but without them: the leader takes such a job back once it has been missing from
+        the beats for longer than the worker expiry (and not before)."""
+        node = Leader(slots=0)
+        node.beat(2)
+        node.settle()
+        jobs = node.submit(2)
+        node.settle()
+        self.assertEqual(node.placed(jobs), [2, 2])
+        kept, dropped = jobs
+        for step in range(1, 9):  # 8 s of beats that list only `kept`
+            node.clock.advance(1.0)
+            node.beat(2, running=[kept])
+            node.settle()
+            if step <= EXPIRY:
+                self.assertEqual(node.placed(jobs), [2, 2], f"taken back after {step} s")
+        self.assertEqual(node.table.get(dropped).attempts, 2)  # taken back and placed again
+        self.assertEqual(node.table.get(kept).attempts, 1)
+        self.assertEqual(node.placed([kept]), [2])
+
+
+class FreshLeaderTests(unittest.TestCase):
+    """A node elected after a restart, replaying a table a previous leader built."""
+
+    def test_fresh_leader_waits_the_expiry_before_declaring_anyone_lost(self):
+        """The previous leader put jobs on worker 2 long ago; after a restart this node
+        has heard nothing from it yet, and gives it worker_expiry from its election."""
+        storage = MemoryStorage()
+        clock = task.Clock()
+        first = Leader(draining=True, storage=storage, clock=clock)
+        first.beat(2)
+        first.settle()
+        jobs = first.submit(2)
+        first.settle()
+        self.assertEqual(first.placed(jobs), [2, 2])
+        first.run(1)
+        first.dispatcher.stopService()
+        first.raft.stopService()
+        clock.advance(100)  # worker 2 was last heard from 100 s ago
+
+        second = Leader(draining=True, storage=storage, clock=clock)
+        elected_at = clock.seconds()
+        self.assertEqual(second.placed(jobs), [2, 2])  # the replayed table
+        second.run(EXPIRY - 0.5)
+        self.assertEqual(second.placed(jobs), [2, 2])
+        second.run(2)
+        self.assertEqual([second.table.get(j).status for j in jobs], [JobStatus.PENDING] * 2)
+        self.assertGreater(clock.seconds() - elected_at, EXPIRY)
+
+    def test_fresh_leader_keeps_a_worker_that_reaches_it_in_time(self):
+        storage = MemoryStorage()
+        clock = task.Clock()
+        first = Leader(draining=True, storage=storage, clock=clock)
+        first.beat(2)
+        first.settle()
+        jobs = first.submit(1)
+        first.settle()
+        first.dispatcher.stopService()
+        first.raft.stopService()
+        clock.advance(100)
+
+        second = Leader(draining=True, storage=storage, clock=clock)
+        second.run(4)
+        second.beat(2)
+        second.run(30, beating=[2])
+        self.assertEqual(second.placed(jobs), [2])
+        self.assertEqual(second.table.get(jobs[0]).attempts, 1)  # never taken back

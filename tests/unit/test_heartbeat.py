@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from twisted.internet import defer, task
+from twisted.trial import unittest
 
 from jobsched.raft.service import RaftStatus
 from jobsched.worker.heartbeat import HeartbeatSender
@@ -125,122 +126,116 @@ class Harness:
                 self.leader.fail_all()
 
 
-def test_beats_every_two_seconds_with_the_workers_state():
-    h = Harness(draining=True)
-    h.clock.advance(1.9)
-    assert h.leader.calls == []
-    h.clock.advance(0.1)
-    [(method, request, timeout, _)] = h.leader.calls
-    assert method == "WorkerHeartbeat"
-    assert request.node_id == NODE
-    assert list(request.running_job_ids) == ["job-a", "job-b"]
-    assert request.free_slots == 2
-    assert request.draining is True
-    assert request.incarnation == 424242
-    assert timeout <= 2.0
-    h.leader.ack_all()
-    h.run(10)
-    assert len(h.leader.calls) == 6  # t = 2, 4, ..., 12
+class BeatTests(unittest.TestCase):
+    def test_beats_every_two_seconds_with_the_workers_state(self):
+        h = Harness(draining=True)
+        h.clock.advance(1.9)
+        self.assertEqual(h.leader.calls, [])
+        h.clock.advance(0.1)
+        [(method, request, timeout, _)] = h.leader.calls
+        self.assertEqual(method, "WorkerHeartbeat")
+        self.assertEqual(request.node_id, NODE)
+        self.assertEqual(list(request.running_job_ids), ["job-a", "job-b"])
+        self.assertEqual(request.free_slots, 2)
+        self.assertIs(request.draining, True)
+        self.assertEqual(request.incarnation, 424242)
+        self.assertLessEqual(timeout, 2.0)
+        h.leader.ack_all()
+        h.run(10)
+        self.assertEqual(len(h.leader.calls), 6)  # t = 2, 4, ..., 12
+
+    def test_no_beat_while_leader(self):
+        h = Harness()
+        h.raft.change(role="leader", leader_id=NODE, has_quorum=True)
+        h.run(10)
+        self.assertEqual(h.leader.calls, [])
+
+    def test_no_beat_while_no_leader_is_known(self):
+        h = Harness()
+        h.raft.change(role="candidate", leader_id=0)
+        h.run(10)
+        self.assertEqual(h.leader.calls, [])
+
+    def test_a_new_leader_hears_at_once(self):
+        h = Harness()
+        h.raft.change(role="candidate", leader_id=0)
+        h.clock.advance(1)
+        h.raft.change(role="follower", leader_id=1)
+        self.assertEqual(len(h.leader.calls), 1)
+
+    def test_one_beat_in_flight_at_a_time(self):
+        h = Harness()
+        h.run(10, ack=None)  # the leader never answers
+        self.assertEqual(len(h.leader.calls), 1)
+        h.leader.ack_all()
+        h.clock.advance(2)
+        self.assertEqual(len(h.leader.calls), 2)
+
+    def test_a_failed_beat_is_sent_again_next_time(self):
+        h = Harness()
+        h.run(2, ack=False)
+        h.run(2, ack=False)
+        self.assertEqual(len(h.leader.calls), 2)
+
+    def test_stopped_sender_neither_beats_nor_fences(self):
+        h = Harness()
+        h.sender.stopService()
+        h.run(30, ack=None)
+        self.assertEqual(h.leader.calls, [])
+        self.assertEqual(h.worker.fenced_at, [])
+        self.assertEqual(h.clock.getDelayedCalls(), [])
 
 
-def test_no_beat_while_leader():
-    h = Harness()
-    h.raft.change(role="leader", leader_id=NODE, has_quorum=True)
-    h.run(10)
-    assert h.leader.calls == []
+class FencingTests(unittest.TestCase):
+    def test_acknowledged_beats_never_fence(self):
+        h = Harness()
+        h.run(60)
+        self.assertEqual(h.worker.fenced_at, [])
 
+    def test_fenced_after_worker_expiry_without_an_acknowledged_beat(self):
+        h = Harness()
+        h.run(4)  # beats at 2 and 4 acknowledged: last contact at t=4
+        h.run(EXPIRY, ack=False)
+        self.assertEqual(h.worker.fenced_at, [])  # t = 9: exactly the expiry, not more
+        h.run(1, ack=False)
+        self.assertTrue(h.worker.fenced_at)
+        self.assertGreater(h.worker.fenced_at[0], 9.0)
+        self.assertLessEqual(h.worker.fenced_at[0], 9.5)
 
-def test_no_beat_while_no_leader_is_known():
-    h = Harness()
-    h.raft.change(role="candidate", leader_id=0)
-    h.run(10)
-    assert h.leader.calls == []
+    def test_unanswered_beats_fence_too(self):
+        h = Harness()
+        h.run(10, ack=None)
+        self.assertTrue(h.worker.fenced_at)
+        self.assertLessEqual(h.worker.fenced_at[0], EXPIRY + 0.5)
 
+    def test_no_leader_known_for_the_expiry_fences(self):
+        h = Harness()
+        h.run(2)
+        h.raft.change(role="candidate", leader_id=0)
+        h.run(EXPIRY + 1)
+        self.assertTrue(h.worker.fenced_at)
 
-def test_a_new_leader_hears_at_once():
-    h = Harness()
-    h.raft.change(role="candidate", leader_id=0)
-    h.clock.advance(1)
-    h.raft.change(role="follower", leader_id=1)
-    assert len(h.leader.calls) == 1
+    def test_contact_again_stops_the_fencing(self):
+        h = Harness()
+        h.run(8, ack=False)
+        self.assertTrue(h.worker.fenced_at)
+        h.run(2)
+        fenced = len(h.worker.fenced_at)
+        h.run(20)
+        self.assertEqual(len(h.worker.fenced_at), fenced)
 
+    def test_leader_with_quorum_never_fences(self):
+        h = Harness()
+        h.raft.change(role="leader", leader_id=NODE, has_quorum=True)
+        h.run(60, ack=None)
+        self.assertEqual(h.worker.fenced_at, [])
 
-def test_one_beat_in_flight_at_a_time():
-    h = Harness()
-    h.run(10, ack=None)  # the leader never answers
-    assert len(h.leader.calls) == 1
-    h.leader.ack_all()
-    h.clock.advance(2)
-    assert len(h.leader.calls) == 2
-
-
-def test_a_failed_beat_is_sent_again_next_time():
-    h = Harness()
-    h.run(2, ack=False)
-    h.run(2, ack=False)
-    assert len(h.leader.calls) == 2
-
-
-def test_acknowledged_beats_never_fence():
-    h = Harness()
-    h.run(60)
-    assert h.worker.fenced_at == []
-
-
-def test_fenced_after_worker_expiry_without_an_acknowledged_beat():
-    h = Harness()
-    h.run(4)  # beats at 2 and 4 acknowledged: last contact at t=4
-    h.run(EXPIRY, ack=False)
-    assert h.worker.fenced_at == []  # t = 9: exactly the expiry, not more
-    h.run(1, ack=False)
-    assert h.worker.fenced_at and 9.0 < h.worker.fenced_at[0] <= 9.5
-
-
-def test_unanswered_beats_fence_too():
-    h = Harness()
-    h.run(10, ack=None)
-    assert h.worker.fenced_at and h.worker.fenced_at[0] <= EXPIRY + 0.5
-
-
-def test_no_leader_known_for_the_expiry_fences():
-    h = Harness()
-    h.run(2)
-    h.raft.change(role="candidate", leader_id=0)
-    h.run(EXPIRY + 1)
-    assert h.worker.fenced_at
-
-
-def test_contact_again_stops_the_fencing():
-    h = Harness()
-    h.run(8, ack=False)
-    assert h.worker.fenced_at
-    h.run(2)
-    fenced = len(h.worker.fenced_at)
-    h.run(20)
-    assert len(h.worker.fenced_at) == fenced
-
-
-def test_leader_with_quorum_never_fences():
-    h = Harness()
-    h.raft.change(role="leader", leader_id=NODE, has_quorum=True)
-    h.run(60, ack=None)
-    assert h.worker.fenced_at == []
-
-
-def test_leader_without_quorum_fences_after_expiry():
-    h = Harness()
-    h.raft.change(role="leader", leader_id=NODE, has_quorum=True)
-    h.run(10)
-    h.raft.change(role="leader", leader_id=NODE, has_quorum=False)
-    h.run(EXPIRY)
-    assert h.worker.fenced_at == []
-    h.run(1)
-    assert h.worker.fenced_at
-
-
-def test_stopped_sender_neither_beats_nor_fences():
-    h = Harness()
-    h.sender.stopService()
-    h.run(30, ack=None)
-    assert h.leader.calls == [] and h.worker.fenced_at == []
-    assert h.clock.getDelayedCalls() == []
+    def test_leader_without_quorum_fences_after_expiry(self):
+        h = Harness()
+        h.raft.change(role="leader", leader_id=NODE, has_quorum=True)
+        h.run(10)
+        h.raft.change(role="leader", leader_id=NODE, has_quorum=False)
+        h.run(EXPIRY)
+        self.assertEqual(h.worker.fenced_at, [])
+        h.run(1)
+        self.assertTrue(h.worker.fenced_at)

@@ -1,48 +1,50 @@
-"""ProcessExecutor: the shared behaviour table, timeouts, cancel and process groups."""
+"""ProcessExecutor: the shared behaviour table, timeouts, cancel and process groups.
+
+These tests spawn real processes on the real reactor. Every test's executor is stopped
+at the end, and the test then waits until no process it spawned (nor any process in
+their groups) is left.
+"""
 
 from __future__ import annotations
 
 import os
-import time
+import shlex
+import uuid
 from pathlib import Path
+from unittest import mock
 
-import pytest
-import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from jobsched.interfaces import IExecutor
 from jobsched.jobs.model import JobStatus
 from jobsched.worker.process import ProcessExecutor
-from tests.executor_cases import CASES, Case, check_result, new_spec
+from tests.executor_cases import CASES, check_result, new_spec
 
 # A shell that leaves a background child, records its pid (== its process group) and waits.
 GROUP_COMMAND = "sleep 60 & echo $$ > {pidfile}; echo started; wait"
 
-
-@pytest.fixture
-def executors():
-    """Makes ProcessExecutors; stops them all at teardown."""
-    made = []
-
-    def make(**options) -> ProcessExecutor:
-        executor = ProcessExecutor(reactor, **options)
-        made.append(executor)
-        return executor
-
-    yield make
-    for executor in made:
-        pytest_twisted.blockon(executor.stop())
+# Generous: the machine is shared and slow; what is checked is "long before the
+# `sleep 60` of the command would have ended".
+PROMPTLY = 30.0
 
 
-async def group_gone(pgid: int, timeout: float = 2.0) -> None:
-    """Wait until no live process is left in group `pgid` (SIGKILL is delivered
-    asynchronously: a killed process may still be running for a moment)."""
-    deadline = time.monotonic() + timeout
-    while live_group_members(pgid):
-        assert time.monotonic() < deadline, f"group {pgid} still has {live_group_members(pgid)}"
-        await deferLater(reactor, 0.02, lambda: None)
+class SpawnRecorder:
+    """The real reactor, recording the pid of every process spawned through it."""
+
+    def __init__(self, real_reactor) -> None:
+        self._reactor = real_reactor
+        self.pids: list[int] = []
+
+    def spawnProcess(self, *args, **kwargs):
+        transport = self._reactor.spawnProcess(*args, **kwargs)
+        self.pids.append(transport.pid)
+        return transport
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
 
 
 def live_group_members(pgid: int) -> list[int]:
@@ -61,141 +63,193 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
-async def wait_for_pid(pidfile: Path, timeout: float = 5.0) -> int:
-    deadline = time.monotonic() + timeout
-    while not (pidfile.exists() and pidfile.read_text().strip()):
-        assert time.monotonic() < deadline, f"{pidfile} was not written in {timeout}s"
-        await deferLater(reactor, 0.02, lambda: None)
-    return int(pidfile.read_text())
-
-
-def test_provides_iexecutor():
-    executor = ProcessExecutor(reactor)
-    assert verifyObject(IExecutor, executor)
-    assert executor.name == "process"
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, id=i) for i, c in CASES.items()])
-@pytest_twisted.ensureDeferred
-async def test_behaviour_table(executors, case: Case):
-    executor = executors(max_output_bytes=case.max_output_bytes)
-    await executor.start()
-    result = await executor.run(new_spec(case.command))
-    check_result(result, case)
-
-
-@pytest_twisted.ensureDeferred
-async def test_image_is_ignored(executors):
-    executor = executors()
-    result = await executor.run(new_spec("echo hi", image="jobsched-test/nope:latest"))
-    assert (result.status, result.output) == (JobStatus.COMPLETED, "hi\n")
-
-
-@pytest_twisted.ensureDeferred
-async def test_node_environment_is_not_passed(executors, monkeypatch):
-    monkeypatch.setenv("JOBSCHED_TEST_SECRET", "s3cret")
-    executor = executors()
-    result = await executor.run(new_spec('echo "[$JOBSCHED_TEST_SECRET]"'))
-    assert result.output == "[]\n"
-
-
-@pytest_twisted.ensureDeferred
-async def test_timeout_kills_the_whole_group(executors, tmp_path):
-    executor = executors()
-    pidfile = tmp_path / "pid"
-    started = time.monotonic()
-    result = await executor.run(new_spec(GROUP_COMMAND.format(pidfile=pidfile), timeout_seconds=2))
-    assert 2 <= time.monotonic() - started < 4
-    assert result.status == JobStatus.FAILED
-    assert result.exit_code is None
-    assert result.error == "Timed out after 2s"
-    assert result.output == "started\n"
-    await group_gone(int(pidfile.read_text()))
-
-
-@pytest_twisted.ensureDeferred
-async def test_cancel_kills_the_whole_group(executors, tmp_path):
-    executor = executors()
-    pidfile = tmp_path / "pid"
-    spec = new_spec(GROUP_COMMAND.format(pidfile=pidfile))
-    running = executor.run(spec)
-    pgid = await wait_for_pid(pidfile)
-    assert len(live_group_members(pgid)) == 2
-    cancelled_at = time.monotonic()
-    await executor.cancel(spec.job_id)
-    result = await running
-    assert time.monotonic() - cancelled_at < 2
-    assert (result.status, result.exit_code, result.error) == (JobStatus.FAILED, None, "Cancelled")
-    await group_gone(pgid)
-
-
-@pytest_twisted.ensureDeferred
-async def test_cancel_of_unknown_job_is_harmless(executors):
-    await executors().cancel(new_spec("true").job_id)
-
-
-@pytest_twisted.ensureDeferred
-async def test_background_children_die_when_the_shell_exits(executors, tmp_path):
-    executor = executors()
-    pidfile = tmp_path / "pid"
-    started = time.monotonic()
-    result = await executor.run(new_spec(f"sleep 60 & echo $$ > {pidfile}"))
-    assert time.monotonic() - started < 2
-    assert (result.status, result.exit_code) == (JobStatus.COMPLETED, 0)
-    await group_gone(int(pidfile.read_text()))
-
-
-@pytest_twisted.ensureDeferred
-async def test_stop_kills_running_jobs_and_refuses_new_ones(executors, tmp_path):
-    executor = executors()
-    pidfile = tmp_path / "pid"
-    running = executor.run(new_spec(GROUP_COMMAND.format(pidfile=pidfile)))
-    pgid = await wait_for_pid(pidfile)
-    await executor.stop()
-    result = await running
-    assert (result.status, result.exit_code, result.error) == (
-        JobStatus.FAILED,
-        None,
-        "Executor stopped",
-    )
-    await group_gone(pgid)
-    late = await executor.run(new_spec("echo late"))
-    assert (late.status, late.error) == (JobStatus.FAILED, "Executor stopped")
-
-
-@pytest_twisted.ensureDeferred
-async def test_remove_leftovers_finds_nothing(executors):
-    assert await executors().remove_leftovers() == []
-
-
-def processes_running(command_line: str) -> list[int]:
-    """Pids of live processes whose command line is exactly `command_line`."""
+def live_processes_mentioning(marker: str) -> list[int]:
+    """Pids of live processes (zombies excluded) whose command line contains `marker`."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if cmdline.decode(errors="replace") == command_line and state != "Z":
+        if marker in cmdline.decode(errors="replace") and state != "Z":
             found.append(int(entry))
     return found
 
 
-@pytest_twisted.ensureDeferred
-async def test_cancel_right_after_start_leaves_nothing_running(executors):
-    """A cancel that lands before the child has made its process group still kills it
-    (it would otherwise go on as `sh`, then the command, untouched)."""
-    executor = executors()
-    for _attempt in range(20):
-        spec = new_spec("sleep 61.5")
-        running = executor.run(spec)
-        await executor.cancel(spec.job_id)
-        result = await running.addTimeout(5, reactor)
-        assert result.error == "Cancelled"
-    deadline = time.monotonic() + 2
-    while processes_running("sleep 61.5"):
-        assert time.monotonic() < deadline, "a cancelled job is still running"
+async def wait_until(predicate, what, timeout: float = PROMPTLY) -> None:
+    """Poll `predicate` on the reactor until it holds; after `timeout` seconds, fail
+    with the message `what()` gives then."""
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"after {timeout}s: {what()}")
         await deferLater(reactor, 0.02, lambda: None)
+
+
+async def group_gone(pgid: int) -> None:
+    """Wait until no live process is left in group `pgid` (SIGKILL is delivered
+    asynchronously: a killed process may still be running for a moment)."""
+    await wait_until(
+        lambda: not live_group_members(pgid),
+        lambda: f"group {pgid} still has {live_group_members(pgid)}",
+    )
+
+
+class ProcessExecutorTestCase(unittest.TestCase):
+    """Makes executors on a recording reactor; cleans up every process they spawned."""
+
+    def setUp(self) -> None:
+        self.reactor = SpawnRecorder(reactor)
+        self.addCleanup(self.spawned_processes_gone)
+
+    async def spawned_processes_gone(self) -> None:
+        for pid in self.reactor.pids:
+            await group_gone(pid)  # the job's own pid is its group
+
+    def make_executor(self, **options) -> ProcessExecutor:
+        executor = ProcessExecutor(self.reactor, **options)
+        self.addCleanup(executor.stop)
+        return executor
+
+    def pidfile(self) -> Path:
+        """A fresh, absolute path for a job to write its shell's pid to."""
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir(parents=True)
+        return directory / "pid"
+
+    def group_command(self, pidfile: Path) -> str:
+        return GROUP_COMMAND.format(pidfile=shlex.quote(str(pidfile)))
+
+    async def wait_for_pid(self, pidfile: Path) -> int:
+        await wait_until(
+            lambda: pidfile.exists() and pidfile.read_text().strip(),
+            lambda: f"{pidfile} was not written",
+        )
+        return int(pidfile.read_text())
+
+
+class BehaviourTableTests(ProcessExecutorTestCase):
+    """One test per case of tests/executor_cases.py (added below)."""
+
+
+def _behaviour_test(case_name: str):
+    case = CASES[case_name]
+
+    async def test(self: BehaviourTableTests) -> None:
+        executor = self.make_executor(max_output_bytes=case.max_output_bytes)
+        await executor.start()
+        result = await executor.run(new_spec(case.command))
+        check_result(self, result, case)
+
+    test.__name__ = test.__qualname__ = f"test_{case_name.replace('-', '_')}"
+    test.__doc__ = f"Behaviour table, case {case_name}: {case.command!r}"
+    return test
+
+
+for _case_name in CASES:
+    _test = _behaviour_test(_case_name)
+    setattr(BehaviourTableTests, _test.__name__, _test)
+
+
+class ProcessExecutorTests(ProcessExecutorTestCase):
+    def test_provides_iexecutor(self) -> None:
+        executor = self.make_executor()
+        self.assertTrue(verifyObject(IExecutor, executor))
+        self.assertEqual(executor.name, "process")
+
+    async def test_image_is_ignored(self) -> None:
+        executor = self.make_executor()
+        result = await executor.run(new_spec("echo hi", image="jobsched-test/nope:latest"))
+        self.assertEqual((result.status, result.output), (JobStatus.COMPLETED, "hi\n"))
+
+    async def test_node_environment_is_not_passed(self) -> None:
+        environment = mock.patch.dict(os.environ, {"JOBSCHED_TEST_SECRET": "s3cret"})
+        environment.start()
+        self.addCleanup(environment.stop)
+        executor = self.make_executor()
+        result = await executor.run(new_spec('echo "[$JOBSCHED_TEST_SECRET]"'))
+        self.assertEqual(result.output, "[]\n")
+
+    async def test_cancel_of_unknown_job_is_harmless(self) -> None:
+        await self.make_executor().cancel(new_spec("true").job_id)
+
+    async def test_remove_leftovers_finds_nothing(self) -> None:
+        self.assertEqual(await self.make_executor().remove_leftovers(), [])
+
+
+class KillTests(ProcessExecutorTestCase):
+    """A timeout, a cancel, a stop or the end of the shell kills the job's whole group."""
+
+    async def test_timeout_kills_the_whole_group(self) -> None:
+        executor = self.make_executor()
+        pidfile = self.pidfile()
+        started = reactor.seconds()
+        result = await executor.run(new_spec(self.group_command(pidfile), timeout_seconds=2))
+        elapsed = reactor.seconds() - started
+        self.assertGreaterEqual(elapsed, 2)
+        self.assertLess(elapsed, PROMPTLY)
+        self.assertEqual(result.status, JobStatus.FAILED)
+        self.assertIsNone(result.exit_code)
+        self.assertEqual(result.error, "Timed out after 2s")
+        self.assertEqual(result.output, "started\n")
+        await group_gone(int(pidfile.read_text()))
+
+    async def test_cancel_kills_the_whole_group(self) -> None:
+        executor = self.make_executor()
+        pidfile = self.pidfile()
+        spec = new_spec(self.group_command(pidfile))
+        running = executor.run(spec)
+        pgid = await self.wait_for_pid(pidfile)
+        self.assertEqual(len(live_group_members(pgid)), 2)  # the shell and its `sleep 60`
+        cancelled_at = reactor.seconds()
+        await executor.cancel(spec.job_id)
+        result = await running
+        self.assertLess(reactor.seconds() - cancelled_at, PROMPTLY)
+        self.assertEqual(
+            (result.status, result.exit_code, result.error), (JobStatus.FAILED, None, "Cancelled")
+        )
+        await group_gone(pgid)
+
+    async def test_background_children_die_when_the_shell_exits(self) -> None:
+        executor = self.make_executor()
+        pidfile = self.pidfile()
+        started = reactor.seconds()
+        result = await executor.run(new_spec(f"sleep 60 & echo $$ > {shlex.quote(str(pidfile))}"))
+        self.assertLess(reactor.seconds() - started, PROMPTLY)
+        self.assertEqual((result.status, result.exit_code), (JobStatus.COMPLETED, 0))
+        await group_gone(int(pidfile.read_text()))
+
+    async def test_stop_kills_running_jobs_and_refuses_new_ones(self) -> None:
+        executor = self.make_executor()
+        pidfile = self.pidfile()
+        running = executor.run(new_spec(self.group_command(pidfile)))
+        pgid = await self.wait_for_pid(pidfile)
+        await executor.stop()
+        result = await running
+        self.assertEqual(
+            (result.status, result.exit_code, result.error),
+            (JobStatus.FAILED, None, "Executor stopped"),
+        )
+        await group_gone(pgid)
+        late = await executor.run(new_spec("echo late"))
+        self.assertEqual((late.status, late.error), (JobStatus.FAILED, "Executor stopped"))
+
+    async def test_cancel_right_after_start_leaves_nothing_running(self) -> None:
+        """A cancel that lands before the child has made its process group still kills it
+        (it would otherwise go on as `sh`, then the command, untouched)."""
+        # A duration no other test (nor another run of this one) uses: the marker.
+        command = f"sleep 61.{uuid.uuid4().int % 10**9:09d}"
+        executor = self.make_executor()
+        for _attempt in range(20):
+            spec = new_spec(command)
+            running = executor.run(spec)
+            await executor.cancel(spec.job_id)
+            result = await running.addTimeout(PROMPTLY, reactor)
+            self.assertEqual(result.error, "Cancelled")
+        await wait_until(
+            lambda: not live_processes_mentioning(command),
+            lambda: f"cancelled `{command}` still running: {live_processes_mentioning(command)}",
+        )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 from twisted.internet import defer, task
+from twisted.trial import unittest
 
 from jobsched.jobs import commands
 from jobsched.jobs.model import JobResult, JobStatus
@@ -41,169 +41,163 @@ class Leader:
         self.pending.pop(0).errback(RuntimeError("leader unreachable"))
 
 
-def make():
-    clock = task.Clock()
-    leader = Leader(clock)
-    return clock, leader, ResultReporter(leader.deliver, clock)
-
-
 def ids(batch):
     return [job_id for job_id, _ in batch]
 
 
-def test_results_ready_together_go_in_one_batch():
-    clock, leader, reporter = make()
-    reporter.report(update("a"))
-    reporter.report(update("b"))
-    clock.advance(0)
-    assert [ids(b) for b in leader.batches] == [["a", "b"]]
+class ReporterTestCase(unittest.TestCase):
+    """A reporter on a Clock, delivering to a `Leader` the test answers."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.leader = Leader(self.clock)
+        self.reporter = ResultReporter(self.leader.deliver, self.clock)
+
+    def batch_ids(self):
+        return [ids(b) for b in self.leader.batches]
 
 
-def test_everything_queued_during_a_delivery_goes_in_the_next_batch():
-    clock, leader, reporter = make()
-    reporter.report(update("a"))
-    clock.advance(0)
-    reporter.report(update("b"))
-    reporter.report(update("c"))
-    clock.advance(1)
-    assert [ids(b) for b in leader.batches] == [["a"]]  # one delivery in flight at a time
+class BatchingTests(ReporterTestCase):
+    def test_results_ready_together_go_in_one_batch(self):
+        self.reporter.report(update("a"))
+        self.reporter.report(update("b"))
+        self.clock.advance(0)
+        self.assertEqual(self.batch_ids(), [["a", "b"]])
 
-    leader.ack()
-    clock.advance(0)
-    assert [ids(b) for b in leader.batches] == [["a"], ["b", "c"]]
-    leader.ack()
-    assert reporter.pending_count == 0
+    def test_everything_queued_during_a_delivery_goes_in_the_next_batch(self):
+        self.reporter.report(update("a"))
+        self.clock.advance(0)
+        self.reporter.report(update("b"))
+        self.reporter.report(update("c"))
+        self.clock.advance(1)
+        self.assertEqual(self.batch_ids(), [["a"]])  # one delivery in flight at a time
 
+        self.leader.ack()
+        self.clock.advance(0)
+        self.assertEqual(self.batch_ids(), [["a"], ["b", "c"]])
+        self.leader.ack()
+        self.assertEqual(self.reporter.pending_count, 0)
 
-def test_failed_delivery_is_retried_with_back_off_until_acknowledged():
-    clock, leader, reporter = make()
-    reporter.report(update("a"))
-    clock.advance(0)
-    for delay in RETRY_DELAYS[:3]:
-        leader.fail()
-        clock.advance(delay - 0.01)
-        assert len(leader.pending) == 0, "retried before its back-off"
-        clock.advance(0.01)
-        assert len(leader.pending) == 1
-    assert leader.times == pytest.approx([0, 0.1, 0.3, 0.8])
-    assert all(ids(b) == ["a"] for b in leader.batches)
-    leader.ack()
-    assert reporter.pending_count == 0
-    clock.advance(60)
-    assert len(leader.batches) == 4  # nothing more once acknowledged
+    def test_newer_update_replaces_the_queued_one(self):
+        self.reporter.report(update("a", JobStatus.COMPLETED))
+        self.reporter.report(update("a", JobStatus.FAILED))
+        self.clock.advance(0)
+        self.assertEqual(self.leader.batches, [[("a", JobStatus.FAILED)]])
 
-
-def test_back_off_grows_to_two_seconds_and_stays_there():
-    clock, leader, reporter = make()
-    reporter.report(update("a"))
-    clock.advance(0)
-    delays = []
-    for _ in range(8):
-        leader.fail()
-        [retry] = clock.getDelayedCalls()
-        delays.append(round(retry.getTime() - clock.seconds(), 6))
-        clock.advance(delays[-1])
-        assert len(leader.pending) == 1
-    assert delays == [0.1, 0.2, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
+    def test_newer_update_during_delivery_survives_the_older_ones_ack(self):
+        self.reporter.report(update("a", JobStatus.COMPLETED))
+        self.clock.advance(0)
+        self.reporter.report(update("a", JobStatus.FAILED, attempt=2))
+        self.assertEqual(self.reporter.pending_count, 1)
+        self.leader.ack()
+        self.clock.advance(0)
+        self.assertEqual(
+            self.leader.batches, [[("a", JobStatus.COMPLETED)], [("a", JobStatus.FAILED)]]
+        )
 
 
-def test_success_resets_the_back_off():
-    clock, leader, reporter = make()
-    reporter.report(update("a"))
-    clock.advance(0)
-    for _ in range(3):
-        leader.fail()
-        clock.advance(1)
-    leader.ack()
-    reporter.report(update("b"))
-    clock.advance(0)
-    leader.fail()
-    clock.advance(0.1)
-    assert ids(leader.batches[-1]) == ["b"] and len(leader.pending) == 1
+class RetryTests(ReporterTestCase):
+    def test_failed_delivery_is_retried_with_back_off_until_acknowledged(self):
+        self.reporter.report(update("a"))
+        self.clock.advance(0)
+        for delay in RETRY_DELAYS[:3]:
+            self.leader.fail()
+            self.clock.advance(delay - 0.01)
+            self.assertEqual(len(self.leader.pending), 0, "retried before its back-off")
+            self.clock.advance(0.01)
+            self.assertEqual(len(self.leader.pending), 1)
+        self.assertEqual([round(t, 6) for t in self.leader.times], [0, 0.1, 0.3, 0.8])
+        self.assertEqual(self.batch_ids(), [["a"]] * 4)
+        self.leader.ack()
+        self.assertEqual(self.reporter.pending_count, 0)
+        self.clock.advance(60)
+        self.assertEqual(len(self.leader.batches), 4)  # nothing more once acknowledged
+
+    def test_back_off_grows_to_two_seconds_and_stays_there(self):
+        self.reporter.report(update("a"))
+        self.clock.advance(0)
+        delays = []
+        for _ in range(8):
+            self.leader.fail()
+            [retry] = self.clock.getDelayedCalls()
+            delays.append(round(retry.getTime() - self.clock.seconds(), 6))
+            self.clock.advance(delays[-1])
+            self.assertEqual(len(self.leader.pending), 1)
+        self.assertEqual(delays, [0.1, 0.2, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0])
+
+    def test_success_resets_the_back_off(self):
+        self.reporter.report(update("a"))
+        self.clock.advance(0)
+        for _ in range(3):
+            self.leader.fail()
+            self.clock.advance(1)
+        self.leader.ack()
+        self.reporter.report(update("b"))
+        self.clock.advance(0)
+        self.leader.fail()
+        self.clock.advance(0.1)
+        self.assertEqual(ids(self.leader.batches[-1]), ["b"])
+        self.assertEqual(len(self.leader.pending), 1)
+
+    def test_nothing_is_dropped_across_failures(self):
+        """Results reported while deliveries keep failing all reach the leader."""
+        self.reporter.report(update("a"))
+        self.clock.advance(0)
+        self.reporter.report(update("b"))
+        self.leader.fail()
+        self.reporter.report(update("c"))
+        self.clock.advance(0.1)
+        self.assertEqual(sorted(ids(self.leader.batches[-1])), ["a", "b", "c"])
+        self.leader.fail()
+        self.clock.advance(0.2)
+        self.leader.ack()
+        self.assertEqual(self.reporter.pending_count, 0)
+        self.assertEqual(sorted(ids(self.leader.batches[-1])), ["a", "b", "c"])
+
+    def test_deliver_raising_is_a_failed_delivery(self):
+        calls = []
+
+        def deliver(batch):
+            calls.append(self.clock.seconds())
+            if len(calls) == 1:
+                raise RuntimeError("no leader")
+            return defer.succeed(None)
+
+        reporter = ResultReporter(deliver, self.clock)
+        reporter.report(update("a"))
+        self.clock.advance(0)
+        self.clock.advance(0.1)
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(reporter.pending_count, 0)
 
 
-def test_nothing_is_dropped_across_failures():
-    """Results reported while deliveries keep failing all reach the leader."""
-    clock, leader, reporter = make()
-    reporter.report(update("a"))
-    clock.advance(0)
-    reporter.report(update("b"))
-    leader.fail()
-    reporter.report(update("c"))
-    clock.advance(0.1)
-    assert sorted(ids(leader.batches[-1])) == ["a", "b", "c"]
-    leader.fail()
-    clock.advance(0.2)
-    leader.ack()
-    assert reporter.pending_count == 0
-    assert sorted(ids(leader.batches[-1])) == ["a", "b", "c"]
+class StopAndFlushTests(ReporterTestCase):
+    def test_stop_cancels_the_pending_retry(self):
+        self.reporter.report(update("a"))
+        self.clock.advance(0)
+        self.leader.fail()
+        self.assertTrue(self.clock.getDelayedCalls())
+        self.reporter.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(60)
+        self.assertEqual(len(self.leader.batches), 1)
 
+    def test_flush_waits_until_everything_is_delivered(self):
+        self.reporter.report(update("a"))
+        flushed = self.reporter.flush(10)
+        self.clock.advance(0)
+        self.clock.advance(1)
+        self.assertNoResult(flushed)
+        self.leader.ack()
+        self.clock.advance(0.1)
+        self.successResultOf(flushed)
+        self.assertEqual(self.reporter.pending_count, 0)
 
-def test_deliver_raising_is_a_failed_delivery():
-    clock = task.Clock()
-    calls = []
-
-    def deliver(batch):
-        calls.append(clock.seconds())
-        if len(calls) == 1:
-            raise RuntimeError("no leader")
-        return defer.succeed(None)
-
-    reporter = ResultReporter(deliver, clock)
-    reporter.report(update("a"))
-    clock.advance(0)
-    clock.advance(0.1)
-    assert len(calls) == 2 and reporter.pending_count == 0
-
-
-def test_newer_update_replaces_the_queued_one():
-    clock, leader, reporter = make()
-    reporter.report(update("a", JobStatus.COMPLETED))
-    reporter.report(update("a", JobStatus.FAILED))
-    clock.advance(0)
-    assert leader.batches == [[("a", JobStatus.FAILED)]]
-
-
-def test_newer_update_during_delivery_survives_the_older_ones_ack():
-    clock, leader, reporter = make()
-    reporter.report(update("a", JobStatus.COMPLETED))
-    clock.advance(0)
-    reporter.report(update("a", JobStatus.FAILED, attempt=2))
-    assert reporter.pending_count == 1
-    leader.ack()
-    clock.advance(0)
-    assert leader.batches == [[("a", JobStatus.COMPLETED)], [("a", JobStatus.FAILED)]]
-
-
-def test_stop_cancels_the_pending_retry():
-    clock, leader, reporter = make()
-    reporter.report(update("a"))
-    clock.advance(0)
-    leader.fail()
-    assert clock.getDelayedCalls()
-    reporter.stop()
-    assert clock.getDelayedCalls() == []
-    clock.advance(60)
-    assert len(leader.batches) == 1
-
-
-def test_flush_waits_until_everything_is_delivered():
-    clock, leader, reporter = make()
-    reporter.report(update("a"))
-    flushed = reporter.flush(10)
-    clock.advance(0)
-    clock.advance(1)
-    assert not flushed.called
-    leader.ack()
-    clock.advance(0.1)
-    assert flushed.called and reporter.pending_count == 0
-
-
-def test_flush_gives_up_after_its_timeout():
-    clock, _leader, reporter = make()
-    reporter.report(update("a"))
-    flushed = reporter.flush(3)
-    clock.pump([0.5] * 5)
-    assert not flushed.called
-    clock.pump([0.5] * 2)
-    assert flushed.called and reporter.pending_count == 1
+    def test_flush_gives_up_after_its_timeout(self):
+        self.reporter.report(update("a"))
+        flushed = self.reporter.flush(3)
+        self.clock.pump([0.5] * 5)
+        self.assertNoResult(flushed)
+        self.clock.pump([0.5] * 2)
+        self.successResultOf(flushed)
+        self.assertEqual(self.reporter.pending_count, 1)

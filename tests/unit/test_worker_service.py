@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 from twisted.internet import defer, task
+from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -115,331 +116,335 @@ def result(status=JobStatus.COMPLETED, exit_code=0, output="out", error=""):
     return JobResult(status, exit_code, output, error, False, 5000, 6000)
 
 
-def test_worker_provides_its_interface():
-    assert verifyObject(IWorker, Harness().worker)
+class LifecycleTests(unittest.TestCase):
+    def test_worker_provides_its_interface(self):
+        self.assertTrue(verifyObject(IWorker, Harness().worker))
+
+    def test_start_starts_executor_then_removes_leftovers(self):
+        h = Harness(leftovers=["old-job"])
+        self.assertEqual(h.executor.calls, ["start", "remove_leftovers"])
+        h.worker.stopService()
+        self.assertEqual(h.executor.calls[-1], "stop")
+
+    def test_a_stopped_worker_takes_no_new_assignments(self):
+        h = Harness()
+        h.worker.stopService()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        self.assertEqual(h.executor.specs, [])
+
+    def test_incarnation_is_random_and_nonzero_by_default(self):
+        table, clock = JobTable(), task.Clock()
+        reporter = ResultReporter(lambda batch: defer.succeed(None), clock)
+        lives = {
+            WorkerService(NODE, table, FakeExecutor(), reporter, 1, clock).incarnation
+            for _ in range(5)
+        }
+        self.assertEqual(len(lives), 5)
+        self.assertNotIn(0, lives)
 
 
-def test_start_starts_executor_then_removes_leftovers():
-    h = Harness(leftovers=["old-job"])
-    assert h.executor.calls == ["start", "remove_leftovers"]
-    h.worker.stopService()
-    assert h.executor.calls[-1] == "stop"
+class AssignmentTests(unittest.TestCase):
+    def test_assignment_to_this_node_runs_and_its_result_is_committed(self):
+        h = Harness()
+        h.submit("a", command="echo hello", image="busybox:1", timeout=12)
+        h.assign("a")
+        h.settle()
+
+        self.assertEqual(
+            [
+                (s.job_id, s.command, s.image, s.timeout_seconds, s.attempt)
+                for s in h.executor.specs
+            ],
+            [("a", "echo hello", "busybox:1", 12, 1)],
+        )
+        self.assertEqual(h.worker.running_job_ids(), ["a"])
+        self.assertEqual(h.reported(), [])
+
+        h.executor.runs["a"].callback(result(output="hello\n", error="warn"))
+        h.settle()
+
+        [update] = h.reported()
+        self.assertEqual((update.job_id, update.executed_by, update.attempt), ("a", NODE, 1))
+        self.assertEqual((update.status, update.exit_code), (JobStatus.COMPLETED, 0))
+        job = h.table.get("a")
+        self.assertIs(job.status, JobStatus.COMPLETED)
+        self.assertEqual(
+            (job.executed_by, job.exit_code, job.output, job.error), (NODE, 0, "hello\n", "warn")
+        )
+        self.assertEqual(h.worker.running_job_ids(), [])
+
+    def test_result_carries_the_attempt_it_ran(self):
+        """A second attempt reports attempt 2, so the table accepts it."""
+        h = Harness()
+        h.submit("a")
+        h.apply(commands.assign_job("a", OTHER_NODE, 1, 1))
+        h.apply(commands.requeue_job("a", 1, "worker 3 lost", 9000))
+        h.assign("a", attempt=2)
+        h.settle()
+        self.assertEqual([s.attempt for s in h.executor.specs], [2])
+        h.executor.runs["a"].callback(result(status=JobStatus.FAILED, exit_code=3))
+        h.settle()
+        self.assertEqual([u.attempt for u in h.reported()], [2])
+        job = h.table.get("a")
+        self.assertEqual((job.status, job.exit_code, job.attempts), (JobStatus.FAILED, 3, 2))
+
+    def test_assignment_to_another_node_is_ignored(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a", node=OTHER_NODE)
+        h.settle()
+        self.assertEqual(h.executor.specs, [])
+        self.assertEqual(h.reported(), [])
+        self.assertEqual(h.worker.running_job_ids(), [])
+        self.assertIs(h.table.get("a").status, JobStatus.RUNNING)
+
+    def test_assignment_to_an_earlier_life_is_failed_node_restarted(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a", incarnation=OLD_INCARNATION)
+        h.settle()
+
+        self.assertEqual(h.executor.specs, [])
+        [update] = h.reported()
+        self.assertEqual(update.status, JobStatus.FAILED)
+        self.assertEqual(NODE_RESTARTED, "node restarted")
+        self.assertEqual(update.error, NODE_RESTARTED)
+        self.assertFalse(update.HasField("exit_code"))
+        job = h.table.get("a")
+        self.assertEqual(
+            (job.status, job.error, job.exit_code), (JobStatus.FAILED, "node restarted", None)
+        )
+        self.assertEqual(job.executed_by, NODE)
+
+    def test_start_adopts_jobs_already_running_here(self):
+        """Entries replayed before start: this life's jobs run, an earlier life's fail,
+        another node's are left alone."""
+        h = Harness(start=False)
+        for job_id in ("mine", "old", "theirs"):
+            h.submit(job_id)
+        h.assign("mine")
+        h.assign("old", incarnation=OLD_INCARNATION)
+        h.assign("theirs", node=OTHER_NODE)
+
+        h.worker.startService()
+        h.settle()
+
+        self.assertEqual([s.job_id for s in h.executor.specs], ["mine"])
+        self.assertEqual([(u.job_id, u.error) for u in h.reported()], [("old", "node restarted")])
+        self.assertIs(h.table.get("old").status, JobStatus.FAILED)
+        self.assertIs(h.table.get("theirs").status, JobStatus.RUNNING)
+        self.assertEqual(h.worker.running_job_ids(), ["mine"])
+
+    def test_restored_snapshot_is_adopted(self):
+        h = Harness()
+        source = JobTable()
+        for n, job_id in enumerate(("mine", "old", "theirs"), start=1):
+            source.apply(n, commands.submit_job(job_id, "true", 1000, max_attempts=3))
+        source.apply(10, commands.assign_job("mine", NODE, 1, INCARNATION))
+        source.apply(11, commands.assign_job("old", NODE, 1, OLD_INCARNATION))
+        source.apply(12, commands.assign_job("theirs", OTHER_NODE, 1, INCARNATION))
+
+        h.table.restore(source.snapshot())
+        h.settle()
+
+        self.assertEqual([s.job_id for s in h.executor.specs], ["mine"])
+        self.assertEqual([(u.job_id, u.error) for u in h.reported()], [("old", "node restarted")])
+
+    def test_restore_does_not_start_a_running_job_twice(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        h.table.restore(h.table.snapshot())
+        h.settle()
+        self.assertEqual([s.job_id for s in h.executor.specs], ["a"])
+
+    def test_executor_error_fails_the_attempt(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        h.executor.runs["a"].errback(RuntimeError("engine exploded"))
+        h.settle()
+
+        [update] = h.reported()
+        self.assertEqual(update.status, JobStatus.FAILED)
+        self.assertEqual(update.error, "Executor error: engine exploded")
+        self.assertFalse(update.HasField("exit_code"))
+        self.assertIs(h.table.get("a").status, JobStatus.FAILED)
+        self.assertEqual(h.worker.running_job_ids(), [])
+        [logged] = self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(logged.getErrorMessage(), "engine exploded")
+
+    def test_free_slots_and_running_job_ids_follow_the_runs(self):
+        h = Harness(slots=2)
+        self.assertEqual((h.worker.free_slots(), h.worker.running_job_ids()), (2, []))
+        for job_id in ("a", "b", "c"):
+            h.submit(job_id)
+            h.assign(job_id)
+        h.settle()
+        self.assertEqual(sorted(h.worker.running_job_ids()), ["a", "b", "c"])
+        self.assertEqual(h.worker.free_slots(), 0)  # never negative
+        h.executor.runs["b"].callback(result())
+        h.settle()
+        self.assertEqual(sorted(h.worker.running_job_ids()), ["a", "c"])
+        self.assertEqual(h.worker.free_slots(), 0)
+        h.executor.runs["a"].callback(result())
+        h.settle()
+        self.assertEqual((h.worker.free_slots(), h.worker.running_job_ids()), (1, ["c"]))
 
 
-def test_assignment_to_this_node_runs_and_its_result_is_committed():
-    h = Harness()
-    h.submit("a", command="echo hello", image="busybox:1", timeout=12)
-    h.assign("a")
-    h.settle()
+class CancelAndTakeBackTests(unittest.TestCase):
+    def test_cancel_kills_the_run_and_discards_its_result(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
 
-    assert [
-        (s.job_id, s.command, s.image, s.timeout_seconds, s.attempt) for s in h.executor.specs
-    ] == [("a", "echo hello", "busybox:1", 12, 1)]
-    assert h.worker.running_job_ids() == ["a"]
-    assert h.reported() == []
+        h.apply(commands.cancel_job("a", 7000))
+        self.assertEqual(h.executor.cancelled, ["a"])
+        h.executor.runs["a"].callback(
+            result(status=JobStatus.FAILED, exit_code=None, error="Cancelled")
+        )
+        h.settle()
 
-    h.executor.runs["a"].callback(result(output="hello\n", error="warn"))
-    h.settle()
+        self.assertEqual(h.reported(), [])
+        job = h.table.get("a")
+        self.assertEqual((job.status, job.completed_at_ms), (JobStatus.CANCELLED, 7000))
+        self.assertEqual(h.worker.running_job_ids(), [])
+        self.assertEqual(h.worker.free_slots(), 2)
 
-    [update] = h.reported()
-    assert (update.job_id, update.executed_by, update.attempt) == ("a", NODE, 1)
-    assert update.status == JobStatus.COMPLETED and update.exit_code == 0
-    job = h.table.get("a")
-    assert job.status is JobStatus.COMPLETED
-    assert (job.executed_by, job.exit_code, job.output, job.error) == (NODE, 0, "hello\n", "warn")
-    assert h.worker.running_job_ids() == []
+    def test_cancel_of_a_job_not_running_here_kills_nothing(self):
+        h = Harness()
+        h.submit("a")
+        h.submit("b")
+        h.assign("b", node=OTHER_NODE)
+        h.apply(commands.cancel_job("a", 7000))
+        h.apply(commands.cancel_job("b", 7000))
+        h.settle()
+        self.assertEqual(h.executor.cancelled, [])
 
+    def test_a_job_taken_back_by_the_leader_is_killed_here(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        h.apply(commands.requeue_job("a", 1, "worker 2 lost", 9000))
+        h.settle()
+        self.assertEqual(h.executor.cancelled, ["a"])
 
-def test_result_carries_the_attempt_it_ran():
-    """A second attempt reports attempt 2, so the table accepts it."""
-    h = Harness()
-    h.submit("a")
-    h.apply(commands.assign_job("a", OTHER_NODE, 1, 1))
-    h.apply(commands.requeue_job("a", 1, "worker 3 lost", 9000))
-    h.assign("a", attempt=2)
-    h.settle()
-    assert [s.attempt for s in h.executor.specs] == [2]
-    h.executor.runs["a"].callback(result(status=JobStatus.FAILED, exit_code=3))
-    h.settle()
-    assert [u.attempt for u in h.reported()] == [2]
-    job = h.table.get("a")
-    assert (job.status, job.exit_code, job.attempts) == (JobStatus.FAILED, 3, 2)
-
-
-def test_assignment_to_another_node_is_ignored():
-    h = Harness()
-    h.submit("a")
-    h.assign("a", node=OTHER_NODE)
-    h.settle()
-    assert h.executor.specs == []
-    assert h.reported() == []
-    assert h.worker.running_job_ids() == []
-    assert h.table.get("a").status is JobStatus.RUNNING
-
-
-def test_assignment_to_an_earlier_life_is_failed_node_restarted():
-    h = Harness()
-    h.submit("a")
-    h.assign("a", incarnation=OLD_INCARNATION)
-    h.settle()
-
-    assert h.executor.specs == []
-    [update] = h.reported()
-    assert update.status == JobStatus.FAILED
-    assert update.error == NODE_RESTARTED == "node restarted"
-    assert not update.HasField("exit_code")
-    job = h.table.get("a")
-    assert (job.status, job.error, job.exit_code) == (JobStatus.FAILED, "node restarted", None)
-    assert job.executed_by == NODE
+    def test_stale_result_of_a_requeued_attempt_is_discarded(self):
+        """The leader took the job back meanwhile: this attempt's result is not sent."""
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        h.apply(commands.requeue_job("a", 1, "worker 2 lost", 9000))
+        h.executor.runs["a"].callback(result())
+        h.settle()
+        self.assertEqual(h.reported(), [])
+        self.assertIs(h.table.get("a").status, JobStatus.PENDING)
 
 
-def test_start_adopts_jobs_already_running_here():
-    """Entries replayed before start: this life's jobs run, an earlier life's fail,
-    another node's are left alone."""
-    h = Harness(start=False)
-    for job_id in ("mine", "old", "theirs"):
-        h.submit(job_id)
-    h.assign("mine")
-    h.assign("old", incarnation=OLD_INCARNATION)
-    h.assign("theirs", node=OTHER_NODE)
+class FenceTests(unittest.TestCase):
+    def test_fence_kills_every_running_job_and_never_reports_them(self):
+        h = Harness(slots=3)
+        for job_id in ("a", "b"):
+            h.submit(job_id)
+            h.assign(job_id)
+        h.settle()
 
-    h.worker.startService()
-    h.settle()
+        h.worker.fence()
+        self.assertEqual(sorted(h.executor.cancelled), ["a", "b"])
+        h.executor.runs["a"].callback(result(status=JobStatus.FAILED, exit_code=None))
+        h.executor.runs["b"].callback(result())
+        h.settle()
 
-    assert [s.job_id for s in h.executor.specs] == ["mine"]
-    assert [(u.job_id, u.error) for u in h.reported()] == [("old", "node restarted")]
-    assert h.table.get("old").status is JobStatus.FAILED
-    assert h.table.get("theirs").status is JobStatus.RUNNING
-    assert h.worker.running_job_ids() == ["mine"]
+        self.assertEqual(h.reported(), [])
+        self.assertEqual(h.worker.running_job_ids(), [])
+        self.assertEqual(h.worker.free_slots(), 3)
+        # the table still says running: the leader takes them back as lost
+        self.assertIs(h.table.get("a").status, JobStatus.RUNNING)
 
+    def test_fence_with_nothing_running_does_nothing(self):
+        h = Harness()
+        h.worker.fence()
+        self.assertEqual(h.executor.cancelled, [])
 
-def test_restored_snapshot_is_adopted():
-    h = Harness()
-    source = JobTable()
-    for n, job_id in enumerate(("mine", "old", "theirs"), start=1):
-        source.apply(n, commands.submit_job(job_id, "true", 1000, max_attempts=3))
-    source.apply(10, commands.assign_job("mine", NODE, 1, INCARNATION))
-    source.apply(11, commands.assign_job("old", NODE, 1, OLD_INCARNATION))
-    source.apply(12, commands.assign_job("theirs", OTHER_NODE, 1, INCARNATION))
+    def test_jobs_started_after_a_fence_report_normally(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        h.worker.fence()
+        h.executor.runs["a"].callback(result())
+        h.submit("b")
+        h.assign("b")
+        h.settle()
+        h.executor.runs["b"].callback(result())
+        h.settle()
+        self.assertEqual([u.job_id for u in h.reported()], ["b"])
 
-    h.table.restore(source.snapshot())
-    h.settle()
+    def test_reassignment_while_the_fenced_attempt_is_still_dying_runs_later(self):
+        """Fenced, requeued by the leader, given back to this worker (the least loaded)
+        before the executor has finished killing attempt 1: attempt 2 must still run."""
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        h.worker.fence()  # executor.cancel in progress; the run has not ended yet
+        h.apply(commands.requeue_job("a", 1, "worker 2 lost", 9000))
+        h.assign("a", attempt=2)
+        h.settle()
+        h.executor.runs["a"].callback(result(status=JobStatus.FAILED, exit_code=None))
+        h.settle()
 
-    assert [s.job_id for s in h.executor.specs] == ["mine"]
-    assert [(u.job_id, u.error) for u in h.reported()] == [("old", "node restarted")]
-
-
-def test_restore_does_not_start_a_running_job_twice():
-    h = Harness()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-    h.table.restore(h.table.snapshot())
-    h.settle()
-    assert [s.job_id for s in h.executor.specs] == ["a"]
-
-
-def test_cancel_kills_the_run_and_discards_its_result():
-    h = Harness()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-
-    h.apply(commands.cancel_job("a", 7000))
-    assert h.executor.cancelled == ["a"]
-    h.executor.runs["a"].callback(
-        result(status=JobStatus.FAILED, exit_code=None, error="Cancelled")
-    )
-    h.settle()
-
-    assert h.reported() == []
-    job = h.table.get("a")
-    assert (job.status, job.completed_at_ms) == (JobStatus.CANCELLED, 7000)
-    assert h.worker.running_job_ids() == [] and h.worker.free_slots() == 2
+        self.assertEqual([s.attempt for s in h.executor.specs], [1, 2])
 
 
-def test_cancel_of_a_job_not_running_here_kills_nothing():
-    h = Harness()
-    h.submit("a")
-    h.submit("b")
-    h.assign("b", node=OTHER_NODE)
-    h.apply(commands.cancel_job("a", 7000))
-    h.apply(commands.cancel_job("b", 7000))
-    h.settle()
-    assert h.executor.cancelled == []
+class WindDownTests(unittest.TestCase):
+    def test_wind_down_lets_running_jobs_finish_within_the_grace(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        done = h.worker.wind_down(30)
+        h.clock.advance(10)
+        self.assertNoResult(done)
+        self.assertEqual(h.executor.cancelled, [])
+        h.executor.runs["a"].callback(result(output="ok"))
+        h.clock.advance(0.1)
+        h.settle()
+        self.successResultOf(done)
+        [update] = h.reported()
+        self.assertEqual(
+            (update.status, update.exit_code, update.output), (JobStatus.COMPLETED, 0, "ok")
+        )
 
+    def test_wind_down_kills_what_outlives_the_grace_and_reports_it_failed(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        done = h.worker.wind_down(30)
+        h.clock.pump([1] * 29)
+        self.assertEqual(h.executor.cancelled, [])
+        h.clock.pump([0.5] * 3)
+        self.assertEqual(h.executor.cancelled, ["a"])
+        h.executor.runs["a"].callback(
+            result(status=JobStatus.FAILED, exit_code=None, output="partial", error="Cancelled")
+        )
+        h.clock.advance(0.1)
+        h.settle()
+        self.successResultOf(done)
+        [update] = h.reported()
+        self.assertEqual(update.status, JobStatus.FAILED)
+        self.assertEqual((update.error, update.output), ("node shutting down", "partial"))
+        self.assertFalse(update.HasField("exit_code"))
+        self.assertEqual(h.table.get("a").error, "node shutting down")
 
-def test_fence_kills_every_running_job_and_never_reports_them():
-    h = Harness(slots=3)
-    for job_id in ("a", "b"):
-        h.submit(job_id)
-        h.assign(job_id)
-    h.settle()
-
-    h.worker.fence()
-    assert sorted(h.executor.cancelled) == ["a", "b"]
-    h.executor.runs["a"].callback(result(status=JobStatus.FAILED, exit_code=None))
-    h.executor.runs["b"].callback(result())
-    h.settle()
-
-    assert h.reported() == []
-    assert h.worker.running_job_ids() == [] and h.worker.free_slots() == 3
-    # the table still says running: the leader takes them back as lost
-    assert h.table.get("a").status is JobStatus.RUNNING
-
-
-def test_fence_with_nothing_running_does_nothing():
-    h = Harness()
-    h.worker.fence()
-    assert h.executor.cancelled == []
-
-
-def test_jobs_started_after_a_fence_report_normally():
-    h = Harness()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-    h.worker.fence()
-    h.executor.runs["a"].callback(result())
-    h.submit("b")
-    h.assign("b")
-    h.settle()
-    h.executor.runs["b"].callback(result())
-    h.settle()
-    assert [u.job_id for u in h.reported()] == ["b"]
-
-
-def test_reassignment_while_the_fenced_attempt_is_still_dying_runs_later():
-    """Fenced, requeued by the leader, given back to this worker (the least loaded)
-    before the executor has finished killing attempt 1: attempt 2 must still run."""
-    h = Harness()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-    h.worker.fence()  # executor.cancel in progress; the run has not ended yet
-    h.apply(commands.requeue_job("a", 1, "worker 2 lost", 9000))
-    h.assign("a", attempt=2)
-    h.settle()
-    h.executor.runs["a"].callback(result(status=JobStatus.FAILED, exit_code=None))
-    h.settle()
-
-    assert [s.attempt for s in h.executor.specs] == [1, 2]
-
-
-def test_a_job_taken_back_by_the_leader_is_killed_here():
-    h = Harness()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-    h.apply(commands.requeue_job("a", 1, "worker 2 lost", 9000))
-    h.settle()
-    assert h.executor.cancelled == ["a"]
-
-
-def test_executor_error_fails_the_attempt():
-    h = Harness()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-    h.executor.runs["a"].errback(RuntimeError("engine exploded"))
-    h.settle()
-
-    [update] = h.reported()
-    assert update.status == JobStatus.FAILED
-    assert update.error == "Executor error: engine exploded"
-    assert not update.HasField("exit_code")
-    assert h.table.get("a").status is JobStatus.FAILED
-    assert h.worker.running_job_ids() == []
-
-
-def test_free_slots_and_running_job_ids_follow_the_runs():
-    h = Harness(slots=2)
-    assert (h.worker.free_slots(), h.worker.running_job_ids()) == (2, [])
-    for job_id in ("a", "b", "c"):
-        h.submit(job_id)
-        h.assign(job_id)
-    h.settle()
-    assert sorted(h.worker.running_job_ids()) == ["a", "b", "c"]
-    assert h.worker.free_slots() == 0  # never negative
-    h.executor.runs["b"].callback(result())
-    h.settle()
-    assert sorted(h.worker.running_job_ids()) == ["a", "c"]
-    assert h.worker.free_slots() == 0
-    h.executor.runs["a"].callback(result())
-    h.settle()
-    assert (h.worker.free_slots(), h.worker.running_job_ids()) == (1, ["c"])
-
-
-def test_stale_result_of_a_requeued_attempt_is_discarded():
-    """The leader took the job back meanwhile: this attempt's result is not sent."""
-    h = Harness()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-    h.apply(commands.requeue_job("a", 1, "worker 2 lost", 9000))
-    h.executor.runs["a"].callback(result())
-    h.settle()
-    assert h.reported() == []
-    assert h.table.get("a").status is JobStatus.PENDING
-
-
-def test_a_stopped_worker_takes_no_new_assignments():
-    h = Harness()
-    h.worker.stopService()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-    assert h.executor.specs == []
-
-
-def test_incarnation_is_random_and_nonzero_by_default():
-    table, clock = JobTable(), task.Clock()
-    reporter = ResultReporter(lambda batch: defer.succeed(None), clock)
-    lives = {
-        WorkerService(NODE, table, FakeExecutor(), reporter, 1, clock).incarnation for _ in range(5)
-    }
-    assert len(lives) == 5 and 0 not in lives
-
-
-def test_wind_down_lets_running_jobs_finish_within_the_grace():
-    h = Harness()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-    done = h.worker.wind_down(30)
-    h.clock.advance(10)
-    assert not done.called and h.executor.cancelled == []
-    h.executor.runs["a"].callback(result(output="ok"))
-    h.clock.advance(0.1)
-    h.settle()
-    assert done.called
-    [update] = h.reported()
-    assert (update.status, update.exit_code, update.output) == (JobStatus.COMPLETED, 0, "ok")
-
-
-def test_wind_down_kills_what_outlives_the_grace_and_reports_it_failed():
-    h = Harness()
-    h.submit("a")
-    h.assign("a")
-    h.settle()
-    done = h.worker.wind_down(30)
-    h.clock.pump([1] * 29)
-    assert h.executor.cancelled == []
-    h.clock.pump([0.5] * 3)
-    assert h.executor.cancelled == ["a"]
-    h.executor.runs["a"].callback(
-        result(status=JobStatus.FAILED, exit_code=None, output="partial", error="Cancelled")
-    )
-    h.clock.advance(0.1)
-    h.settle()
-    assert done.called
-    [update] = h.reported()
-    assert update.status == JobStatus.FAILED
-    assert (update.error, update.output) == ("node shutting down", "partial")
-    assert not update.HasField("exit_code")
-    assert h.table.get("a").error == "node shutting down"
-
-
-def test_wind_down_with_nothing_running_returns_at_once():
-    h = Harness()
-    assert h.worker.wind_down(30).called
+    def test_wind_down_with_nothing_running_returns_at_once(self):
+        h = Harness()
+        self.successResultOf(h.worker.wind_down(30))
