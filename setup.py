@@ -20,7 +20,9 @@ setup(
         "test": [
             "grpcio-tools==1.85.1",
             "pytest==9.2.0",
-            "pytest-twisted==1.14.3",
+            "import-linter==2.16",
+            "ruff==0.17.5",
+            "coverage==7.17.3",
         ],
     },
     entry_points={"console_scripts": ["jobsched = jobsched.cli.main:main"]},
