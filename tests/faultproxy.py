@@ -385,7 +385,9 @@ class FaultProxy:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
-            raise FaultProxyError(f"{method} {path}: {error.code} {error.read().decode()}")
+            raise FaultProxyError(
+                f"{method} {path}: {error.code} {error.read().decode()}"
+            ) from None
 
 
 if __name__ == "__main__":

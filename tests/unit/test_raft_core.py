@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-import pytest
+from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2
 from jobsched.raft.core import (
@@ -126,119 +126,6 @@ def pump(nodes: dict, now: float, blocked=lambda src, dst: False) -> int:
     return count
 
 
-def elect(nodes: dict, node_id: int, now: float = 1.0) -> float:
-    """Make `node_id` leader by firing its election timer first."""
-    nodes[node_id].core.tick(now + 0.3)
-    pump(nodes, now + 0.3)
-    assert nodes[node_id].core.role == LEADER
-    return now + 0.3
-
-
-# ---------------------------------------------------------------- elections
-
-
-def test_single_node_elects_itself_and_commits_on_durable_append():
-    node = Node(1, [])
-    node.core.tick(0.1)
-    assert node.core.role == FOLLOWER  # before the first election timeout
-    node.core.tick(0.3)
-    assert node.core.role == LEADER and node.core.term == 1
-    ready = node.core.take_ready()
-    assert ready.hard_state == (1, 1) and ready.entries[0].is_noop
-    assert node.core.commit_index == 0  # not durable yet
-    node.core.persisted(ready.seq)
-    assert node.core.commit_index == 1
-    entry = node.core.propose(command(5), 0.4)
-    assert entry.index == 2 and node.core.commit_index == 1
-    node.flush()
-    assert node.core.commit_index == 2 and node.applied == [5]
-
-
-def test_new_leader_appends_noop_of_its_term_at_once():
-    nodes = cluster(3)
-    elect(nodes, 1)
-    first = nodes[1].core.log.entry(1)
-    assert first.is_noop and first.term == nodes[1].core.term == 1
-    elect(nodes, 2, now=5.0)
-    core = nodes[2].core
-    assert core.term == 2 and core.log.entry(2).is_noop and core.log.entry(2).term == 2
-    assert core.commit_index == 2  # the no-op committed, and with it nothing earlier pending
-    core.tick(5.3 + TIMINGS.heartbeat_interval)
-    pump(nodes, 5.35)
-    assert all(n.core.commit_index == 2 for n in nodes.values())
-
-
-@pytest.mark.parametrize("size,needed", [(2, 2), (4, 3), (5, 3)])
-def test_commit_needs_a_strict_majority(size, needed):
-    nodes = cluster(size)
-    elect(nodes, 1)
-    leader = nodes[1]
-    # Only `needed - 1` followers hear about the next entry: with the leader, a majority.
-    reachable = set(range(2, needed + 1))
-    leader.core.propose(command(1), 2.0)
-    pump(nodes, 2.0, blocked=lambda s, d: s == 1 and d not in reachable)
-    assert leader.core.commit_index == 2
-    reachable = set(range(2, needed))  # one fewer: no majority
-    leader.core.propose(command(2), 2.1)
-    pump(nodes, 2.1, blocked=lambda s, d: s == 1 and d not in reachable)
-    assert leader.core.commit_index == 2
-
-
-def test_leader_commits_by_counting_only_an_entry_of_its_term():
-    stored = StoredState(term=2, entries=entries(1, 1))
-    leader = Node(1, [2, 3], storage=_storage_with(stored))
-    leader.core.tick(1.0)
-    for _ in range(2):  # pre-vote, then the real vote, both granted by everyone
-        for dst, request in leader.flush():
-            leader.core.receive_response(dst, request, VoteResponse(request.term, True), 1.0)
-    appends = [(d, m) for d, m in leader.flush() if isinstance(m, AppendEntriesRequest)]
-    assert leader.core.role == LEADER and leader.core.term == 3
-    (_, request), _ = appends
-    # A majority (leader + node 2) holds entry 2, but it is from term 1: no commit.
-    leader.core.receive_response(2, request, AppendEntriesResponse(3, True, 2), 1.0)
-    assert leader.core.commit_index == 0
-    leader.core.receive_response(2, request, AppendEntriesResponse(3, True, 3), 1.0)
-    assert leader.core.commit_index == 3
-
-
-def test_leader_counts_itself_only_once_durable():
-    nodes = cluster(2)
-    elect(nodes, 1)
-    leader, follower = nodes[1], nodes[2]
-    leader.core.propose(command(1), 2.0)
-    ready = leader.core.take_ready()
-    ((_peer, request),) = ready.messages
-    response = follower.core.receive_request(request, 2.0)
-    follower.flush()
-    leader.core.receive_response(2, request, response, 2.0)
-    assert leader.core.commit_index == 1  # follower has it, the leader's own copy is not durable
-    leader.write(ready)
-    assert leader.core.commit_index == 2
-
-
-def test_vote_once_per_term_and_after_restart():
-    storage = MemoryStorage()
-    voter = Node(3, [1, 2], storage=storage)
-    granted = voter.core.receive_request(VoteRequest(1, 1, 0, 0), 1.0)
-    assert granted.vote_granted
-    voter.flush()
-    assert not voter.core.receive_request(VoteRequest(1, 2, 0, 0), 1.0).vote_granted
-    assert voter.core.receive_request(VoteRequest(1, 1, 0, 0), 1.0).vote_granted  # same again
-    restarted = Node(3, [1, 2], storage=storage)
-    assert (restarted.core.term, restarted.core.voted_for) == (1, 1)
-    assert not restarted.core.receive_request(VoteRequest(1, 2, 0, 0), 1.0).vote_granted
-    assert restarted.core.receive_request(VoteRequest(2, 2, 0, 0), 1.0).vote_granted
-
-
-def test_vote_refused_to_stale_log():
-    voter = Node(3, [1, 2], storage=MemoryStorage())
-    voter.core.receive_request(AppendEntriesRequest(2, 1, 0, 0, entries(1, 2), 0), 1.0)
-    voter.flush()
-    assert not voter.core.receive_request(VoteRequest(3, 2, 5, 1), 5.0).vote_granted
-    assert not voter.core.receive_request(VoteRequest(4, 2, 1, 2), 5.0).vote_granted
-    assert voter.core.receive_request(VoteRequest(5, 2, 2, 2), 5.0).vote_granted
-
-
 def run(nodes: dict, now: float, seconds: float, blocked=lambda s, d: False) -> float:
     """Tick every node each 10 ms and deliver at once; returns the new time."""
     for _ in range(round(seconds / 0.01)):
@@ -249,206 +136,21 @@ def run(nodes: dict, now: float, seconds: float, blocked=lambda s, d: False) -> 
     return now
 
 
-def test_prevote_does_not_raise_term_and_lease_refuses_it():
-    nodes = cluster(3)
-    now = elect(nodes, 1)
-    loner = nodes[3]
-    now = run({1: nodes[1], 2: nodes[2]}, now, 1.0)  # node 3 hears nothing for 1 s
-    loner.core.tick(now)
-    assert loner.core.role == PRE_CANDIDATE and loner.core.term == 1
-    (_, request), _ = loner.flush()
-    assert request.pre_vote and request.term == 2
-    # Node 2 heard from the leader just now: it refuses without changing its term.
-    response = nodes[2].core.receive_request(request, now)
-    assert not response.vote_granted and nodes[2].core.term == 1
-    assert not nodes[1].core.receive_request(request, now).vote_granted
-    loner.core.receive_response(2, request, response, now)
-    assert loner.core.role == PRE_CANDIDATE and loner.core.term == 1
-    # Once the leader is silent for an election timeout, a pre-vote is granted.
-    granted = nodes[2].core.receive_request(request, now + 0.2)
-    assert granted.vote_granted and nodes[2].core.term == 1 and nodes[2].core.voted_for == 1
+def deliver(nodes: dict, src: int, messages: list, now: float) -> None:
+    """Hand each message to its destination and its answer back to `src`."""
+    for dst, request in messages:
+        response = nodes[dst].core.receive_request(request, now)
+        nodes[src].core.receive_response(dst, request, response, now)
 
 
-def test_partitioned_node_rejoins_without_disrupting_leader():
-    nodes = cluster(3)
-    now = elect(nodes, 1)
-    now = run(nodes, now, 2.0, blocked=lambda s, d: 3 in (s, d))  # futile pre-votes
-    assert nodes[3].core.term == 1 and nodes[1].core.role == LEADER
-    now = run(nodes, now, 0.5)
-    assert [n.core.term for n in nodes.values()] == [1, 1, 1]
-    assert nodes[1].core.role == LEADER and nodes[3].core.leader_id == 1
-
-
-def test_check_quorum_leader_steps_down():
-    nodes = cluster(3)
-    now = elect(nodes, 1)
-    leader = nodes[1].core
-    assert leader.has_quorum(now)
-    for step in range(40):
-        now += 0.01
-        leader.tick(now)
-        pump(nodes, now, blocked=lambda s, d: 1 in (s, d))
-        if leader.role != LEADER:
-            break
-    assert leader.role == FOLLOWER and leader.term == 1
-    assert 0.3 <= (step + 1) * 0.01 <= 0.36
-    assert not leader.has_quorum(now)
-
-
-def test_timeout_now_honoured_only_from_current_leader():
-    nodes = cluster(3)
-    now = elect(nodes, 1)
-    follower = nodes[2].core
-    assert not follower.receive_request(TimeoutNowRequest(1, 3), now).success
-    assert not follower.receive_request(TimeoutNowRequest(0, 1), now).success
-    assert follower.role == FOLLOWER and follower.term == 1
-    response = follower.receive_request(TimeoutNowRequest(1, 1), now)
-    assert response.success and follower.role == CANDIDATE and follower.term == 2
-    pump(nodes, now)  # the real vote request is granted despite the live leader
-    assert follower.role == LEADER and nodes[1].core.role == FOLLOWER
-
-
-# ---------------------------------------------------------------- follower log rules
-
-
-def test_follower_truncates_only_on_real_conflict():
-    node = Node(2, [1, 3])
-    core = node.core
-    core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1, 1, 1), 1), 1.0)
-    node.flush()
-    # A stale, shorter AppendEntries that matches does not cut the log.
-    response = core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1), 1), 1.0)
-    assert response.success and response.match_index == 2 and core.log.last_index == 4
-    # A new leader's entry 3 conflicts: 3 and 4 go, the new entries stay.
-    response = core.receive_request(AppendEntriesRequest(2, 3, 2, 1, entries(2, start=3), 1), 2.0)
-    assert response.success and response.match_index == 3
-    assert [core.log.term_at(i) for i in (1, 2, 3)] == [1, 1, 2] and core.log.last_index == 3
-    node.flush()
-    assert [(e.index, e.term) for e in node.storage.load().entries] == [(1, 1), (2, 1), (3, 2)]
-
-
-def test_follower_commit_never_passes_known_match():
-    node = Node(2, [1, 3])
-    core = node.core
-    core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1, 1), 0), 1.0)
-    # Entry 4 onwards could differ from the leader's: commit stops at 3.
-    core.receive_request(AppendEntriesRequest(1, 1, 3, 1, [], 10), 1.0)
-    assert core.commit_index == 3
-    # A heartbeat that only vouches for index 1 does not move it either way.
-    core.receive_request(AppendEntriesRequest(1, 1, 1, 1, [], 10), 1.0)
-    assert core.commit_index == 3
-
-
-def test_follower_never_lowers_its_term():
-    node = Node(2, [1, 3])
-    node.core.receive_request(VoteRequest(5, 3, 0, 0), 1.0)
-    response = node.core.receive_request(AppendEntriesRequest(4, 1, 0, 0, entries(4), 0), 1.0)
-    assert not response.success and response.term == 5
-    assert node.core.term == 5 and node.core.log.last_index == 0
-
-
-def test_one_step_backoff_from_hint():
-    stored = StoredState(term=3, entries=entries(*([1] * 30), 3))
-    leader = Node(1, [2], storage=_storage_with(stored))
-    follower = Node(2, [1], storage=_storage_with(StoredState(term=3, entries=entries(1, 1, 1))))
-    leader.core.tick(1.0)
-    nodes = {1: leader, 2: follower}
-    sent = []
-    original = follower.core.receive_request
-
-    def spy(request, now):
-        if isinstance(request, AppendEntriesRequest) and request.entries:
-            sent.append((request.prev_log_index, len(request.entries)))
-        return original(request, now)
-
-    follower.core.receive_request = spy
-    pump(nodes, 1.0)
-    assert leader.core.role == LEADER
-    # First try from the leader's end is refused with hint 3; the next starts at 4.
-    assert sent[:2] == [(31, 1), (3, 29)]
-    assert follower.core.log.last_index == 32 and leader.core.commit_index == 32
-
-
-def _storage_with(state: StoredState) -> MemoryStorage:
+def storage_with(state: StoredState) -> MemoryStorage:
     storage = MemoryStorage()
     storage.save_hard_state(state.term, state.voted_for)
     storage.append(state.entries)
     return storage
 
 
-def test_conflicting_term_is_skipped_in_one_step():
-    follower = Node(2, [1])
-    follower.core.receive_request(AppendEntriesRequest(2, 3, 0, 0, entries(1, 2, 2, 2, 2), 1), 1)
-    follower.flush()
-    response = follower.core.receive_request(AppendEntriesRequest(3, 1, 5, 3, [], 1), 2)
-    assert not response.success and response.match_index == 1
-
-
-# ---------------------------------------------------------------- replication
-
-
-def test_batching_while_a_send_is_in_flight_and_heartbeats_not_held_up():
-    limits = RaftLimits(max_append_bytes=1000)
-    nodes = cluster(2, limits=limits)
-    now = elect(nodes, 1)
-    leader = nodes[1]
-    leader.core.propose(command(1), now)
-    first = leader.flush()
-    assert len(first) == 1 and len(first[0][1].entries) == 1  # sent at once
-    for i in range(2, 6):
-        leader.core.propose(command(i, size=300), now)
-    assert leader.flush() == []  # in flight: the new entries wait for the answer
-    leader.core.tick(now + TIMINGS.heartbeat_interval)
-    (beat,) = leader.flush()
-    assert beat[1].entries == []  # the heartbeat goes anyway
-    follower = nodes[2]
-    response = follower.core.receive_request(first[0][1], now)
-    follower.flush()
-    leader.core.receive_response(2, first[0][1], response, now)
-    (batch,) = leader.flush()
-    assert [e.index for e in batch[1].entries] == [3, 4, 5]  # byte budget cut the 4th
-    response = follower.core.receive_request(batch[1], now)
-    follower.flush()
-    leader.core.receive_response(2, batch[1], response, now)
-    (rest,) = leader.flush()
-    assert [e.index for e in rest[1].entries] == [6]
-
-
-def test_lost_append_is_resent_on_next_heartbeat():
-    nodes = cluster(2)
-    now = elect(nodes, 1)
-    leader = nodes[1]
-    leader.core.propose(command(1), now)
-    ((peer, request),) = leader.flush()
-    leader.core.send_failed(peer, request, now)
-    assert leader.flush() == []
-    leader.core.tick(now + TIMINGS.heartbeat_interval)
-    messages = [m for _, m in leader.flush()]
-    assert any(m.entries and m.entries[0].index == 2 for m in messages)
-
-
-# ---------------------------------------------------------------- snapshots
-
-
-def test_compaction_after_more_than_threshold_applied():
-    limits = RaftLimits(compaction_threshold=10)
-    nodes = cluster(1, limits=limits)
-    node = nodes[1]
-    node.core.tick(1.0)
-    node.flush()
-    for i in range(9):
-        node.core.propose(command(i), 1.0)
-        node.flush()
-    assert node.core.log.snapshot_index == 0  # 10 applied entries: not more than 10
-    node.core.propose(command(9), 1.0)
-    node.flush()
-    assert node.core.log.snapshot_index == 11 and node.core.log.first_index == 12
-    stored = node.storage.load()
-    assert stored.snapshot.index == 11 and decode(stored.snapshot.data) == list(range(10))
-    assert stored.entries == []
-
-
-def _chunks(data: bytes, index: int, term: int, size: int, leader_term: int = 2):
+def snapshot_chunks(data: bytes, index: int, term: int, size: int, leader_term: int = 2):
     offsets = list(range(0, len(data), size))
     return [
         InstallSnapshotRequest(
@@ -458,92 +160,427 @@ def _chunks(data: bytes, index: int, term: int, size: int, leader_term: int = 2)
     ]
 
 
-def test_install_snapshot_chunked_idempotent_and_stale_ignored():
-    node = Node(2, [1, 3])
-    core = node.core
-    core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1, 1), 2), 1.0)
-    node.flush()
-    data = encode(range(100))
-    chunks = _chunks(data, index=50, term=2, size=64)
-    assert len(chunks) > 3
-    core.receive_request(chunks[0], 2.0)
-    core.receive_request(chunks[1], 2.0)
-    core.receive_request(chunks[1], 2.0)  # duplicate
-    core.receive_request(chunks[0], 2.0)  # late duplicate of the first
-    for chunk in chunks[2:-1]:
+class RaftCoreTestCase(unittest.TestCase):
+    """Shared helper: elect a chosen node."""
+
+    def elect(self, nodes: dict, node_id: int, now: float = 1.0) -> float:
+        """Make `node_id` leader by firing its election timer first."""
+        nodes[node_id].core.tick(now + 0.3)
+        pump(nodes, now + 0.3)
+        self.assertEqual(nodes[node_id].core.role, LEADER)
+        return now + 0.3
+
+
+class ElectionAndCommitTests(RaftCoreTestCase):
+    """Elections, votes, pre-votes, check-quorum and the commit rule."""
+
+    def test_single_node_elects_itself_and_commits_on_durable_append(self):
+        node = Node(1, [])
+        node.core.tick(0.1)
+        self.assertEqual(node.core.role, FOLLOWER)  # before the first election timeout
+        node.core.tick(0.3)
+        self.assertEqual((node.core.role, node.core.term), (LEADER, 1))
+        ready = node.core.take_ready()
+        self.assertEqual(ready.hard_state, (1, 1))
+        self.assertTrue(ready.entries[0].is_noop)
+        self.assertEqual(node.core.commit_index, 0)  # not durable yet
+        node.core.persisted(ready.seq)
+        self.assertEqual(node.core.commit_index, 1)
+        entry = node.core.propose(command(5), 0.4)
+        self.assertEqual((entry.index, node.core.commit_index), (2, 1))
+        node.flush()
+        self.assertEqual(node.core.commit_index, 2)
+        self.assertEqual(node.applied, [5])
+
+    def test_new_leader_appends_noop_of_its_term_at_once(self):
+        nodes = cluster(3)
+        self.elect(nodes, 1)
+        first = nodes[1].core.log.entry(1)
+        self.assertTrue(first.is_noop)
+        self.assertEqual((first.term, nodes[1].core.term), (1, 1))
+        self.elect(nodes, 2, now=5.0)
+        core = nodes[2].core
+        self.assertEqual(core.term, 2)
+        self.assertTrue(core.log.entry(2).is_noop)
+        self.assertEqual(core.log.entry(2).term, 2)
+        # The no-op committed, and with it nothing earlier pending.
+        self.assertEqual(core.commit_index, 2)
+        core.tick(5.3 + TIMINGS.heartbeat_interval)
+        pump(nodes, 5.35)
+        self.assertEqual([n.core.commit_index for n in nodes.values()], [2, 2, 2])
+
+    def assertCommitNeedsStrictMajority(self, size: int, needed: int) -> None:
+        nodes = cluster(size)
+        self.elect(nodes, 1)
+        leader = nodes[1]
+        # Only `needed - 1` followers hear about the next entry: with the leader, a majority.
+        reachable = set(range(2, needed + 1))
+        leader.core.propose(command(1), 2.0)
+        pump(nodes, 2.0, blocked=lambda s, d: s == 1 and d not in reachable)
+        self.assertEqual(leader.core.commit_index, 2)
+        reachable = set(range(2, needed))  # one fewer: no majority
+        leader.core.propose(command(2), 2.1)
+        pump(nodes, 2.1, blocked=lambda s, d: s == 1 and d not in reachable)
+        self.assertEqual(leader.core.commit_index, 2)
+
+    def test_commit_needs_both_nodes_of_two(self):
+        self.assertCommitNeedsStrictMajority(size=2, needed=2)
+
+    def test_commit_needs_three_nodes_of_four(self):
+        self.assertCommitNeedsStrictMajority(size=4, needed=3)
+
+    def test_commit_needs_three_nodes_of_five(self):
+        self.assertCommitNeedsStrictMajority(size=5, needed=3)
+
+    def test_leader_commits_by_counting_only_an_entry_of_its_term(self):
+        stored = StoredState(term=2, entries=entries(1, 1))
+        leader = Node(1, [2, 3], storage=storage_with(stored))
+        leader.core.tick(1.0)
+        for _ in range(2):  # pre-vote, then the real vote, both granted by everyone
+            for dst, request in leader.flush():
+                leader.core.receive_response(dst, request, VoteResponse(request.term, True), 1.0)
+        appends = [(d, m) for d, m in leader.flush() if isinstance(m, AppendEntriesRequest)]
+        self.assertEqual((leader.core.role, leader.core.term), (LEADER, 3))
+        (_, request), _ = appends
+        # A majority (leader + node 2) holds entry 2, but it is from term 1: no commit.
+        leader.core.receive_response(2, request, AppendEntriesResponse(3, True, 2), 1.0)
+        self.assertEqual(leader.core.commit_index, 0)
+        leader.core.receive_response(2, request, AppendEntriesResponse(3, True, 3), 1.0)
+        self.assertEqual(leader.core.commit_index, 3)
+
+    def test_leader_counts_itself_only_once_durable(self):
+        nodes = cluster(2)
+        self.elect(nodes, 1)
+        leader, follower = nodes[1], nodes[2]
+        leader.core.propose(command(1), 2.0)
+        ready = leader.core.take_ready()
+        ((_peer, request),) = ready.messages
+        response = follower.core.receive_request(request, 2.0)
+        follower.flush()
+        leader.core.receive_response(2, request, response, 2.0)
+        # The follower has it, the leader's own copy is not durable.
+        self.assertEqual(leader.core.commit_index, 1)
+        leader.write(ready)
+        self.assertEqual(leader.core.commit_index, 2)
+
+    def test_vote_once_per_term_and_after_restart(self):
+        storage = MemoryStorage()
+        voter = Node(3, [1, 2], storage=storage)
+        granted = voter.core.receive_request(VoteRequest(1, 1, 0, 0), 1.0)
+        self.assertTrue(granted.vote_granted)
+        voter.flush()
+        self.assertFalse(voter.core.receive_request(VoteRequest(1, 2, 0, 0), 1.0).vote_granted)
+        # The same candidate again.
+        self.assertTrue(voter.core.receive_request(VoteRequest(1, 1, 0, 0), 1.0).vote_granted)
+        restarted = Node(3, [1, 2], storage=storage)
+        self.assertEqual((restarted.core.term, restarted.core.voted_for), (1, 1))
+        self.assertFalse(restarted.core.receive_request(VoteRequest(1, 2, 0, 0), 1.0).vote_granted)
+        self.assertTrue(restarted.core.receive_request(VoteRequest(2, 2, 0, 0), 1.0).vote_granted)
+
+    def test_vote_refused_to_stale_log(self):
+        voter = Node(3, [1, 2], storage=MemoryStorage())
+        voter.core.receive_request(AppendEntriesRequest(2, 1, 0, 0, entries(1, 2), 0), 1.0)
+        voter.flush()
+        self.assertFalse(voter.core.receive_request(VoteRequest(3, 2, 5, 1), 5.0).vote_granted)
+        self.assertFalse(voter.core.receive_request(VoteRequest(4, 2, 1, 2), 5.0).vote_granted)
+        self.assertTrue(voter.core.receive_request(VoteRequest(5, 2, 2, 2), 5.0).vote_granted)
+
+    def test_prevote_does_not_raise_term_and_lease_refuses_it(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        loner = nodes[3]
+        now = run({1: nodes[1], 2: nodes[2]}, now, 1.0)  # node 3 hears nothing for 1 s
+        loner.core.tick(now)
+        self.assertEqual((loner.core.role, loner.core.term), (PRE_CANDIDATE, 1))
+        (_, request), _ = loner.flush()
+        self.assertTrue(request.pre_vote)
+        self.assertEqual(request.term, 2)
+        # Node 2 heard from the leader just now: it refuses without changing its term.
+        response = nodes[2].core.receive_request(request, now)
+        self.assertFalse(response.vote_granted)
+        self.assertEqual(nodes[2].core.term, 1)
+        self.assertFalse(nodes[1].core.receive_request(request, now).vote_granted)
+        loner.core.receive_response(2, request, response, now)
+        self.assertEqual((loner.core.role, loner.core.term), (PRE_CANDIDATE, 1))
+        # Once the leader is silent for an election timeout, a pre-vote is granted.
+        granted = nodes[2].core.receive_request(request, now + 0.2)
+        self.assertTrue(granted.vote_granted)
+        self.assertEqual((nodes[2].core.term, nodes[2].core.voted_for), (1, 1))
+
+    def test_partitioned_node_rejoins_without_disrupting_leader(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        now = run(nodes, now, 2.0, blocked=lambda s, d: 3 in (s, d))  # futile pre-votes
+        self.assertEqual(nodes[3].core.term, 1)
+        self.assertEqual(nodes[1].core.role, LEADER)
+        now = run(nodes, now, 0.5)
+        self.assertEqual([n.core.term for n in nodes.values()], [1, 1, 1])
+        self.assertEqual(nodes[1].core.role, LEADER)
+        self.assertEqual(nodes[3].core.leader_id, 1)
+
+    def test_check_quorum_leader_steps_down(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        leader = nodes[1].core
+        self.assertTrue(leader.has_quorum(now))
+        ticks = 0
+        while leader.role == LEADER and ticks < 40:
+            ticks += 1
+            now += 0.01
+            leader.tick(now)
+            pump(nodes, now, blocked=lambda s, d: 1 in (s, d))
+        self.assertEqual((leader.role, leader.term), (FOLLOWER, 1))
+        stepped_down_after = ticks * 0.01
+        self.assertGreaterEqual(stepped_down_after, 0.3)
+        self.assertLessEqual(stepped_down_after, 0.36)
+        self.assertFalse(leader.has_quorum(now))
+
+    def test_timeout_now_honoured_only_from_current_leader(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        follower = nodes[2].core
+        self.assertFalse(follower.receive_request(TimeoutNowRequest(1, 3), now).success)
+        self.assertFalse(follower.receive_request(TimeoutNowRequest(0, 1), now).success)
+        self.assertEqual((follower.role, follower.term), (FOLLOWER, 1))
+        response = follower.receive_request(TimeoutNowRequest(1, 1), now)
+        self.assertTrue(response.success)
+        self.assertEqual((follower.role, follower.term), (CANDIDATE, 2))
+        pump(nodes, now)  # the real vote request is granted despite the live leader
+        self.assertEqual(follower.role, LEADER)
+        self.assertEqual(nodes[1].core.role, FOLLOWER)
+
+
+class FollowerLogTests(RaftCoreTestCase):
+    """How a follower takes, truncates and commits what a leader sends."""
+
+    def test_follower_truncates_only_on_real_conflict(self):
+        node = Node(2, [1, 3])
+        core = node.core
+        core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1, 1, 1), 1), 1.0)
+        node.flush()
+        # A stale, shorter AppendEntries that matches does not cut the log.
+        response = core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1), 1), 1.0)
+        self.assertTrue(response.success)
+        self.assertEqual((response.match_index, core.log.last_index), (2, 4))
+        # A new leader's entry 3 conflicts: 3 and 4 go, the new entries stay.
+        response = core.receive_request(
+            AppendEntriesRequest(2, 3, 2, 1, entries(2, start=3), 1), 2.0
+        )
+        self.assertTrue(response.success)
+        self.assertEqual(response.match_index, 3)
+        self.assertEqual([core.log.term_at(i) for i in (1, 2, 3)], [1, 1, 2])
+        self.assertEqual(core.log.last_index, 3)
+        node.flush()
+        self.assertEqual(
+            [(e.index, e.term) for e in node.storage.load().entries], [(1, 1), (2, 1), (3, 2)]
+        )
+
+    def test_follower_commit_never_passes_known_match(self):
+        node = Node(2, [1, 3])
+        core = node.core
+        core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1, 1), 0), 1.0)
+        # Entry 4 onwards could differ from the leader's: commit stops at 3.
+        core.receive_request(AppendEntriesRequest(1, 1, 3, 1, [], 10), 1.0)
+        self.assertEqual(core.commit_index, 3)
+        # A heartbeat that only vouches for index 1 does not move it either way.
+        core.receive_request(AppendEntriesRequest(1, 1, 1, 1, [], 10), 1.0)
+        self.assertEqual(core.commit_index, 3)
+
+    def test_follower_never_lowers_its_term(self):
+        node = Node(2, [1, 3])
+        node.core.receive_request(VoteRequest(5, 3, 0, 0), 1.0)
+        response = node.core.receive_request(AppendEntriesRequest(4, 1, 0, 0, entries(4), 0), 1.0)
+        self.assertFalse(response.success)
+        self.assertEqual(response.term, 5)
+        self.assertEqual((node.core.term, node.core.log.last_index), (5, 0))
+
+    def test_one_step_backoff_from_hint(self):
+        stored = StoredState(term=3, entries=entries(*([1] * 30), 3))
+        leader = Node(1, [2], storage=storage_with(stored))
+        follower = Node(2, [1], storage=storage_with(StoredState(term=3, entries=entries(1, 1, 1))))
+        leader.core.tick(1.0)
+        nodes = {1: leader, 2: follower}
+        sent = []
+        original = follower.core.receive_request
+
+        def spy(request, now):
+            if isinstance(request, AppendEntriesRequest) and request.entries:
+                sent.append((request.prev_log_index, len(request.entries)))
+            return original(request, now)
+
+        follower.core.receive_request = spy
+        pump(nodes, 1.0)
+        self.assertEqual(leader.core.role, LEADER)
+        # First try from the leader's end is refused with hint 3; the next starts at 4.
+        self.assertEqual(sent[:2], [(31, 1), (3, 29)])
+        self.assertEqual(follower.core.log.last_index, 32)
+        self.assertEqual(leader.core.commit_index, 32)
+
+    def test_conflicting_term_is_skipped_in_one_step(self):
+        follower = Node(2, [1])
+        follower.core.receive_request(
+            AppendEntriesRequest(2, 3, 0, 0, entries(1, 2, 2, 2, 2), 1), 1
+        )
+        follower.flush()
+        response = follower.core.receive_request(AppendEntriesRequest(3, 1, 5, 3, [], 1), 2)
+        self.assertFalse(response.success)
+        self.assertEqual(response.match_index, 1)
+
+
+class ReplicationTests(RaftCoreTestCase):
+    """How a leader batches, paces and resends AppendEntries."""
+
+    def test_batching_while_a_send_is_in_flight_and_heartbeats_not_held_up(self):
+        limits = RaftLimits(max_append_bytes=1000)
+        nodes = cluster(2, limits=limits)
+        now = self.elect(nodes, 1)
+        leader = nodes[1]
+        leader.core.propose(command(1), now)
+        first = leader.flush()
+        self.assertEqual(len(first), 1)
+        self.assertEqual(len(first[0][1].entries), 1)  # sent at once
+        for i in range(2, 6):
+            leader.core.propose(command(i, size=300), now)
+        self.assertEqual(leader.flush(), [])  # in flight: the new entries wait for the answer
+        leader.core.tick(now + TIMINGS.heartbeat_interval)
+        (beat,) = leader.flush()
+        self.assertEqual(beat[1].entries, [])  # the heartbeat goes anyway
+        follower = nodes[2]
+        response = follower.core.receive_request(first[0][1], now)
+        follower.flush()
+        leader.core.receive_response(2, first[0][1], response, now)
+        (batch,) = leader.flush()
+        self.assertEqual([e.index for e in batch[1].entries], [3, 4, 5])  # byte budget cut the 4th
+        response = follower.core.receive_request(batch[1], now)
+        follower.flush()
+        leader.core.receive_response(2, batch[1], response, now)
+        (rest,) = leader.flush()
+        self.assertEqual([e.index for e in rest[1].entries], [6])
+
+    def test_lost_append_is_resent_on_next_heartbeat(self):
+        nodes = cluster(2)
+        now = self.elect(nodes, 1)
+        leader = nodes[1]
+        leader.core.propose(command(1), now)
+        ((peer, request),) = leader.flush()
+        leader.core.send_failed(peer, request, now)
+        self.assertEqual(leader.flush(), [])
+        leader.core.tick(now + TIMINGS.heartbeat_interval)
+        messages = [m for _, m in leader.flush()]
+        self.assertTrue(
+            any(m.entries and m.entries[0].index == 2 for m in messages),
+            f"no resend of entry 2 among {messages}",
+        )
+
+
+class SnapshotTests(RaftCoreTestCase):
+    """Compaction, and InstallSnapshot on followers and in a cluster."""
+
+    def test_compaction_after_more_than_threshold_applied(self):
+        limits = RaftLimits(compaction_threshold=10)
+        nodes = cluster(1, limits=limits)
+        node = nodes[1]
+        node.core.tick(1.0)
+        node.flush()
+        for i in range(9):
+            node.core.propose(command(i), 1.0)
+            node.flush()
+        self.assertEqual(node.core.log.snapshot_index, 0)  # 10 applied entries: not more than 10
+        node.core.propose(command(9), 1.0)
+        node.flush()
+        self.assertEqual((node.core.log.snapshot_index, node.core.log.first_index), (11, 12))
+        stored = node.storage.load()
+        self.assertEqual(stored.snapshot.index, 11)
+        self.assertEqual(decode(stored.snapshot.data), list(range(10)))
+        self.assertEqual(stored.entries, [])
+
+    def test_install_snapshot_chunked_idempotent_and_stale_ignored(self):
+        node = Node(2, [1, 3])
+        core = node.core
+        core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1, 1), 2), 1.0)
+        node.flush()
+        data = encode(range(100))
+        chunks = snapshot_chunks(data, index=50, term=2, size=64)
+        self.assertGreater(len(chunks), 3)
+        core.receive_request(chunks[0], 2.0)
+        core.receive_request(chunks[1], 2.0)
+        core.receive_request(chunks[1], 2.0)  # duplicate
+        core.receive_request(chunks[0], 2.0)  # late duplicate of the first
+        for chunk in chunks[2:-1]:
+            core.receive_request(chunk, 2.0)
+        self.assertIsNotNone(node.flush())
+        self.assertEqual(core.commit_index, 2)
+        core.receive_request(chunks[-1], 2.0)
+        node.flush()
+        self.assertEqual(core.commit_index, 50)
+        self.assertEqual((core.log.first_index, core.log.last_index), (51, 50))
+        self.assertEqual(node.applied, list(range(100)))
+        stored = node.storage.load()
+        self.assertEqual(stored.snapshot.index, 50)
+        self.assertEqual(stored.entries, [])  # the old log disagreed: gone
+        # The same snapshot again, or an older one, changes nothing.
+        for chunk in chunks + snapshot_chunks(encode(range(10)), index=20, term=2, size=64):
+            core.receive_request(chunk, 3.0)
+        ready = core.take_ready()
+        if ready is not None:
+            self.assertIsNone(ready.restore)
+            self.assertIsNone(ready.snapshot)
+        self.assertEqual(core.commit_index, 50)
+        self.assertEqual(node.applied, list(range(100)))
+
+    def test_install_snapshot_keeps_agreeing_suffix(self):
+        node = Node(2, [1, 3])
+        core = node.core
+        core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1, 1, 1), 1), 1.0)
+        node.flush()
+        (chunk,) = snapshot_chunks(encode([7, 8]), index=2, term=1, size=1000, leader_term=1)
         core.receive_request(chunk, 2.0)
-    assert node.flush() is not None and core.commit_index == 2
-    core.receive_request(chunks[-1], 2.0)
-    node.flush()
-    assert core.commit_index == 50 and core.log.first_index == 51 and core.log.last_index == 50
-    assert node.applied == list(range(100))
-    stored = node.storage.load()
-    assert stored.snapshot.index == 50 and stored.entries == []  # old log disagreed: gone
-    # The same snapshot again, or an older one, changes nothing.
-    for chunk in chunks + _chunks(encode(range(10)), index=20, term=2, size=64):
-        core.receive_request(chunk, 3.0)
-    ready = core.take_ready()
-    assert ready is None or (ready.restore is None and ready.snapshot is None)
-    assert core.commit_index == 50 and node.applied == list(range(100))
+        node.flush()
+        self.assertEqual((core.log.first_index, core.log.last_index), (3, 4))
+        self.assertEqual([e.index for e in node.storage.load().entries], [3, 4])
+
+    def test_snapshot_catch_up_in_cluster(self):
+        limits = RaftLimits(compaction_threshold=20, snapshot_chunk_bytes=16)
+        nodes = cluster(3, limits=limits)
+        now = self.elect(nodes, 1)
+        for i in range(40):
+            nodes[1].core.propose(command(i), now)
+            pump(nodes, now, blocked=lambda s, d: 3 in (s, d))
+        self.assertGreater(nodes[1].core.log.snapshot_index, 20)
+        for _step in range(30):
+            now += 0.01
+            for node in nodes.values():
+                node.core.tick(now)
+            pump(nodes, now)
+        self.assertEqual(nodes[3].applied, list(range(40)))
+        self.assertEqual(nodes[1].applied, list(range(40)))
 
 
-def test_install_snapshot_keeps_agreeing_suffix():
-    node = Node(2, [1, 3])
-    core = node.core
-    core.receive_request(AppendEntriesRequest(1, 1, 0, 0, entries(1, 1, 1, 1), 1), 1.0)
-    node.flush()
-    (chunk,) = _chunks(encode([7, 8]), index=2, term=1, size=1000, leader_term=1)
-    core.receive_request(chunk, 2.0)
-    node.flush()
-    assert core.log.first_index == 3 and core.log.last_index == 4
-    assert [e.index for e in node.storage.load().entries] == [3, 4]
+class LeadershipTransferTests(RaftCoreTestCase):
+    """Leadership transfer: catch the target up, then TimeoutNow."""
 
-
-def test_snapshot_catch_up_in_cluster():
-    limits = RaftLimits(compaction_threshold=20, snapshot_chunk_bytes=16)
-    nodes = cluster(3, limits=limits)
-    now = elect(nodes, 1)
-    for i in range(40):
-        nodes[1].core.propose(command(i), now)
-        pump(nodes, now, blocked=lambda s, d: 3 in (s, d))
-    assert nodes[1].core.log.snapshot_index > 20
-    for _step in range(30):
-        now += 0.01
-        for node in nodes.values():
-            node.core.tick(now)
+    def test_transfer_catches_target_up_then_sends_timeout_now(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        leader = nodes[1].core
+        leader.propose(command(1), now)
+        pump(nodes, now, blocked=lambda s, d: d == 3)
+        leader.transfer_leadership(3, now)
+        self.assertFalse(leader.accepting_proposals)
+        self.assertEqual(leader.transfer_target, 3)
+        with self.assertRaises(RuntimeError):
+            leader.propose(command(2), now)
+        leader.tick(now + TIMINGS.heartbeat_interval)
+        messages = nodes[1].flush()
+        self.assertFalse(any(isinstance(m, TimeoutNowRequest) for _, m in messages))
+        deliver(nodes, 1, [(d, m) for d, m in messages if d == 3], now)
+        messages = nodes[1].flush()
+        self.assertEqual([(d, type(m)) for d, m in messages], [(3, TimeoutNowRequest)])
+        deliver(nodes, 1, messages, now)
+        results = [r.transfer_result for r in iter(leader.take_ready, None)]
+        self.assertEqual(results, [None])  # the target campaigns; it has not won yet
         pump(nodes, now)
-    assert nodes[3].applied == list(range(40)) == nodes[1].applied
-
-
-# ---------------------------------------------------------------- transfer
-
-
-def deliver(nodes: dict, src: int, messages: list, now: float) -> None:
-    """Hand each message to its destination and its answer back to `src`."""
-    for dst, request in messages:
-        response = nodes[dst].core.receive_request(request, now)
-        nodes[src].core.receive_response(dst, request, response, now)
-
-
-def test_transfer_catches_target_up_then_sends_timeout_now():
-    nodes = cluster(3)
-    now = elect(nodes, 1)
-    leader = nodes[1].core
-    leader.propose(command(1), now)
-    pump(nodes, now, blocked=lambda s, d: d == 3)
-    leader.transfer_leadership(3, now)
-    assert not leader.accepting_proposals and leader.transfer_target == 3
-    with pytest.raises(RuntimeError):
-        leader.propose(command(2), now)
-    leader.tick(now + TIMINGS.heartbeat_interval)
-    messages = nodes[1].flush()
-    assert not any(isinstance(m, TimeoutNowRequest) for _, m in messages)
-    deliver(nodes, 1, [(d, m) for d, m in messages if d == 3], now)
-    messages = nodes[1].flush()
-    assert [(d, type(m)) for d, m in messages] == [(3, TimeoutNowRequest)]
-    deliver(nodes, 1, messages, now)
-    results = [r.transfer_result for r in iter(leader.take_ready, None)]
-    assert results == [None]  # the target campaigns; it has not won yet
-    pump(nodes, now)
-    assert nodes[3].core.role == LEADER and leader.role == FOLLOWER and leader.leader_id == 3
-    assert not leader.accepting_proposals
+        self.assertEqual(nodes[3].core.role, LEADER)
+        self.assertEqual(leader.role, FOLLOWER)
+        self.assertEqual(leader.leader_id, 3)
+        self.assertFalse(leader.accepting_proposals)

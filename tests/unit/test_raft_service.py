@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 
-import pytest
 from twisted.internet import defer, task
+from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -30,6 +30,8 @@ from jobsched.raft.storage import MemoryStorage, StoredState
 
 LATENCY = 0.002
 RPC_TIMEOUT = 0.1
+DEFAULT_TIMINGS = RaftTimings()
+DEFAULT_LIMITS = RaftLimits()
 
 
 def command(n: int) -> scheduler_pb2.Command:
@@ -154,8 +156,8 @@ class Cluster:
         self,
         size: int,
         seed: int = 1,
-        timings: RaftTimings = RaftTimings(),
-        limits: RaftLimits = RaftLimits(),
+        timings: RaftTimings = DEFAULT_TIMINGS,
+        limits: RaftLimits = DEFAULT_LIMITS,
         storage_factory=MemoryStorage,
     ) -> None:
         self.clock = task.Clock()
@@ -207,391 +209,384 @@ class Cluster:
         return leader
 
     def run_until(self, condition, limit: float = 10.0, step: float = 0.005) -> None:
+        """Advance the clock until `condition()` holds; fail after `limit` simulated seconds."""
         waited = 0.0
         while not condition():
             if waited > limit:
-                raise AssertionError("condition not reached in simulated time")
+                raise AssertionError(f"condition not reached in {limit}s of simulated time")
             self.clock.advance(step)
             waited += step
 
 
-def result_of(d: defer.Deferred):
-    """The result of a fired Deferred (raises its failure)."""
-    box = []
-    d.addBoth(box.append)
-    assert box, "Deferred has not fired"
-    if hasattr(box[0], "raiseException"):
-        box[0].raiseException()
-    return box[0]
+class StorageInterfaceTests(unittest.TestCase):
+    """The in-memory store and the test stores honour IRaftStorage."""
+
+    def test_memory_storage_provides_interface(self):
+        self.assertTrue(verifyObject(IRaftStorage, MemoryStorage()))
+        self.assertTrue(verifyObject(IRaftStorage, StallingStorage()))
+
+    def test_service_provides_interface(self):
+        cluster = Cluster(1)
+        self.assertTrue(verifyObject(IRaftService, cluster.nodes[1]))
+
+    def test_memory_storage_reloads_what_it_was_told(self):
+        storage = MemoryStorage()
+        storage.save_hard_state(3, 2)
+        storage.append([LogEntry(1, i, command(i)) for i in range(1, 6)])
+        storage.append([LogEntry(3, 4, command(40))])
+        storage.save_snapshot(2, 1, b"snap")
+        state = storage.load()
+        self.assertEqual((state.term, state.voted_for), (3, 2))
+        self.assertEqual((state.snapshot.index, state.snapshot.data), (2, b"snap"))
+        self.assertEqual([(e.index, e.term) for e in state.entries], [(3, 1), (4, 3)])
+        storage.truncate(4)
+        self.assertEqual([e.index for e in storage.load().entries], [3])
 
 
-# ---------------------------------------------------------------- interfaces
+class ElectionAndCommitTests(unittest.TestCase):
+    """Elections, replication, restarts and status over the simulated network."""
 
+    def test_single_node_elects_itself_and_commits(self):
+        cluster = Cluster(1)
+        node = cluster.nodes[1]
+        self.assertEqual(node.status().role, "follower")
+        cluster.run(0.31)
+        status = node.status()
+        self.assertEqual((status.role, status.leader_id), ("leader", 1))
+        self.assertEqual(status.leader_address, address(1))
+        self.assertTrue(status.has_quorum)
+        d = node.propose(command(7))
+        self.assertEqual(self.successResultOf(d), 2)  # index 1 is the leader's no-op
+        self.assertEqual(cluster.machines[1].values, [7])
+        self.assertEqual(node.status().commit_index, 2)
+        self.assertEqual(node.status().last_applied, 2)
 
-def test_memory_storage_provides_interface():
-    assert verifyObject(IRaftStorage, MemoryStorage())
-    assert verifyObject(IRaftStorage, StallingStorage())
-
-
-def test_service_provides_interface():
-    cluster = Cluster(1)
-    assert verifyObject(IRaftService, cluster.nodes[1])
-
-
-def test_memory_storage_reloads_what_it_was_told():
-    storage = MemoryStorage()
-    storage.save_hard_state(3, 2)
-    storage.append([LogEntry(1, i, command(i)) for i in range(1, 6)])
-    storage.append([LogEntry(3, 4, command(40))])
-    storage.save_snapshot(2, 1, b"snap")
-    state = storage.load()
-    assert (state.term, state.voted_for) == (3, 2)
-    assert state.snapshot.index == 2 and state.snapshot.data == b"snap"
-    assert [(e.index, e.term) for e in state.entries] == [(3, 1), (4, 3)]
-    storage.truncate(4)
-    assert [e.index for e in storage.load().entries] == [3]
-
-
-# ---------------------------------------------------------------- elections and commits
-
-
-def test_single_node_elects_itself_and_commits():
-    cluster = Cluster(1)
-    node = cluster.nodes[1]
-    assert node.status().role == "follower"
-    cluster.run(0.31)
-    status = node.status()
-    assert status.role == "leader" and status.leader_id == 1
-    assert status.leader_address == address(1) and status.has_quorum
-    d = node.propose(command(7))
-    assert result_of(d) == 2  # index 1 is the leader's no-op
-    assert cluster.machines[1].values == [7]
-    assert node.status().commit_index == 2 == node.status().last_applied
-
-
-@pytest.mark.parametrize("size", [3, 5])
-def test_cluster_elects_exactly_one_leader_and_replicates(size):
-    cluster = Cluster(size, seed=size)
-    leader = cluster.leader()
-    assert len(cluster.leaders()) == 1
-    term = leader.status().current_term
-    for node in cluster.nodes.values():
-        cluster.run_until(lambda: node.status().leader_id == leader.node_id)
-        assert node.status().current_term == term
-    results = [leader.propose(command(i)) for i in range(20)]
-    cluster.run(0.05)
-    assert [result_of(d) for d in results] == list(range(2, 22))
-    cluster.run(0.1)
-    for machine in cluster.machines.values():
-        assert machine.values == list(range(20))
-    assert all(n.status().commit_index == 21 for n in cluster.nodes.values())
-
-
-def test_leader_crash_elects_new_leader_with_higher_term():
-    cluster = Cluster(3, seed=3)
-    old = cluster.leader()
-    result_of_first = old.propose(command(1))
-    cluster.run(0.05)
-    assert result_of(result_of_first) == 2
-    cluster.stop(old.node_id)
-    new = cluster.leader()
-    assert new.node_id != old.node_id
-    assert new.status().current_term > old.status().current_term
-    d = new.propose(command(2))
-    cluster.run(0.05)
-    result_of(d)
-    survivors = [cluster.machines[i].values for i in cluster.ids if i != old.node_id]
-    assert survivors == [[1, 2], [1, 2]]
-
-
-def test_vote_survives_restart():
-    cluster = Cluster(3, seed=4)
-    leader = cluster.leader()
-    term = leader.status().current_term
-    voter = next(
-        i
-        for i in cluster.ids
-        if i != leader.node_id and cluster.storages[i].load().voted_for == leader.node_id
-    )
-    other = next(i for i in cluster.ids if i not in (leader.node_id, voter))
-    cluster.stop(voter)
-    restarted = cluster.start(voter)
-    assert restarted.status().current_term == term
-    # Another candidate of the same term is refused: the vote was kept.
-    response = result_of(restarted.handle(VoteRequest(term, other, 99, term)))
-    assert not response.vote_granted
-    response = result_of(restarted.handle(VoteRequest(term + 1, other, 99, term)))
-    assert response.vote_granted
-
-
-def test_restart_replays_log_after_commit_is_learnt():
-    cluster = Cluster(3, seed=5)
-    leader = cluster.leader()
-    for i in range(5):
-        leader.propose(command(i))
-    cluster.run(0.1)
-    follower = next(i for i in cluster.ids if i != leader.node_id)
-    cluster.stop(follower)
-    node = cluster.start(follower)
-    assert cluster.machines[follower].values == []  # nothing applied before commit is known
-    assert node.status().last_log_index == 6
-    cluster.run(0.2)
-    assert cluster.machines[follower].values == [0, 1, 2, 3, 4]
-
-
-def test_rejoining_node_does_not_disrupt_healthy_leader():
-    cluster = Cluster(3, seed=6)
-    leader = cluster.leader()
-    term = leader.status().current_term
-    loner = next(i for i in cluster.ids if i != leader.node_id)
-    cluster.network.isolate(loner)
-    cluster.run(2.0)
-    assert cluster.nodes[loner].status().current_term == term  # pre-vote never won
-    assert cluster.nodes[loner].status().role == "candidate"
-    cluster.network.heal()
-    cluster.run(1.0)
-    assert leader.status().role == "leader"
-    assert all(n.status().current_term == term for n in cluster.nodes.values())
-    assert cluster.nodes[loner].status().leader_id == leader.node_id
-
-
-def test_check_quorum_steps_down_isolated_leader_and_readiness_drops():
-    cluster = Cluster(3, seed=7)
-    leader = cluster.leader()
-    cluster.network.isolate(leader.node_id)
-    cluster.run(0.4)
-    status = leader.status()
-    assert status.role != "leader" and not status.has_quorum
-    new = cluster.leader()
-    assert new.node_id != leader.node_id and new.status().has_quorum
-
-
-def test_status_peer_progress_and_log_entries():
-    cluster = Cluster(3, seed=8)
-    leader = cluster.leader()
-    for i in range(3):
-        leader.propose(command(i))
-    cluster.run(0.1)
-    status = leader.status()
-    assert (status.last_log_index, status.first_log_index, status.commit_index) == (4, 1, 4)
-    progress = leader.peer_progress()
-    assert set(progress) == set(cluster.ids) - {leader.node_id}
-    for peer in progress.values():
-        assert peer.match_index == 4 and peer.next_index == 5
-        assert peer.last_contact_seconds is not None and peer.last_contact_seconds < 0.1
-    entries = leader.log_entries(2, 2)
-    assert [(e.index, e.command.register_worker.worker_id) for e in entries] == [(2, 0), (3, 1)]
-    assert leader.log_entries(0, 100)[0].is_noop
-    follower = next(n for n in cluster.nodes.values() if n is not leader)
-    assert follower.peer_progress() == {}
-    assert follower.status().leader_address == address(leader.node_id)
-
-
-def test_observers_hear_role_and_applied():
-    cluster = Cluster(1)
-    events = []
-    cluster.nodes[1].add_observer(events.append)
-    cluster.run(0.31)
-    assert "role" in events and "applied" in events  # became leader; applied the no-op
-
-
-# ---------------------------------------------------------------- proposal errors
-
-
-def test_not_leader_names_the_leader_address():
-    cluster = Cluster(3, seed=9)
-    leader = cluster.leader()
-    follower = next(n for n in cluster.nodes.values() if n is not leader)
-    with pytest.raises(NotLeader) as error:
-        result_of(follower.propose(command(1)))
-    assert error.value.leader_id == leader.node_id
-    assert error.value.leader_address == address(leader.node_id)
-    assert error.value.message == f"Not the leader. Try {address(leader.node_id)}"
-
-
-def test_not_leader_without_known_leader():
-    cluster = Cluster(3, seed=9)
-    with pytest.raises(NotLeader) as error:
-        result_of(cluster.nodes[1].propose(command(1)))
-    assert error.value.leader_address is None
-    assert error.value.message == "Not the leader. Leader unknown, retry later"
-
-
-def test_overloaded_at_once_when_queue_full():
-    cluster = Cluster(1, storage_factory=StallingStorage)
-    node = cluster.nodes[1]
-    cluster.run(0.31)
-    assert node.status().role == "leader"
-    waiting = [node.propose(command(i)) for i in range(256)]
-    overloaded = node.propose(command(256))
-    with pytest.raises(Overloaded):
-        result_of(overloaded)
-    assert not any(d.called for d in waiting)
-
-
-def test_commit_timeout_after_five_seconds_with_stalled_disk():
-    cluster = Cluster(1, storage_factory=StallingStorage)
-    node = cluster.nodes[1]
-    cluster.run(0.31)
-    d = node.propose(command(1))
-    cluster.clock.advance(4.9)
-    assert not d.called
-    cluster.clock.advance(0.11)
-    with pytest.raises(CommitTimeout):
-        result_of(d)
-    # the entry stays in the log; only the waiter gave up
-    assert node.status().last_log_index == 2
-    assert node.propose(command(2)) is not None
-
-
-def test_leadership_lost_when_leader_is_cut_off():
-    cluster = Cluster(3, seed=10)
-    leader = cluster.leader()
-    cluster.network.isolate(leader.node_id)
-    d = leader.propose(command(1))
-    cluster.run(0.4)
-    with pytest.raises(LeadershipLost):
-        result_of(d)
-
-
-def test_raft_stopped_after_stop():
-    cluster = Cluster(1)
-    node = cluster.nodes[1]
-    cluster.run(0.31)
-    stalled = Cluster(1, storage_factory=StallingStorage)
-    stalled.run(0.31)
-    waiting = stalled.nodes[1].propose(command(1))
-    stalled.stop(1)
-    with pytest.raises(RaftStopped):
-        result_of(waiting)
-    cluster.stop(1)
-    with pytest.raises(RaftStopped):
-        result_of(node.propose(command(1)))
-    with pytest.raises(RaftStopped) as error:
-        result_of(node.handle(None))
-    assert error.value.message == "Raft loop is not running"
-
-
-def test_storage_failure_stops_serving_and_never_acknowledges():
-    cluster = Cluster(1, storage_factory=FailingStorage)
-    node = cluster.nodes[1]
-    cluster.run(0.31)
-    cluster.storages[1].broken = True
-    d = node.propose(command(1))
-    with pytest.raises(StorageFailed):
-        result_of(d)
-    assert node.status().role == "follower" and not node.status().has_quorum
-    assert cluster.machines[1].values == []
-    with pytest.raises(StorageFailed):
-        result_of(node.propose(command(2)))
-
-
-def test_follower_with_stalled_disk_never_acknowledges():
-    storages = iter([MemoryStorage(), MemoryStorage(), StallingStorage()])
-    cluster = Cluster(3, seed=11, storage_factory=lambda: next(storages))
-    cluster.stop(3)
-    leader = cluster.leader()
-    cluster.start(3)
-    cluster.stop(next(i for i in (1, 2) if i != leader.node_id))
-    d = leader.propose(command(1))
-    cluster.run(1.0)
-    # The only live follower never makes anything durable, so it never answers: the
-    # entry never commits and the leader, hearing from no majority, steps down.
-    with pytest.raises(LeadershipLost):
-        result_of(d)
-    assert cluster.machines[leader.node_id].values == []
-
-
-# ---------------------------------------------------------------- compaction
-
-
-def test_compaction_and_chunked_snapshot_catch_up():
-    cluster = Cluster(3, seed=12, limits=RaftLimits(snapshot_chunk_bytes=512))
-    leader = cluster.leader()
-    lagging = next(i for i in cluster.ids if i != leader.node_id)
-    cluster.stop(lagging)
-    for batch in range(11):
-        ds = [leader.propose(command(batch * 100 + i)) for i in range(100)]
+    def assertElectsOneLeaderAndReplicates(self, size: int) -> None:
+        cluster = Cluster(size, seed=size)
+        leader = cluster.leader()
+        self.assertEqual(len(cluster.leaders()), 1)
+        term = leader.status().current_term
+        for node in cluster.nodes.values():
+            cluster.run_until(lambda node=node: node.status().leader_id == leader.node_id)
+            self.assertEqual(node.status().current_term, term)
+        results = [leader.propose(command(i)) for i in range(20)]
         cluster.run(0.05)
-        assert all(d.called for d in ds)
-    status = leader.status()
-    assert status.last_applied == 1101
-    assert status.first_log_index == 1002  # compacted once more than 1000 were applied
-    stored = cluster.storages[leader.node_id].load()
-    assert stored.snapshot.index == 1001 and stored.entries[0].index == 1002
-    before = cluster.network.delivered
-    node = cluster.start(lagging)
-    cluster.run(0.5)
-    assert cluster.machines[lagging].values == list(range(1100))
-    assert node.status().last_applied == 1101
-    assert cluster.network.delivered - before > len(cluster.machines[lagging].snapshot()) // 512
-    d = leader.propose(command(5000))
-    cluster.run(0.1)
-    result_of(d)
-    assert cluster.machines[lagging].values[-1] == 5000
+        self.assertEqual([self.successResultOf(d) for d in results], list(range(2, 22)))
+        cluster.run(0.1)
+        for machine in cluster.machines.values():
+            self.assertEqual(machine.values, list(range(20)))
+        self.assertEqual([n.status().commit_index for n in cluster.nodes.values()], [21] * size)
+
+    def test_cluster_of_three_elects_exactly_one_leader_and_replicates(self):
+        self.assertElectsOneLeaderAndReplicates(3)
+
+    def test_cluster_of_five_elects_exactly_one_leader_and_replicates(self):
+        self.assertElectsOneLeaderAndReplicates(5)
+
+    def test_leader_crash_elects_new_leader_with_higher_term(self):
+        cluster = Cluster(3, seed=3)
+        old = cluster.leader()
+        first = old.propose(command(1))
+        cluster.run(0.05)
+        self.assertEqual(self.successResultOf(first), 2)
+        cluster.stop(old.node_id)
+        new = cluster.leader()
+        self.assertNotEqual(new.node_id, old.node_id)
+        self.assertGreater(new.status().current_term, old.status().current_term)
+        d = new.propose(command(2))
+        cluster.run(0.05)
+        self.successResultOf(d)
+        survivors = [cluster.machines[i].values for i in cluster.ids if i != old.node_id]
+        self.assertEqual(survivors, [[1, 2], [1, 2]])
+
+    def test_vote_survives_restart(self):
+        cluster = Cluster(3, seed=4)
+        leader = cluster.leader()
+        term = leader.status().current_term
+        voter = next(
+            i
+            for i in cluster.ids
+            if i != leader.node_id and cluster.storages[i].load().voted_for == leader.node_id
+        )
+        other = next(i for i in cluster.ids if i not in (leader.node_id, voter))
+        cluster.stop(voter)
+        restarted = cluster.start(voter)
+        self.assertEqual(restarted.status().current_term, term)
+        # Another candidate of the same term is refused: the vote was kept.
+        response = self.successResultOf(restarted.handle(VoteRequest(term, other, 99, term)))
+        self.assertFalse(response.vote_granted)
+        response = self.successResultOf(restarted.handle(VoteRequest(term + 1, other, 99, term)))
+        self.assertTrue(response.vote_granted)
+
+    def test_restart_replays_log_after_commit_is_learnt(self):
+        cluster = Cluster(3, seed=5)
+        leader = cluster.leader()
+        for i in range(5):
+            leader.propose(command(i))
+        cluster.run(0.1)
+        follower = next(i for i in cluster.ids if i != leader.node_id)
+        cluster.stop(follower)
+        node = cluster.start(follower)
+        # Nothing is applied before the commit index is known.
+        self.assertEqual(cluster.machines[follower].values, [])
+        self.assertEqual(node.status().last_log_index, 6)
+        cluster.run(0.2)
+        self.assertEqual(cluster.machines[follower].values, [0, 1, 2, 3, 4])
+
+    def test_rejoining_node_does_not_disrupt_healthy_leader(self):
+        cluster = Cluster(3, seed=6)
+        leader = cluster.leader()
+        term = leader.status().current_term
+        loner = next(i for i in cluster.ids if i != leader.node_id)
+        cluster.network.isolate(loner)
+        cluster.run(2.0)
+        self.assertEqual(cluster.nodes[loner].status().current_term, term)  # pre-vote never won
+        self.assertEqual(cluster.nodes[loner].status().role, "candidate")
+        cluster.network.heal()
+        cluster.run(1.0)
+        self.assertEqual(leader.status().role, "leader")
+        self.assertEqual([n.status().current_term for n in cluster.nodes.values()], [term] * 3)
+        self.assertEqual(cluster.nodes[loner].status().leader_id, leader.node_id)
+
+    def test_check_quorum_steps_down_isolated_leader_and_readiness_drops(self):
+        cluster = Cluster(3, seed=7)
+        leader = cluster.leader()
+        cluster.network.isolate(leader.node_id)
+        cluster.run(0.4)
+        status = leader.status()
+        self.assertNotEqual(status.role, "leader")
+        self.assertFalse(status.has_quorum)
+        new = cluster.leader()
+        self.assertNotEqual(new.node_id, leader.node_id)
+        self.assertTrue(new.status().has_quorum)
+
+    def test_status_peer_progress_and_log_entries(self):
+        cluster = Cluster(3, seed=8)
+        leader = cluster.leader()
+        for i in range(3):
+            leader.propose(command(i))
+        cluster.run(0.1)
+        status = leader.status()
+        self.assertEqual(
+            (status.last_log_index, status.first_log_index, status.commit_index), (4, 1, 4)
+        )
+        progress = leader.peer_progress()
+        self.assertEqual(set(progress), set(cluster.ids) - {leader.node_id})
+        for peer in progress.values():
+            self.assertEqual((peer.match_index, peer.next_index), (4, 5))
+            self.assertIsNotNone(peer.last_contact_seconds)
+            self.assertLess(peer.last_contact_seconds, 0.1)
+        entries = leader.log_entries(2, 2)
+        self.assertEqual(
+            [(e.index, e.command.register_worker.worker_id) for e in entries], [(2, 0), (3, 1)]
+        )
+        self.assertTrue(leader.log_entries(0, 100)[0].is_noop)
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        self.assertEqual(follower.peer_progress(), {})
+        self.assertEqual(follower.status().leader_address, address(leader.node_id))
+
+    def test_observers_hear_role_and_applied(self):
+        cluster = Cluster(1)
+        events = []
+        cluster.nodes[1].add_observer(events.append)
+        cluster.run(0.31)
+        # It became leader and applied the no-op.
+        self.assertIn("role", events)
+        self.assertIn("applied", events)
 
 
-# ---------------------------------------------------------------- leadership transfer
+class ProposalErrorTests(unittest.TestCase):
+    """How a proposal fails: not leader, overload, timeout, lost leadership, stop, disk."""
+
+    def test_not_leader_names_the_leader_address(self):
+        cluster = Cluster(3, seed=9)
+        leader = cluster.leader()
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        error = self.failureResultOf(follower.propose(command(1)), NotLeader).value
+        self.assertEqual(error.leader_id, leader.node_id)
+        self.assertEqual(error.leader_address, address(leader.node_id))
+        self.assertEqual(error.message, f"Not the leader. Try {address(leader.node_id)}")
+
+    def test_not_leader_without_known_leader(self):
+        cluster = Cluster(3, seed=9)
+        error = self.failureResultOf(cluster.nodes[1].propose(command(1)), NotLeader).value
+        self.assertIsNone(error.leader_address)
+        self.assertEqual(error.message, "Not the leader. Leader unknown, retry later")
+
+    def test_overloaded_at_once_when_queue_full(self):
+        cluster = Cluster(1, storage_factory=StallingStorage)
+        node = cluster.nodes[1]
+        cluster.run(0.31)
+        self.assertEqual(node.status().role, "leader")
+        waiting = [node.propose(command(i)) for i in range(256)]
+        overloaded = node.propose(command(256))
+        self.failureResultOf(overloaded, Overloaded)
+        self.assertEqual([d for d in waiting if d.called], [])
+
+    def test_commit_timeout_after_five_seconds_with_stalled_disk(self):
+        cluster = Cluster(1, storage_factory=StallingStorage)
+        node = cluster.nodes[1]
+        cluster.run(0.31)
+        d = node.propose(command(1))
+        cluster.clock.advance(4.9)
+        self.assertNoResult(d)
+        cluster.clock.advance(0.11)
+        self.failureResultOf(d, CommitTimeout)
+        # The entry stays in the log; only the waiter gave up.
+        self.assertEqual(node.status().last_log_index, 2)
+        self.assertIsNotNone(node.propose(command(2)))
+
+    def test_leadership_lost_when_leader_is_cut_off(self):
+        cluster = Cluster(3, seed=10)
+        leader = cluster.leader()
+        cluster.network.isolate(leader.node_id)
+        d = leader.propose(command(1))
+        cluster.run(0.4)
+        self.failureResultOf(d, LeadershipLost)
+
+    def test_raft_stopped_after_stop(self):
+        cluster = Cluster(1)
+        node = cluster.nodes[1]
+        cluster.run(0.31)
+        stalled = Cluster(1, storage_factory=StallingStorage)
+        stalled.run(0.31)
+        waiting = stalled.nodes[1].propose(command(1))
+        stalled.stop(1)
+        self.failureResultOf(waiting, RaftStopped)
+        cluster.stop(1)
+        self.failureResultOf(node.propose(command(1)), RaftStopped)
+        error = self.failureResultOf(node.handle(None), RaftStopped).value
+        self.assertEqual(error.message, "Raft loop is not running")
+
+    def test_storage_failure_stops_serving_and_never_acknowledges(self):
+        cluster = Cluster(1, storage_factory=FailingStorage)
+        node = cluster.nodes[1]
+        cluster.run(0.31)
+        cluster.storages[1].broken = True
+        d = node.propose(command(1))
+        self.failureResultOf(d, StorageFailed)
+        self.assertEqual(node.status().role, "follower")
+        self.assertFalse(node.status().has_quorum)
+        self.assertEqual(cluster.machines[1].values, [])
+        self.failureResultOf(node.propose(command(2)), StorageFailed)
+        # The service logs the failed write once, as it stops serving.
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_follower_with_stalled_disk_never_acknowledges(self):
+        storages = iter([MemoryStorage(), MemoryStorage(), StallingStorage()])
+        cluster = Cluster(3, seed=11, storage_factory=lambda: next(storages))
+        cluster.stop(3)
+        leader = cluster.leader()
+        cluster.start(3)
+        cluster.stop(next(i for i in (1, 2) if i != leader.node_id))
+        d = leader.propose(command(1))
+        cluster.run(1.0)
+        # The only live follower never makes anything durable, so it never answers: the
+        # entry never commits and the leader, hearing from no majority, steps down.
+        self.failureResultOf(d, LeadershipLost)
+        self.assertEqual(cluster.machines[leader.node_id].values, [])
 
 
-def test_transfer_to_named_target():
-    cluster = Cluster(3, seed=13)
-    leader = cluster.leader()
-    target = max(i for i in cluster.ids if i != leader.node_id)
-    d = leader.transfer_leadership(target)
-    with pytest.raises(NotLeader) as error:  # proposals refused while transferring
-        result_of(leader.propose(command(1)))
-    assert error.value.leader_id == target
-    cluster.run(0.5)
-    assert result_of(d) == (True, f"Leadership transferred to node {target}", target)
-    assert cluster.nodes[target].status().role == "leader"
-    assert leader.status().leader_id == target
+class CompactionTests(unittest.TestCase):
+    """Log compaction and a lagging node caught up by a chunked snapshot."""
+
+    def test_compaction_and_chunked_snapshot_catch_up(self):
+        cluster = Cluster(3, seed=12, limits=RaftLimits(snapshot_chunk_bytes=512))
+        leader = cluster.leader()
+        lagging = next(i for i in cluster.ids if i != leader.node_id)
+        cluster.stop(lagging)
+        for batch in range(11):
+            ds = [leader.propose(command(batch * 100 + i)) for i in range(100)]
+            cluster.run(0.05)
+            self.assertEqual([d for d in ds if not d.called], [])
+        status = leader.status()
+        self.assertEqual(status.last_applied, 1101)
+        self.assertEqual(status.first_log_index, 1002)  # compacted once more than 1000 applied
+        stored = cluster.storages[leader.node_id].load()
+        self.assertEqual((stored.snapshot.index, stored.entries[0].index), (1001, 1002))
+        before = cluster.network.delivered
+        node = cluster.start(lagging)
+        cluster.run(0.5)
+        self.assertEqual(cluster.machines[lagging].values, list(range(1100)))
+        self.assertEqual(node.status().last_applied, 1101)
+        self.assertGreater(
+            cluster.network.delivered - before, len(cluster.machines[lagging].snapshot()) // 512
+        )
+        d = leader.propose(command(5000))
+        cluster.run(0.1)
+        self.successResultOf(d)
+        self.assertEqual(cluster.machines[lagging].values[-1], 5000)
 
 
-def test_transfer_auto_selects_most_caught_up_live_peer():
-    cluster = Cluster(3, seed=14)
-    leader = cluster.leader()
-    peers = [i for i in cluster.ids if i != leader.node_id]
-    cluster.stop(peers[0])
-    cluster.run(0.4)  # peers[0] no longer counts as live
-    d = leader.transfer_leadership(0)
-    cluster.run(0.5)
-    assert result_of(d) == (True, f"Leadership transferred to node {peers[1]}", peers[1])
+class LeadershipTransferTests(unittest.TestCase):
+    """transfer_leadership: named or chosen target, refusals, a target that lags."""
 
+    def test_transfer_to_named_target(self):
+        cluster = Cluster(3, seed=13)
+        leader = cluster.leader()
+        target = max(i for i in cluster.ids if i != leader.node_id)
+        d = leader.transfer_leadership(target)
+        # Proposals are refused while transferring.
+        error = self.failureResultOf(leader.propose(command(1)), NotLeader).value
+        self.assertEqual(error.leader_id, target)
+        cluster.run(0.5)
+        self.assertEqual(
+            self.successResultOf(d), (True, f"Leadership transferred to node {target}", target)
+        )
+        self.assertEqual(cluster.nodes[target].status().role, "leader")
+        self.assertEqual(leader.status().leader_id, target)
 
-def test_transfer_errors():
-    single = Cluster(1)
-    single.run(0.31)
-    assert result_of(single.nodes[1].transfer_leadership(0)) == (
-        False,
-        "No peers available for transfer",
-        0,
-    )
-    assert result_of(single.nodes[1].transfer_leadership(1)) == (False, "Unknown target node 1", 0)
-    cluster = Cluster(3, seed=15)
-    leader = cluster.leader()
-    follower = next(n for n in cluster.nodes.values() if n is not leader)
-    assert result_of(follower.transfer_leadership(0))[:2] == (False, "Not the leader")
-    assert result_of(leader.transfer_leadership(9)) == (False, "Unknown target node 9", 0)
+    def test_transfer_auto_selects_most_caught_up_live_peer(self):
+        cluster = Cluster(3, seed=14)
+        leader = cluster.leader()
+        peers = [i for i in cluster.ids if i != leader.node_id]
+        cluster.stop(peers[0])
+        cluster.run(0.4)  # peers[0] no longer counts as live
+        d = leader.transfer_leadership(0)
+        cluster.run(0.5)
+        self.assertEqual(
+            self.successResultOf(d), (True, f"Leadership transferred to node {peers[1]}", peers[1])
+        )
 
+    def test_transfer_errors(self):
+        single = Cluster(1)
+        single.run(0.31)
+        self.assertEqual(
+            self.successResultOf(single.nodes[1].transfer_leadership(0)),
+            (False, "No peers available for transfer", 0),
+        )
+        self.assertEqual(
+            self.successResultOf(single.nodes[1].transfer_leadership(1)),
+            (False, "Unknown target node 1", 0),
+        )
+        cluster = Cluster(3, seed=15)
+        leader = cluster.leader()
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        self.assertEqual(
+            self.successResultOf(follower.transfer_leadership(0))[:2], (False, "Not the leader")
+        )
+        self.assertEqual(
+            self.successResultOf(leader.transfer_leadership(9)),
+            (False, "Unknown target node 9", 0),
+        )
 
-def test_transfer_target_that_cannot_catch_up():
-    cluster = Cluster(3, seed=16)
-    leader = cluster.leader()
-    target = next(i for i in cluster.ids if i != leader.node_id)
-    cluster.network.isolate(target)
-    committed = leader.propose(command(1))
-    cluster.run(0.1)
-    result_of(committed)  # by the leader and the other follower; the target lacks it
-    d = leader.transfer_leadership(target)
-    cluster.run(1.9)
-    assert not d.called
-    cluster.run(0.2)
-    assert result_of(d) == (
-        False,
-        f"Target node {target} did not catch up within 2s",
-        leader.node_id,
-    )
-    ok = leader.propose(command(2))  # accepting proposals again
-    cluster.run(0.1)
-    result_of(ok)
+    def test_transfer_target_that_cannot_catch_up(self):
+        cluster = Cluster(3, seed=16)
+        leader = cluster.leader()
+        target = next(i for i in cluster.ids if i != leader.node_id)
+        cluster.network.isolate(target)
+        committed = leader.propose(command(1))
+        cluster.run(0.1)
+        # Committed by the leader and the other follower; the target lacks it.
+        self.successResultOf(committed)
+        d = leader.transfer_leadership(target)
+        cluster.run(1.9)
+        self.assertNoResult(d)
+        cluster.run(0.2)
+        self.assertEqual(
+            self.successResultOf(d),
+            (False, f"Target node {target} did not catch up within 2s", leader.node_id),
+        )
+        ok = leader.propose(command(2))  # accepting proposals again
+        cluster.run(0.1)
+        self.successResultOf(ok)

@@ -1,20 +1,29 @@
 """The Raft simulation suite of DESIGN.md §4, over many seeds (tests/simulation.py).
 
-`--sim-seeds` and `--sim-steps` scale it (defaults 500 and 2000); `--seed N` runs only
-seed N, which replays a reported failure exactly. Planted bugs show that it can fail.
+Environment variables scale it, the same under trial and pytest:
+
+- JOBSCHED_SIM_SEEDS: how many seeds to run (default 500), in tests of CHUNK seeds each;
+- JOBSCHED_SIM_STEPS: steps per seed (default 2000);
+- JOBSCHED_SIM_SEED=N: run only seed N, which replays a reported failure exactly.
+
+A failure names its seed and the command that replays it. Planted bugs show that the
+suite can fail.
 """
 
 from __future__ import annotations
 
+import os
 import traceback
 
-import pytest
+from twisted.trial import unittest
 
 from jobsched.raft.core import FOLLOWER, LEADER, RaftCore
 from jobsched.raft.messages import AppendEntriesRequest, VoteRequest
 from tests.simulation import InvariantViolation, Simulation, Stats, cluster_size, run
 
 CHUNK = 50
+DEFAULT_SEEDS = 500
+DEFAULT_STEPS = 2000
 PLANTED_SEEDS = 100
 PLANTED_STEPS = 2000
 MIN_COMMITTED_SHARE = 0.6
@@ -22,73 +31,111 @@ CONVERGE_SEEDS = 50
 CONVERGE_SECONDS = 30
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Split the seeds into chunks of CHUNK, one test each (or just `--seed N`)."""
-    if "seeds" not in metafunc.fixturenames:
-        return
-    seed = metafunc.config.getoption("seed")
-    if seed is not None:
-        chunks = [range(seed, seed + 1)]
-    else:
-        total = metafunc.config.getoption("sim_seeds")
-        chunks = [range(start, min(start + CHUNK, total)) for start in range(0, total, CHUNK)]
-    metafunc.parametrize("seeds", chunks, ids=[f"seeds{c.start}-{c.stop - 1}" for c in chunks])
+def env_int(name: str, default: int | None) -> int | None:
+    """The integer in environment variable `name` (`default` when unset or empty)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {text!r}") from None
 
 
-@pytest.fixture
-def steps(request: pytest.FixtureRequest) -> int:
-    return request.config.getoption("sim_steps")
+REPLAY_SEED = env_int("JOBSCHED_SIM_SEED", None)
+SEEDS = env_int("JOBSCHED_SIM_SEEDS", DEFAULT_SEEDS)
+STEPS = env_int("JOBSCHED_SIM_STEPS", DEFAULT_STEPS)
+
+
+def seed_chunks() -> list[range]:
+    """The seeds to check, one range per test: chunks of CHUNK, or just the replayed seed."""
+    if REPLAY_SEED is not None:
+        return [range(REPLAY_SEED, REPLAY_SEED + 1)]
+    return [range(start, min(start + CHUNK, SEEDS)) for start in range(0, SEEDS, CHUNK)]
 
 
 def replay_command(seed: int, steps: int) -> str:
+    """The command, run from the repository root, that replays `seed` alone."""
+    steps_setting = "" if steps == DEFAULT_STEPS else f"JOBSCHED_SIM_STEPS={steps} "
     return (
-        f"cd tests && ../.venv/bin/pytest -q "
-        f"unit/test_simulation.py::test_raft_invariants_hold --seed {seed} "
-        f"--sim-steps {steps}"
+        f"JOBSCHED_SIM_SEED={seed} {steps_setting}"
+        f"python -m twisted.trial tests.unit.test_simulation.{RaftInvariantTests.__name__}"
     )
 
 
-def test_raft_invariants_hold(seeds: range, steps: int) -> None:
-    total = Stats()
-    idle: list[int] = []
-    for seed in seeds:
-        failure = None
-        try:
-            stats = run(seed, steps)
-        except InvariantViolation as violation:
-            failure = str(violation)
-        except Exception:  # the core itself broke: report the seed too
-            failure = f"seed {seed}: {traceback.format_exc()}"
-        if failure is not None:
-            pytest.fail(f"{failure}\nreplay: {replay_command(seed, steps)}", pytrace=False)
-        if stats.elections == 0 or stats.committed == 0:
-            idle.append(seed)
-        total += stats
-    if len(seeds) < 10 or steps < 1000:
-        return  # too few or too short runs to judge progress
-    # The suite must not pass by doing nothing: every seed elects and commits, and
-    # most commands handed to a leader get committed despite the faults.
-    assert not idle, f"seeds {idle} elected no leader or committed nothing"
-    assert total.committed >= MIN_COMMITTED_SHARE * total.accepted, total
-    assert total.crashes and total.partitions and total.dropped and total.snapshots_installed
+class RaftInvariantTests(unittest.TestCase):
+    """Raft's invariants hold for every seed, and the runs make progress.
+
+    One test per chunk of seeds (`test_seeds_<first>_to_<last>`, or `test_seed_<n>` when
+    replaying), added below.
+    """
+
+    def check_seeds(self, seeds: range, steps: int) -> None:
+        total = Stats()
+        idle: list[int] = []
+        for seed in seeds:
+            failure = None
+            try:
+                stats = run(seed, steps)
+            except InvariantViolation as violation:
+                failure = str(violation)
+            except Exception:  # the core itself broke: report the seed too
+                failure = f"seed {seed}: {traceback.format_exc()}"
+            if failure is not None:
+                self.fail(f"{failure}\nreplay: {replay_command(seed, steps)}")
+            if stats.elections == 0 or stats.committed == 0:
+                idle.append(seed)
+            total += stats
+        if len(seeds) < 10 or steps < 1000:
+            return  # too few or too short runs to judge progress
+        # The suite must not pass by doing nothing: every seed elects and commits, and
+        # most commands handed to a leader get committed despite the faults.
+        self.assertEqual(idle, [], f"seeds {idle} elected no leader or committed nothing")
+        self.assertGreaterEqual(total.committed, MIN_COMMITTED_SHARE * total.accepted, total)
+        for fault in ("crashes", "partitions", "dropped", "snapshots_installed"):
+            self.assertGreater(getattr(total, fault), 0, f"no {fault} in {total}")
 
 
-def test_cluster_converges_once_faults_stop(steps: int) -> None:
-    """Liveness: after the faults, a healed cluster commits a new command everywhere."""
-    stuck = []
-    for seed in range(CONVERGE_SEEDS):
-        sim = Simulation(seed, cluster_size(seed))
-        sim.run(steps)
-        index = None
-        for _ in range(CONVERGE_SECONDS):
-            sim.settle(1.0)
-            index = index or sim.propose()
-            applied = sim.applied()
-            if index and len(applied) == 1 and next(iter(applied))[0] >= index:
-                break
+def _add_seed_tests(cls: type[RaftInvariantTests]) -> None:
+    for seeds in seed_chunks():
+
+        def test(self: RaftInvariantTests, seeds: range = seeds) -> None:
+            self.check_seeds(seeds, STEPS)
+
+        first, last = seeds.start, seeds.stop - 1
+        if first == last:
+            test.__name__ = f"test_seed_{first}"
+            test.__doc__ = f"Seed {first} keeps the invariants."
         else:
-            stuck.append((seed, index, sorted(applied)))
-    assert not stuck, f"(seed, index proposed, applied) that did not converge: {stuck}"
+            test.__name__ = f"test_seeds_{first}_to_{last}"
+            test.__doc__ = f"Seeds {first} to {last} keep the invariants."
+        setattr(cls, test.__name__, test)
+
+
+_add_seed_tests(RaftInvariantTests)
+
+
+class ConvergenceTests(unittest.TestCase):
+    """Liveness once the faults stop."""
+
+    def test_cluster_converges_once_faults_stop(self) -> None:
+        """After the faults, a healed cluster commits a new command everywhere."""
+        stuck = []
+        for seed in range(CONVERGE_SEEDS):
+            sim = Simulation(seed, cluster_size(seed))
+            sim.run(STEPS)
+            index = None
+            for _ in range(CONVERGE_SECONDS):
+                sim.settle(1.0)
+                index = index or sim.propose()
+                applied = sim.applied()
+                if index and len(applied) == 1 and next(iter(applied))[0] >= index:
+                    break
+            else:
+                stuck.append((seed, index, sorted(applied)))
+        self.assertEqual(
+            stuck, [], f"(seed, index proposed, applied) that did not converge: {stuck}"
+        )
 
 
 # ---------------------------------------------------------------- planted bugs
@@ -128,19 +175,28 @@ class CountsItselfEarly(RaftCore):
         return ready
 
 
-@pytest.mark.parametrize(
-    "core_factory,symptoms",
-    [
-        (VotesTwice, ("two leaders in term",)),
-        (CommitsUnmatched, ("applied (term, command)",)),
-        (CountsItselfEarly, ("applied (term, command)", "lacks committed entry")),
-    ],
-)
-def test_planted_bug_is_found(core_factory, symptoms) -> None:
-    for seed in range(PLANTED_SEEDS):
-        try:
-            run(seed, PLANTED_STEPS, core_factory=core_factory)
-        except InvariantViolation as violation:
-            assert any(s in violation.message for s in symptoms), violation
-            return
-    pytest.fail(f"{core_factory.__name__}: no violation in {PLANTED_SEEDS} seeds")
+class PlantedBugTests(unittest.TestCase):
+    """Each planted bug breaks an invariant within PLANTED_SEEDS seeds, with its symptom."""
+
+    def assertPlantedBugFound(self, core_factory: type[RaftCore], symptoms: tuple) -> None:
+        for seed in range(PLANTED_SEEDS):
+            try:
+                run(seed, PLANTED_STEPS, core_factory=core_factory)
+            except InvariantViolation as violation:
+                self.assertTrue(
+                    any(s in violation.message for s in symptoms),
+                    f"{violation} shows none of {symptoms}",
+                )
+                return
+        self.fail(f"{core_factory.__name__}: no violation in {PLANTED_SEEDS} seeds")
+
+    def test_voting_twice_is_found(self) -> None:
+        self.assertPlantedBugFound(VotesTwice, ("two leaders in term",))
+
+    def test_committing_unmatched_entries_is_found(self) -> None:
+        self.assertPlantedBugFound(CommitsUnmatched, ("applied (term, command)",))
+
+    def test_leader_counting_itself_early_is_found(self) -> None:
+        self.assertPlantedBugFound(
+            CountsItselfEarly, ("applied (term, command)", "lacks committed entry")
+        )

@@ -7,10 +7,10 @@ import os
 import re
 import sqlite3
 import threading
+from pathlib import Path
 
-import pytest
-import pytest_twisted
 from twisted.internet import defer, task
+from twisted.trial import unittest
 
 from jobsched.raft.sqlite_storage import DATA_FILE_NAME, SqliteStorage, StorageError
 from jobsched.raft.storage import StoredState
@@ -49,28 +49,6 @@ class ControlledConnector:
         return self.connection
 
 
-@pytest.fixture
-def data_file(tmp_path) -> str:
-    return str(tmp_path / DATA_FILE_NAME)
-
-
-@pytest.fixture
-def opened(tmp_path):
-    """open(node_id=1, **kwargs) -> (store, state) on tmp_path; stores still open are
-    closed at the end."""
-    stores: list[SqliteStorage] = []
-
-    def open_store(node_id: int = 1, **kwargs) -> tuple[SqliteStorage, StoredState]:
-        store = SqliteStorage(str(tmp_path), node_id, the_reactor(), **kwargs)
-        state = store.load()
-        stores.append(store)
-        return store, state
-
-    yield open_store
-    for store in stores:
-        pytest_twisted.blockon(store.close())
-
-
 def execute(path: str, sql: str, *params) -> list:
     """Run one statement on the file through a connection of its own."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -80,193 +58,219 @@ def execute(path: str, sql: str, *params) -> list:
         conn.close()
 
 
-@defer.inlineCallbacks
-def write_entries(opened, last: int):
-    store, _ = opened()
-    yield store.append(entries(1, last))
-    yield store.close()
-
-
-def load_error(path: str, node_id: int = 1) -> str:
-    """The message of the StorageError loading `path` raises; it must be one line."""
-    with pytest.raises(StorageError) as caught:
-        SqliteStorage(path, node_id, the_reactor()).load()
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
-
-
 def next_turn() -> defer.Deferred:
     return task.deferLater(the_reactor(), 0, lambda: None)
-
-
-# ---------------------------------------------------------------------- group commit
-
-
-@pytest_twisted.inlineCallbacks
-def test_writes_of_one_reactor_turn_share_one_commit(opened):
-    store, _ = opened()
-    yield defer.gatherResults([store.append([entry(i)]) for i in range(1, 201)])
-    assert store.entries_written == 200
-    assert store.commit_count <= 3
-
-
-@pytest_twisted.inlineCallbacks
-def test_writes_queued_while_a_commit_is_in_flight_share_the_next(opened):
-    connector = ControlledConnector()
-    store, _ = opened(connect=connector)
-    connector.connection.gate = gate = threading.Event()
-    writes = [store.append([entry(1)])]
-    for turn in range(5):
-        yield next_turn()
-        writes += [store.append([entry(i)]) for i in range(2 + 10 * turn, 12 + 10 * turn)]
-    assert not any(d.called for d in writes)
-    gate.set()
-    yield defer.gatherResults(writes)
-    assert (store.commit_count, store.entries_written) == (2, 51)
-
-
-@pytest_twisted.inlineCallbacks
-def test_a_write_fires_only_once_committed(opened, data_file):
-    store, _ = opened()
-    d = store.append(entries(1, 3))
-    assert not d.called
-    yield d
-    assert execute(data_file, "SELECT count(*) FROM entries") == [(3,)]
-
-
-# ---------------------------------------------------------------------- a failing disk
-
-
-@pytest_twisted.inlineCallbacks
-def test_a_failed_commit_fails_its_writes_and_every_later_one(opened, data_file):
-    connector = ControlledConnector()
-    store, _ = opened(connect=connector)
-    yield store.append([entry(1)])
-    connector.connection.fail_commits = True
-    in_failed_commit = [store.append([entry(2)]), store.save_hard_state(1, 1)]
-    for d in in_failed_commit:
-        with pytest.raises(StorageError, match="^" + re.escape(f"{data_file}: write failed")):
-            yield d
-    connector.connection.fail_commits = False
-    with pytest.raises(StorageError):
-        yield store.append([entry(2)])
-    assert store.commit_count == 1
-    yield store.close()
-    _, state = opened()
-    assert state == StoredState(entries=[entry(1)])
-
-
-@pytest_twisted.inlineCallbacks
-def test_writes_after_close_fail(opened):
-    store, _ = opened()
-    yield store.close()
-    yield store.close()
-    with pytest.raises(StorageError):
-        yield store.save_hard_state(1, 1)
-
-
-# ---------------------------------------------------------------------- settings
-
-
-def test_wal_mode_and_synchronous_full_are_set(opened):
-    connector = ControlledConnector()
-    opened(connect=connector)
-    conn = connector.connection
-    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
-
-
-@pytest_twisted.inlineCallbacks
-def test_the_path_may_name_the_file_itself(tmp_path):
-    path = str(tmp_path / "elsewhere.db")
-    store = SqliteStorage(path, 1, the_reactor())
-    assert store.load() == StoredState()
-    yield store.close()
-    assert execute(path, "SELECT value FROM meta WHERE key = 'node_id'") == [("1",)]
-
-
-# ---------------------------------------------------------------------- damage
 
 
 def corrupt_entry(path: str, index: int) -> None:
     execute(path, "UPDATE entries SET crc = crc + 1 WHERE idx = ?", index)
 
 
-@pytest.mark.parametrize("torn", [[5], [4, 5]], ids=["last", "last-two"])
-@pytest_twisted.inlineCallbacks
-def test_a_torn_tail_is_truncated_on_load(opened, data_file, torn):
-    yield write_entries(opened, 5)
-    for index in torn:
-        corrupt_entry(data_file, index)
-    _, state = opened()
-    assert state.entries == entries(1, 5 - len(torn))
-    assert execute(data_file, "SELECT max(idx) FROM entries") == [(5 - len(torn),)]
+class SqliteStorageTestCase(unittest.TestCase):
+    """A fresh data directory per test; every store opened is closed in cleanup."""
+
+    def setUp(self) -> None:
+        self.data_dir = Path(self.mktemp())
+        self.data_dir.mkdir(parents=True)
+        self.data_file = str(self.data_dir / DATA_FILE_NAME)
+
+    def open_store(self, node_id: int = 1, **kwargs) -> tuple[SqliteStorage, StoredState]:
+        """Open and load a store on the data directory; it is closed at cleanup
+        (closing stops its writer thread)."""
+        store = SqliteStorage(str(self.data_dir), node_id, the_reactor(), **kwargs)
+        state = store.load()
+        self.addCleanup(store.close)
+        return store, state
+
+    def hold_commits(self, connector: ControlledConnector) -> threading.Event:
+        """Make the connection's COMMITs wait for the returned gate; cleanup opens it,
+        before the store's close waits for the writer thread."""
+        gate = threading.Event()
+        connector.connection.gate = gate
+        self.addCleanup(gate.set)
+        return gate
+
+    async def write_entries(self, last: int) -> None:
+        store, _ = self.open_store()
+        await store.append(entries(1, last))
+        await store.close()
+
+    def load_error(self, path: str, node_id: int = 1) -> str:
+        """The message of the StorageError loading `path` raises; it must be one line."""
+        with self.assertRaises(StorageError) as caught:
+            SqliteStorage(path, node_id, the_reactor()).load()
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        return message
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_corrupt_entry_before_valid_ones_stops_the_load(opened, data_file):
-    yield write_entries(opened, 5)
-    corrupt_entry(data_file, 3)
-    assert load_error(data_file) == (
-        f"{data_file}: corrupt log entry 3 (checksum mismatch) before valid entries"
-    )
+class GroupCommitTests(SqliteStorageTestCase):
+    """Writes share transactions; each fires once its transaction committed."""
+
+    async def test_writes_of_one_reactor_turn_share_one_commit(self):
+        store, _ = self.open_store()
+        await defer.gatherResults([store.append([entry(i)]) for i in range(1, 201)])
+        self.assertEqual(store.entries_written, 200)
+        self.assertLessEqual(store.commit_count, 3)
+
+    async def test_writes_queued_while_a_commit_is_in_flight_share_the_next(self):
+        connector = ControlledConnector()
+        store, _ = self.open_store(connect=connector)
+        gate = self.hold_commits(connector)
+        writes = [store.append([entry(1)])]
+        for turn in range(5):
+            await next_turn()
+            writes += [store.append([entry(i)]) for i in range(2 + 10 * turn, 12 + 10 * turn)]
+        self.assertEqual([d for d in writes if d.called], [])
+        gate.set()
+        await defer.gatherResults(writes)
+        self.assertEqual((store.commit_count, store.entries_written), (2, 51))
+
+    async def test_a_write_fires_only_once_committed(self):
+        store, _ = self.open_store()
+        d = store.append(entries(1, 3))
+        self.assertNoResult(d)
+        await d
+        self.assertEqual(execute(self.data_file, "SELECT count(*) FROM entries"), [(3,)])
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_missing_entry_stops_the_load(opened, data_file):
-    yield write_entries(opened, 5)
-    execute(data_file, "DELETE FROM entries WHERE idx = 3")
-    assert load_error(data_file) == f"{data_file}: log entry 3 is missing (found 4)"
+class FailingDiskTests(SqliteStorageTestCase):
+    """A failed commit breaks the store; writes after close fail."""
+
+    async def test_a_failed_commit_fails_its_writes_and_every_later_one(self):
+        connector = ControlledConnector()
+        store, _ = self.open_store(connect=connector)
+        await store.append([entry(1)])
+        connector.connection.fail_commits = True
+        in_failed_commit = [store.append([entry(2)]), store.save_hard_state(1, 1)]
+        for d in in_failed_commit:
+            with self.assertRaises(StorageError) as caught:
+                await d
+            self.assertRegex(
+                str(caught.exception), "^" + re.escape(f"{self.data_file}: write failed")
+            )
+        connector.connection.fail_commits = False
+        with self.assertRaises(StorageError):
+            await store.append([entry(2)])
+        self.assertEqual(store.commit_count, 1)
+        await store.close()
+        _, state = self.open_store()
+        self.assertEqual(state, StoredState(entries=[entry(1)]))
+
+    async def test_writes_after_close_fail(self):
+        store, _ = self.open_store()
+        await store.close()
+        await store.close()
+        with self.assertRaises(StorageError):
+            await store.save_hard_state(1, 1)
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_corrupt_hard_state_stops_the_load(opened, data_file):
-    store, _ = opened()
-    yield store.save_hard_state(3, 1)
-    yield store.close()
-    execute(data_file, "UPDATE hard_state SET voted_for = 2")
-    assert load_error(data_file) == f"{data_file}: corrupt hard state (checksum mismatch)"
+class SettingsTests(SqliteStorageTestCase):
+    """WAL with synchronous=FULL; the path may name a directory or the file."""
+
+    def test_wal_mode_and_synchronous_full_are_set(self):
+        connector = ControlledConnector()
+        self.open_store(connect=connector)
+        conn = connector.connection
+        self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone(), ("wal",))
+        self.assertEqual(conn.execute("PRAGMA synchronous").fetchone(), (2,))  # FULL
+
+    async def test_the_path_may_name_the_file_itself(self):
+        path = str(self.data_dir / "elsewhere.db")
+        store = SqliteStorage(path, 1, the_reactor())
+        self.addCleanup(store.close)
+        self.assertEqual(store.load(), StoredState())
+        await store.close()
+        self.assertEqual(execute(path, "SELECT value FROM meta WHERE key = 'node_id'"), [("1",)])
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_corrupt_snapshot_stops_the_load(opened, data_file):
-    store, _ = opened()
-    yield store.save_snapshot(4, 1, b"state")
-    yield store.close()
-    execute(data_file, "UPDATE snapshot SET data = x'00'")
-    assert load_error(data_file) == (
-        f"{data_file}: corrupt snapshot at index 4 (checksum mismatch)"
-    )
+class DamagedFileTests(SqliteStorageTestCase):
+    """Checksums and SQLite's own checks on load: a torn tail is dropped, any other
+    damage, or another program's or node's file, stops the load with one line."""
 
+    async def assertTornTailTruncated(self, torn: list[int]) -> None:
+        await self.write_entries(5)
+        for index in torn:
+            corrupt_entry(self.data_file, index)
+        _, state = self.open_store()
+        self.assertEqual(state.entries, entries(1, 5 - len(torn)))
+        self.assertEqual(
+            execute(self.data_file, "SELECT max(idx) FROM entries"), [(5 - len(torn),)]
+        )
 
-def test_a_file_of_random_bytes_is_refused(data_file):
-    with open(data_file, "wb") as f:
-        f.write(os.urandom(8192))
-    assert load_error(data_file) == (
-        f"{data_file}: not a jobsched data file (file is not a database)"
-    )
+    async def test_a_torn_last_entry_is_truncated_on_load(self):
+        await self.assertTornTailTruncated([5])
 
+    async def test_torn_last_two_entries_are_truncated_on_load(self):
+        await self.assertTornTailTruncated([4, 5])
 
-@pytest_twisted.inlineCallbacks
-def test_a_damaged_sqlite_file_is_refused(opened, data_file):
-    yield write_entries(opened, 200)
-    (root,) = execute(data_file, "SELECT rootpage FROM sqlite_master WHERE name = 'entries'")[0]
-    (page_size,) = execute(data_file, "PRAGMA page_size")[0]
-    with open(data_file, "r+b") as f:
-        f.seek((root - 1) * page_size)
-        f.write(os.urandom(page_size))
-    message = load_error(data_file)
-    assert message.startswith(f"{data_file}: damaged database (")
+    async def test_a_corrupt_entry_before_valid_ones_stops_the_load(self):
+        await self.write_entries(5)
+        corrupt_entry(self.data_file, 3)
+        self.assertEqual(
+            self.load_error(self.data_file),
+            f"{self.data_file}: corrupt log entry 3 (checksum mismatch) before valid entries",
+        )
 
+    async def test_a_missing_entry_stops_the_load(self):
+        await self.write_entries(5)
+        execute(self.data_file, "DELETE FROM entries WHERE idx = 3")
+        self.assertEqual(
+            self.load_error(self.data_file), f"{self.data_file}: log entry 3 is missing (found 4)"
+        )
 
-def test_another_programs_sqlite_file_is_refused(data_file):
-    execute(data_file, "CREATE TABLE accounts (id INTEGER)")
-    assert load_error(data_file) == f"{data_file}: not a jobsched data file (no meta table)"
+    async def test_a_corrupt_hard_state_stops_the_load(self):
+        store, _ = self.open_store()
+        await store.save_hard_state(3, 1)
+        await store.close()
+        execute(self.data_file, "UPDATE hard_state SET voted_for = 2")
+        self.assertEqual(
+            self.load_error(self.data_file),
+            f"{self.data_file}: corrupt hard state (checksum mismatch)",
+        )
 
+    async def test_a_corrupt_snapshot_stops_the_load(self):
+        store, _ = self.open_store()
+        await store.save_snapshot(4, 1, b"state")
+        await store.close()
+        execute(self.data_file, "UPDATE snapshot SET data = x'00'")
+        self.assertEqual(
+            self.load_error(self.data_file),
+            f"{self.data_file}: corrupt snapshot at index 4 (checksum mismatch)",
+        )
 
-@pytest_twisted.inlineCallbacks
-def test_another_nodes_data_is_refused(opened, data_file):
-    store, _ = opened(node_id=2)
-    yield store.close()
-    assert load_error(data_file, node_id=1) == f"{data_file}: belongs to node 2, not node 1"
+    def test_a_file_of_random_bytes_is_refused(self):
+        with open(self.data_file, "wb") as f:
+            f.write(os.urandom(8192))
+        self.assertEqual(
+            self.load_error(self.data_file),
+            f"{self.data_file}: not a jobsched data file (file is not a database)",
+        )
+
+    async def test_a_damaged_sqlite_file_is_refused(self):
+        await self.write_entries(200)
+        query = "SELECT rootpage FROM sqlite_master WHERE name = 'entries'"
+        (root,) = execute(self.data_file, query)[0]
+        (page_size,) = execute(self.data_file, "PRAGMA page_size")[0]
+        with open(self.data_file, "r+b") as f:
+            f.seek((root - 1) * page_size)
+            f.write(os.urandom(page_size))
+        message = self.load_error(self.data_file)
+        self.assertTrue(
+            message.startswith(f"{self.data_file}: damaged database ("), f"got {message!r}"
+        )
+
+    def test_another_programs_sqlite_file_is_refused(self):
+        execute(self.data_file, "CREATE TABLE accounts (id INTEGER)")
+        self.assertEqual(
+            self.load_error(self.data_file),
+            f"{self.data_file}: not a jobsched data file (no meta table)",
+        )
+
+    async def test_another_nodes_data_is_refused(self):
+        store, _ = self.open_store(node_id=2)
+        await store.close()
+        self.assertEqual(
+            self.load_error(self.data_file, node_id=1),
+            f"{self.data_file}: belongs to node 2, not node 1",
+        )
