@@ -195,7 +195,7 @@ class NodeService(MultiService):
             signal.signal(signum, stop)
 
     def _log_transfer(self, outcome) -> None:
-        self.log.info("Shutdown hand-over: {message}", message=outcome[1])
+        self.log.info("Shutdown hand-over: {outcome}", outcome=outcome[1])
 
     def _log_transfer_failure(self, failure) -> None:
         self.log.warn("Shutdown hand-over failed: {reason}", reason=failure.getErrorMessage())

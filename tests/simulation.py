@@ -36,7 +36,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from jobsched._proto import scheduler_pb2
 from jobsched.raft.core import LEADER, RaftCore, RaftLimits, RaftTimings
 from jobsched.raft.messages import AppendEntriesRequest, InstallSnapshotRequest, LogEntry
 from jobsched.raft.storage import MemoryStorage, Snapshot, StoredState
@@ -151,7 +150,7 @@ class Invariants:
         """(2): one command and one predecessor term per (index, term)."""
         for entry in entries:
             key = (entry.index, entry.term)
-            seen = (entry.command.register_worker.worker_id, core.log.term_at(entry.index - 1))
+            seen = (entry.command, core.log.term_at(entry.index - 1))
             first = self.entries.setdefault(key, seen)
             if first != seen:
                 self.fail(
@@ -463,7 +462,7 @@ class Simulation:
     def _apply(self, node: _Node, entries: list[LogEntry]) -> None:
         ledger, check, core = node.ledger, self.check, node.core
         for entry in entries:
-            value = entry.command.register_worker.worker_id
+            value = int(entry.command or b"0")
             if value:
                 ledger.apply(value)
                 if entry.index not in check.applied:
@@ -531,9 +530,7 @@ class Simulation:
             return _NOBODY
         node = self.nodes[self.rng.choice(leaders)]
         for _ in range(self.rng.randint(1, 3)):
-            command = scheduler_pb2.Command(
-                register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=self.next_value)
-            )
+            command = str(self.next_value).encode()  # opaque to Raft; the ledger reads it
             self.next_value += 1
             node.core.propose(command, self.now)
             self.stats.accepted += 1

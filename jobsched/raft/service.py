@@ -328,8 +328,11 @@ class RaftService(Service):
             self._log_role_change()
             self._notify("role")
         if ready.transfer_result is not None:
-            if ready.transfer_result[0]:
-                log.info("{message}", message=ready.transfer_result[1])
+            success, _message, new_leader = ready.transfer_result
+            if success:
+                log.info(
+                    "Leadership transferred to node {target}", target=new_leader, node=self.node_id
+                )
             self._finish_transfer(ready.transfer_result)
 
     def _log_role_change(self) -> None:
@@ -341,14 +344,15 @@ class RaftService(Service):
             return
         self._seen_role = seen
         if core.role == CANDIDATE:
-            log.info("Starting an election for term {term}", term=core.term)
+            log.info("Starting an election for term {term}", term=core.term, node=self.node_id)
         elif core.role == LEADER:
-            log.info("Elected leader for term {term}", term=core.term)
+            log.info("Elected leader for term {term}", term=core.term, node=self.node_id)
         elif core.role == FOLLOWER and core.leader_id:
             log.info(
                 "Following node {leader}, leader for term {term}",
                 leader=core.leader_id,
                 term=core.term,
+                node=self.node_id,
             )
 
     def _write(self, ready: Ready) -> None:

@@ -9,7 +9,6 @@ import random
 
 from twisted.trial import unittest
 
-from jobsched._proto import scheduler_pb2
 from jobsched.raft.core import (
     CANDIDATE,
     FOLLOWER,
@@ -33,13 +32,13 @@ from jobsched.raft.storage import MemoryStorage, StoredState
 TIMINGS = RaftTimings()
 
 
-def command(n: int, size: int = 0) -> scheduler_pb2.Command:
-    cmd = scheduler_pb2.Command(register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=n))
-    if size:
-        cmd = scheduler_pb2.Command(
-            submit_job=scheduler_pb2.SubmitJobCommand(job_id=str(n), command="x" * size)
-        )
-    return cmd
+def command(n: int, size: int = 0) -> bytes:
+    """An opaque command naming `n` (Raft never looks inside), padded to `size` bytes."""
+    return f"{n}:".encode().ljust(size, b"x")
+
+
+def command_number(data: bytes) -> int:
+    return int(data.split(b":")[0])
 
 
 def entries(*terms: int, start: int = 1) -> list:
@@ -73,7 +72,7 @@ class Node:
                 self.applied = decode(ready.restore.data)
             for entry in ready.committed:
                 if not entry.is_noop:
-                    self.applied.append(entry.command.register_worker.worker_id)
+                    self.applied.append(command_number(entry.command))
             if ready.committed:
                 self.core.applied_to(ready.committed[-1].index)
                 if self.core.compaction_due():

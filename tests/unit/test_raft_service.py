@@ -9,12 +9,12 @@ from __future__ import annotations
 import random
 
 from twisted.internet import defer, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from jobsched._proto import scheduler_pb2
-from jobsched.api.errors import (
+from jobsched.errors import (
     CommitTimeout,
     LeadershipLost,
     NotLeader,
@@ -34,19 +34,20 @@ DEFAULT_TIMINGS = RaftTimings()
 DEFAULT_LIMITS = RaftLimits()
 
 
-def command(n: int) -> scheduler_pb2.Command:
-    return scheduler_pb2.Command(register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=n))
+def command(n: int) -> bytes:
+    """An opaque command naming `n` (Raft never looks inside)."""
+    return str(n).encode()
 
 
 @implementer(IStateMachine)
 class Recorder:
-    """A state machine that records the worker ids it applied; apply returns the index."""
+    """A state machine that records the numbers it applied; apply returns the index."""
 
     def __init__(self) -> None:
         self.values: list = []
 
     def apply(self, index, cmd):
-        self.values.append(cmd.register_worker.worker_id)
+        self.values.append(int(cmd))
         return index
 
     def snapshot(self) -> bytes:
@@ -377,9 +378,7 @@ class ElectionAndCommitTests(unittest.TestCase):
             self.assertIsNotNone(peer.last_contact_seconds)
             self.assertLess(peer.last_contact_seconds, 0.1)
         entries = leader.log_entries(2, 2)
-        self.assertEqual(
-            [(e.index, e.command.register_worker.worker_id) for e in entries], [(2, 0), (3, 1)]
-        )
+        self.assertEqual([(e.index, int(e.command or b"0")) for e in entries], [(2, 0), (3, 1)])
         self.assertTrue(leader.log_entries(0, 100)[0].is_noop)
         follower = next(n for n in cluster.nodes.values() if n is not leader)
         self.assertEqual(follower.peer_progress(), {})
@@ -403,7 +402,6 @@ class ProposalErrorTests(unittest.TestCase):
         leader = cluster.leader()
         follower = next(n for n in cluster.nodes.values() if n is not leader)
         error = self.failureResultOf(follower.propose(command(1)), NotLeader).value
-        self.assertEqual(error.leader_id, leader.node_id)
         self.assertEqual(error.leader_address, address(leader.node_id))
         self.assertEqual(error.message, f"Not the leader. Try {address(leader.node_id)}")
 
@@ -517,6 +515,61 @@ class CompactionTests(unittest.TestCase):
         self.successResultOf(d)
         self.assertEqual(cluster.machines[lagging].values[-1], 5000)
 
+    def test_no_hint_at_a_leader_not_heard_from_within_an_election_timeout(self):
+        """Right after the leader dies, a follower must not send clients to it."""
+        cluster = Cluster(3, seed=9)
+        leader = cluster.leader()
+        follower, other = [n for n in cluster.nodes.values() if n is not leader]
+        cluster.network.isolate(leader.node_id)
+        cluster.network.isolate(other.node_id)  # so that no new leader can be elected
+        self.assertEqual(follower.status().leader_address, address(leader.node_id))
+        cluster.run(cluster.timings.election_timeout_max + 0.01, step=0.001)
+        error = self.failureResultOf(follower.propose(command(1)), NotLeader).value
+        self.assertIsNone(error.leader_address)
+        self.assertIsNone(follower.status().leader_address)
+        self.assertEqual(error.message, "Not the leader. Leader unknown, retry later")
+
+
+class RoleLogTests(unittest.TestCase):
+    """One info line when an election starts, a leader wins, and a transfer is done."""
+
+    def setUp(self) -> None:
+        self.events: list = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def lines(self, node_id: int) -> list[str]:
+        return [
+            formatEvent(event)
+            for event in self.events
+            if event.get("log_level") == LogLevel.info
+            and event.get("log_namespace") == "jobsched.raft.service"
+            and event.get("node") == node_id
+        ]
+
+    def test_election_and_leader_are_logged_once_each(self):
+        cluster = Cluster(3, seed=9)
+        leader = cluster.leader()
+        term = leader.status().current_term
+        leader_lines = self.lines(leader.node_id)
+        self.assertEqual(leader_lines.count(f"Starting an election for term {term}"), 1)
+        self.assertEqual(leader_lines.count(f"Elected leader for term {term}"), 1)
+        for node in cluster.nodes.values():
+            if node is not leader:
+                self.assertEqual(
+                    self.lines(node.node_id),
+                    [f"Following node {leader.node_id}, leader for term {term}"],
+                )
+
+    def test_transfer_is_logged_by_the_old_leader(self):
+        cluster = Cluster(3, seed=13)
+        leader = cluster.leader()
+        target = max(i for i in cluster.ids if i != leader.node_id)
+        d = leader.transfer_leadership(target)
+        cluster.run(0.5)
+        self.assertTrue(self.successResultOf(d)[0])
+        self.assertIn(f"Leadership transferred to node {target}", self.lines(leader.node_id))
+
 
 class LeadershipTransferTests(unittest.TestCase):
     """transfer_leadership: named or chosen target, refusals, a target that lags."""
@@ -528,7 +581,7 @@ class LeadershipTransferTests(unittest.TestCase):
         d = leader.transfer_leadership(target)
         # Proposals are refused while transferring.
         error = self.failureResultOf(leader.propose(command(1)), NotLeader).value
-        self.assertEqual(error.leader_id, target)
+        self.assertEqual(error.leader_address, address(target))
         cluster.run(0.5)
         self.assertEqual(
             self.successResultOf(d), (True, f"Leadership transferred to node {target}", target)

@@ -15,7 +15,6 @@ from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from jobsched._proto import scheduler_pb2
 from jobsched.interfaces import IRaftStorage
 from jobsched.raft.messages import LogEntry
 from jobsched.raft.sqlite_storage import SqliteStorage
@@ -25,8 +24,7 @@ NODE_ID = 1
 
 
 def entry(index: int, term: int = 1) -> LogEntry:
-    worker = scheduler_pb2.RegisterWorkerCommand(worker_id=index * 10 + term)
-    return LogEntry(term, index, scheduler_pb2.Command(register_worker=worker))
+    return LogEntry(term, index, f"entry {index} of term {term}".encode())
 
 
 def entries(first: int, last: int, term: int = 1) -> list[LogEntry]:
