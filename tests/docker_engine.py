@@ -3,18 +3,25 @@
 A fresh machine has no engine and cannot pull images, so the tests install one
 (`python tests/docker_engine.py install`), start `dockerd` if nothing answers on the
 socket, and build a small busybox image locally. Whatever is started here is stopped
-here, by PID, and only if it was started here.
+here, by PID, and only if it was started here (at the exit of the test process).
+
+Docker test classes call `prepared_env()` (prepared once per process, then cached): it
+skips the test with the reason when no engine can be had, or fails it in CI, where the
+Docker tests must run.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+import unittest
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -48,7 +55,7 @@ class EngineHandle:
 
 
 class DockerTestEnv(NamedTuple):
-    """What the `docker_engine` fixture yields."""
+    """A ready engine and the name of the test image on it."""
 
     handle: EngineHandle
     image: str
@@ -141,6 +148,50 @@ def stop(handle: EngineHandle) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=STOP_DEADLINE_S)
+
+
+_prepared: DockerTestEnv | None = None
+_unavailable: str | None = None
+_prepare_lock = threading.Lock()
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def prepared_env() -> DockerTestEnv:
+    """The engine and the test image, prepared on the first call of the process.
+
+    Raises unittest.SkipTest(reason) when they cannot be had, or an AssertionError with
+    the reason when CI is set (Docker tests must run in CI). Blocks while it prepares:
+    call it in a thread from the reactor. A dockerd started here is stopped at exit.
+    """
+    global _prepared, _unavailable
+    with _prepare_lock:
+        if _prepared is None and _unavailable is None:
+            try:
+                _prepared = _prepare()
+            except EngineUnavailable as exc:
+                _unavailable = str(exc)
+    if _prepared is not None:
+        return _prepared
+    if running_in_ci():
+        raise AssertionError(f"Docker tests cannot run in CI: {_unavailable}")
+    raise unittest.SkipTest(f"no Docker engine: {_unavailable}")
+
+
+def _prepare() -> DockerTestEnv:
+    handle = ensure_engine()
+    if handle.started_here:
+        atexit.register(stop, handle)
+    return DockerTestEnv(handle, ensure_test_image())
+
+
+def containers_named(client: docker.DockerClient, name: str) -> list:
+    """Every container (running or not) named exactly `name`. Sparse: the listing does
+    not inspect each container, so one being removed meanwhile cannot make it fail;
+    `.status` works, the full `.attrs` need `client.containers.get`."""
+    return client.containers.list(all=True, sparse=True, filters={"name": f"^/{name}$"})
 
 
 def install() -> int:

@@ -1,11 +1,19 @@
 """Real `twistd -n jobsched` processes for integration tests.
 
 Each node runs in its own session, logs to a file, and is killed by PID when the test
-ends. Waits poll a condition with a deadline; nothing sleeps a fixed time.
+ends (`NodeFactory.for_test`). Tests talk to the nodes from the reactor: HTTP through
+treq on a connection pool of the test's own, gRPC through the project's bridge
+`call_deferred`; both are closed in the test's cleanup. Waits poll a condition with a
+deadline on the reactor (`wait_for`); nothing sleeps a fixed time. A request to, or a
+wait on, a node that exited without the test stopping it fails at once with its log.
+
+Scripts that run no reactor (bench/) use the blocking twins: `wait_until`, `http`,
+`Node.get`, `Node.wait_ready` and `Cluster.leader`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -20,12 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import treq
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
 
 from jobsched._proto import scheduler_pb2_grpc
+from jobsched.api.outbound import call_deferred, open_channel
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
+LOG_TAIL_CHARS = 3000
 
 _HANDED_OUT: set = set()
 
@@ -42,56 +55,83 @@ def free_port() -> int:
             return port
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+class DeadNode(AssertionError):
+    """A node process ended without a test stopping it."""
+
+
+async def pause(seconds: float) -> None:
+    """Let the reactor run for `seconds` (the interval between two polls)."""
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
+async def _evaluate(condition: Callable[[], object]) -> object:
+    value = condition()
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+async def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05
+) -> object:
+    """Poll `condition` (which may return a Deferred or coroutine) on the reactor until
+    it gives something truthy, and return that; fail after `timeout` seconds. Errors
+    (a node not up yet, a refused connection...) count as "not yet", except DeadNode."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
-    while time.monotonic() < deadline:
+    while True:
         try:
-            value = condition()
+            value = await _evaluate(condition)
         except DeadNode:
             raise
-        except Exception as error:  # a node not up yet, a refused connection...
+        except Exception as error:
             last_error = error
         else:
             if value:
                 return value
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
-    )
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})"
+            )
+        await pause(interval)
+
+
+async def holds_for(
+    condition: Callable[[], object], duration: float, what: str, interval: float = 0.1
+) -> None:
+    """Check `condition` (which may return a Deferred or coroutine) again and again for
+    `duration` seconds; fail as soon as it is falsy."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if not await _evaluate(condition):
+            raise AssertionError(f"{what} stopped holding")
+        await pause(interval)
 
 
 @dataclass
 class HttpAnswer:
+    """Status, headers (names in lower case) and the JSON (or text) body of an answer."""
+
     status: int
     headers: dict
     body: object
 
+    @classmethod
+    def parse(cls, status: int, headers: dict, payload: bytes) -> HttpAnswer:
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            body = payload.decode("utf-8", "replace")
+        return cls(status, {name.lower(): value for name, value in headers.items()}, body)
 
-def http(
-    method: str, url: str, body: object = None, raw: bytes | None = None, timeout: float = 10
-) -> HttpAnswer:
-    """One HTTP request; returns status, headers and the JSON (or text) body."""
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, headers, payload = response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        status, headers, payload = error.code, dict(error.headers), error.read()
-    try:
-        parsed = json.loads(payload)
-    except ValueError:
-        parsed = payload.decode("utf-8", "replace")
-    return HttpAnswer(status, headers, parsed)
+
+def _request_body(body: object, raw: bytes | None) -> bytes | None:
+    return raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
 
 
 @dataclass
 class Node:
-    """One running node process and its clients."""
+    """One node process, and the clients a test (or a script) talks to it with."""
 
     node_id: int
     grpc_port: int
@@ -101,6 +141,7 @@ class Node:
     process: subprocess.Popen | None = None
     stopped_on_purpose: bool = False
     _channel: grpc.Channel | None = field(default=None, repr=False)
+    _pool: HTTPConnectionPool | None = field(default=None, repr=False)
 
     @property
     def grpc_address(self) -> str:
@@ -110,62 +151,138 @@ class Node:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    # -- the process -------------------------------------------------------------------
+
     def start(self) -> Node:
         self.stopped_on_purpose = False
-        log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "jobsched", *self.args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=str(self.log_path.parent),
-            env=env,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [TWISTD, "-n", "--pidfile=", "jobsched", *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(self.log_path.parent),
+                env=env,
+                start_new_session=True,
+            )
         return self
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the node by PID and reap it; close its gRPC channel."""
         self.stopped_on_purpose = True
-        if self.process is not None and self.process.poll() is None:
+        if self.is_running():
             try:
-                os.kill(self.process.pid, sig)
+                os.kill(self.process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.process.wait(timeout=30)
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._close_channel()
 
-    def stop_gracefully(self, timeout: float = 40) -> int:
-        """SIGTERM the node and return its exit status."""
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send `sig` and wait (on the reactor) for the node to exit; its exit status."""
         self.stopped_on_purpose = True
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
+        self.process.send_signal(sig)
+        await wait_for(
+            lambda: self.process.poll() is not None, timeout, f"node {self.node_id} to exit"
+        )
+        return self.process.returncode
+
+    def check_alive(self) -> None:
+        """Fail at once, with the log, if the node exited without being stopped."""
+        if self.process is not None and not self.stopped_on_purpose and not self.is_running():
+            raise DeadNode(
+                f"node {self.node_id} exited with {self.process.returncode}:\n{self.log_tail()}"
+            )
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def get(self, path: str) -> HttpAnswer:
-        return http("GET", self.url + path)
+    def log_tail(self) -> str:
+        return self.log_text()[-LOG_TAIL_CHARS:]
 
-    def wait_ready(self, timeout: float = 20) -> None:
-        def ready():
-            if self.process.poll() is not None:
-                raise AssertionError(f"node {self.node_id} exited:\n{self.log_text()[-3000:]}")
-            return self.get("/health/ready").status == 200
+    # -- clients from the reactor --------------------------------------------------------
 
+    def attach(self, testcase: TestCase) -> Node:
+        """Give the node an HTTP connection pool of `testcase`'s own; the test's cleanup
+        closes it and the node's gRPC channel."""
+        self._pool = HTTPConnectionPool(reactor)
+        testcase.addCleanup(self.close_clients)
+        return self
+
+    def close_clients(self) -> defer.Deferred:
+        self._close_channel()
+        pool, self._pool = self._pool, None
+        return pool.closeCachedConnections() if pool is not None else defer.succeed(None)
+
+    async def rest(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        raw: bytes | None = None,
+        timeout: float = 30,
+    ) -> HttpAnswer:
+        """One HTTP request to the node (a JSON `body`, or `raw` bytes sent as JSON)."""
+        self.check_alive()
+        if self._pool is None:  # treq's shared default pool would outlive the test
+            raise RuntimeError(f"node {self.node_id} is not attached to a test")
+        data = _request_body(body, raw)
+        headers = {"Content-Type": ["application/json"]} if data is not None else None
+        response = await treq.request(
+            method,
+            self.url + path,
+            data=data,
+            headers=headers,
+            pool=self._pool,
+            timeout=timeout,
+        )
+        payload = await response.content()
+        headers = {
+            name.decode(): values[-1].decode()
+            for name, values in response.headers.getAllRawHeaders()
+        }
+        return HttpAnswer.parse(response.code, headers, payload)
+
+    def call(self, method: str, request, timeout: float = 30) -> defer.Deferred:
+        """A unary gRPC call by method name (SchedulerService, else InternalService):
+        a Deferred of the response, or a CallFailed with `.code` and `.details`."""
+        self.check_alive()
+        stub = getattr(self.scheduler, method, None) or getattr(self.internal, method)
+        return call_deferred(reactor, stub, request, timeout)
+
+    async def until_ready(self, timeout: float = 60) -> None:
+        """Wait until /health/ready answers 200 (a node that exits fails at once)."""
         try:
-            wait_until(ready, timeout, f"node {self.node_id} to be ready")
-        except AssertionError:
-            raise AssertionError(f"node {self.node_id} not ready; log:\n{self.log_text()[-3000:]}")
+            await wait_for(
+                lambda: self.answers(200, "/health/ready"),
+                timeout,
+                f"node {self.node_id} to be ready",
+            )
+        except DeadNode:
+            raise
+        except AssertionError as error:
+            raise AssertionError(f"{error}; log:\n{self.log_tail()}") from None
+
+    async def answers(self, status: int, path: str) -> bool:
+        """Whether GET `path` answers `status` now."""
+        return (await self.rest("GET", path, timeout=5)).status == status
+
+    # -- gRPC stubs (usable with call_deferred, or blocking from a script) -------------
 
     @property
     def channel(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.grpc_address)
+            self._channel = open_channel(self.grpc_address)
         return self._channel
+
+    def _close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     @property
     def scheduler(self) -> scheduler_pb2_grpc.SchedulerServiceStub:
@@ -175,13 +292,43 @@ class Node:
     def internal(self) -> scheduler_pb2_grpc.InternalServiceStub:
         return scheduler_pb2_grpc.InternalServiceStub(self.channel)
 
+    # -- blocking twins for scripts without a reactor ------------------------------------
+
+    def get(self, path: str) -> HttpAnswer:
+        return http("GET", self.url + path)
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        def ready():
+            self.check_alive()
+            return self.get("/health/ready").status == 200
+
+        try:
+            wait_until(ready, timeout, f"node {self.node_id} to be ready")
+        except DeadNode:
+            raise
+        except AssertionError:
+            raise AssertionError(
+                f"node {self.node_id} not ready; log:\n{self.log_tail()}"
+            ) from None
+
 
 class NodeFactory:
-    """Starts nodes for one test and kills every one of them afterwards."""
+    """Starts nodes in one working directory and kills every one of them afterwards."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, testcase: TestCase | None = None) -> None:
         self._workdir = workdir
+        self._testcase = testcase
         self.nodes: list[Node] = []
+
+    @classmethod
+    def for_test(cls, testcase: TestCase) -> NodeFactory:
+        """A factory whose nodes log to a directory of `testcase` and are attached to it;
+        the test's cleanup kills them all by PID, even when the test fails."""
+        workdir = Path(testcase.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        factory = cls(workdir, testcase)
+        testcase.addCleanup(factory.kill_all)
+        return factory
 
     def start(
         self,
@@ -204,6 +351,8 @@ class NodeFactory:
             *extra_args,
         ]
         node = Node(node_id, grpc_port, http_port, self._workdir / f"node{node_id}.log", args)
+        if self._testcase is not None:
+            node.attach(self._testcase)
         self.nodes.append(node.start())
         return node
 
@@ -219,8 +368,20 @@ def peers_arg(node_id: int, ports: dict) -> str:
     )
 
 
-class DeadNode(AssertionError):
-    """A node process ended without a test stopping it."""
+def _agreed_leader(views: dict, wanted: list[int], among: list[int] | None) -> int | None:
+    """The leader id every node in `wanted` reports, if that node says it leads (and,
+    with `among`, is one of them)."""
+    if set(wanted) - set(views):
+        return None
+    leaders = {views[node_id]["leader_id"] for node_id in wanted}
+    if len(leaders) != 1 or None in leaders:
+        return None
+    leader_id = leaders.pop()
+    if among and leader_id not in among:
+        return None
+    if views.get(leader_id, {}).get("role") != "leader":
+        return None
+    return leader_id
 
 
 class Cluster:
@@ -236,7 +397,7 @@ class Cluster:
         grpc_ports: dict | None = None,
     ) -> None:
         self.grpc_ports = grpc_ports or {node_id: free_port() for node_id in range(1, size + 1)}
-        self.nodes = {}
+        self.nodes: dict[int, Node] = {}
         for node_id, port in self.grpc_ports.items():
             peers = peer_ports(node_id) if peer_ports else peers_arg(node_id, self.grpc_ports)
             args = [arg.replace("{node_id}", str(node_id)) for arg in extra_args]
@@ -250,14 +411,54 @@ class Cluster:
             )
 
     def live_nodes(self) -> list[Node]:
-        return [
-            node
-            for node in self.nodes.values()
-            if node.process is not None and node.process.poll() is None
-        ]
+        return [node for node in self.nodes.values() if node.is_running()]
+
+    def check_no_node_died(self) -> None:
+        """Fail at once, with its log, if a node exited that no test stopped."""
+        for node in self.nodes.values():
+            node.check_alive()
+
+    async def views(self) -> dict:
+        """{node_id: /api/cluster body} of every live node that answers."""
+        self.check_no_node_died()
+        live = self.live_nodes()
+        answers = await defer.DeferredList(
+            [defer.ensureDeferred(node.rest("GET", "/api/cluster", timeout=5)) for node in live],
+            consumeErrors=True,
+        )
+        return {
+            node.node_id: answer.body
+            for node, (ok, answer) in zip(live, answers, strict=True)
+            if ok and answer.status == 200
+        }
+
+    async def view(self, node_id: int) -> dict:
+        """/api/cluster of one node."""
+        return (await self.nodes[node_id].rest("GET", "/api/cluster")).body
+
+    async def find_leader(self, timeout: float = 60, among: list[int] | None = None) -> Node:
+        """The node every live node (or those in `among`) agrees is the leader; with
+        `among`, the leader must be one of them (a stale view of an old leader is not)."""
+
+        async def agreed():
+            views = await self.views()
+            wanted = among or [node.node_id for node in self.live_nodes()]
+            leader_id = _agreed_leader(views, wanted, among)
+            return self.nodes[leader_id] if leader_id is not None else None
+
+        return await wait_for(agreed, timeout, "the nodes to agree on one leader")
+
+    async def until_all_live(self, timeout: float = 60) -> None:
+        for node in self.nodes.values():
+            await wait_for(
+                lambda node=node: node.answers(200, "/health/live"),
+                timeout,
+                f"node {node.node_id} to answer",
+            )
+
+    # -- blocking twins for scripts without a reactor ------------------------------------
 
     def cluster_views(self) -> dict:
-        """{node_id: /api/cluster body} of every live node that answers."""
         views = {}
         for node in self.live_nodes():
             try:
@@ -269,39 +470,48 @@ class Cluster:
         return views
 
     def leader(self, timeout: float = 10, among: list[int] | None = None) -> Node:
-        """The node every live node (or those in `among`) agrees is the leader; with
-        `among`, the leader must be one of them (a stale view of an old leader is not)."""
-
         def agreed():
             self.check_no_node_died()
             views = self.cluster_views()
             wanted = among or [node.node_id for node in self.live_nodes()]
-            if set(wanted) - set(views):
-                return None
-            leaders = {views[node_id]["leader_id"] for node_id in wanted}
-            if len(leaders) == 1 and None not in leaders:
-                leader_id = leaders.pop()
-                if among and leader_id not in among:
-                    return None
-                if views.get(leader_id, {}).get("role") == "leader":
-                    return self.nodes[leader_id]
-            return None
+            leader_id = _agreed_leader(views, wanted, among)
+            return self.nodes[leader_id] if leader_id is not None else None
 
         return wait_until(agreed, timeout, "the nodes to agree on one leader")
 
-    def check_no_node_died(self) -> None:
-        """Fail at once, with its log, if a node exited that no test stopped."""
-        for node in self.nodes.values():
-            if node.process.poll() is not None and not node.stopped_on_purpose:
-                raise DeadNode(
-                    f"node {node.node_id} exited with {node.process.returncode}:\n"
-                    f"{node.log_text()[-3000:]}"
-                )
 
-    def wait_all_live(self, timeout: float = 30) -> None:
-        for node in self.nodes.values():
-            wait_until(
-                lambda: node.get("/health/live").status == 200,
-                timeout,
-                f"node {node.node_id} to answer",
-            )
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Blocking poll of `condition` until it returns something truthy (scripts only: it
+    sleeps, so never call it under the reactor); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except DeadNode:
+            raise
+        except Exception as error:  # a node not up yet, a refused connection...
+            last_error = error
+        else:
+            if value:
+                return value
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
+
+
+def http(
+    method: str, url: str, body: object = None, raw: bytes | None = None, timeout: float = 10
+) -> HttpAnswer:
+    """One blocking HTTP request (scripts only); status, headers and the body."""
+    data = _request_body(body, raw)
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, headers, payload = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, payload = error.code, dict(error.headers), error.read()
+    return HttpAnswer.parse(status, headers, payload)

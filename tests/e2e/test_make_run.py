@@ -3,40 +3,63 @@
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
-import pytest
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
 
-from tests.nodeproc import REPO_ROOT, http, wait_until
+from tests.nodeproc import REPO_ROOT, Node, wait_for
 
-pytestmark = pytest.mark.slow
+MAKE_RUN_GRPC_PORT = 50051
+MAKE_RUN_HTTP_PORT = 8081
 
 
-def test_make_run_starts_a_process_executor_node_that_runs_a_curl_job(tmp_path):
-    log_path = tmp_path / "make-run.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            ["make", "run"],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+def kill_process_group(process: subprocess.Popen) -> None:
+    """SIGKILL make and the node it started (they share make's session)."""
     try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
 
-        def ready():
-            assert process.poll() is None, Path(log_path).read_text()
-            return http("GET", "http://127.0.0.1:8081/health/ready", timeout=2).status == 200
 
-        wait_until(ready, 120, "make run's node on port 8081")
-        submitted = subprocess.run(
+class MakeRunTests(unittest.TestCase):
+    timeout = 300
+
+    async def test_make_run_starts_a_process_executor_node_that_runs_a_curl_job(self):
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        log_path = workdir / "make-run.log"
+        # make uses the virtualenv these tests run in (the repository's .venv under
+        # `make test`) rather than building one, and the node runs this checkout's code
+        env = dict(os.environ, VENV=sys.prefix, PYTHONPATH=str(REPO_ROOT))
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                ["make", "run"],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        self.addCleanup(kill_process_group, process)
+        # the node make started, seen through the usual client; if make exits, the
+        # waits below fail at once with its log
+        node = Node(
+            1, MAKE_RUN_GRPC_PORT, MAKE_RUN_HTTP_PORT, log_path, ["make", "run"], process
+        ).attach(self)
+        await node.until_ready(timeout=120)
+
+        submitted = await deferToThread(
+            subprocess.run,
             [
                 "curl",
                 "-s",
                 "-X",
                 "POST",
-                "http://127.0.0.1:8081/api/jobs",
+                f"{node.url}/api/jobs",
                 "-d",
                 '{"command": "echo hello from make run"}',
             ],
@@ -45,17 +68,15 @@ def test_make_run_starts_a_process_executor_node_that_runs_a_curl_job(tmp_path):
             timeout=30,
             check=True,
         )
-        assert '"success": true' in submitted.stdout
+        self.assertIn('"success": true', submitted.stdout)
         job_id = submitted.stdout.split('"job_id": "')[1].split('"')[0]
 
-        def finished():
-            job = http("GET", f"http://127.0.0.1:8081/api/jobs/{job_id}").body
+        async def finished():
+            job = (await node.rest("GET", f"/api/jobs/{job_id}")).body
             return job if job["status"] == "completed" else None
 
-        job = wait_until(finished, 30, "the curl job to complete")
-        assert job["output"] == "hello from make run\n"
-        log_text = Path(log_path).read_text()
-        assert "Executor `process`" in log_text and "NO isolation" in log_text
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        job = await wait_for(finished, 60, "the curl job to complete")
+        self.assertEqual(job["output"], "hello from make run\n")
+        log_text = log_path.read_text()
+        self.assertIn("Executor `process`", log_text)
+        self.assertIn("NO isolation", log_text)

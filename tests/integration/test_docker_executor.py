@@ -8,249 +8,231 @@ import uuid
 
 import docker
 import docker.errors
-import pytest
-import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from jobsched.interfaces import IExecutor
 from jobsched.jobs.model import JobStatus
 from jobsched.worker.docker import CLUSTER_LABEL, JOB_LABEL, DockerExecutor, container_name
+from tests import docker_engine
 from tests.executor_cases import CASES, Case, check_result, new_spec
+from tests.nodeproc import wait_for
 
-pytestmark = pytest.mark.docker
-
-SANDBOX_CASES = [
-    pytest.param(Case("ls /sys/class/net", JobStatus.COMPLETED, "lo\n", 0), id="no-network"),
-    pytest.param(
-        Case(
-            "touch /forbidden",
-            JobStatus.FAILED,
-            "",
-            1,
-            error=None,
-            error_contains="Read-only file system",
-        ),
-        id="root-read-only",
+SANDBOX_CASES = {
+    "no-network": Case("ls /sys/class/net", JobStatus.COMPLETED, "lo\n", 0),
+    "root-read-only": Case(
+        "touch /forbidden",
+        JobStatus.FAILED,
+        "",
+        1,
+        error=None,
+        error_contains="Read-only file system",
     ),
-    pytest.param(
-        Case("echo hi > /tmp/x && cat /tmp/x", JobStatus.COMPLETED, "hi\n", 0), id="tmp-writable"
+    "tmp-writable": Case("echo hi > /tmp/x && cat /tmp/x", JobStatus.COMPLETED, "hi\n", 0),
+    "not-root": Case("id -u; id -g", JobStatus.COMPLETED, "65534\n65534\n", 0),
+    "no-capabilities": Case(
+        "grep CapEff /proc/self/status", JobStatus.COMPLETED, "CapEff:\t0000000000000000\n", 0
     ),
-    pytest.param(Case("id -u; id -g", JobStatus.COMPLETED, "65534\n65534\n", 0), id="not-root"),
-    pytest.param(
-        Case(
-            "grep CapEff /proc/self/status", JobStatus.COMPLETED, "CapEff:\t0000000000000000\n", 0
-        ),
-        id="no-capabilities",
-    ),
-]
+}
 
 
-@pytest.fixture(scope="module")
-def docker_client(docker_engine):
-    client = docker.from_env()
-    yield client
-    client.close()
+class DockerExecutorWithoutEngineTests(unittest.TestCase):
+    """What needs no engine: the interface and how the client is built."""
+
+    def test_provides_iexecutor(self):
+        executor = DockerExecutor(reactor)
+        self.assertTrue(verifyObject(IExecutor, executor))
+        self.assertEqual(executor.name, "docker")
+
+    async def test_connection_pool_is_sized_for_slots_plus_control_calls(self):
+        asked = {}
+
+        class FakeClient:
+            def close(self) -> None:
+                asked["closed"] = True
+
+        def factory(**options) -> FakeClient:
+            asked.update(options)
+            return FakeClient()
+
+        executor = DockerExecutor(reactor, slots=7, docker_client_factory=factory)
+        await executor.start()
+        await executor.stop()
+        self.assertEqual(asked, {"max_pool_size": 11, "closed": True})
 
 
-@pytest.fixture
-def cluster_label() -> str:
-    """A label value of this test's own, so tests never sweep each other's containers."""
-    return f"jobsched-test-{uuid.uuid4().hex[:12]}"
+class DockerExecutorTests(unittest.TestCase):
+    """Executors on the test image, under a cluster label of the test's own (so tests
+    never sweep each other's containers); every executor is stopped in cleanup."""
 
+    timeout = 180
 
-@pytest.fixture
-def executors(docker_engine, cluster_label):
-    """Makes started DockerExecutors on the test image; stops them all at teardown."""
-    made = []
+    async def setUp(self) -> None:
+        self.engine = await deferToThread(docker_engine.prepared_env)
+        self.docker = docker.from_env()
+        self.addCleanup(self.docker.close)
+        self.cluster_label = f"jobsched-test-{uuid.uuid4().hex[:12]}"
 
-    async def make(**options) -> DockerExecutor:
-        options.setdefault("image", docker_engine.image)
-        executor = DockerExecutor(reactor, cluster_label=cluster_label, **options)
-        made.append(executor)
+    async def start_executor(self, **options) -> DockerExecutor:
+        options.setdefault("image", self.engine.image)
+        executor = DockerExecutor(reactor, cluster_label=self.cluster_label, **options)
+        self.addCleanup(executor.stop)
         await executor.start()
         return executor
 
-    yield make
-    for executor in made:
-        pytest_twisted.blockon(executor.stop())
+    def containers_named(self, name: str) -> defer.Deferred:
+        return deferToThread(docker_engine.containers_named, self.docker, name)
 
+    async def wait_until_running(self, name: str) -> None:
+        async def running():
+            found = await self.containers_named(name)
+            return found and found[0].status == "running"
 
-async def containers_named(client: docker.DockerClient, name: str) -> list:
-    return await deferToThread(client.containers.list, all=True, filters={"name": f"^/{name}$"})
+        await wait_for(running, 60, f"container {name} to run")
 
+    async def wait_until_gone(self, name: str, timeout: float) -> None:
+        async def gone():
+            return not await self.containers_named(name)
 
-async def wait_until_running(client: docker.DockerClient, name: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await containers_named(client, name)
-        if found and found[0].status == "running":
-            return
-        assert time.monotonic() < deadline, f"{name} not running after {timeout}s"
-        await deferLater(reactor, 0.05, lambda: None)
+        await wait_for(gone, timeout, f"container {name} to be removed")
 
+    async def check_behaviour(self, case: Case) -> None:
+        executor = await self.start_executor(max_output_bytes=case.max_output_bytes)
+        check_result(await executor.run(new_spec(case.command)), case)
 
-async def wait_until_gone(client: docker.DockerClient, name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while await containers_named(client, name):
-        assert time.monotonic() < deadline, f"{name} still exists after {timeout}s"
-        await deferLater(reactor, 0.05, lambda: None)
+    async def test_default_image_is_used_when_the_spec_has_none(self):
+        executor = await self.start_executor(image=self.engine.image)
+        result = await executor.run(new_spec("echo hi", image=""))
+        self.assertEqual((result.status, result.output), (JobStatus.COMPLETED, "hi\n"))
 
+    async def test_container_is_hardened_and_labelled(self):
+        executor = await self.start_executor()
+        spec = new_spec("sleep 60")
+        running = executor.run(spec)
+        name = container_name(spec.job_id)
+        await self.wait_until_running(name)
+        container = await deferToThread(self.docker.containers.get, name)
+        host = container.attrs["HostConfig"]
+        self.assertEqual(container.attrs["Config"]["Cmd"], ["sh", "-c", "sleep 60"])
+        self.assertEqual(container.attrs["Config"]["User"], "65534:65534")
+        self.assertEqual(container.labels[CLUSTER_LABEL], self.cluster_label)
+        self.assertEqual(container.labels[JOB_LABEL], spec.job_id)
+        self.assertEqual(host["NetworkMode"], "none")
+        self.assertEqual(host["CapDrop"], ["ALL"])
+        self.assertIs(host["ReadonlyRootfs"], True)
+        self.assertEqual(host["SecurityOpt"], ["no-new-privileges"])
+        self.assertEqual(host["Memory"], 256 * 1024 * 1024)
+        self.assertEqual(host["NanoCpus"], 500_000_000)
+        self.assertEqual(host["PidsLimit"], 128)
+        self.assertEqual(host["Tmpfs"], {"/tmp": "rw,size=16m,mode=1777"})
+        await executor.cancel(spec.job_id)
+        await running
 
-def test_provides_iexecutor():
-    executor = DockerExecutor(reactor)
-    assert verifyObject(IExecutor, executor)
-    assert executor.name == "docker"
+    async def test_timeout_kills_and_removes_the_container(self):
+        executor = await self.start_executor()
+        spec = new_spec("echo started; sleep 60", timeout_seconds=2)
+        started = time.monotonic()
+        result = await executor.run(spec)
+        # not before the timeout, and long before the sleep could end by itself
+        self.assertGreaterEqual(time.monotonic() - started, 2)
+        self.assertLess(time.monotonic() - started, 40)
+        self.assertEqual(result.status, JobStatus.FAILED)
+        self.assertIsNone(result.exit_code)
+        self.assertEqual(result.error, "Timed out after 2s")
+        self.assertEqual(result.output, "started\n")
+        self.assertEqual(await self.containers_named(container_name(spec.job_id)), [])
 
-
-@pytest_twisted.ensureDeferred
-async def test_connection_pool_is_sized_for_slots_plus_control_calls():
-    asked = {}
-
-    class FakeClient:
-        def close(self) -> None:
-            asked["closed"] = True
-
-    def factory(**options) -> FakeClient:
-        asked.update(options)
-        return FakeClient()
-
-    executor = DockerExecutor(reactor, slots=7, docker_client_factory=factory)
-    await executor.start()
-    await executor.stop()
-    assert asked == {"max_pool_size": 11, "closed": True}
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, id=i) for i, c in CASES.items()] + SANDBOX_CASES)
-@pytest_twisted.ensureDeferred
-async def test_behaviour_table(executors, case: Case):
-    executor = await executors(max_output_bytes=case.max_output_bytes)
-    check_result(await executor.run(new_spec(case.command)), case)
-
-
-@pytest_twisted.ensureDeferred
-async def test_default_image_is_used_when_the_spec_has_none(executors, docker_engine):
-    executor = await executors(image=docker_engine.image)
-    result = await executor.run(new_spec("echo hi", image=""))
-    assert (result.status, result.output) == (JobStatus.COMPLETED, "hi\n")
-
-
-@pytest_twisted.ensureDeferred
-async def test_container_is_hardened_and_labelled(executors, docker_client, cluster_label):
-    executor = await executors()
-    spec = new_spec("sleep 60")
-    running = executor.run(spec)
-    name = container_name(spec.job_id)
-    await wait_until_running(docker_client, name)
-    container = (await containers_named(docker_client, name))[0]
-    host = container.attrs["HostConfig"]
-    assert container.attrs["Config"]["Cmd"] == ["sh", "-c", "sleep 60"]
-    assert container.attrs["Config"]["User"] == "65534:65534"
-    assert container.labels[CLUSTER_LABEL] == cluster_label
-    assert container.labels[JOB_LABEL] == spec.job_id
-    assert host["NetworkMode"] == "none"
-    assert host["CapDrop"] == ["ALL"]
-    assert host["ReadonlyRootfs"] is True
-    assert host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["Memory"] == 256 * 1024 * 1024
-    assert host["NanoCpus"] == 500_000_000
-    assert host["PidsLimit"] == 128
-    assert host["Tmpfs"] == {"/tmp": "rw,size=16m,mode=1777"}
-    await executor.cancel(spec.job_id)
-    await running
-
-
-@pytest_twisted.ensureDeferred
-async def test_timeout_kills_and_removes_the_container(executors, docker_client):
-    executor = await executors()
-    spec = new_spec("echo started; sleep 60", timeout_seconds=2)
-    started = time.monotonic()
-    result = await executor.run(spec)
-    assert 2 <= time.monotonic() - started < 6
-    assert result.status == JobStatus.FAILED
-    assert result.exit_code is None
-    assert result.error == "Timed out after 2s"
-    assert result.output == "started\n"
-    assert await containers_named(docker_client, container_name(spec.job_id)) == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_cancel_removes_the_container_within_2s_even_with_every_slot_busy(
-    executors, docker_client
-):
-    executor = await executors(slots=1)
-    spec = new_spec("sleep 60")
-    running = executor.run(spec)
-    name = container_name(spec.job_id)
-    await wait_until_running(docker_client, name)
-    cancelled_at = time.monotonic()
-    await executor.cancel(spec.job_id)
-    await wait_until_gone(docker_client, name, timeout=2.0)
-    result = await running
-    assert time.monotonic() - cancelled_at < 2
-    assert (result.status, result.exit_code, result.error) == (JobStatus.FAILED, None, "Cancelled")
-
-
-@pytest_twisted.ensureDeferred
-async def test_missing_image_fails_the_job_clearly(executors, docker_client):
-    executor = await executors()
-    spec = new_spec("echo hi", image="jobsched-test/nope:latest")
-    result = await executor.run(spec)
-    assert result.status == JobStatus.FAILED
-    assert result.exit_code is None
-    assert result.started_at_ms is None
-    assert result.error.startswith("Image not found: jobsched-test/nope:latest"), result.error
-    assert await containers_named(docker_client, container_name(spec.job_id)) == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_more_jobs_than_slots_all_complete(executors):
-    executor = await executors(slots=2)
-    results = [await d for d in [executor.run(new_spec(f"echo {n}")) for n in range(4)]]
-    assert [r.output for r in results] == ["0\n", "1\n", "2\n", "3\n"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_stop_kills_running_containers(executors, docker_client):
-    executor = await executors()
-    spec = new_spec("sleep 60")
-    running = executor.run(spec)
-    name = container_name(spec.job_id)
-    await wait_until_running(docker_client, name)
-    await executor.stop()
-    result = await running
-    assert (result.status, result.exit_code, result.error) == (
-        JobStatus.FAILED,
-        None,
-        "Executor stopped",
-    )
-    assert await containers_named(docker_client, name) == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_remove_leftovers_removes_only_this_clusters_containers(
-    executors, docker_client, docker_engine, cluster_label
-):
-    leftover_job, other_job = str(uuid.uuid4()), str(uuid.uuid4())
-
-    def create(job_id: str, label: str):
-        return docker_client.containers.run(
-            docker_engine.image,
-            ["sleep", "60"],
-            name=container_name(job_id),
-            detach=True,
-            labels={CLUSTER_LABEL: label, JOB_LABEL: job_id},
+    async def test_cancel_removes_the_container_even_with_every_slot_busy(self):
+        executor = await self.start_executor(slots=1)
+        spec = new_spec("sleep 60")
+        running = executor.run(spec)
+        name = container_name(spec.job_id)
+        await self.wait_until_running(name)
+        await executor.cancel(spec.job_id)
+        # long before the sleep could end by itself
+        await self.wait_until_gone(name, timeout=30)
+        result = await running
+        self.assertEqual(
+            (result.status, result.exit_code, result.error), (JobStatus.FAILED, None, "Cancelled")
         )
 
-    await deferToThread(create, leftover_job, cluster_label)
-    other = await deferToThread(create, other_job, cluster_label + "-other")
-    try:
-        executor = await executors()
-        assert await executor.remove_leftovers() == [leftover_job]
-        assert await containers_named(docker_client, container_name(leftover_job)) == []
-        assert await containers_named(docker_client, container_name(other_job)) != []
-        assert await executor.remove_leftovers() == []
-    finally:
-        await deferToThread(other.remove, force=True)
+    async def test_missing_image_fails_the_job_clearly(self):
+        executor = await self.start_executor()
+        spec = new_spec("echo hi", image="jobsched-test/nope:latest")
+        result = await executor.run(spec)
+        self.assertEqual(result.status, JobStatus.FAILED)
+        self.assertIsNone(result.exit_code)
+        self.assertIsNone(result.started_at_ms)
+        self.assertTrue(
+            result.error.startswith("Image not found: jobsched-test/nope:latest"), result.error
+        )
+        self.assertEqual(await self.containers_named(container_name(spec.job_id)), [])
+
+    async def test_more_jobs_than_slots_all_complete(self):
+        executor = await self.start_executor(slots=2)
+        runs = [executor.run(new_spec(f"echo {n}")) for n in range(4)]
+        results = [await run for run in runs]
+        self.assertEqual([r.output for r in results], ["0\n", "1\n", "2\n", "3\n"])
+
+    async def test_stop_kills_running_containers(self):
+        executor = await self.start_executor()
+        spec = new_spec("sleep 60")
+        running = executor.run(spec)
+        name = container_name(spec.job_id)
+        await self.wait_until_running(name)
+        await executor.stop()
+        result = await running
+        self.assertEqual(
+            (result.status, result.exit_code, result.error),
+            (JobStatus.FAILED, None, "Executor stopped"),
+        )
+        self.assertEqual(await self.containers_named(name), [])
+
+    async def test_remove_leftovers_removes_only_this_clusters_containers(self):
+        leftover_job, other_job = str(uuid.uuid4()), str(uuid.uuid4())
+
+        def create(job_id: str, label: str):
+            return self.docker.containers.run(
+                self.engine.image,
+                ["sleep", "60"],
+                name=container_name(job_id),
+                detach=True,
+                labels={CLUSTER_LABEL: label, JOB_LABEL: job_id},
+            )
+
+        leftover = await deferToThread(create, leftover_job, self.cluster_label)
+        self.addCleanup(self.remove_if_present, leftover)
+        other = await deferToThread(create, other_job, self.cluster_label + "-other")
+        self.addCleanup(self.remove_if_present, other)
+        executor = await self.start_executor()
+        self.assertEqual(await executor.remove_leftovers(), [leftover_job])
+        self.assertEqual(await self.containers_named(container_name(leftover_job)), [])
+        self.assertNotEqual(await self.containers_named(container_name(other_job)), [])
+        self.assertEqual(await executor.remove_leftovers(), [])
+
+    def remove_if_present(self, container) -> defer.Deferred:
+        def remove():
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+        return deferToThread(remove)
+
+
+def add_behaviour_cases(cases: dict) -> None:
+    """One DockerExecutorTests method per behaviour-table case."""
+    for case_id, case in cases.items():
+
+        async def test(self, case=case):
+            await self.check_behaviour(case)
+
+        test.__name__ = "test_behaviour_" + case_id.replace("-", "_")
+        test.__doc__ = f"`{case.command}` gives the result the table promises ({case_id})"
+        setattr(DockerExecutorTests, test.__name__, test)
+
+
+add_behaviour_cases(CASES)
+add_behaviour_cases(SANDBOX_CASES)

@@ -1,135 +1,166 @@
 """Durable nodes (--data-dir): SIGKILL at any moment loses nothing acknowledged."""
 
+import os
 import random
-import signal
 import subprocess
-import threading
 import time
+from pathlib import Path
 
 import docker
-import grpc
-import pytest
+from twisted.internet import defer, reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+from jobsched.api.outbound import CallFailed, call_deferred, open_channel
+from tests import docker_engine
 from tests.integration.jobwait import wait_finished, wait_status
 from tests.integration.test_cluster import job_table
-from tests.nodeproc import TWISTD, Cluster, free_port, wait_until
+from tests.nodeproc import (
+    REPO_ROOT,
+    TWISTD,
+    Cluster,
+    DeadNode,
+    NodeFactory,
+    free_port,
+    pause,
+    wait_for,
+)
 
-pytestmark = pytest.mark.slow
 
-
-class SteadyClient(threading.Thread):
+class SteadyClient:
     """Submits jobs one after another (each with its own idempotency key, retried
     across leaders until acknowledged) and records every acknowledged job."""
 
-    def __init__(self, cluster, duration: float) -> None:
-        super().__init__(daemon=True)
+    def __init__(self, cluster: Cluster, duration: float) -> None:
         self._cluster = cluster
         self._stop_at = time.monotonic() + duration
+        self._channels = {}
         self.acked = {}  # idempotency key -> job id
         self.errors = []
 
-    def run(self) -> None:
-        channels = {}
+    async def run(self) -> None:
         n = 0
         try:
             while time.monotonic() < self._stop_at:
                 key = f"crash-{n}"
-                job_id = self._submit(key, channels)
+                job_id = await self._submit(key)
                 if job_id:
                     self.acked[key] = job_id
                     n += 1
         finally:
-            for channel in channels.values():
+            for channel in self._channels.values():
                 channel.close()
 
-    def _submit(self, key, channels):
+    async def _submit(self, key: str) -> str | None:
         request = pb.SubmitJobRequest(command=f"echo {key}", idempotency_key=key)
         address = None
         while time.monotonic() < self._stop_at + 30:
             address = address or random.choice(list(self._cluster.nodes.values())).grpc_address
-            if address not in channels:
-                channels[address] = grpc.insecure_channel(address)
+            if address not in self._channels:
+                self._channels[address] = open_channel(address)
+            stub = pb_grpc.SchedulerServiceStub(self._channels[address])
             try:
-                return (
-                    pb_grpc.SchedulerServiceStub(channels[address])
-                    .SubmitJob(request, timeout=6)
-                    .job_id
-                )
-            except grpc.RpcError as error:
-                hint = (error.details() or "").partition("Try ")[2]
-                address = hint or None
-                time.sleep(0.05)
+                return (await call_deferred(reactor, stub.SubmitJob, request, 6)).job_id
+            except CallFailed as error:
+                address = error.details.partition("Try ")[2] or None
+                await pause(0.05)
         self.errors.append(key)
         return None
 
 
-def test_sigkill_at_any_moment_loses_no_acknowledged_job(nodes, tmp_path):
-    cluster = Cluster(nodes, 3, "--data-dir", str(tmp_path / "data{node_id}"))
-    cluster.leader(timeout=30)
-    terms = {node_id: 0 for node_id in cluster.nodes}
-
-    def record_terms():
-        for node_id, view in cluster.cluster_views().items():
-            assert view["current_term"] >= terms[node_id], f"node {node_id}'s term went down"
-            terms[node_id] = view["current_term"]
-
-    client = SteadyClient(cluster, duration=30)
-    client.start()
-    rng = random.Random(1234)
-    kills = 0
-    while client.is_alive() and kills < 14:
-        time.sleep(rng.uniform(1.0, 2.5))
-        record_terms()
-        try:
-            victim = cluster.leader(timeout=5) if kills % 3 == 0 else None
-        except AssertionError:
-            victim = None
-        victim = victim or cluster.nodes[rng.choice(list(cluster.nodes))]
-        victim.kill(signal.SIGKILL)
-        victim.start()
-        kills += 1
-    client.join(timeout=90)
-    assert kills >= 10
-    assert not client.errors, f"submits never acknowledged: {client.errors[:5]}"
-    assert len(client.acked) > 50
-
-    for node in cluster.nodes.values():  # all three at once
-        node.kill(signal.SIGKILL)
-    for node in cluster.nodes.values():
-        node.start()
-    cluster.leader(timeout=30)
-
-    def settled():
-        record_terms()
-        views = cluster.cluster_views()
-        marks = {(v["commit_index"], v["last_applied"]) for v in views.values()}
-        tables = [job_table(node) for node in cluster.nodes.values()]
-        return len(views) == 3 and len(marks) == 1 and all(t == tables[0] for t in tables)
-
-    wait_until(settled, 60, "the restarted cluster to settle with identical tables", interval=0.5)
-    for node in cluster.nodes.values():
-        metrics = dict(line.rsplit(" ", 1) for line in node.get("/metrics").body.splitlines())
-        assert int(metrics["jobsched_storage_commits_total"]) > 0  # durable writes happened
-        assert int(metrics["jobsched_storage_entries_written_total"]) > 0
-        table = job_table(node)
-        commands = [command for command, _status, _output in table.values()]
-        for key, job_id in client.acked.items():
-            assert job_id in table, f"acknowledged job {key} lost on node {node.node_id}"
-            assert commands.count(f"echo {key}") == 1, f"{key} present more than once"
+def run_twistd(workdir: Path, *options: str) -> defer.Deferred:
+    """Run `twistd -n jobsched` with `options` to completion (in a thread) on this
+    checkout's code; a Deferred of the CompletedProcess."""
+    return deferToThread(
+        subprocess.run,
+        [TWISTD, "-n", "--pidfile=", "jobsched", *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=workdir,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )
 
 
-def test_a_damaged_data_file_stops_the_node_with_one_line(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "raft.sqlite3").write_bytes(b"this is not a database" * 100)
-    result = subprocess.run(
-        [
-            TWISTD,
-            "-n",
-            "--pidfile=",
-            "jobsched",
+class DurabilityTests(unittest.TestCase):
+    timeout = 300
+
+    def setUp(self) -> None:
+        self.workdir = Path(self.mktemp()).resolve()
+        self.workdir.mkdir(parents=True)
+        self.nodes = NodeFactory.for_test(self)
+
+    async def test_sigkill_at_any_moment_loses_no_acknowledged_job(self):
+        cluster = Cluster(self.nodes, 3, "--data-dir", str(self.workdir / "data{node_id}"))
+        await cluster.find_leader()
+        terms = {node_id: 0 for node_id in cluster.nodes}
+        term_drops = []
+
+        async def record_terms():
+            for node_id, view in (await cluster.views()).items():
+                if view["current_term"] < terms[node_id]:
+                    term_drops.append((node_id, terms[node_id], view["current_term"]))
+                terms[node_id] = max(terms[node_id], view["current_term"])
+
+        client = SteadyClient(cluster, duration=30)
+        submitting = defer.ensureDeferred(client.run())
+        rng = random.Random(1234)
+        kills = 0
+        while not submitting.called and kills < 14:
+            await pause(rng.uniform(1.0, 2.5))
+            await record_terms()
+            try:
+                victim = await cluster.find_leader(timeout=5) if kills % 3 == 0 else None
+            except DeadNode:
+                raise
+            except AssertionError:
+                victim = None
+            victim = victim or cluster.nodes[rng.choice(list(cluster.nodes))]
+            victim.kill()
+            victim.start()
+            kills += 1
+        await submitting
+        self.assertGreaterEqual(kills, 10)
+        self.assertEqual(client.errors, [], "submits never acknowledged")
+        self.assertGreater(len(client.acked), 50)
+
+        for node in cluster.nodes.values():  # all three at once
+            node.kill()
+        for node in cluster.nodes.values():
+            node.start()
+        await cluster.find_leader()
+
+        async def settled():
+            await record_terms()
+            views = await cluster.views()
+            marks = {(v["commit_index"], v["last_applied"]) for v in views.values()}
+            tables = [await job_table(node) for node in cluster.nodes.values()]
+            return len(views) == 3 and len(marks) == 1 and all(t == tables[0] for t in tables)
+
+        await wait_for(
+            settled, 120, "the restarted cluster to settle with identical tables", interval=0.5
+        )
+        self.assertEqual(term_drops, [], "(node, term seen, lower term seen later)")
+        for node in cluster.nodes.values():
+            metrics_text = (await node.rest("GET", "/metrics")).body
+            metrics = dict(line.rsplit(" ", 1) for line in metrics_text.splitlines())
+            # durable writes happened
+            self.assertGreater(int(metrics["jobsched_storage_commits_total"]), 0)
+            self.assertGreater(int(metrics["jobsched_storage_entries_written_total"]), 0)
+            table = await job_table(node)
+            commands = [command for command, _status, _output in table.values()]
+            for key, job_id in client.acked.items():
+                self.assertIn(job_id, table, f"acknowledged job {key} lost on {node.node_id}")
+                self.assertEqual(commands.count(f"echo {key}"), 1, f"{key} more than once")
+
+    async def test_a_damaged_data_file_stops_the_node_with_one_line(self):
+        data = self.workdir / "data"
+        data.mkdir()
+        (data / "raft.sqlite3").write_bytes(b"this is not a database" * 100)
+        result = await run_twistd(
+            self.workdir,
             "--executor",
             "process",
             "--port",
@@ -138,31 +169,25 @@ def test_a_damaged_data_file_stops_the_node_with_one_line(tmp_path):
             "0",
             "--data-dir",
             str(data),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == [
-        f"jobsched: error: {data / 'raft.sqlite3'}: not a jobsched data file "
-        "(file is not a database)"
-    ], result.stderr
+        )
+        self.assertNotEqual(result.returncode, 0)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        self.assertEqual(
+            lines,
+            [
+                f"jobsched: error: {data / 'raft.sqlite3'}: not a jobsched data file "
+                "(file is not a database)"
+            ],
+            result.stderr,
+        )
 
-
-def test_a_data_dir_of_another_node_is_refused(nodes, tmp_path):
-    data = tmp_path / "shared-data"
-    node = nodes.start("--executor", "process", "--data-dir", str(data), node_id=1)
-    node.wait_ready()
-    node.kill(signal.SIGTERM)
-    result = subprocess.run(
-        [
-            TWISTD,
-            "-n",
-            "--pidfile=",
-            "jobsched",
+    async def test_a_data_dir_of_another_node_is_refused(self):
+        data = self.workdir / "shared-data"
+        node = self.nodes.start("--executor", "process", "--data-dir", str(data), node_id=1)
+        await node.until_ready()
+        await node.stop()
+        result = await run_twistd(
+            self.workdir,
             "--node-id",
             "2",
             "--executor",
@@ -173,46 +198,59 @@ def test_a_data_dir_of_another_node_is_refused(nodes, tmp_path):
             "0",
             "--data-dir",
             str(data),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    assert result.returncode != 0
-    assert "belongs to node 1, not node 2" in result.stderr
-    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
-
-
-@pytest.mark.docker
-def test_a_restarted_node_removes_its_leftover_container_and_fails_the_job(
-    nodes, tmp_path, docker_engine
-):
-    node = nodes.start(
-        "--executor", "docker", "--image", docker_engine.image, "--data-dir", str(tmp_path / "data")
-    )
-    node.wait_ready()
-    job_id = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="sleep 60")).job_id
-    wait_status(node, job_id, pb.JOB_STATUS_RUNNING)
-    name = "jobsched-" + job_id.replace("-", "")
-    client = docker.from_env()
-    try:
-        wait_until(
-            lambda: client.containers.list(filters={"name": name}), 30, "the job's container to run"
         )
-        node.kill(signal.SIGKILL)
-        assert client.containers.list(filters={"name": name})  # orphaned, still running
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("belongs to node 1, not node 2", result.stderr)
+        self.assertEqual(
+            len([line for line in result.stderr.splitlines() if line.strip()]), 1, result.stderr
+        )
+
+
+class DockerRestartTests(unittest.TestCase):
+    """A durable node with the docker executor, killed while a container runs."""
+
+    timeout = 300
+
+    async def setUp(self) -> None:
+        self.engine = await deferToThread(docker_engine.prepared_env)
+        self.docker = docker.from_env()
+        self.addCleanup(self.docker.close)
+        self.workdir = Path(self.mktemp()).resolve()
+        self.workdir.mkdir(parents=True)
+        self.nodes = NodeFactory.for_test(self)
+
+    def containers_named(self, name: str) -> defer.Deferred:
+        return deferToThread(docker_engine.containers_named, self.docker, name)
+
+    async def test_a_restarted_node_removes_its_leftover_container_and_fails_the_job(self):
+        node = self.nodes.start(
+            "--executor",
+            "docker",
+            "--image",
+            self.engine.image,
+            "--data-dir",
+            str(self.workdir / "data"),
+        )
+        await node.until_ready()
+        job_id = (await node.call("SubmitJob", pb.SubmitJobRequest(command="sleep 60"))).job_id
+        await wait_status(node, job_id, pb.JOB_STATUS_RUNNING)
+        name = "jobsched-" + job_id.replace("-", "")
+
+        async def container_running():
+            return [c for c in await self.containers_named(name) if c.status == "running"]
+
+        await wait_for(container_running, 60, "the job's container to run")
+        node.kill()
+        self.assertTrue(await container_running())  # orphaned, still running
         node.start()
-        node.wait_ready(timeout=30)
-        status = wait_finished(node, job_id, timeout=30)
-        assert status.status == pb.JOB_STATUS_FAILED
-        assert status.error == "node restarted"
-        wait_until(
-            lambda: not client.containers.list(all=True, filters={"name": name}),
-            10,
-            "the leftover container to be removed",
-        )
-        again = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="echo back"))
-        assert wait_finished(node, again.job_id).output == "back\n"
-    finally:
-        client.close()
+        await node.until_ready()
+        status = await wait_finished(node, job_id)
+        self.assertEqual(status.status, pb.JOB_STATUS_FAILED)
+        self.assertEqual(status.error, "node restarted")
+
+        async def container_gone():
+            return not await self.containers_named(name)
+
+        await wait_for(container_gone, 30, "the leftover container to be removed")
+        again = await node.call("SubmitJob", pb.SubmitJobRequest(command="echo back"))
+        self.assertEqual((await wait_finished(node, again.job_id)).output, "back\n")

@@ -1,198 +1,247 @@
 """A single real node end to end: REST and gRPC submit, run, observe (process executor)."""
 
+import uuid
+from pathlib import Path
+
 import grpc
-import pytest
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
+from jobsched.api.outbound import CallFailed
 from tests.integration.jobwait import wait_finished, wait_status
-from tests.nodeproc import http
-
-pytestmark = pytest.mark.slow
+from tests.nodeproc import NodeFactory, wait_for
 
 
-@pytest.fixture
-def node(nodes):
-    node = nodes.start("--executor", "process", "--max-job-timeout", "600")
-    node.wait_ready()
-    return node
+def command_lines() -> list[str]:
+    """The command line of every process on the machine."""
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # the process ended meanwhile
+            pass
+    return lines
 
 
-def test_rest_submit_runs_and_every_view_shows_the_result(node):
-    answer = http("POST", node.url + "/api/jobs", {"command": "echo hello"})
-    assert answer.status == 200
-    assert answer.body["success"] is True and answer.body["error"] is None
-    assert answer.body["status"] == "pending"
-    job_id = answer.body["job_id"]
+class SingleNodeTests(unittest.TestCase):
+    """One node of its own per test, with the process executor."""
 
-    status = wait_finished(node, job_id)
-    assert status.status == pb.JOB_STATUS_COMPLETED
-    assert status.output == "hello\n"
-    assert status.HasField("exit_code") and status.exit_code == 0
-    assert status.executed_by == 1
+    timeout = 180
 
-    listed = [job for job in node.get("/api/jobs").body if job["id"] == job_id]
-    assert len(listed) == 1
-    assert listed[0]["status"] == "completed"
-    assert listed[0]["output"] == "hello\n"
-    assert listed[0]["exit_code"] == 0
-    assert listed[0]["created_at"].endswith("+00:00")
-    assert listed[0]["completed_at"].endswith("+00:00")
-
-    one = node.get(f"/api/jobs/{job_id.upper()}")
-    assert one.status == 200 and one.body["output"] == "hello\n"
-
-    output = node.internal.GetJobOutput(pb.GetJobOutputRequest(job_id=job_id))
-    assert output.found and output.output == "hello\n"
-
-
-def test_grpc_submit_runs_and_reports_failure_with_stderr(node):
-    reply = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="echo out; echo err >&2; exit 3"))
-    assert reply.created_at_ms > 0
-    status = wait_finished(node, reply.job_id)
-    assert status.status == pb.JOB_STATUS_FAILED
-    assert status.exit_code == 3
-    assert status.output == "out\n"
-    assert status.error == "err\n"
-    assert status.command == "echo out; echo err >&2; exit 3"
-    assert status.attempts == 1
-    assert status.HasField("started_at_ms") and status.HasField("completed_at_ms")
-
-
-def test_timeout_fails_the_job(node):
-    reply = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="sleep 60", timeout_seconds=1))
-    early = node.internal.GetJobOutput(pb.GetJobOutputRequest(job_id=reply.job_id))
-    assert (early.job_id, early.found) == (reply.job_id, False)  # no output held yet
-    status = wait_finished(node, reply.job_id, timeout=20)
-    assert status.status == pb.JOB_STATUS_FAILED
-    assert status.error == "Timed out after 1s"
-    assert not status.HasField("exit_code")
-
-
-def test_cancel_a_running_job(node):
-    reply = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="sleep 60"))
-    wait_status(node, reply.job_id, pb.JOB_STATUS_RUNNING)
-    cancelled = node.scheduler.CancelJob(pb.CancelJobRequest(job_id=reply.job_id))
-    assert cancelled.success and cancelled.message == f"job {reply.job_id} cancelled"
-    status = wait_finished(node, reply.job_id)
-    assert status.status == pb.JOB_STATUS_CANCELLED
-    assert status.HasField("completed_at_ms")
-    # the process is gone: nothing of ours still sleeps 60
-    import subprocess
-
-    def no_sleeper():
-        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        return "sleep 60" not in ps
-
-    from tests.nodeproc import wait_until
-
-    wait_until(no_sleeper, 5, "the cancelled process to be killed")
-
-
-def test_idempotency_key_returns_the_same_job(node):
-    first = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="true", idempotency_key="k-1"))
-    again = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="true", idempotency_key="k-1"))
-    other = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="true", idempotency_key="k-2"))
-    assert first.job_id == again.job_id
-    assert other.job_id != first.job_id
-
-
-def test_list_filters_and_paging(node):
-    ids = [
-        node.scheduler.SubmitJob(pb.SubmitJobRequest(command=f"echo Item-{n}")).job_id
-        for n in range(7)
-    ]
-    for job_id in ids:
-        wait_finished(node, job_id)
-    page = node.scheduler.ListJobs(pb.ListJobsRequest(page_size=3, command_filter="item-"))
-    assert page.total_count == 7
-    assert [job.job_id for job in page.jobs] == ids[:3]
-    seen = [job.job_id for job in page.jobs]
-    while page.next_page_token:
-        page = node.scheduler.ListJobs(
-            pb.ListJobsRequest(page_size=3, command_filter="item-", page_token=page.next_page_token)
+    async def setUp(self) -> None:
+        self.node = NodeFactory.for_test(self).start(
+            "--executor", "process", "--max-job-timeout", "600"
         )
-        seen += [job.job_id for job in page.jobs]
-    assert seen == ids
-    completed = node.scheduler.ListJobs(
-        pb.ListJobsRequest(status_filter=pb.JOB_STATUS_COMPLETED, worker_id_filter=1)
-    )
-    assert {job.job_id for job in completed.jobs} >= set(ids)
-    none = node.scheduler.ListJobs(pb.ListJobsRequest(worker_id_filter=99))
-    assert none.total_count == 0 and not none.jobs
-    streamed = [job.job_id for job in node.scheduler.StreamJobs(pb.StreamJobsRequest())]
-    assert streamed == ids
+        await self.node.until_ready()
 
-    rest = http("GET", node.url + "/api/jobs?command=ITEM-&limit=5")
-    assert [job["id"] for job in rest.body] == ids[:5]
-    token = rest.headers["X-Next-Page-Token"]
-    rest2 = http("GET", node.url + f"/api/jobs?command=ITEM-&limit=5&page_token={token}")
-    assert [job["id"] for job in rest2.body] == ids[5:]
+    async def submit(self, command: str, **fields) -> pb.SubmitJobResponse:
+        return await self.node.call("SubmitJob", pb.SubmitJobRequest(command=command, **fields))
 
+    async def test_rest_submit_runs_and_every_view_shows_the_result(self):
+        node = self.node
+        answer = await node.rest("POST", "/api/jobs", {"command": "echo hello"})
+        self.assertEqual(answer.status, 200)
+        self.assertIs(answer.body["success"], True)
+        self.assertIsNone(answer.body["error"])
+        self.assertEqual(answer.body["status"], "pending")
+        job_id = answer.body["job_id"]
 
-def test_cluster_status_and_log(node):
-    status = node.scheduler.GetClusterStatus(pb.GetClusterStatusRequest())
-    assert status.leader_id == 1 and status.current_term >= 1
-    assert [(n.node_id, n.is_alive, n.role) for n in status.nodes] == [(1, True, "leader")]
-    assert status.nodes[0].address == node.grpc_address
+        status = await wait_finished(node, job_id)
+        self.assertEqual(status.status, pb.JOB_STATUS_COMPLETED)
+        self.assertEqual(status.output, "hello\n")
+        self.assertTrue(status.HasField("exit_code"))
+        self.assertEqual(status.exit_code, 0)
+        self.assertEqual(status.executed_by, 1)
 
-    node.scheduler.SubmitJob(pb.SubmitJobRequest(command="true"))
-    log = node.scheduler.GetRaftLogEntries(pb.GetRaftLogEntriesRequest())
-    assert log.first_available_index == 1
-    assert log.entries[0].index == 1
-    assert log.entries[0].command.WhichOneof("command_type") is None  # the leader's no-op
-    kinds = [entry.command.WhichOneof("command_type") for entry in log.entries]
-    assert "submit_job" in kinds
-    assert all(entry.is_committed for entry in log.entries if entry.index <= log.commit_index)
+        jobs = (await node.rest("GET", "/api/jobs")).body
+        listed = [job for job in jobs if job["id"] == job_id]
+        self.assertEqual(len(listed), 1)
+        self.assertEqual(listed[0]["status"], "completed")
+        self.assertEqual(listed[0]["output"], "hello\n")
+        self.assertEqual(listed[0]["exit_code"], 0)
+        self.assertTrue(listed[0]["created_at"].endswith("+00:00"))
+        self.assertTrue(listed[0]["completed_at"].endswith("+00:00"))
 
-    cluster = node.get("/api/cluster").body
-    assert cluster["node_id"] == 1 and cluster["role"] == "leader" and cluster["leader_id"] == 1
-    assert cluster["log_length"] >= cluster["commit_index"] >= 1
-    assert cluster["nodes"][0]["is_alive"] is True
-    assert node.get("/health/live").body == {"status": "ok"}
-    assert node.get("/health/ready").body == {"status": "ok", "leader_id": 1}
+        one = await node.rest("GET", f"/api/jobs/{job_id.upper()}")
+        self.assertEqual((one.status, one.body["output"]), (200, "hello\n"))
 
+        output = await node.call("GetJobOutput", pb.GetJobOutputRequest(job_id=job_id))
+        self.assertTrue(output.found)
+        self.assertEqual(output.output, "hello\n")
 
-def test_dashboard_placeholder_is_served_with_security_headers(node):
-    page = node.get("/")
-    assert page.status == 200
-    assert "jobsched" in page.body
-    assert page.headers["X-Content-Type-Options"] == "nosniff"
-    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    async def test_grpc_submit_runs_and_reports_failure_with_stderr(self):
+        reply = await self.submit("echo out; echo err >&2; exit 3")
+        self.assertGreater(reply.created_at_ms, 0)
+        status = await wait_finished(self.node, reply.job_id)
+        self.assertEqual(status.status, pb.JOB_STATUS_FAILED)
+        self.assertEqual(status.exit_code, 3)
+        self.assertEqual(status.output, "out\n")
+        self.assertEqual(status.error, "err\n")
+        self.assertEqual(status.command, "echo out; echo err >&2; exit 3")
+        self.assertEqual(status.attempts, 1)
+        self.assertTrue(status.HasField("started_at_ms"))
+        self.assertTrue(status.HasField("completed_at_ms"))
 
+    async def test_timeout_fails_the_job(self):
+        reply = await self.submit("sleep 60", timeout_seconds=1)
+        early = await self.node.call("GetJobOutput", pb.GetJobOutputRequest(job_id=reply.job_id))
+        self.assertEqual((early.job_id, early.found), (reply.job_id, False))  # no output yet
+        status = await wait_finished(self.node, reply.job_id)
+        self.assertEqual(status.status, pb.JOB_STATUS_FAILED)
+        self.assertEqual(status.error, "Timed out after 1s")
+        self.assertFalse(status.HasField("exit_code"))
 
-def test_drain_refuses_new_jobs_and_a_lone_leader_cannot_hand_over(node):
-    running = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="sleep 1; echo slept")).job_id
-    wait_status(node, running, pb.JOB_STATUS_RUNNING)
-    before = node.get("/api/jobs").body
-    reply = node.scheduler.DrainNode(pb.DrainNodeRequest(), timeout=70)
-    assert (reply.success, reply.message) == (False, "No peers available for transfer")
-    assert wait_finished(node, running).output == "slept\n"  # it was let finish
+    async def test_cancel_a_running_job(self):
+        # a sleep no other test runs, so that `ps` finds only this test's process
+        sleeper = f"sleep 60.{uuid.uuid4().int % 10**9:09d}"
+        reply = await self.submit(sleeper)
+        await wait_status(self.node, reply.job_id, pb.JOB_STATUS_RUNNING)
+        await wait_for(
+            lambda: any(sleeper in line for line in command_lines()),
+            30,
+            "the job's process to appear",
+        )
+        cancelled = await self.node.call("CancelJob", pb.CancelJobRequest(job_id=reply.job_id))
+        self.assertTrue(cancelled.success)
+        self.assertEqual(cancelled.message, f"job {reply.job_id} cancelled")
+        status = await wait_finished(self.node, reply.job_id)
+        self.assertEqual(status.status, pb.JOB_STATUS_CANCELLED)
+        self.assertTrue(status.HasField("completed_at_ms"))
+        await wait_for(
+            lambda: not any(sleeper in line for line in command_lines()),
+            30,
+            "the cancelled process to be killed",
+        )
 
-    with pytest.raises(grpc.RpcError) as raised:
-        node.scheduler.SubmitJob(pb.SubmitJobRequest(command="true"))
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert raised.value.details() == "Node is draining and not accepting new jobs"
-    answer = http("POST", node.url + "/api/jobs", {"command": "true"})
-    assert answer.status == 503
-    assert answer.body == {
-        "success": False,
-        "job_id": None,
-        "error": "Node is draining and not accepting new jobs",
-    }
-    again = http("POST", node.url + "/api/nodes/self/drain")
-    assert again.status == 409 and again.body["success"] is False
-    assert [job["id"] for job in node.get("/api/jobs").body] == [job["id"] for job in before]
-    cluster = node.scheduler.GetClusterStatus(pb.GetClusterStatusRequest())
-    assert cluster.nodes[0].draining is True
+    async def test_idempotency_key_returns_the_same_job(self):
+        first = await self.submit("true", idempotency_key="k-1")
+        again = await self.submit("true", idempotency_key="k-1")
+        other = await self.submit("true", idempotency_key="k-2")
+        self.assertEqual(first.job_id, again.job_id)
+        self.assertNotEqual(other.job_id, first.job_id)
 
+    async def test_list_filters_and_paging(self):
+        node = self.node
+        ids = [(await self.submit(f"echo Item-{n}")).job_id for n in range(7)]
+        for job_id in ids:
+            await wait_finished(node, job_id)
+        page = await node.call("ListJobs", pb.ListJobsRequest(page_size=3, command_filter="item-"))
+        self.assertEqual(page.total_count, 7)
+        self.assertEqual([job.job_id for job in page.jobs], ids[:3])
+        seen = [job.job_id for job in page.jobs]
+        while page.next_page_token:
+            page = await node.call(
+                "ListJobs",
+                pb.ListJobsRequest(
+                    page_size=3, command_filter="item-", page_token=page.next_page_token
+                ),
+            )
+            seen += [job.job_id for job in page.jobs]
+        self.assertEqual(seen, ids)
+        completed = await node.call(
+            "ListJobs",
+            pb.ListJobsRequest(status_filter=pb.JOB_STATUS_COMPLETED, worker_id_filter=1),
+        )
+        self.assertLessEqual(set(ids), {job.job_id for job in completed.jobs})
+        none = await node.call("ListJobs", pb.ListJobsRequest(worker_id_filter=99))
+        self.assertEqual(none.total_count, 0)
+        self.assertEqual(list(none.jobs), [])
+        # a server stream has no future(): read it in a thread
+        streamed = await deferToThread(
+            lambda: [
+                job.job_id for job in node.scheduler.StreamJobs(pb.StreamJobsRequest(), timeout=30)
+            ]
+        )
+        self.assertEqual(streamed, ids)
 
-def test_metrics_in_prometheus_text(node):
-    job_id = node.scheduler.SubmitJob(pb.SubmitJobRequest(command="true")).job_id
-    wait_finished(node, job_id)
-    answer = node.get("/metrics")
-    assert answer.status == 200
-    assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    samples = dict(line.rsplit(" ", 1) for line in answer.body.splitlines())
-    assert samples["jobsched_raft_is_leader"] == "1"
-    assert int(samples['jobsched_jobs{status="completed"}']) >= 1
-    assert int(samples["jobsched_raft_commit_index"]) >= 3
+        rest = await node.rest("GET", "/api/jobs?command=ITEM-&limit=5")
+        self.assertEqual([job["id"] for job in rest.body], ids[:5])
+        token = rest.headers["x-next-page-token"]
+        rest2 = await node.rest("GET", f"/api/jobs?command=ITEM-&limit=5&page_token={token}")
+        self.assertEqual([job["id"] for job in rest2.body], ids[5:])
+
+    async def test_cluster_status_and_log(self):
+        node = self.node
+        status = await node.call("GetClusterStatus", pb.GetClusterStatusRequest())
+        self.assertEqual(status.leader_id, 1)
+        self.assertGreaterEqual(status.current_term, 1)
+        self.assertEqual(
+            [(n.node_id, n.is_alive, n.role) for n in status.nodes], [(1, True, "leader")]
+        )
+        self.assertEqual(status.nodes[0].address, node.grpc_address)
+
+        await self.submit("true")
+        log = await node.call("GetRaftLogEntries", pb.GetRaftLogEntriesRequest())
+        self.assertEqual(log.first_available_index, 1)
+        self.assertEqual(log.entries[0].index, 1)
+        # the leader's no-op opens the log
+        self.assertIsNone(log.entries[0].command.WhichOneof("command_type"))
+        kinds = [entry.command.WhichOneof("command_type") for entry in log.entries]
+        self.assertIn("submit_job", kinds)
+        committed = [entry for entry in log.entries if entry.index <= log.commit_index]
+        self.assertTrue(all(entry.is_committed for entry in committed))
+
+        cluster = (await node.rest("GET", "/api/cluster")).body
+        self.assertEqual(
+            (cluster["node_id"], cluster["role"], cluster["leader_id"]), (1, "leader", 1)
+        )
+        self.assertGreaterEqual(cluster["log_length"], cluster["commit_index"])
+        self.assertGreaterEqual(cluster["commit_index"], 1)
+        self.assertIs(cluster["nodes"][0]["is_alive"], True)
+        self.assertEqual((await node.rest("GET", "/health/live")).body, {"status": "ok"})
+        self.assertEqual(
+            (await node.rest("GET", "/health/ready")).body, {"status": "ok", "leader_id": 1}
+        )
+
+    async def test_dashboard_placeholder_is_served_with_security_headers(self):
+        page = await self.node.rest("GET", "/")
+        self.assertEqual(page.status, 200)
+        self.assertIn("jobsched", page.body)
+        self.assertEqual(page.headers["x-content-type-options"], "nosniff")
+        self.assertIn("default-src 'self'", page.headers["content-security-policy"])
+
+    async def test_drain_refuses_new_jobs_and_a_lone_leader_cannot_hand_over(self):
+        node = self.node
+        running = (await self.submit("sleep 1; echo slept")).job_id
+        await wait_status(node, running, pb.JOB_STATUS_RUNNING)
+        before = (await node.rest("GET", "/api/jobs")).body
+        reply = await node.call("DrainNode", pb.DrainNodeRequest(), timeout=70)
+        self.assertEqual((reply.success, reply.message), (False, "No peers available for transfer"))
+        # it was let finish
+        self.assertEqual((await wait_finished(node, running)).output, "slept\n")
+
+        with self.assertRaises(CallFailed) as caught:
+            await self.submit("true")
+        self.assertEqual(
+            (caught.exception.code, caught.exception.details),
+            (grpc.StatusCode.UNAVAILABLE, "Node is draining and not accepting new jobs"),
+        )
+        answer = await node.rest("POST", "/api/jobs", {"command": "true"})
+        self.assertEqual(answer.status, 503)
+        self.assertEqual(
+            answer.body,
+            {
+                "success": False,
+                "job_id": None,
+                "error": "Node is draining and not accepting new jobs",
+            },
+        )
+        again = await node.rest("POST", "/api/nodes/self/drain")
+        self.assertEqual(again.status, 409)
+        self.assertIs(again.body["success"], False)
+        after = (await node.rest("GET", "/api/jobs")).body
+        self.assertEqual([job["id"] for job in after], [job["id"] for job in before])
+        cluster = await node.call("GetClusterStatus", pb.GetClusterStatusRequest())
+        self.assertIs(cluster.nodes[0].draining, True)
+
+    async def test_metrics_in_prometheus_text(self):
+        job_id = (await self.submit("true")).job_id
+        await wait_finished(self.node, job_id)
+        answer = await self.node.rest("GET", "/metrics")
+        self.assertEqual(answer.status, 200)
+        self.assertTrue(answer.headers["content-type"].startswith("text/plain; version=0.0.4"))
+        samples = dict(line.rsplit(" ", 1) for line in answer.body.splitlines())
+        self.assertEqual(samples["jobsched_raft_is_leader"], "1")
+        self.assertGreaterEqual(int(samples['jobsched_jobs{status="completed"}']), 1)
+        self.assertGreaterEqual(int(samples["jobsched_raft_commit_index"]), 3)

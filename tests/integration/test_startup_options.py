@@ -1,7 +1,8 @@
 """A node started with a bad option stops at once with one line naming the option.
 
-Runs the real `twistd -n jobsched` and `jobsched server` as subprocesses; validation fails
-before any part of the node is built, so no port is bound and nothing needs cleaning up.
+Runs the real `twistd -n jobsched` and `jobsched server` as subprocesses (each to
+completion, in a thread, so the reactor stays free); validation fails before any part
+of the node is built, so no port is bound and nothing needs cleaning up.
 """
 
 from __future__ import annotations
@@ -10,111 +11,144 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-import pytest
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
 
-from tests.nodeproc import free_port
+from tests.nodeproc import REPO_ROOT, TWISTD, NodeFactory, free_port
 
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEADLINE_SECONDS = 30
+DEADLINE_SECONDS = 60
 
-BAD_OPTIONS = [
-    (["--port", "abc"], "--port: must be an integer from 1 to 65535 (got 'abc')"),
-    (["--peers", "2:nohost"], "--peers: entry '2:nohost': expected host:port (got 'nohost')"),
-    (["--executor", "foo"], "--executor: must be one of docker, process (got 'foo')"),
-    (["--heartbeat-interval", "500"], "--heartbeat-interval: must be less than"),
-    (["--no-such-option"], "option --no-such-option not recognized"),
-]
-
-
-def start(command: list[str], tmp_path) -> subprocess.CompletedProcess:
-    """Run a node command to completion in an empty directory, with jobsched importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-    return subprocess.run(
-        command,
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_SECONDS,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("jobsched: error: " + expected), result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert result.stdout == ""
+BAD_OPTIONS = {
+    "port_not_a_number": (
+        ["--port", "abc"],
+        "--port: must be an integer from 1 to 65535 (got 'abc')",
+    ),
+    "peer_without_a_port": (
+        ["--peers", "2:nohost"],
+        "--peers: entry '2:nohost': expected host:port (got 'nohost')",
+    ),
+    "unknown_executor": (
+        ["--executor", "foo"],
+        "--executor: must be one of docker, process (got 'foo')",
+    ),
+    "heartbeat_interval_too_long": (
+        ["--heartbeat-interval", "500"],
+        "--heartbeat-interval: must be less than",
+    ),
+    "unknown_option": (["--no-such-option"], "option --no-such-option not recognized"),
+}
+SERVER_BAD_OPTIONS = ("port_not_a_number", "peer_without_a_port")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("options, expected", BAD_OPTIONS)
-def test_twistd_refuses_bad_option(options: list[str], expected: str, tmp_path) -> None:
-    result = start([TWISTD, "-n", "jobsched", *options], tmp_path)
-    assert_one_line_error(result, expected)
-    assert not (tmp_path / "twistd.pid").exists()
+class StartupOptionTests(unittest.TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.workdir = Path(self.mktemp()).resolve()
+        self.workdir.mkdir(parents=True)
+
+    def start(self, command: list[str], **env: str) -> defer.Deferred:
+        """Run a node command to completion in an empty directory, with this checkout's
+        jobsched importable; a Deferred of the CompletedProcess."""
+        environ = dict(os.environ, **env)
+        environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPO_ROOT), environ.get("PYTHONPATH")])
+        )
+        return deferToThread(
+            subprocess.run,
+            command,
+            cwd=self.workdir,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_SECONDS,
+        )
+
+    def assertOneLineError(self, result: subprocess.CompletedProcess, expected: str) -> None:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        self.assertEqual(result.returncode, 2, result)
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertTrue(lines[0].startswith("jobsched: error: " + expected), result.stderr)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)
+        self.assertEqual(result.stdout, "")
+
+    async def check_twistd_refuses(self, case) -> None:
+        """`twistd -n jobsched` stops with one line naming the bad option"""
+        options, expected = case
+        result = await self.start([TWISTD, "-n", "jobsched", *options])
+        self.assertOneLineError(result, expected)
+        self.assertFalse((self.workdir / "twistd.pid").exists())
+
+    async def check_server_refuses(self, case) -> None:
+        """`jobsched server` stops with one line naming the bad option"""
+        options, expected = case
+        result = await self.start([sys.executable, "-m", "jobsched.cli.main", "server", *options])
+        self.assertOneLineError(result, expected)
+
+    async def test_jobsched_server_help_lists_the_node_options(self):
+        result = await self.start([sys.executable, "-m", "jobsched.cli.main", "server", "--help"])
+        self.assertEqual(result.returncode, 0, result)
+        for option in ("--node-id=", "--peers=", "--dashboard-port=", "--tls", "--worker-expiry="):
+            self.assertIn(option, result.stdout)
+
+    async def test_jobsched_unknown_command_is_a_usage_error(self):
+        result = await self.start([sys.executable, "-m", "jobsched.cli.main", "frobnicate"])
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("invalid choice: 'frobnicate'", result.stderr)
+
+    async def test_docker_executor_without_an_engine_stops_with_one_line(self):
+        result = await self.start(
+            [
+                TWISTD,
+                "-n",
+                "--pidfile=",
+                "jobsched",
+                "--executor",
+                "docker",
+                "--port",
+                str(free_port()),
+                "--dashboard-port",
+                "0",
+            ],
+            DOCKER_HOST=f"unix://{self.workdir}/no-such.sock",
+        )
+        self.assertNotEqual(result.returncode, 0)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertTrue(
+            lines[0].startswith(
+                "jobsched: error: --executor docker: cannot reach the Docker engine"
+            ),
+            result.stderr,
+        )
+
+    async def test_json_log_format_writes_one_json_object_per_line(self):
+        node = NodeFactory.for_test(self).start("--executor", "process", "--log-format", "json")
+        await node.until_ready()
+        node.kill()
+        lines = [line for line in node.log_text().splitlines() if line.strip()]
+        records = [json.loads(line) for line in lines]
+        self.assertTrue(any("starting: gRPC" in record.get("log_format", "") for record in records))
+        self.assertTrue(all(record["log_level"]["name"] != "debug" for record in records))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("options, expected", BAD_OPTIONS[:2])
-def test_jobsched_server_refuses_bad_option(options: list[str], expected: str, tmp_path) -> None:
-    result = start([sys.executable, "-m", "jobsched.cli.main", "server", *options], tmp_path)
-    assert_one_line_error(result, expected)
+def add_cases(prefix: str, names, check) -> None:
+    """One StartupOptionTests method `<prefix>_<case name>` per bad option."""
+    for name in names:
+
+        async def test(self, case=BAD_OPTIONS[name]):
+            await check(self, case)
+
+        test.__name__ = f"{prefix}_{name}"
+        test.__doc__ = f"{check.__doc__} ({name.replace('_', ' ')})"
+        setattr(StartupOptionTests, test.__name__, test)
 
 
-@pytest.mark.slow
-def test_jobsched_server_help_lists_the_node_options(tmp_path) -> None:
-    result = start([sys.executable, "-m", "jobsched.cli.main", "server", "--help"], tmp_path)
-    assert result.returncode == 0, result
-    for option in ("--node-id=", "--peers=", "--dashboard-port=", "--tls", "--worker-expiry="):
-        assert option in result.stdout
-
-
-@pytest.mark.slow
-def test_jobsched_unknown_command_is_a_usage_error(tmp_path) -> None:
-    result = start([sys.executable, "-m", "jobsched.cli.main", "frobnicate"], tmp_path)
-    assert result.returncode == 2
-    assert "invalid choice: 'frobnicate'" in result.stderr
-
-
-def test_docker_executor_without_an_engine_stops_with_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
-    result = start(
-        [
-            TWISTD,
-            "-n",
-            "--pidfile=",
-            "jobsched",
-            "--executor",
-            "docker",
-            "--port",
-            str(free_port()),
-            "--dashboard-port",
-            "0",
-        ],
-        tmp_path,
-    )
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("jobsched: error: --executor docker: cannot reach the Docker engine")
-
-
-def test_json_log_format_writes_one_json_object_per_line(tmp_path):
-    from tests.nodeproc import NodeFactory
-
-    factory = NodeFactory(tmp_path)
-    try:
-        node = factory.start("--executor", "process", "--log-format", "json")
-        node.wait_ready()
-    finally:
-        factory.kill_all()
-    lines = [line for line in node.log_text().splitlines() if line.strip()]
-    records = [json.loads(line) for line in lines]
-    assert any("starting: gRPC" in record.get("log_format", "") for record in records)
-    assert all(record["log_level"]["name"] != "debug" for record in records)
+add_cases("test_twistd_refuses", BAD_OPTIONS, StartupOptionTests.check_twistd_refuses)
+add_cases(
+    "test_jobsched_server_refuses", SERVER_BAD_OPTIONS, StartupOptionTests.check_server_refuses
+)
