@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2
 from jobsched.errors import InvalidArgument
-from jobsched.interfaces import IStateMachine
+from jobsched.interfaces import IJobTable
 from jobsched.jobs.model import Job, JobStatus
 
 IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000
@@ -147,7 +147,7 @@ def _matcher(query: ListQuery) -> Callable[[Job], bool] | None:
     return match
 
 
-@implementer(IStateMachine)
+@implementer(IJobTable)
 class JobTable:
     """The job table and worker registry, changed only by `apply`."""
 

@@ -13,9 +13,10 @@ from jobsched.jobs.wire import job_to_job_info, job_to_status_response
 T0 = 1_700_000_000_000
 
 
-def round_trip(command):
-    """What every node applies: the entry after it crossed the wire."""
-    return scheduler_pb2.Command.FromString(command.SerializeToString())
+def decode(entry: bytes) -> scheduler_pb2.Command:
+    """The Command in an entry: builders return the serialized bytes Raft replicates
+    (and every node applies), so every field checked here has crossed the wire."""
+    return scheduler_pb2.Command.FromString(entry)
 
 
 def pending_job():
@@ -55,7 +56,7 @@ class CommandBuilderTests(unittest.TestCase):
             idempotency_key="k",
             max_attempts=3,
         )
-        submit = round_trip(cmd).submit_job
+        submit = decode(cmd).submit_job
         self.assertEqual((submit.job_id, submit.command, submit.created_at_ms), ("id1", "echo", T0))
         self.assertTrue(submit.HasField("image"))
         self.assertEqual(submit.image, "alpine:3")
@@ -64,14 +65,36 @@ class CommandBuilderTests(unittest.TestCase):
         )
 
     def test_submit_job_without_image_leaves_it_absent(self):
-        self.assertFalse(commands.submit_job("id1", "echo", T0).submit_job.HasField("image"))
+        self.assertFalse(
+            decode(commands.submit_job("id1", "echo", T0)).submit_job.HasField("image")
+        )
+
+    def test_every_builder_returns_entry_bytes(self):
+        done = JobResult(JobStatus.COMPLETED, 0, "", "", False, T0, T0 + 1)
+        entries = {
+            "submit_job": commands.submit_job("id1", "echo", T0),
+            "assign_job": commands.assign_job("id1", 4, 1),
+            "requeue_job": commands.requeue_job("id1", 1, "lost", T0),
+            "batch_update_job_status": commands.batch_update(
+                [commands.status_update("id1", done, 4, 1)]
+            ),
+            "cancel_job": commands.cancel_job("id1", T0),
+            "register_worker": commands.register_worker(4),
+        }
+        for kind, entry in entries.items():
+            self.assertIsInstance(entry, bytes, kind)
+            self.assertTrue(entry, kind)  # never the empty no-op entry
+            self.assertEqual(decode(entry).WhichOneof("command_type"), kind)
 
     def test_assign_cancel_register(self):
-        assign = round_trip(commands.assign_job("id1", 4, 2)).assign_job
+        assign = decode(commands.assign_job("id1", 4, 2)).assign_job
         self.assertEqual((assign.job_id, assign.worker_id, assign.attempt), ("id1", 4, 2))
-        cancel = round_trip(commands.cancel_job("id1", T0)).cancel_job
+        self.assertEqual((assign.worker_incarnation, assign.assigned_at_ms), (0, 0))
+        assign = decode(commands.assign_job("id1", 4, 2, 2**62 + 1, T0)).assign_job
+        self.assertEqual((assign.worker_incarnation, assign.assigned_at_ms), (2**62 + 1, T0))
+        cancel = decode(commands.cancel_job("id1", T0)).cancel_job
         self.assertEqual((cancel.job_id, cancel.cancelled_at_ms), ("id1", T0))
-        self.assertEqual(round_trip(commands.register_worker(9)).register_worker.worker_id, 9)
+        self.assertEqual(decode(commands.register_worker(9)).register_worker.worker_id, 9)
 
     def test_status_update_carries_result_with_presence(self):
         done = JobResult(JobStatus.COMPLETED, 0, "out", "err", True, T0, T0 + 5)
@@ -93,11 +116,12 @@ class CommandBuilderTests(unittest.TestCase):
         self.assertFalse(update.HasField("exit_code"))
         self.assertFalse(update.HasField("started_at_ms"))
 
-    def test_update_job_status_wraps_the_update(self):
-        done = JobResult(JobStatus.FAILED, 7, "", "", False, T0, T0 + 1)
-        cmd = round_trip(commands.update_job_status("id1", done, 1, 1))
-        self.assertEqual(cmd.WhichOneof("command_type"), "update_job_status")
-        self.assertEqual(cmd.update_job_status, commands.status_update("id1", done, 1, 1))
+    def test_requeue_job_sets_every_field(self):
+        requeue = decode(commands.requeue_job("id1", 2, "worker 3 lost", T0)).requeue_job
+        self.assertEqual(
+            (requeue.job_id, requeue.attempt, requeue.error, requeue.failed_at_ms),
+            ("id1", 2, "worker 3 lost", T0),
+        )
 
     def test_batch_update_keeps_every_field(self):
         results = [
@@ -105,7 +129,7 @@ class CommandBuilderTests(unittest.TestCase):
             JobResult(JobStatus.FAILED, None, "", "lost", True, None, T0 + 2),
         ]
         updates = [commands.status_update(f"id{n}", r, n, n) for n, r in enumerate(results)]
-        batch = round_trip(commands.batch_update(updates)).batch_update_job_status
+        batch = decode(commands.batch_update(updates)).batch_update_job_status
         self.assertEqual(len(batch.updates), 2)
         for update, item in zip(updates, batch.updates, strict=False):
             self.assertIsInstance(item, scheduler_pb2.JobStatusUpdate)
@@ -115,11 +139,11 @@ class CommandBuilderTests(unittest.TestCase):
 
     def test_built_commands_drive_the_table(self):
         table = JobTable()
-        table.apply(1, round_trip(commands.submit_job("id1", "echo", T0)))
-        table.apply(2, round_trip(commands.assign_job("id1", 3, 1)))
+        table.apply(1, commands.submit_job("id1", "echo", T0))
+        table.apply(2, commands.assign_job("id1", 3, 1))
         done = JobResult(JobStatus.COMPLETED, 0, "hi\n", "", False, T0 + 1, T0 + 2)
         update = commands.status_update("id1", done, 3, 1)
-        job = table.apply(3, round_trip(commands.batch_update([update])))[0]
+        job = table.apply(3, commands.batch_update([update]))[0]
         self.assertEqual(
             (job.status, job.exit_code, job.output, job.executed_by),
             (JobStatus.COMPLETED, 0, "hi\n", 3),

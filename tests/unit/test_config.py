@@ -10,7 +10,15 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from jobsched.config import ConfigError, NodeConfig, PeerAddress, parse_address, parse_peers
+from jobsched.config import (
+    MAX_ATTEMPTS_LIMIT,
+    ConfigError,
+    NodeConfig,
+    PeerAddress,
+    format_address,
+    parse_address,
+    parse_peers,
+)
 from jobsched.tap import Options
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,6 +59,8 @@ BAD_VALUES = {
     "worker_expiry_not_a_number": ("worker_expiry", "soon"),
     "worker_expiry_infinite": ("worker_expiry", "inf"),
     "max_attempts_zero": ("max_attempts", "0"),
+    "max_attempts_above_ten": ("max_attempts", "11"),
+    "max_attempts_not_a_number": ("max_attempts", "three"),
 }
 
 # case name -> (options, flag): values fine alone that conflict, and the option to change
@@ -147,8 +157,6 @@ class ParsingTests(ConfigTestCase):
         )
         self.assertEqual(config.peers, {})
         self.assertEqual(config.advertise_addr, "127.0.0.1:50051")
-        self.assertEqual(config.client_address, "127.0.0.1:50051")
-        self.assertEqual(config.bind_address, "127.0.0.1:50051")
         self.assertIsNone(config.data_dir)
         self.assertEqual((config.executor, config.image), ("docker", "alpine:latest"))
         self.assertEqual(config.allowed_images, ())
@@ -161,7 +169,7 @@ class ParsingTests(ConfigTestCase):
         self.assertEqual(config.heartbeat_interval, 50)
         self.assertEqual(config.log_format, "text")
         self.assertEqual((config.worker_expiry, config.max_attempts), (5.0, 3))
-        self.assertEqual((config.cluster_size, config.majority), (1, 1))
+        self.assertEqual(config.cluster_size, 1)
 
     def test_none_values_take_defaults(self):
         self.assertEqual(NodeConfig.from_options({"port": None, "tls": 0}), NodeConfig())
@@ -203,7 +211,7 @@ class ParsingTests(ConfigTestCase):
             config.peers,
             {1: PeerAddress("10.0.0.1", 7000), 3: PeerAddress("node3.example.com", 7002)},
         )
-        self.assertEqual(config.client_address, "10.0.0.2:7001")
+        self.assertEqual(config.advertise_addr, "10.0.0.2:7001")
         self.assertEqual(config.data_dir, str(tmp_path / "data"))
         self.assertTrue(os.path.isdir(config.data_dir))
         self.assertEqual((config.executor, config.image), ("process", "busybox:1.36"))
@@ -217,12 +225,36 @@ class ParsingTests(ConfigTestCase):
         self.assertEqual((config.election_timeout_min, config.election_timeout_max), (1000, 2000))
         self.assertEqual((config.heartbeat_interval, config.log_format), (100, "json"))
         self.assertEqual((config.worker_expiry, config.max_attempts), (0.5, 5))
-        self.assertEqual((config.cluster_size, config.majority), (3, 2))
+        self.assertEqual(config.cluster_size, 3)
 
     def test_advertise_addr_defaults_to_host_and_port(self):
-        self.assertEqual(parse(host="::1", port="7000").client_address, "[::1]:7000")
+        self.assertEqual(parse(host="::1", port="7000").advertise_addr, "[::1]:7000")
         self.assertEqual(parse(host="[::1]").host, "::1")
-        self.assertEqual(parse(host="node1.local", port="7000").client_address, "node1.local:7000")
+        self.assertEqual(parse(host="node1.local", port="7000").advertise_addr, "node1.local:7000")
+
+    def test_format_address_brackets_ipv6_hosts(self):
+        """The `host:port` the gRPC server binds and peers are dialled at."""
+        self.assertEqual(format_address("127.0.0.1", 50051), "127.0.0.1:50051")
+        self.assertEqual(format_address("::1", 7000), "[::1]:7000")
+        self.assertEqual(format_address("node1.local", 7000), "node1.local:7000")
+
+    def test_max_attempts_may_be_one_to_ten(self):
+        self.assertEqual(MAX_ATTEMPTS_LIMIT, 10)
+        self.assertEqual(parse(max_attempts="1").max_attempts, 1)
+        self.assertEqual(parse(max_attempts="10").max_attempts, 10)
+        self.assertEqual(NodeConfig(max_attempts=10).max_attempts, 10)
+
+    def test_max_attempts_above_ten_is_refused_in_one_line(self):
+        with self.assertRaises(ConfigError) as caught:
+            parse(max_attempts="11")
+        self.assertEqual(
+            str(caught.exception), "--max-attempts: must be an integer from 1 to 10 (got '11')"
+        )
+        with self.assertRaises(ConfigError) as caught:
+            NodeConfig(max_attempts=11)
+        self.assertEqual(
+            str(caught.exception), "--max-attempts: must be an integer from 1 to 10 (got 11)"
+        )
 
     def test_direct_construction_is_validated(self):
         with self.assertRaises(ConfigError) as caught:

@@ -1,4 +1,5 @@
-"""Dispatcher on a real single-node RaftService and JobTable, driven by a Clock.
+"""Dispatcher on a real single-node RaftService and JobTable, driven by a Clock, and the
+WorkerRegistry it keeps heartbeats in.
 
 Node 1 leads and has its own worker (slots given per test); remote workers exist only
 through the heartbeats the test hands the dispatcher.
@@ -8,19 +9,22 @@ from __future__ import annotations
 
 import itertools
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from jobsched import errors
+from jobsched._proto import scheduler_pb2
 from jobsched.dispatch import Dispatcher
 from jobsched.interfaces import IDispatcher, IWorker
 from jobsched.jobs import commands
 from jobsched.jobs.model import JobResult, JobStatus
 from jobsched.raft.storage import MemoryStorage
-from jobsched.scheduler import Assigner
-from tests.unit.test_cluster_api import build, elected
+from jobsched.registry import Heartbeat, WorkerRegistry
+from jobsched.scheduler import Assigner, WorkerView
+from tests.unit.test_cluster_api import build, cluster, elected
 
 LEADER = 1
 LOCAL_INCARNATION = 1001
@@ -42,27 +46,40 @@ class LocalWorker:
     def free_slots(self):
         return 0
 
+    def fence(self):
+        raise AssertionError("the dispatcher never fences its own worker")
+
+    def wind_down(self, grace_seconds):
+        return defer.succeed(None)
+
+
+def dispatcher_of(node, slots=2, is_draining=lambda: False):
+    """A Dispatcher wired to `node` (a tests.unit.test_cluster_api.Node) as in a node."""
+    local_worker = LocalWorker()
+    local_worker.table = node.table
+    return Dispatcher(
+        node.config.node_id,
+        node.raft,
+        node.table,
+        Assigner(),
+        local_worker,
+        node.registry,
+        slots,
+        is_draining,
+        node.clock,
+        worker_expiry=EXPIRY,
+    )
+
 
 class Leader:
-    """An elected node 1: raft, table, API and a started dispatcher."""
+    """An elected node 1: raft, table, worker registry and a started dispatcher."""
 
     def __init__(self, slots=2, draining=False, storage=None, clock=None):
         self.clock = clock or task.Clock()
-        self.raft, self.table, self.api = build(self.clock, storage)
+        node = build(self.clock, storage, worker_expiry=EXPIRY)
+        self.raft, self.table, self.registry = node.raft, node.table, node.registry
         self.draining = draining
-        self.local_worker = LocalWorker()
-        self.local_worker.table = self.table
-        self.dispatcher = Dispatcher(
-            LEADER,
-            self.raft,
-            self.table,
-            Assigner(),
-            self.local_worker,
-            slots,
-            lambda: self.draining,
-            self.clock,
-            worker_expiry=EXPIRY,
-        )
+        self.dispatcher = dispatcher_of(node, slots, lambda: self.draining)
         self.dispatcher.startService()  # before the election, as in a node
         elected(self.clock, self.raft)
 
@@ -86,7 +103,8 @@ class Leader:
     def finish(self, job_id):
         job = self.table.get(job_id)
         done = JobResult(JobStatus.COMPLETED, 0, "", "", False, None, 2000)
-        self.propose(commands.update_job_status(job_id, done, job.assigned_worker, job.attempts))
+        update = commands.status_update(job_id, done, job.assigned_worker, job.attempts)
+        self.propose(commands.batch_update([update]))
 
     def beat(self, node_id, free_slots=4, running=None, draining=False, incarnation=None):
         """A heartbeat from `node_id`; by default it reports running what the table
@@ -166,7 +184,9 @@ class PlacementTests(unittest.TestCase):
         node.run(20, beating=[2])
         entries = node.raft.log_entries(1, 1000)
         registrations = [
-            e for e in entries if not e.is_noop and e.command.HasField("register_worker")
+            entry
+            for entry in entries
+            if scheduler_pb2.Command.FromString(entry.command).HasField("register_worker")
         ]
         self.assertEqual(len(registrations), 1)
 
@@ -201,7 +221,7 @@ class PlacementTests(unittest.TestCase):
         jobs = node.submit(2)
         node.run(6, beating=[])
         self.assertEqual(node.placed(jobs), [None, None])
-        self.assertTrue(node.dispatcher.is_draining(2))
+        self.assertTrue(node.registry.is_draining(2))
 
         node.beat(3)
         node.settle()
@@ -369,3 +389,107 @@ class FreshLeaderTests(unittest.TestCase):
         second.run(30, beating=[2])
         self.assertEqual(second.placed(jobs), [2])
         self.assertEqual(second.table.get(jobs[0]).attempts, 1)  # never taken back
+
+
+class LeadershipTests(unittest.TestCase):
+    """Only a leader takes heartbeats, and it forgets them when it stops leading."""
+
+    def test_node_without_a_leader_refuses_heartbeats(self):
+        clock = task.Clock()
+        node = build(clock)
+        node.raft.startService()
+        self.addCleanup(node.raft.stopService)
+        dispatcher = dispatcher_of(node)
+        with self.assertRaises(errors.NotLeader) as caught:
+            dispatcher.heartbeat(2, [], 4, False, 2000)
+        self.assertIsNone(caught.exception.leader_address)
+        self.assertIsNone(node.registry.latest(2))
+
+    def test_follower_refuses_heartbeats_naming_the_leader(self):
+        clock = task.Clock()
+        _leader, follower = cluster(self, clock)
+        dispatcher = dispatcher_of(follower)
+        dispatcher.startService()
+        self.addCleanup(dispatcher.stopService)
+        with self.assertRaises(errors.NotLeader) as caught:
+            dispatcher.heartbeat(3, ["job-a"], 4, False, 3000)
+        self.assertEqual(caught.exception.leader_address, "127.0.0.1:50051")
+        self.assertEqual(follower.registry.views(), {})
+        self.assertEqual(follower.table.workers(), [])
+
+    def test_a_leader_that_steps_down_forgets_every_heartbeat(self):
+        clock = task.Clock()
+        leader, follower = cluster(self, clock)
+        dispatcher = dispatcher_of(leader)
+        dispatcher.startService()
+        self.addCleanup(dispatcher.stopService)
+        dispatcher.heartbeat(2, [], 4, True, 2000)
+        clock.pump([0.05] * 4)
+        self.assertEqual(leader.table.workers(), [2])
+        self.assertTrue(leader.registry.is_live(2))
+
+        follower.raft.stopService()  # the leader loses its quorum and steps down
+        clock.pump([0.05] * 20)
+        self.assertFalse(leader.api.is_leader())
+        self.assertIsNone(leader.registry.latest(2))
+        self.assertFalse(leader.registry.is_draining(2))
+        self.assertNotIn(2, dispatcher.workers())
+
+
+class WorkerRegistryTests(unittest.TestCase):
+    """WorkerRegistry: the latest heartbeat of each remote worker, live within the expiry."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.registry = WorkerRegistry(self.clock, EXPIRY)
+
+    def test_unknown_worker_is_neither_live_nor_draining(self):
+        self.assertIsNone(self.registry.latest(2))
+        self.assertFalse(self.registry.is_live(2))
+        self.assertFalse(self.registry.is_draining(2))
+        self.assertEqual(self.registry.views(), {})
+
+    def test_record_keeps_the_latest_heartbeat_and_its_time(self):
+        self.clock.advance(10)
+        self.registry.record(2, ["a", "b"], 1, False, 2000)
+        self.clock.advance(1)
+        self.registry.record(2, iter(["c"]), 3, True, 2001)
+        self.assertEqual(self.registry.latest(2), Heartbeat(11.0, ("c",), 3, True, 2001))
+        self.assertTrue(self.registry.is_draining(2))
+
+    def test_record_tells_whether_the_worker_was_live_before(self):
+        self.assertFalse(self.registry.record(2, [], 4, False, 2000))
+        self.clock.advance(EXPIRY)
+        self.assertTrue(self.registry.record(2, [], 4, False, 2000))
+        self.clock.advance(EXPIRY + 0.1)
+        self.assertFalse(self.registry.record(2, [], 4, False, 2000))
+
+    def test_live_while_heard_from_within_the_expiry(self):
+        self.registry.record(2, [], 4, False, 2000)
+        self.clock.advance(EXPIRY)
+        self.assertTrue(self.registry.is_live(2))  # exactly the expiry: still live
+        self.clock.advance(0.1)
+        self.assertFalse(self.registry.is_live(2))
+        self.assertIsNotNone(self.registry.latest(2))  # silent, not forgotten
+
+    def test_views_count_running_jobs_toward_the_slots(self):
+        self.registry.record(2, ["a", "b"], 1, False, 2000)
+        self.registry.record(3, [], 4, True, 3000)
+        self.clock.advance(EXPIRY + 1)
+        self.registry.record(4, ["c"], 0, False, 4000)
+        self.assertEqual(
+            self.registry.views(),
+            {
+                2: WorkerView(live=False, draining=False, slots=3, incarnation=2000),
+                3: WorkerView(live=False, draining=True, slots=4, incarnation=3000),
+                4: WorkerView(live=True, draining=False, slots=1, incarnation=4000),
+            },
+        )
+
+    def test_forget_all_drops_every_heartbeat(self):
+        self.registry.record(2, [], 4, True, 2000)
+        self.registry.record(3, [], 4, False, 3000)
+        self.registry.forget_all()
+        self.assertEqual(self.registry.views(), {})
+        self.assertFalse(self.registry.is_draining(2))
+        self.assertFalse(self.registry.record(3, [], 4, False, 3000))

@@ -6,7 +6,9 @@ import dataclasses
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
+from zope.interface import implementer
 
+from jobsched.interfaces import IRouter
 from jobsched.raft.service import RaftStatus
 from jobsched.worker.heartbeat import HeartbeatSender
 
@@ -55,15 +57,17 @@ class FakeRaft:
             observer("role")
 
 
-class FakeLeader:
-    """LeaderClient.internal: records calls; the test answers each Deferred."""
+@implementer(IRouter)
+class FakeRouter:
+    """The router as the sender uses it: `send_heartbeat` records each beat; the test
+    answers each Deferred."""
 
     def __init__(self):
         self.calls = []
 
-    def internal(self, method, request, timeout=0):
+    def send_heartbeat(self, request, timeout):
         d = defer.Deferred()
-        self.calls.append((method, request, timeout, d))
+        self.calls.append((request, timeout, d))
         return d
 
     def ack_all(self):
@@ -76,8 +80,20 @@ class FakeLeader:
             if not d.called:
                 d.errback(RuntimeError("leader unreachable"))
 
-    def in_flight(self):
-        return sum(1 for *_, d in self.calls if not d.called)
+    def submit(self, request):
+        raise AssertionError("the sender only sends heartbeats")
+
+    def cancel(self, job_id):
+        raise AssertionError("the sender only sends heartbeats")
+
+    def cluster_status(self):
+        raise AssertionError("the sender only sends heartbeats")
+
+    def raft_log(self, start_index, limit):
+        raise AssertionError("the sender only sends heartbeats")
+
+    def deliver_results(self, updates):
+        raise AssertionError("the sender only sends heartbeats")
 
 
 class FakeWorker:
@@ -101,7 +117,7 @@ class Harness:
     def __init__(self, draining=False):
         self.clock = task.Clock()
         self.raft = FakeRaft()
-        self.leader = FakeLeader()
+        self.router = FakeRouter()
         self.worker = FakeWorker()
         self.worker.clock = self.clock
         self.draining = draining
@@ -109,7 +125,7 @@ class Harness:
             NODE,
             self.raft,
             self.worker,
-            self.leader,
+            self.router,
             lambda: self.draining,
             self.clock,
             EXPIRY,
@@ -121,67 +137,66 @@ class Harness:
         for _ in range(round(seconds / step)):
             self.clock.advance(step)
             if ack:
-                self.leader.ack_all()
+                self.router.ack_all()
             elif ack is False:
-                self.leader.fail_all()
+                self.router.fail_all()
 
 
 class BeatTests(unittest.TestCase):
     def test_beats_every_two_seconds_with_the_workers_state(self):
         h = Harness(draining=True)
         h.clock.advance(1.9)
-        self.assertEqual(h.leader.calls, [])
+        self.assertEqual(h.router.calls, [])
         h.clock.advance(0.1)
-        [(method, request, timeout, _)] = h.leader.calls
-        self.assertEqual(method, "WorkerHeartbeat")
+        [(request, timeout, _)] = h.router.calls
         self.assertEqual(request.node_id, NODE)
         self.assertEqual(list(request.running_job_ids), ["job-a", "job-b"])
         self.assertEqual(request.free_slots, 2)
         self.assertIs(request.draining, True)
         self.assertEqual(request.incarnation, 424242)
         self.assertLessEqual(timeout, 2.0)
-        h.leader.ack_all()
+        h.router.ack_all()
         h.run(10)
-        self.assertEqual(len(h.leader.calls), 6)  # t = 2, 4, ..., 12
+        self.assertEqual(len(h.router.calls), 6)  # t = 2, 4, ..., 12
 
     def test_no_beat_while_leader(self):
         h = Harness()
         h.raft.change(role="leader", leader_id=NODE, has_quorum=True)
         h.run(10)
-        self.assertEqual(h.leader.calls, [])
+        self.assertEqual(h.router.calls, [])
 
     def test_no_beat_while_no_leader_is_known(self):
         h = Harness()
         h.raft.change(role="candidate", leader_id=0)
         h.run(10)
-        self.assertEqual(h.leader.calls, [])
+        self.assertEqual(h.router.calls, [])
 
     def test_a_new_leader_hears_at_once(self):
         h = Harness()
         h.raft.change(role="candidate", leader_id=0)
         h.clock.advance(1)
         h.raft.change(role="follower", leader_id=1)
-        self.assertEqual(len(h.leader.calls), 1)
+        self.assertEqual(len(h.router.calls), 1)
 
     def test_one_beat_in_flight_at_a_time(self):
         h = Harness()
         h.run(10, ack=None)  # the leader never answers
-        self.assertEqual(len(h.leader.calls), 1)
-        h.leader.ack_all()
+        self.assertEqual(len(h.router.calls), 1)
+        h.router.ack_all()
         h.clock.advance(2)
-        self.assertEqual(len(h.leader.calls), 2)
+        self.assertEqual(len(h.router.calls), 2)
 
     def test_a_failed_beat_is_sent_again_next_time(self):
         h = Harness()
         h.run(2, ack=False)
         h.run(2, ack=False)
-        self.assertEqual(len(h.leader.calls), 2)
+        self.assertEqual(len(h.router.calls), 2)
 
     def test_stopped_sender_neither_beats_nor_fences(self):
         h = Harness()
         h.sender.stopService()
         h.run(30, ack=None)
-        self.assertEqual(h.leader.calls, [])
+        self.assertEqual(h.router.calls, [])
         self.assertEqual(h.worker.fenced_at, [])
         self.assertEqual(h.clock.getDelayedCalls(), [])
 

@@ -5,7 +5,10 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from jobsched.interfaces import IHeartbeatSender, IRaftTransport, IWebApp
+from jobsched.net.channels import Wire
+from jobsched.net.leader import LeaderClient
 from jobsched.raft.transport import GrpcTransport
+from jobsched.routing import Router
 from jobsched.worker.heartbeat import HeartbeatSender
 from tests.unit.test_cluster_api import build
 
@@ -14,7 +17,7 @@ class ProvidedInterfacesTests(unittest.TestCase):
     """Each part verifies against the interface the node wires it in by."""
 
     def test_grpc_transport_provides_iraft_transport(self):
-        transport = GrpcTransport({2: "127.0.0.1:1"}, task.Clock())
+        transport = GrpcTransport({2: "127.0.0.1:1"}, Wire(), task.Clock())
         self.addCleanup(transport.close)
         self.assertTrue(verifyObject(IRaftTransport, transport))
 
@@ -22,19 +25,21 @@ class ProvidedInterfacesTests(unittest.TestCase):
         from jobsched.api.rest import RestApi  # imports klein: only inside the test
 
         clock = task.Clock()
-        _raft, _table, api = build(clock)
-        rest = RestApi(api)
+        node = build(clock)
+        leader = LeaderClient(lambda: None, Wire(), clock)
+        self.addCleanup(leader.close)
+        rest = RestApi(node.api, Router(node.api, leader))
         self.assertTrue(verifyObject(IWebApp, rest))
         self.assertIsNotNone(rest.resource())
 
     def test_heartbeat_sender_provides_iheartbeat_sender(self):
         clock = task.Clock()
-        raft, _table, _api = build(clock)
+        node = build(clock)
         sender = HeartbeatSender(
             2,
-            raft,
+            node.raft,
             worker=None,
-            leader=None,
+            router=None,
             is_draining=lambda: False,
             clock=clock,
             worker_expiry=5.0,

@@ -9,8 +9,8 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from jobsched._proto import scheduler_pb2
-from jobsched.api.errors import InvalidArgument
-from jobsched.interfaces import IStateMachine
+from jobsched.errors import InvalidArgument
+from jobsched.interfaces import IJobTable, IStateMachine
 from jobsched.jobs import commands
 from jobsched.jobs.model import Job, JobResult, JobStatus
 from jobsched.jobs.table import (
@@ -23,7 +23,8 @@ T0 = 1_700_000_000_000
 _index = itertools.count(1)
 
 
-def apply(table: JobTable, command: scheduler_pb2.Command):
+def apply(table: JobTable, command: bytes):
+    """Apply one entry (serialized Command bytes, as Raft hands them over)."""
     return table.apply(next(_index), command)
 
 
@@ -33,8 +34,8 @@ def submit(table, job_id, created=T0, command="echo hi", key="", **kwargs):
     )
 
 
-def assign(table, job_id, worker=1, attempt=1):
-    return apply(table, commands.assign_job(job_id, worker, attempt))
+def assign(table, job_id, worker=1, attempt=1, assigned_at=0):
+    return apply(table, commands.assign_job(job_id, worker, attempt, 0, assigned_at))
 
 
 def result(
@@ -50,7 +51,10 @@ def result(
 
 
 def finish(table, job_id, worker=1, attempt=1, **kwargs):
-    return apply(table, commands.update_job_status(job_id, result(**kwargs), worker, attempt))
+    """Commit one finished attempt as the leader does (a batch of one); its outcome."""
+    update = commands.status_update(job_id, result(**kwargs), worker, attempt)
+    [outcome] = apply(table, commands.batch_update([update]))
+    return outcome
 
 
 def cancel(table, job_id, at=T0 + 99):
@@ -83,15 +87,19 @@ def add_cases(cls, prefix, cases, check):
 
 
 class InterfaceTests(unittest.TestCase):
-    """JobTable is Raft's state machine."""
+    """JobTable is Raft's state machine and the job table the node reads."""
 
     def test_job_table_provides_state_machine(self):
         self.assertTrue(verifyObject(IStateMachine, JobTable()))
 
+    def test_job_table_provides_job_table_interface(self):
+        self.assertTrue(verifyObject(IJobTable, JobTable()))
+
     def test_noop_entry_changes_nothing(self):
         table = JobTable()
         before = table.snapshot()
-        self.assertIsNone(apply(table, scheduler_pb2.Command()))
+        self.assertIsNone(apply(table, b""))
+        self.assertIsNone(apply(table, scheduler_pb2.Command().SerializeToString()))
         self.assertEqual(table.snapshot(), before)
 
 
@@ -211,6 +219,44 @@ class AssignTests(unittest.TestCase):
         submit(table, "a")
         self.assertEqual(assign(table, "a", attempt=0).attempts, 1)
 
+    def test_assign_shows_where_and_since_when_the_job_runs(self):
+        """Until its result arrives, a running job shows the assigned worker as
+        executed_by and the assignment time as started_at."""
+        table = JobTable()
+        submit(table, "a")
+        job = assign(table, "a", worker=3, assigned_at=T0 + 5)
+        self.assertEqual((job.executed_by, job.started_at_ms), (3, T0 + 5))
+        self.assertEqual(table.get("a"), job)
+        self.assertEqual(listed(table, worker_id=3), ["a"])
+
+    def test_assign_without_a_time_leaves_started_at_unknown(self):
+        table = JobTable()
+        submit(table, "a")
+        job = assign(table, "a", worker=3, assigned_at=0)
+        self.assertEqual((job.executed_by, job.started_at_ms), (3, None))
+
+    def test_result_replaces_the_assignment_worker_and_start(self):
+        """The worker's result brings where and when the attempt really ran (a start
+        it does not know stays unknown)."""
+        table = JobTable()
+        for job_id in ("a", "b"):
+            submit(table, job_id)
+            assign(table, job_id, worker=1, assigned_at=T0 + 5)
+        job = finish(table, "a", worker=2, started=T0 + 7)
+        self.assertEqual((job.assigned_worker, job.executed_by, job.started_at_ms), (1, 2, T0 + 7))
+        never_started = finish(table, "b", status=JobStatus.FAILED, exit_code=None, started=None)
+        self.assertEqual((never_started.executed_by, never_started.started_at_ms), (1, None))
+
+    def test_snapshot_keeps_the_assignment_worker_and_start(self):
+        table = JobTable()
+        submit(table, "a")
+        assign(table, "a", worker=3, assigned_at=T0 + 5)
+        restored = JobTable()
+        restored.restore(table.snapshot())
+        job = restored.get("a")
+        self.assertEqual((job.executed_by, job.started_at_ms), (3, T0 + 5))
+        self.assertEqual(restored.snapshot(), table.snapshot())
+
     def check_assign_ignored_unless_pending(self, state):
         """Assigning a job that is not pending changes nothing."""
         table = JobTable()
@@ -243,7 +289,7 @@ add_cases(
 
 
 class UpdateTests(unittest.TestCase):
-    """update_job_status: only the running attempt's result lands."""
+    """Results (in batch_update_job_status entries): only the running attempt's lands."""
 
     def test_update_completes_running_job_with_result(self):
         table = JobTable()
@@ -320,8 +366,19 @@ class UpdateTests(unittest.TestCase):
         update = scheduler_pb2.UpdateJobStatusCommand(
             job_id="a", status=int(status), executed_by=1, attempt=1
         )
-        self.assertIsNone(apply(table, scheduler_pb2.Command(update_job_status=update)))
+        self.assertEqual(apply(table, commands.batch_update([update])), [None])
         self.assertIs(table.get("a").status, JobStatus.RUNNING)
+
+    def test_single_update_entry_still_applies(self):
+        """A lone UpdateJobStatus entry (no builder makes one any more; older logs hold
+        them) lands like a batch of one."""
+        table = JobTable()
+        running_job(table, "a", worker=2)
+        update = commands.status_update("a", result(exit_code=4), 2, 1)
+        entry = scheduler_pb2.Command(update_job_status=update).SerializeToString()
+        job = apply(table, entry)
+        self.assertEqual((job.status, job.exit_code, job.executed_by), (JobStatus.COMPLETED, 4, 2))
+        self.assertEqual(table.get("a"), job)
 
     def test_batch_update_applies_each_and_reports_each(self):
         table = JobTable()
@@ -471,15 +528,6 @@ class ListenerTests(unittest.TestCase):
         self.assertEqual(seen, ["submitted"])
         # the table logs the listener's failure (trial fails a test on an unflushed one)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
-    def test_removed_listener_is_not_called(self):
-        table = JobTable()
-        seen = []
-        listener = lambda event, job: seen.append(event)  # noqa: E731
-        table.add_listener(listener)
-        table.remove_listener(listener)
-        submit(table, "a")
-        self.assertEqual(seen, [])
 
     def test_results_are_copies_not_the_table_records(self):
         table = JobTable()
@@ -799,40 +847,6 @@ add_cases(
 )
 
 
-class StreamingTests(unittest.TestCase):
-    """jobs_after: walking the table in chunks."""
-
-    def test_jobs_after_walks_the_table_in_chunks(self):
-        table = JobTable()
-        submit_many(table, 25)
-        cursor, seen, done = 0, [], False
-        while not done:
-            chunk = table.jobs_after(cursor, 10)
-            seen += ids(chunk.jobs)
-            cursor, done = chunk.cursor, chunk.done
-        self.assertEqual(seen, [f"j{n:05d}" for n in range(25)])
-
-    def test_jobs_after_stops_at_end_mark_and_filters_status(self):
-        table = JobTable()
-        submit_many(table, 10)
-        end = table.last_seq
-        assign(table, "j00003")
-        submit_many(table, 5, start=10)
-        first = table.jobs_after(0, 6, status=JobStatus.PENDING, up_to_seq=end)
-        self.assertEqual(
-            ids(first.jobs), ["j00000", "j00001", "j00002", "j00004", "j00005", "j00006"]
-        )
-        self.assertFalse(first.done)
-        second = table.jobs_after(first.cursor, 6, status=JobStatus.PENDING, up_to_seq=end)
-        self.assertEqual(ids(second.jobs), ["j00007", "j00008", "j00009"])
-        self.assertTrue(second.done)
-        self.assertEqual(table.jobs_after(second.cursor, 6, up_to_seq=end).jobs, [])
-
-    def test_jobs_after_on_empty_table_is_done(self):
-        chunk = JobTable().jobs_after(0, 10)
-        self.assertEqual((chunk.jobs, chunk.cursor, chunk.done), ([], 0, True))
-
-
 class SnapshotTests(PagingTestCase):
     """snapshot/restore: byte-identical, deterministic, all or nothing."""
 
@@ -934,13 +948,17 @@ def requeue(table, job_id, attempt=1, error="worker 1 lost", at=T0 + 500):
     return apply(table, commands.requeue_job(job_id, attempt, error, at))
 
 
+ASSIGNED_AT = T0 + 100
+
+
 def running_attempt(table, job_id, max_attempts=3, attempt=1, worker=1, incarnation=77):
+    """`job_id` running attempt `attempt` on `worker`, assigned at ASSIGNED_AT."""
     submit(table, job_id, max_attempts=max_attempts)
     if attempt > 1:  # earlier attempts lost and requeued
         for earlier in range(1, attempt):
             apply(table, commands.assign_job(job_id, 9, earlier))
             requeue(table, job_id, attempt=earlier)
-    apply(table, commands.assign_job(job_id, worker, attempt, incarnation))
+    apply(table, commands.assign_job(job_id, worker, attempt, incarnation, ASSIGNED_AT))
 
 
 class RequeueTests(unittest.TestCase):
@@ -957,6 +975,9 @@ class RequeueTests(unittest.TestCase):
         stored = table.get("a")
         self.assertIs(stored.status, JobStatus.PENDING)
         self.assertEqual((stored.assigned_worker, stored.worker_incarnation), (0, 0))
+        # the lost attempt's worker and start are forgotten with it
+        self.assertEqual((stored.executed_by, stored.started_at_ms), (0, None))
+        self.assertEqual(job, stored)
         self.assertEqual(stored.attempts, 1)  # kept: the next assignment is attempt 2
         self.assertEqual((stored.error, stored.completed_at_ms), ("", None))
         self.assertEqual(seen, [("requeued", "a")])
@@ -990,6 +1011,8 @@ class RequeueTests(unittest.TestCase):
         )
         self.assertEqual(stored.completed_at_ms, T0 + 700)
         self.assertEqual(stored.attempts, 2)
+        # the failed attempt still shows where and since when it ran
+        self.assertEqual((stored.executed_by, stored.started_at_ms), (1, ASSIGNED_AT))
         self.assertEqual(seen, ["finished"])
         self.assertEqual(table.count(JobStatus.FAILED), 1)
         self.assertEqual(table.active_count(), 0)
@@ -1061,6 +1084,7 @@ class RequeueTests(unittest.TestCase):
             (job.status, job.assigned_worker, job.worker_incarnation, job.attempts),
             (JobStatus.PENDING, 0, 0, 1),
         )
+        self.assertEqual((job.executed_by, job.started_at_ms), (0, None))
 
 
 add_cases(

@@ -21,12 +21,13 @@ from jobsched.raft.messages import (
 BIG = 2**63 + 5  # uint64 values above int64 range
 
 
-def submit(job_id: str) -> pb.Command:
+def submit(job_id: str) -> bytes:
+    """A SubmitJob entry's bytes (opaque to Raft)."""
     return pb.Command(
         submit_job=pb.SubmitJobCommand(
             job_id=job_id, command="echo hi", created_at_ms=1, image="alpine"
         )
-    )
+    ).SerializeToString()
 
 
 MESSAGES = {
@@ -93,12 +94,22 @@ class WireFormTests(unittest.TestCase):
         entry = codec.to_wire(
             AppendEntriesRequest(1, 1, 0, 0, [LogEntry(1, 1, submit("a"))], 0)
         ).entries[0]
-        self.assertEqual((entry.term, entry.index, entry.command.submit_job.job_id), (1, 1, "a"))
+        self.assertEqual((entry.term, entry.index, entry.command), (1, 1, submit("a")))
+        self.assertEqual(pb.Command.FromString(entry.command).submit_job.job_id, "a")
 
     def test_noop_entry_stays_a_noop(self):
         wire = codec.to_wire(AppendEntriesRequest(1, 1, 0, 0, [LogEntry(1, 1)], 0))
         parsed = codec.from_wire(pb.AppendEntriesRequest.FromString(wire.SerializeToString()))
         self.assertTrue(parsed.entries[0].is_noop)
+        self.assertEqual(parsed.entries[0].command, b"")
+
+    def test_entry_bytes_cross_unchanged_whatever_they_hold(self):
+        """Raft never looks into a command: any bytes come back as they were sent."""
+        opaque = bytes(range(256))
+        wire = codec.to_wire(AppendEntriesRequest(1, 1, 0, 0, [LogEntry(1, 1, opaque)], 0))
+        parsed = codec.from_wire(pb.AppendEntriesRequest.FromString(wire.SerializeToString()))
+        self.assertEqual(parsed.entries, [LogEntry(1, 1, opaque)])
+        self.assertFalse(parsed.entries[0].is_noop)
 
     def test_unknown_message_is_refused(self):
         with self.assertRaises(KeyError):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
+from zope.interface import implementer
 
+from jobsched.interfaces import IRouter
 from jobsched.jobs import commands
 from jobsched.jobs.model import JobResult, JobStatus
 from jobsched.worker.reporting import RETRY_DELAYS, ResultReporter
@@ -17,9 +19,10 @@ def update(job_id, status=JobStatus.COMPLETED, attempt=1):
     return commands.status_update(job_id, outcome, 2, attempt)
 
 
+@implementer(IRouter)
 class Leader:
-    """`deliver` for the reporter: records each batch with its time; the test fires
-    (or fails) the returned Deferreds."""
+    """The router as the reporter uses it: `deliver_results` records each batch with
+    its time; the test fires (or fails) the returned Deferreds."""
 
     def __init__(self, clock):
         self.clock = clock
@@ -27,8 +30,8 @@ class Leader:
         self.times = []
         self.pending = []
 
-    def deliver(self, batch):
-        self.batches.append([(u.job_id, u.status) for u in batch])
+    def deliver_results(self, updates):
+        self.batches.append([(u.job_id, u.status) for u in updates])
         self.times.append(self.clock.seconds())
         d = defer.Deferred()
         self.pending.append(d)
@@ -39,6 +42,21 @@ class Leader:
 
     def fail(self):
         self.pending.pop(0).errback(RuntimeError("leader unreachable"))
+
+    def submit(self, request):
+        raise AssertionError("the reporter only delivers results")
+
+    def cancel(self, job_id):
+        raise AssertionError("the reporter only delivers results")
+
+    def cluster_status(self):
+        raise AssertionError("the reporter only delivers results")
+
+    def raft_log(self, start_index, limit):
+        raise AssertionError("the reporter only delivers results")
+
+    def send_heartbeat(self, request, timeout):
+        raise AssertionError("the reporter only delivers results")
 
 
 def ids(batch):
@@ -51,7 +69,7 @@ class ReporterTestCase(unittest.TestCase):
     def setUp(self):
         self.clock = task.Clock()
         self.leader = Leader(self.clock)
-        self.reporter = ResultReporter(self.leader.deliver, self.clock)
+        self.reporter = ResultReporter(self.leader, self.clock)
 
     def batch_ids(self):
         return [ids(b) for b in self.leader.batches]
@@ -157,13 +175,14 @@ class RetryTests(ReporterTestCase):
     def test_deliver_raising_is_a_failed_delivery(self):
         calls = []
 
-        def deliver(batch):
-            calls.append(self.clock.seconds())
-            if len(calls) == 1:
-                raise RuntimeError("no leader")
-            return defer.succeed(None)
+        class RaisingOnce(Leader):
+            def deliver_results(self, updates):
+                calls.append(self.clock.seconds())
+                if len(calls) == 1:
+                    raise RuntimeError("no leader")
+                return defer.succeed(None)
 
-        reporter = ResultReporter(deliver, self.clock)
+        reporter = ResultReporter(RaisingOnce(self.clock), self.clock)
         reporter.report(update("a"))
         self.clock.advance(0)
         self.clock.advance(0.1)

@@ -6,7 +6,7 @@ import uuid
 
 from twisted.trial import unittest
 
-from jobsched.api.errors import InvalidArgument, PermissionDenied
+from jobsched.errors import InvalidArgument, PermissionDenied
 from jobsched.jobs.validation import (
     image_allowed,
     is_valid_image_reference,

@@ -1,8 +1,8 @@
 """WorkerService: runs this node's assignments, reports results, cancels and fences.
 
 A fake executor (an IExecutor whose runs are Deferreds the test fires) and a real
-JobTable and ResultReporter on a Clock; delivered batches are applied back to the
-table, as the leader would commit them.
+JobTable and ResultReporter on a Clock; the reporter's router applies delivered batches
+back to the table, as the leader would commit them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from jobsched.interfaces import IExecutor, IWorker
+from jobsched.interfaces import IExecutor, IRouter, IWorker
 from jobsched.jobs import commands
 from jobsched.jobs.model import JobResult, JobStatus
 from jobsched.jobs.table import JobTable
@@ -64,6 +64,36 @@ class FakeExecutor:
         return defer.succeed(list(self._leftovers))
 
 
+@implementer(IRouter)
+class CommittingRouter:
+    """The router as the reporter uses it: each delivered batch is committed at once
+    (applied to the table) and recorded."""
+
+    def __init__(self, table):
+        self.table = table
+        self.batches = []
+
+    def deliver_results(self, updates):
+        self.batches.append(list(updates))
+        self.table.apply(next(_index), commands.batch_update(updates))
+        return defer.succeed(None)
+
+    def submit(self, request):
+        raise AssertionError("the worker only delivers results")
+
+    def cancel(self, job_id):
+        raise AssertionError("the worker only delivers results")
+
+    def cluster_status(self):
+        raise AssertionError("the worker only delivers results")
+
+    def raft_log(self, start_index, limit):
+        raise AssertionError("the worker only delivers results")
+
+    def send_heartbeat(self, request, timeout):
+        raise AssertionError("the worker only delivers results")
+
+
 class Harness:
     """A started worker (node 2) with its table, executor, reporter and clock."""
 
@@ -71,8 +101,8 @@ class Harness:
         self.clock = task.Clock()
         self.table = JobTable()
         self.executor = FakeExecutor(leftovers)
-        self.batches = []
-        self.reporter = ResultReporter(self._deliver, self.clock)
+        self.router = CommittingRouter(self.table)
+        self.reporter = ResultReporter(self.router, self.clock)
         self.worker = WorkerService(
             NODE,
             self.table,
@@ -84,12 +114,6 @@ class Harness:
         )
         if start:
             self.worker.startService()
-
-    def _deliver(self, batch):
-        """The leader commits the batch: apply it to the table."""
-        self.batches.append(list(batch))
-        self.table.apply(next(_index), commands.batch_update(batch))
-        return defer.succeed(None)
 
     def apply(self, command):
         return self.table.apply(next(_index), command)
@@ -109,7 +133,7 @@ class Harness:
             self.clock.advance(0)
 
     def reported(self):
-        return [update for batch in self.batches for update in batch]
+        return [update for batch in self.router.batches for update in batch]
 
 
 def result(status=JobStatus.COMPLETED, exit_code=0, output="out", error=""):
@@ -136,7 +160,7 @@ class LifecycleTests(unittest.TestCase):
 
     def test_incarnation_is_random_and_nonzero_by_default(self):
         table, clock = JobTable(), task.Clock()
-        reporter = ResultReporter(lambda batch: defer.succeed(None), clock)
+        reporter = ResultReporter(CommittingRouter(table), clock)
         lives = {
             WorkerService(NODE, table, FakeExecutor(), reporter, 1, clock).incarnation
             for _ in range(5)
