@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit proto clean
+.PHONY: install run test lint unit trial busy-test coverage proto clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +18,37 @@ install: $(STAMP)
 run: install
 	$(BIN)/twistd -n --pidfile= jobsched --executor process --port 50051 --dashboard-port 8081
 
-# Prepares a Docker engine and a local test image (tests/docker_engine.py), then runs
-# every test; exits non-zero on any failure.
-test: install
+# Lints, prepares a Docker engine and a local test image (tests/docker_engine.py), then
+# runs every test; exits non-zero on any failure, and when pytest finds no test (exit 5).
+test: install lint
 	$(BIN)/python tests/docker_engine.py install
 	cd tests && ../$(BIN)/pytest -q -ra
 
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 unit: install
 	cd tests && ../$(BIN)/pytest -q unit
+
+# The same suite under trial (Twisted's own runner); it counts the same tests as pytest.
+trial: install
+	$(BIN)/python tests/docker_engine.py install
+	$(BIN)/python -m twisted.trial tests
+
+# The whole suite RUNS times in a row while two busy loops occupy the cores.
+RUNS ?= 3
+busy-test: install
+	$(BIN)/python tests/docker_engine.py install
+	$(BIN)/python tests/busy.py --runs $(RUNS) -- $(BIN)/pytest -q -ra tests
+
+# Line coverage of the unit and integration layers (figures in docs/testing.md).
+coverage: install
+	$(BIN)/python tests/docker_engine.py install
+	rm -f .coverage .coverage.*
+	cd tests && COVERAGE_PROCESS_START=$(CURDIR)/.coveragerc ../$(BIN)/coverage run --rcfile=../.coveragerc -m pytest -q unit integration
+	$(BIN)/coverage combine --rcfile=.coveragerc -q
+	$(BIN)/coverage report --rcfile=.coveragerc
 
 # Regenerate the committed gRPC/protobuf modules after editing proto/scheduler.proto.
 proto: install

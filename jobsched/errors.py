@@ -77,11 +77,11 @@ class NoLeader(JobschedError):
 
 
 class LeaderUnreachable(NoLeader):
-    """A leader is known but the call to it failed (connection refused, deadline)."""
+    """A leader is known but the call to it failed (connection refused, deadline); it
+    is no use as a hint."""
 
-    def __init__(self, reason: str, leader_address: str | None = None) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(f"Leader request failed: {reason}")
-        self.leader_address = leader_address
 
 
 class LeadershipLost(JobschedError):

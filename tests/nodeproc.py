@@ -34,7 +34,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from jobsched._proto import scheduler_pb2_grpc
-from jobsched.api.outbound import call_deferred, open_channel
+from jobsched.net.channels import Wire
+from jobsched.net.outbound import call_deferred
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -276,7 +277,7 @@ class Node:
     @property
     def channel(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = open_channel(self.grpc_address)
+            self._channel = Wire().open_channel(self.grpc_address)
         return self._channel
 
     def _close_channel(self) -> None:

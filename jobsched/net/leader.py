@@ -53,7 +53,7 @@ class LeaderClient:
         call = call_deferred(
             self._reactor, getattr(stub, method), request, timeout or self._timeout
         )
-        return call.addErrback(_translate, address)
+        return call.addErrback(_translate)
 
     def _channel(self, address: str) -> grpc.Channel:
         channel = self._channels.get(address)
@@ -67,9 +67,9 @@ class LeaderClient:
         self._channels.clear()
 
 
-def _translate(failure, address: str):
+def _translate(failure):
     failure.trap(CallFailed)
     call = failure.value
     if call.error_code is None:
-        raise errors.LeaderUnreachable(call.details or call.code.name, address)
+        raise errors.LeaderUnreachable(call.details or call.code.name)
     raise errors.from_code(call.error_code, call.details, call.leader_address)

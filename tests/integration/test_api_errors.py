@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
-from jobsched.api.outbound import CallFailed, call_deferred
+from jobsched.net.outbound import CallFailed, call_deferred
 from tests.integration.jobwait import wait_finished
 from tests.nodeproc import Node, NodeFactory
 
@@ -154,6 +154,11 @@ INVALID_SUBMITS = {
     ),
 }
 
+REST_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: "INVALID_ARGUMENT",
+    grpc.StatusCode.PERMISSION_DENIED: "PERMISSION_DENIED",
+}
+
 MALFORMED_BODIES = {
     "not_json": (b"{not json", "request body is not valid JSON"),
     "a_list": (b"[1, 2]", "request body must be a JSON object"),
@@ -190,8 +195,70 @@ class SubmitValidationTests(SharedNodeTestCase):
         answer = await self.node.rest("POST", "/api/jobs", body)
         expected_status = 403 if code == grpc.StatusCode.PERMISSION_DENIED else 400
         self.assertEqual(answer.status, expected_status)
-        self.assertEqual(answer.body, {"success": False, "job_id": None, "error": message})
+        self.assertEqual(
+            answer.body,
+            {"success": False, "job_id": None, "error": message, "code": REST_CODES[code]},
+        )
         await self.assertTableUnchanged(before)
+
+    async def test_rest_submit_refuses_an_unknown_field_by_name(self):
+        before = await self.table()
+        answer = await self.node.rest(
+            "POST", "/api/jobs", {"command": "echo hi", "timeout_secs": -1}
+        )
+        self.assertEqual(
+            (answer.status, answer.body),
+            (
+                400,
+                {
+                    "success": False,
+                    "job_id": None,
+                    "error": "unknown field: timeout_secs",
+                    "code": "INVALID_ARGUMENT",
+                },
+            ),
+        )
+        await self.assertTableUnchanged(before)
+
+    async def test_max_attempts_out_of_range_is_refused_on_both_apis(self):
+        before = await self.table()
+        for value in (11, 2**32 - 1):
+            self.assertEqual(
+                await self.call_error(
+                    "SubmitJob", pb.SubmitJobRequest(command="true", max_attempts=value)
+                ),
+                (grpc.StatusCode.INVALID_ARGUMENT, "max_attempts must be from 1 to 10"),
+            )
+            answer = await self.node.rest(
+                "POST", "/api/jobs", {"command": "true", "max_attempts": value}
+            )
+            self.assertEqual(
+                (answer.status, answer.body["error"]), (400, "max_attempts must be from 1 to 10")
+            )
+        await self.assertTableUnchanged(before)
+
+    async def test_every_grpc_error_carries_its_code_as_metadata(self):
+        cases = [
+            ("GetJobStatus", pb.GetJobStatusRequest(job_id="zz"), "INVALID_ARGUMENT"),
+            ("GetJobStatus", pb.GetJobStatusRequest(job_id=str(uuid.uuid4())), "NOT_FOUND"),
+            ("CancelJob", pb.CancelJobRequest(job_id=str(uuid.uuid4())), "NOT_FOUND"),
+            (
+                "CancelJob",
+                pb.CancelJobRequest(job_id=await self.finished_job()),
+                "ALREADY_TERMINAL",
+            ),
+            ("SubmitJob", pb.SubmitJobRequest(command="   "), "INVALID_ARGUMENT"),
+            (
+                "SubmitJob",
+                pb.SubmitJobRequest(command="true", image="evil/img"),
+                "PERMISSION_DENIED",
+            ),
+            ("ListJobs", pb.ListJobsRequest(page_token="garbage"), "INVALID_ARGUMENT"),
+        ]
+        for method, request, code in cases:
+            with self.assertRaises(CallFailed) as caught:
+                await self.node.call(method, request, timeout=10)
+            self.assertEqual(caught.exception.error_code, code, f"{method} {request}")
 
     async def check_malformed_body_refused(self, case) -> None:
         """POST /api/jobs refuses a malformed body with 400 and the documented message"""
@@ -199,7 +266,10 @@ class SubmitValidationTests(SharedNodeTestCase):
         before = await self.table()
         answer = await self.node.rest("POST", "/api/jobs", raw=raw)
         self.assertEqual(answer.status, 400)
-        self.assertEqual(answer.body, {"success": False, "job_id": None, "error": error})
+        self.assertEqual(
+            answer.body,
+            {"success": False, "job_id": None, "error": error, "code": "INVALID_ARGUMENT"},
+        )
         await self.assertTableUnchanged(before)
 
     async def test_command_of_exactly_1024_bytes_is_accepted(self):
@@ -275,7 +345,10 @@ class CancelErrorTests(SharedNodeTestCase):
         answer = await self.node.rest("DELETE", f"/api/jobs/{job_id}")
         self.assertEqual(
             (answer.status, answer.body),
-            (400, {"success": False, "error": "job is already cancelled"}),
+            (
+                400,
+                {"success": False, "error": "job is already cancelled", "code": "ALREADY_TERMINAL"},
+            ),
         )
 
     async def test_cancel_errors_over_rest(self):
@@ -283,16 +356,21 @@ class CancelErrorTests(SharedNodeTestCase):
         before = await self.table()
         invalid = await self.node.rest("DELETE", "/api/jobs/nope")
         self.assertEqual(
-            (invalid.status, invalid.body), (400, {"success": False, "error": "invalid job id"})
+            (invalid.status, invalid.body),
+            (400, {"success": False, "error": "invalid job id", "code": "INVALID_ARGUMENT"}),
         )
         missing = await self.node.rest("DELETE", f"/api/jobs/{uuid.uuid4()}")
         self.assertEqual(
-            (missing.status, missing.body), (404, {"success": False, "error": "job not found"})
+            (missing.status, missing.body),
+            (404, {"success": False, "error": "job not found", "code": "NOT_FOUND"}),
         )
         done = await self.node.rest("DELETE", f"/api/jobs/{finished}")
         self.assertEqual(
             (done.status, done.body),
-            (400, {"success": False, "error": "job is already completed"}),
+            (
+                400,
+                {"success": False, "error": "job is already completed", "code": "ALREADY_TERMINAL"},
+            ),
         )
         await self.assertTableUnchanged(before)
 
@@ -332,7 +410,9 @@ class ReadErrorTests(SharedNodeTestCase):
             (grpc.StatusCode.NOT_FOUND, "Job not found"),
         )
         missing = await self.node.rest("GET", f"/api/jobs/{uuid.uuid4()}")
-        self.assertEqual((missing.status, missing.body), (404, {"error": "job not found"}))
+        self.assertEqual(
+            (missing.status, missing.body), (404, {"error": "job not found", "code": "NOT_FOUND"})
+        )
 
     async def test_list_errors_and_clamping(self):
         for _ in range(2):  # at least two jobs, so that a page of one has a next page
@@ -355,7 +435,10 @@ class ReadErrorTests(SharedNodeTestCase):
         self.assertLess(big.total_count, 1000)  # so a clamped page still holds them all
         self.assertEqual(len(big.jobs), big.total_count)
         bad = await self.node.rest("GET", "/api/jobs?page_token=garbage&limit=2")
-        self.assertEqual((bad.status, bad.body), (400, {"error": "Invalid page token"}))
+        self.assertEqual(
+            (bad.status, bad.body),
+            (400, {"error": "Invalid page token", "code": "INVALID_ARGUMENT"}),
+        )
 
     async def test_unknown_routes_get_json_404(self):
         answer = await self.node.rest("GET", "/no/such/route")

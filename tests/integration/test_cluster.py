@@ -8,7 +8,8 @@ from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from jobsched.api.outbound import CallFailed, call_deferred, open_channel
+from jobsched.net.channels import Wire
+from jobsched.net.outbound import CallFailed, call_deferred
 from tests.integration.jobwait import wait_finished, wait_status
 from tests.nodeproc import Cluster, Node, NodeFactory, pause, wait_for
 
@@ -26,7 +27,7 @@ async def submit_all(node: Node, count: int, prefix: str = "job", concurrency: i
 
     def stub_for(address: str) -> pb_grpc.SchedulerServiceStub:
         if address not in channels:
-            channels[address] = open_channel(address)
+            channels[address] = Wire().open_channel(address)
         return pb_grpc.SchedulerServiceStub(channels[address])
 
     async def one(n: int) -> str:
@@ -42,9 +43,8 @@ async def submit_all(node: Node, count: int, prefix: str = "job", concurrency: i
             except CallFailed as error:
                 if error.code not in RETRYABLE or time.monotonic() > deadline:
                     raise
-                hint = error.details.partition("Try ")[2]
-                if hint:
-                    stub = stub_for(hint)
+                if error.leader_address:  # the NOT_LEADER hint, sent as metadata
+                    stub = stub_for(error.leader_address)
                 await pause(0.1)
 
     semaphore = defer.DeferredSemaphore(concurrency)
@@ -108,6 +108,13 @@ class ElectionTests(ClusterTestCase):
             self.assertTrue(all(n.is_alive for n in status.nodes))
             ready = await node.rest("GET", "/health/ready")
             self.assertEqual((ready.status, ready.body["leader_id"]), (200, leader.node_id))
+        term = (await leader.rest("GET", "/api/cluster")).body["current_term"]
+        self.assertIn(f"Elected leader for term {term}", leader.log_text())
+        for node in cluster.nodes.values():
+            if node is not leader:
+                self.assertIn(
+                    f"Following node {leader.node_id}, leader for term {term}", node.log_text()
+                )
 
     async def check_cluster_of_size_commits(self, size: int) -> None:
         cluster = self.start_cluster(size)
@@ -255,11 +262,58 @@ class FailoverTests(ClusterTestCase):
         again = await follower.rest("DELETE", f"/api/jobs/{long_job}")
         self.assertEqual(
             (again.status, again.body),
-            (400, {"success": False, "error": "job is already cancelled"}),
+            (
+                400,
+                {"success": False, "error": "job is already cancelled", "code": "ALREADY_TERMINAL"},
+            ),
         )
 
         transfer = await follower.call("TransferLeadership", pb.TransferLeadershipRequest())
         self.assertEqual((transfer.success, transfer.message), (False, "Not the leader"))
+
+    async def test_a_follower_checks_and_forwards_every_rest_submit_field(self):
+        cluster = self.start_cluster(3)
+        leader = await cluster.find_leader()
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        refused = await follower.rest("POST", "/api/jobs", {"command": "true", "max_attempts": 11})
+        self.assertEqual(
+            (refused.status, refused.body["error"], refused.body["code"]),
+            (400, "max_attempts must be from 1 to 10", "INVALID_ARGUMENT"),
+        )
+        body = {
+            "command": "echo fields",
+            "timeout_seconds": 7,
+            "idempotency_key": "fields-1",
+            "max_attempts": 1,
+        }
+        answer = await follower.rest("POST", "/api/jobs", body)
+        self.assertEqual(answer.status, 200, answer.body)
+        _reply, _entries = await full_log(leader)
+        log = await leader.call("GetRaftLogEntries", pb.GetRaftLogEntriesRequest(limit=1000))
+        [submitted] = [
+            e.command.submit_job
+            for e in log.entries
+            if e.command.submit_job.job_id == answer.body["job_id"]
+        ]
+        self.assertEqual(
+            (submitted.timeout_seconds, submitted.idempotency_key, submitted.max_attempts),
+            (7, "fields-1", 1),
+        )
+
+    async def test_no_hint_ever_names_a_dead_leader(self):
+        """Right after the leader dies, a follower's 503 names no leader, or the new one."""
+        cluster = self.start_cluster(3)
+        leader = await cluster.find_leader()
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        leader.kill()
+        hints = []
+        while len(hints) < 30:
+            answer = await follower.rest("POST", "/api/jobs", {"command": "true"})
+            if answer.status == 200:
+                break
+            hints.append(answer.body.get("leader_hint"))
+            await pause(0.02)
+        self.assertNotIn(leader.grpc_address, hints)
 
 
 class LeadershipHandOverTests(ClusterTestCase):

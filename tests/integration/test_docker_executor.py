@@ -100,7 +100,7 @@ class DockerExecutorTests(unittest.TestCase):
 
     async def check_behaviour(self, case: Case) -> None:
         executor = await self.start_executor(max_output_bytes=case.max_output_bytes)
-        check_result(await executor.run(new_spec(case.command)), case)
+        check_result(self, await executor.run(new_spec(case.command)), case)
 
     async def test_default_image_is_used_when_the_spec_has_none(self):
         executor = await self.start_executor(image=self.engine.image)

@@ -13,7 +13,8 @@ from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from jobsched.api.outbound import CallFailed, call_deferred, open_channel
+from jobsched.net.channels import Wire
+from jobsched.net.outbound import CallFailed, call_deferred
 from tests import docker_engine
 from tests.integration.jobwait import wait_finished, wait_status
 from tests.integration.test_cluster import job_table
@@ -59,7 +60,7 @@ class SteadyClient:
         while time.monotonic() < self._stop_at + 30:
             address = address or random.choice(list(self._cluster.nodes.values())).grpc_address
             if address not in self._channels:
-                self._channels[address] = open_channel(address)
+                self._channels[address] = Wire().open_channel(address)
             stub = pb_grpc.SchedulerServiceStub(self._channels[address])
             try:
                 return (await call_deferred(reactor, stub.SubmitJob, request, 6)).job_id

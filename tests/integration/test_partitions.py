@@ -6,7 +6,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
-from jobsched.api.outbound import CallFailed
+from jobsched.net.outbound import CallFailed
 from tests.faultproxy import FaultProxy
 from tests.integration.test_cluster import job_table, submit_all
 from tests.nodeproc import Cluster, NodeFactory, free_port, holds_for, wait_for

@@ -8,7 +8,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
-from jobsched.api.outbound import CallFailed
+from jobsched.net.outbound import CallFailed
 from tests.integration.jobwait import wait_finished, wait_status
 from tests.nodeproc import NodeFactory, wait_for
 
@@ -113,6 +113,19 @@ class SingleNodeTests(unittest.TestCase):
             30,
             "the cancelled process to be killed",
         )
+
+    async def test_a_running_job_shows_where_it_runs_and_since_when(self):
+        reply = await self.submit(f"sleep 60.{uuid.uuid4().int % 10**9:09d}")
+        status = await wait_status(self.node, reply.job_id, pb.JOB_STATUS_RUNNING)
+        self.assertEqual(status.executed_by, 1)
+        self.assertTrue(status.HasField("started_at_ms"))
+        self.assertGreaterEqual(status.started_at_ms, status.created_at_ms)
+        job = (await self.node.rest("GET", f"/api/jobs/{reply.job_id}")).body
+        self.assertEqual((job["status"], job["executed_by"]), ("running", 1))
+        self.assertIsNotNone(job["started_at"])
+        listed = (await self.node.rest("GET", "/api/jobs?status=running")).body
+        self.assertEqual([(j["id"], j["executed_by"]) for j in listed], [(reply.job_id, 1)])
+        await self.node.call("CancelJob", pb.CancelJobRequest(job_id=reply.job_id))
 
     async def test_idempotency_key_returns_the_same_job(self):
         first = await self.submit("true", idempotency_key="k-1")
@@ -225,6 +238,7 @@ class SingleNodeTests(unittest.TestCase):
                 "success": False,
                 "job_id": None,
                 "error": "Node is draining and not accepting new jobs",
+                "code": "DRAINING",
             },
         )
         again = await node.rest("POST", "/api/nodes/self/drain")
