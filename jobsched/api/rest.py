@@ -9,6 +9,7 @@ Every error answer is JSON with `error` (the message of API.md) and `code` (API.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from importlib import resources
 from typing import Any
@@ -43,6 +44,12 @@ TRANSFER_FAILED = "TRANSFER_FAILED"
 DRAIN_FAILED = "DRAIN_FAILED"
 
 
+@functools.cache
+def _dashboard_page() -> bytes:
+    """The dashboard, read from the package once, on first use."""
+    return resources.files("jobsched.api").joinpath("dashboard/index.html").read_bytes()
+
+
 @implementer(IWebApp)
 class RestApi:
     """Routes of API.md section 3 over one node."""
@@ -53,9 +60,6 @@ class RestApi:
         self._api = api
         self._router = router
         self._storage = storage
-        self._dashboard = (
-            resources.files("jobsched.api").joinpath("dashboard/index.html").read_bytes()
-        )
 
     def resource(self):
         return self.app.resource()
@@ -99,7 +103,7 @@ class RestApi:
 
     @app.route("/", methods=["GET"])
     def index(self, request):
-        return self._respond(request, 200, self._dashboard, b"text/html; charset=utf-8")
+        return self._respond(request, 200, _dashboard_page(), b"text/html; charset=utf-8")
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):

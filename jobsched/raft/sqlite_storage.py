@@ -93,8 +93,6 @@ class SqliteStorage:
     def __init__(
         self, path_or_dir: str, node_id: int, reactor: Any, connect: Connect = sqlite3.connect
     ) -> None:
-        if os.path.isdir(path_or_dir):
-            path_or_dir = os.path.join(path_or_dir, DATA_FILE_NAME)
         self.path = path_or_dir
         self.node_id = node_id
         self.commit_count = 0
@@ -119,6 +117,8 @@ class SqliteStorage:
         """
         if self._conn is not None:
             raise RuntimeError(f"{self.path}: already loaded")
+        if os.path.isdir(self.path):
+            self.path = os.path.join(self.path, DATA_FILE_NAME)
         conn = self._open()
         try:
             state = self._read(conn)
