@@ -42,11 +42,16 @@ busy-test: install
 	$(BIN)/python tests/docker_engine.py install
 	$(BIN)/python tests/busy.py --runs $(RUNS) -- $(BIN)/pytest -q -ra tests
 
-# Line coverage of the unit and integration layers (figures in docs/testing.md).
+# Line coverage of jobsched by the unit layer, then by the unit and integration layers
+# together, node processes included (figures in docs/testing.md).
 coverage: install
 	$(BIN)/python tests/docker_engine.py install
 	rm -f .coverage .coverage.*
-	cd tests && COVERAGE_PROCESS_START=$(CURDIR)/.coveragerc ../$(BIN)/coverage run --rcfile=../.coveragerc -m pytest -q unit integration
+	cd tests && COVERAGE_DATA_DIR=$(CURDIR) ../$(BIN)/coverage run --rcfile=../.coveragerc -m pytest -q unit
+	$(BIN)/coverage combine --rcfile=.coveragerc -q
+	$(BIN)/coverage report --rcfile=.coveragerc --format=total | sed 's/^/unit layer: /'
+	rm -f .coverage .coverage.*
+	cd tests && JOBSCHED_COVERAGE=1 COVERAGE_DATA_DIR=$(CURDIR) ../$(BIN)/coverage run --rcfile=../.coveragerc -m pytest -q unit integration
 	$(BIN)/coverage combine --rcfile=.coveragerc -q
 	$(BIN)/coverage report --rcfile=.coveragerc
 

@@ -40,7 +40,7 @@ def shared_node() -> Node:
         "--image",
         "alpine:latest",
     )
-    atexit.register(node.kill)  # runs before the rmtree (atexit is last in, first out)
+    atexit.register(node.reap)  # runs before the rmtree (atexit is last in, first out)
     return node
 
 
