@@ -270,6 +270,20 @@ class IRouter(Interface):
         """Deferred firing once the leader took this worker's heartbeat."""
 
 
+class ILeaderClient(Interface):
+    """Calls to the leader this node currently knows (jobsched.net.leader)."""
+
+    def scheduler(method, request, timeout=0):
+        """Deferred of SchedulerService.`method` answered by the leader; its errors come
+        back as typed errors (NoLeader when none is known, LeaderUnreachable)."""
+
+    def internal(method, request, timeout=0):
+        """Deferred of InternalService.`method` answered by the leader."""
+
+    def close():
+        """Close the channels."""
+
+
 class IWebApp(Interface):
     """The REST API and dashboard, served over HTTP by the node's web site."""
 

@@ -13,10 +13,9 @@ from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.app import ClusterView, LogEntryView, LogView, NodeView, SubmitRequest
-from jobsched.interfaces import IClusterAPI, IRouter
+from jobsched.interfaces import IClusterAPI, ILeaderClient, IRouter
 from jobsched.jobs import validation
 from jobsched.jobs.model import JobStatus
-from jobsched.net.leader import LeaderClient
 
 FORWARDED_WRITE_TIMEOUT_SECONDS = 8.0
 RESULTS_TIMEOUT_SECONDS = 8.0
@@ -26,7 +25,7 @@ RESULTS_TIMEOUT_SECONDS = 8.0
 class Router:
     """Answers here when this node leads, else asks the leader."""
 
-    def __init__(self, api: IClusterAPI, leader: LeaderClient) -> None:
+    def __init__(self, api: IClusterAPI, leader: ILeaderClient) -> None:
         self._api = api
         self._leader = leader
 

@@ -12,15 +12,18 @@ from collections.abc import Callable
 
 import grpc
 from twisted.internet import defer
+from zope.interface import implementer
 
 from jobsched import errors
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+from jobsched.interfaces import ILeaderClient
 from jobsched.net.channels import Wire
 from jobsched.net.outbound import CallFailed, call_deferred
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 
 
+@implementer(ILeaderClient)
 class LeaderClient:
     """One channel per leader address; calls whichever leader `leader_address` names."""
 

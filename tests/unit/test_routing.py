@@ -12,6 +12,7 @@ import uuid
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from jobsched import errors
@@ -19,7 +20,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
 from jobsched.app import ClusterView, LogEntryView, LogView, NodeView, SubmitRequest
 from jobsched.dispatch import Dispatcher
-from jobsched.interfaces import IRouter
+from jobsched.interfaces import ILeaderClient, IRouter
 from jobsched.jobs import commands
 from jobsched.jobs.model import JobResult, JobStatus
 from jobsched.net.bridge import ReactorBridge
@@ -35,9 +36,10 @@ SUBMISSION = SubmitRequest(
 )
 
 
+@implementer(ILeaderClient)
 class FakeLeaderClient:
-    """LeaderClient as the router uses it: records (service, method, request, timeout)
-    of each call; the test answers or fails the returned Deferred."""
+    """ILeaderClient: records (service, method, request, timeout) of each call; the
+    test answers or fails the returned Deferred."""
 
     def __init__(self):
         self.calls = []
@@ -54,6 +56,9 @@ class FakeLeaderClient:
         d = defer.Deferred()
         self._pending.append(d)
         return d
+
+    def close(self):
+        pass
 
     def answer(self, reply):
         self._pending.pop(0).callback(reply)
@@ -93,6 +98,12 @@ class HereOnTheLeaderTests(RouterTestCase):
     def test_router_provides_its_interface(self):
         _node, router = self.on_leader()
         self.assertTrue(verifyObject(IRouter, router))
+
+    def test_leader_clients_provide_their_interface(self):
+        self.assertTrue(verifyObject(ILeaderClient, self.leader_client))
+        real = LeaderClient(lambda: None, Wire(), task.Clock())
+        self.addCleanup(real.close)
+        self.assertTrue(verifyObject(ILeaderClient, real))
 
     def test_submit_commits_here(self):
         node, router = self.on_leader()
