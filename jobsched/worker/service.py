@@ -191,7 +191,11 @@ class WorkerService(Service):
             if job_id in self._killed_for_stop:
                 self._killed_for_stop.discard(job_id)
                 result = dataclasses.replace(
-                    result, status=JobStatus.FAILED, error=NODE_STOPPING, exit_code=None
+                    result,
+                    status=JobStatus.FAILED,
+                    error=NODE_STOPPING,
+                    exit_code=None,
+                    timed_out=False,
                 )
             self._report(job_id, attempt, result)
         job = self._table.get(job_id)

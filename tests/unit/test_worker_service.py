@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 
 from jobsched.interfaces import IExecutor, IRouter, IWorker
 from jobsched.jobs import commands
-from jobsched.jobs.model import JobResult, JobStatus
+from jobsched.jobs.model import JobResult, JobStatus, Outcome
 from jobsched.jobs.table import JobTable
 from jobsched.worker.reporting import ResultReporter
 from jobsched.worker.service import NODE_RESTARTED, WorkerService
@@ -374,6 +374,20 @@ class AssignmentTests(unittest.TestCase):
         self.assertEqual(
             [(s.job_id, s.attempt) for s in h.executor.specs], [("a", 1), ("b", 1), ("b", 2)]
         )
+
+    def test_a_timed_out_attempt_is_reported_as_timed_out(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        timed_out = JobResult(
+            JobStatus.FAILED, None, "", "Timed out after 30s", False, 5000, 6000, timed_out=True
+        )
+        h.executor.runs["a"].callback(timed_out)
+        h.settle()
+        [update] = h.reported()
+        self.assertIs(update.timed_out, True)
+        self.assertEqual(h.table.get("a").attempt_history[0].outcome, Outcome.TIMED_OUT)
 
     def test_executor_error_fails_the_attempt(self):
         h = Harness()
