@@ -507,7 +507,17 @@ class JobTable:
         job = self._jobs[seq]
         record = {name: getattr(job, name) for name in _JOB_FIELDS}
         record["status"] = int(job.status)
-        record["attempt_history"] = [dataclasses.asdict(a) for a in job.attempt_history]
+        record["attempt_history"] = [
+            {
+                "attempt": a.attempt,
+                "worker": a.worker,
+                "started_at_ms": a.started_at_ms,
+                "finished_at_ms": a.finished_at_ms,
+                "outcome": a.outcome,
+                "late": a.late,
+            }
+            for a in job.attempt_history
+        ]
         record["seq"] = seq
         return _dumps(record)
 
