@@ -105,5 +105,6 @@ def check_result(test: TestCase, result: JobResult, case: Case) -> None:
         test.assertEqual(result.error, case.error)
     test.assertIn(case.error_contains, result.error)
     test.assertEqual(result.output_truncated, case.truncated)
+    test.assertIs(result.timed_out, False)  # only a timeout sets it, never an exit code
     test.assertIsNotNone(result.started_at_ms)
     test.assertLessEqual(result.started_at_ms, result.completed_at_ms)

@@ -65,7 +65,7 @@ class GetJobStatusRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class GetJobStatusResponse(_message.Message):
-    __slots__ = ("job_id", "status", "output", "error", "assigned_worker", "executed_by", "exit_code", "created_at_ms", "completed_at_ms", "command", "image", "timeout_seconds", "attempts", "output_truncated", "started_at_ms")
+    __slots__ = ("job_id", "status", "output", "error", "assigned_worker", "executed_by", "exit_code", "created_at_ms", "completed_at_ms", "command", "image", "timeout_seconds", "attempts", "output_truncated", "started_at_ms", "attempt_history")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class GetJobStatusResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_HISTORY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: JobStatus
     output: str
@@ -96,7 +97,24 @@ class GetJobStatusResponse(_message.Message):
     attempts: int
     output_truncated: bool
     started_at_ms: int
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., assigned_worker: _Optional[int] = ..., executed_by: _Optional[int] = ..., exit_code: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., completed_at_ms: _Optional[int] = ..., command: _Optional[str] = ..., image: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., attempts: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., started_at_ms: _Optional[int] = ...) -> None: ...
+    attempt_history: _containers.RepeatedCompositeFieldContainer[AttemptRecord]
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., assigned_worker: _Optional[int] = ..., executed_by: _Optional[int] = ..., exit_code: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., completed_at_ms: _Optional[int] = ..., command: _Optional[str] = ..., image: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., attempts: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., started_at_ms: _Optional[int] = ..., attempt_history: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ...) -> None: ...
+
+class AttemptRecord(_message.Message):
+    __slots__ = ("attempt", "worker", "started_at_ms", "finished_at_ms", "outcome", "late")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    worker: int
+    started_at_ms: int
+    finished_at_ms: int
+    outcome: str
+    late: bool
+    def __init__(self, attempt: _Optional[int] = ..., worker: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., outcome: _Optional[str] = ..., late: _Optional[bool] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "status_filter", "worker_id_filter", "command_filter", "created_after_ms", "created_before_ms")
@@ -429,7 +447,7 @@ class SubmitJobCommand(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., command: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., image: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class UpdateJobStatusCommand(_message.Message):
-    __slots__ = ("job_id", "status", "executed_by", "exit_code", "completed_at_ms", "output", "error", "output_truncated", "started_at_ms", "attempt")
+    __slots__ = ("job_id", "status", "executed_by", "exit_code", "completed_at_ms", "output", "error", "output_truncated", "started_at_ms", "attempt", "timed_out")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     EXECUTED_BY_FIELD_NUMBER: _ClassVar[int]
@@ -440,6 +458,7 @@ class UpdateJobStatusCommand(_message.Message):
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: JobStatus
     executed_by: int
@@ -450,10 +469,11 @@ class UpdateJobStatusCommand(_message.Message):
     output_truncated: bool
     started_at_ms: int
     attempt: int
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., executed_by: _Optional[int] = ..., exit_code: _Optional[int] = ..., completed_at_ms: _Optional[int] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., started_at_ms: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+    timed_out: bool
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., executed_by: _Optional[int] = ..., exit_code: _Optional[int] = ..., completed_at_ms: _Optional[int] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., started_at_ms: _Optional[int] = ..., attempt: _Optional[int] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
 class JobStatusUpdate(_message.Message):
-    __slots__ = ("job_id", "status", "executed_by", "exit_code", "completed_at_ms", "output", "error", "output_truncated", "started_at_ms", "attempt")
+    __slots__ = ("job_id", "status", "executed_by", "exit_code", "completed_at_ms", "output", "error", "output_truncated", "started_at_ms", "attempt", "timed_out")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     EXECUTED_BY_FIELD_NUMBER: _ClassVar[int]
@@ -464,6 +484,7 @@ class JobStatusUpdate(_message.Message):
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: JobStatus
     executed_by: int
@@ -474,7 +495,8 @@ class JobStatusUpdate(_message.Message):
     output_truncated: bool
     started_at_ms: int
     attempt: int
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., executed_by: _Optional[int] = ..., exit_code: _Optional[int] = ..., completed_at_ms: _Optional[int] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., started_at_ms: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+    timed_out: bool
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., executed_by: _Optional[int] = ..., exit_code: _Optional[int] = ..., completed_at_ms: _Optional[int] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., started_at_ms: _Optional[int] = ..., attempt: _Optional[int] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
 class BatchUpdateJobStatusCommand(_message.Message):
     __slots__ = ("updates",)

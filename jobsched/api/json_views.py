@@ -34,6 +34,17 @@ def job_json(job: Job) -> dict:
         "timeout_seconds": job.timeout_seconds or None,
         "started_at": rfc3339(job.started_at_ms),
         "output_truncated": job.output_truncated,
+        "attempt_history": [
+            {
+                "attempt": record.attempt,
+                "worker": record.worker,
+                "started_at_ms": record.started_at_ms,
+                "finished_at_ms": record.finished_at_ms,
+                "outcome": record.outcome and record.outcome.value,
+                "late": record.late,
+            }
+            for record in job.attempt_history
+        ],
     }
 
 

@@ -82,6 +82,7 @@ def status_update(
         error=result.error,
         output_truncated=result.output_truncated,
         attempt=attempt,
+        timed_out=result.timed_out,
     )
     if result.exit_code is not None:
         update.exit_code = result.exit_code

@@ -25,6 +25,29 @@ class JobStatus(enum.IntEnum):
         return self.name.lower()
 
 
+class Outcome(enum.StrEnum):
+    """How an attempt ended (API.md §4 attempt history); the value is the wire name."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of a job: where, from when to when, and how it ended (None while
+    it runs). `late`: its result arrived after the attempt had been declared lost."""
+
+    attempt: int
+    worker: int
+    started_at_ms: int | None
+    finished_at_ms: int | None = None
+    outcome: Outcome | None = None
+    late: bool = False
+
+
 @dataclass
 class Job:
     """One row of the replicated job table."""
@@ -47,6 +70,8 @@ class Job:
     output: str = ""
     error: str = ""
     output_truncated: bool = False
+    # Oldest first; a tuple of frozen records, so copies of a job never share changes.
+    attempt_history: tuple[AttemptRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +91,7 @@ class JobResult:
 
     status is COMPLETED (exit 0) or FAILED (non-zero exit, timeout, start failure).
     exit_code is None when the command never produced one (timeout, missing image).
+    timed_out is set when the executor killed the attempt at its timeout.
     """
 
     status: JobStatus
@@ -75,3 +101,4 @@ class JobResult:
     output_truncated: bool
     started_at_ms: int | None
     completed_at_ms: int
+    timed_out: bool = False

@@ -29,7 +29,7 @@ from zope.interface import implementer
 from jobsched._proto import scheduler_pb2
 from jobsched.errors import InvalidArgument
 from jobsched.interfaces import IJobTable
-from jobsched.jobs.model import Job, JobStatus
+from jobsched.jobs.model import AttemptRecord, Job, JobStatus, Outcome
 
 IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000
 DEFAULT_PAGE_SIZE = 100
@@ -147,6 +147,17 @@ def _matcher(query: ListQuery) -> Callable[[Job], bool] | None:
     return match
 
 
+def _history(records) -> tuple[AttemptRecord, ...]:
+    """Attempt records from their snapshot form (dicts; outcome a name or null)."""
+    history = []
+    for fields in records:
+        outcome = fields.pop("outcome")
+        history.append(
+            AttemptRecord(outcome=None if outcome is None else Outcome(outcome), **fields)
+        )
+    return tuple(history)
+
+
 @implementer(IJobTable)
 class JobTable:
     """The job table and worker registry, changed only by `apply`."""
@@ -170,9 +181,10 @@ class JobTable:
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(event, job)` after each applied change.
 
-        event is "submitted", "assigned", "finished" (completed or failed) or
-        "cancelled" with a copy of the job; or "restored" with None after `restore`
-        replaced the whole table (listeners then re-read what they care about).
+        event is "submitted", "assigned", "finished" (completed or failed),
+        "cancelled", "requeued" or "late_result" (a lost attempt's result arrived) with
+        a copy of the job; or "restored" with None after `restore` replaced the whole
+        table (listeners then re-read what they care about).
         """
         self._listeners.append(listener)
 
@@ -253,27 +265,66 @@ class JobTable:
         job.started_at_ms = cmd.assigned_at_ms or None
         # attempt 0 comes from proposers that predate attempt numbers: count on.
         job.attempts = cmd.attempt or job.attempts + 1
+        job.attempt_history += (
+            AttemptRecord(job.attempts, cmd.worker_id, cmd.assigned_at_ms or None),
+        )
         return self._changed("assigned", job)
 
     def _apply_update_job_status(self, cmd: scheduler_pb2.UpdateJobStatusCommand) -> Job | None:
-        """Also applies a JobStatusUpdate: same field names and meanings."""
+        """Also applies a JobStatusUpdate: same field names and meanings.
+
+        A result of an attempt already declared lost only marks that attempt late."""
         job = self._find(cmd.job_id)
-        if (
-            job is None
-            or job.status is not JobStatus.RUNNING
-            or cmd.status not in (JobStatus.COMPLETED, JobStatus.FAILED)
-            or (cmd.attempt and cmd.attempt != job.attempts)
-        ):
+        if job is None or cmd.status not in (JobStatus.COMPLETED, JobStatus.FAILED):
             return None
-        self._set_status(job, JobStatus(cmd.status))
+        if job.status is not JobStatus.RUNNING or (cmd.attempt and cmd.attempt != job.attempts):
+            self._mark_late(job, cmd.attempt)
+            return None
+        status = JobStatus(cmd.status)
+        self._set_status(job, status)
         job.executed_by = cmd.executed_by
         job.exit_code = cmd.exit_code if cmd.HasField("exit_code") else None
         job.started_at_ms = cmd.started_at_ms if cmd.HasField("started_at_ms") else None
         job.completed_at_ms = cmd.completed_at_ms if cmd.HasField("completed_at_ms") else None
+        if cmd.timed_out and status is JobStatus.FAILED:
+            outcome = Outcome.TIMED_OUT
+        else:
+            outcome = Outcome.COMPLETED if status is JobStatus.COMPLETED else Outcome.FAILED
+        self._end_attempt(job, outcome, job.completed_at_ms, job.started_at_ms)
         job.output = cmd.output
         job.error = cmd.error
         job.output_truncated = cmd.output_truncated
         return self._changed("finished", job)
+
+    def _mark_late(self, job: Job, attempt: int) -> None:
+        """The result of `attempt` came after that attempt was declared lost: say so
+        in its record (it did run) and change nothing else."""
+        for n, record in enumerate(job.attempt_history):
+            if record.attempt == attempt and record.outcome is Outcome.LOST and not record.late:
+                history = list(job.attempt_history)
+                history[n] = dataclasses.replace(record, late=True)
+                job.attempt_history = tuple(history)
+                self._changed("late_result", job)
+                return
+
+    def _end_attempt(
+        self,
+        job: Job,
+        outcome: Outcome,
+        finished_at_ms: int | None,
+        started_at_ms: int | None = None,
+    ) -> None:
+        """Close the record of the running attempt; `started_at_ms` (the worker's real
+        start) replaces the assignment time when known. A job restored from a snapshot
+        without histories has no record to close."""
+        history = job.attempt_history
+        if not history or history[-1].attempt != job.attempts or history[-1].outcome is not None:
+            return
+        started = history[-1].started_at_ms if started_at_ms is None else started_at_ms
+        ended = dataclasses.replace(
+            history[-1], outcome=outcome, finished_at_ms=finished_at_ms, started_at_ms=started
+        )
+        job.attempt_history = (*history[:-1], ended)
 
     def _apply_batch_update_job_status(
         self, cmd: scheduler_pb2.BatchUpdateJobStatusCommand
@@ -286,6 +337,8 @@ class JobTable:
             return None
         if job.status.is_terminal:
             return copy.copy(job)
+        if job.status is JobStatus.RUNNING:
+            self._end_attempt(job, Outcome.CANCELLED, cmd.cancelled_at_ms or None)
         self._set_status(job, JobStatus.CANCELLED)
         job.completed_at_ms = cmd.cancelled_at_ms or None
         return self._changed("cancelled", job)
@@ -296,6 +349,7 @@ class JobTable:
         job = self._find(cmd.job_id)
         if job is None or job.status is not JobStatus.RUNNING or cmd.attempt != job.attempts:
             return None
+        self._end_attempt(job, Outcome.LOST, cmd.failed_at_ms or None)
         if job.attempts < job.max_attempts:
             self._set_status(job, JobStatus.PENDING)
             job.assigned_worker = 0
@@ -453,6 +507,17 @@ class JobTable:
         job = self._jobs[seq]
         record = {name: getattr(job, name) for name in _JOB_FIELDS}
         record["status"] = int(job.status)
+        record["attempt_history"] = [
+            {
+                "attempt": a.attempt,
+                "worker": a.worker,
+                "started_at_ms": a.started_at_ms,
+                "finished_at_ms": a.finished_at_ms,
+                "outcome": a.outcome,
+                "late": a.late,
+            }
+            for a in job.attempt_history
+        ]
         record["seq"] = seq
         return _dumps(record)
 
@@ -470,6 +535,7 @@ class JobTable:
                 if not replacement.last_seq < seq < replacement._next_seq:
                     raise ValueError(f"job sequence {seq!r} out of order")
                 record["status"] = JobStatus(record["status"])
+                record["attempt_history"] = _history(record.get("attempt_history", ()))
                 replacement._insert(seq, Job(**record))
             for key, job_id, first_ms in state["idempotency_keys"]:
                 replacement._keys[key] = (job_id, first_ms)

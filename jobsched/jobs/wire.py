@@ -7,7 +7,7 @@ job knows them, so clients can tell "no exit code" from "exit code 0".
 from __future__ import annotations
 
 from jobsched._proto import scheduler_pb2
-from jobsched.jobs.model import Job
+from jobsched.jobs.model import AttemptRecord, Job
 
 
 def job_to_job_info(job: Job) -> scheduler_pb2.JobInfo:
@@ -50,4 +50,20 @@ def job_to_status_response(job: Job) -> scheduler_pb2.GetJobStatusResponse:
         response.completed_at_ms = job.completed_at_ms
     if job.started_at_ms is not None:
         response.started_at_ms = job.started_at_ms
+    response.attempt_history.extend(_attempt_message(a) for a in job.attempt_history)
     return response
+
+
+def _attempt_message(record: AttemptRecord) -> scheduler_pb2.AttemptRecord:
+    """An attempt on the wire: outcome empty while it runs, times set when known."""
+    message = scheduler_pb2.AttemptRecord(
+        attempt=record.attempt,
+        worker=record.worker,
+        outcome=record.outcome or "",
+        late=record.late,
+    )
+    if record.started_at_ms is not None:
+        message.started_at_ms = record.started_at_ms
+    if record.finished_at_ms is not None:
+        message.finished_at_ms = record.finished_at_ms
+    return message

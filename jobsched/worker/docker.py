@@ -65,11 +65,13 @@ class _Attempt:
     name: str
     interrupted: threading.Event = dataclasses.field(default_factory=threading.Event)
     reason: str = ""
+    timed_out: bool = False
     timer: IDelayedCall | None = None
 
-    def interrupt(self, reason: str) -> None:
+    def interrupt(self, reason: str, timed_out: bool = False) -> None:
         if not self.reason:
             self.reason = reason
+            self.timed_out = timed_out
         self.interrupted.set()
 
 
@@ -218,11 +220,13 @@ class DockerExecutor:
     def _explain_interruption(self, result: JobResult, attempt: _Attempt) -> JobResult:
         # A container killed for a timeout, a cancel or a stop exits 137; say why instead.
         if attempt.reason and result.status is not JobStatus.COMPLETED:
-            return dataclasses.replace(result, exit_code=None, error=attempt.reason)
+            return dataclasses.replace(
+                result, exit_code=None, error=attempt.reason, timed_out=attempt.timed_out
+            )
         return result
 
     def _time_out(self, attempt: _Attempt, reason: str) -> None:
-        attempt.interrupt(reason)
+        attempt.interrupt(reason, timed_out=True)
         self._kill(attempt.name).addErrback(
             lambda failure: self.log.failure("Could not kill a timed-out job", failure)
         )

@@ -83,11 +83,17 @@ class _Attempt:
     started_at_ms: int
     timer: IDelayedCall | None = None
     reason: str = ""
+    timed_out: bool = False
 
-    def interrupt(self, reason: str) -> None:
+    def interrupt(self, reason: str, timed_out: bool = False) -> None:
+        """Kill the job; the first reason given is the one its result reports."""
         if not self.reason:
             self.reason = reason
+            self.timed_out = timed_out
         _kill_group(self.process.pgid)
+
+    def time_out(self, timeout_seconds: int) -> None:
+        self.interrupt(timed_out_message(timeout_seconds), timed_out=True)
 
 
 @implementer(IExecutor)
@@ -146,7 +152,7 @@ class ProcessExecutor:
         attempt = _Attempt(process, started_at_ms)
         if spec.timeout_seconds > 0:
             attempt.timer = self._reactor.callLater(
-                spec.timeout_seconds, attempt.interrupt, timed_out_message(spec.timeout_seconds)
+                spec.timeout_seconds, attempt.time_out, spec.timeout_seconds
             )
         self._attempts[spec.job_id] = attempt
         delivered: Deferred = Deferred()
@@ -182,5 +188,5 @@ class ProcessExecutor:
         # ProcessDone or ProcessTerminated; a signal maps to 128+n as in the shell.
         exit_code = reason.exitCode if reason.exitCode is not None else 128 + reason.signal
         if attempt.reason and exit_code != 0:
-            return killed(attempt.reason, process.stdout, attempt.started_at_ms)
+            return killed(attempt.reason, process.stdout, attempt.started_at_ms, attempt.timed_out)
         return exited(exit_code, process.stdout, process.stderr, attempt.started_at_ms)

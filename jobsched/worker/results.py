@@ -59,10 +59,16 @@ def exited(
     )
 
 
-def killed(error: str, stdout: CappedBuffer | None, started_at_ms: int | None) -> JobResult:
+def killed(
+    error: str,
+    stdout: CappedBuffer | None,
+    started_at_ms: int | None,
+    timed_out: bool = False,
+) -> JobResult:
     """A failed attempt without an exit code (timeout, cancel, missing image...).
 
-    `error` replaces stderr; the stdout gathered so far, if any, is kept.
+    `error` replaces stderr; the stdout gathered so far, if any, is kept; `timed_out`
+    says the attempt was killed at its timeout.
     """
     return JobResult(
         status=JobStatus.FAILED,
@@ -72,4 +78,5 @@ def killed(error: str, stdout: CappedBuffer | None, started_at_ms: int | None) -
         output_truncated=stdout.truncated if stdout is not None else False,
         started_at_ms=started_at_ms,
         completed_at_ms=now_ms(),
+        timed_out=timed_out,
     )

@@ -5,6 +5,10 @@ each attempt assigned to this process life, kills the run when the job is cancel
 and hands results to the ResultReporter, which gets them committed. Assignments made to
 an earlier life of this node (before a restart) are reported failed, `node restarted`,
 never run again; a job that finished meanwhile ignores that report.
+
+Each attempt starts at most once in a process life: whatever shows it again (a restored
+snapshot, a replayed entry, the same attempt number assigned anew) while its result is
+on the way to the leader finds it in `_taken` and leaves it alone.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class WorkerService(Service):
         self._clock = clock
         self.incarnation = incarnation or random.SystemRandom().randrange(1, 2**63)
         self._running: dict[str, int] = {}
+        # job id -> the highest attempt this process life has taken (run or reported)
+        self._taken: dict[str, int] = {}
         self._fenced: set[str] = set()
         self._killed_for_stop: set[str] = set()
 
@@ -119,6 +125,8 @@ class WorkerService(Service):
         if not self.running:
             return
         if event == "restored":
+            for job_id in list(self._taken):
+                self._forget_if_done(job_id)
             self._adopt_assignments()
             return
         attempt = self._running.get(job.job_id)
@@ -130,6 +138,14 @@ class WorkerService(Service):
             self._kill(job.job_id)  # cancelled, requeued or reassigned: not ours any more
         if event == "assigned" and job.assigned_worker == self._node_id:
             self._clock.callLater(0, self._take, job.job_id, job.attempts)
+        elif job.status.is_terminal:
+            self._forget_if_done(job.job_id)
+
+    def _forget_if_done(self, job_id: str) -> None:
+        """Drop the memory of a job's attempts once no attempt of it can come back."""
+        job = self._table.get(job_id)
+        if job_id not in self._running and (job is None or job.status.is_terminal):
+            self._taken.pop(job_id, None)
 
     def _kill(self, job_id: str) -> None:
         """Kill the run of `job_id` here; its result is discarded."""
@@ -148,6 +164,9 @@ class WorkerService(Service):
             return
         if job.assigned_worker != self._node_id or job_id in self._running:
             return
+        if self._taken.get(job_id, 0) >= attempt:
+            return  # already run (or reported) in this process life
+        self._taken[job_id] = attempt
         if job.worker_incarnation != self.incarnation:
             self._report(job_id, attempt, self._failure(NODE_RESTARTED))
             return
@@ -172,12 +191,17 @@ class WorkerService(Service):
             if job_id in self._killed_for_stop:
                 self._killed_for_stop.discard(job_id)
                 result = dataclasses.replace(
-                    result, status=JobStatus.FAILED, error=NODE_STOPPING, exit_code=None
+                    result,
+                    status=JobStatus.FAILED,
+                    error=NODE_STOPPING,
+                    exit_code=None,
+                    timed_out=False,
                 )
             self._report(job_id, attempt, result)
         job = self._table.get(job_id)
         if job is not None and job.attempts != attempt:
             self._take(job_id, job.attempts)  # reassigned here while this attempt died
+        self._forget_if_done(job_id)
 
     def _report(self, job_id: str, attempt: int, result: JobResult) -> None:
         job = self._table.get(job_id)

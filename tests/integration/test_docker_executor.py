@@ -141,6 +141,7 @@ class DockerExecutorTests(unittest.TestCase):
         self.assertEqual(result.status, JobStatus.FAILED)
         self.assertIsNone(result.exit_code)
         self.assertEqual(result.error, "Timed out after 2s")
+        self.assertIs(result.timed_out, True)
         self.assertEqual(result.output, "started\n")
         self.assertEqual(await self.containers_named(container_name(spec.job_id)), [])
 
@@ -157,6 +158,7 @@ class DockerExecutorTests(unittest.TestCase):
         self.assertEqual(
             (result.status, result.exit_code, result.error), (JobStatus.FAILED, None, "Cancelled")
         )
+        self.assertIs(result.timed_out, False)
 
     async def test_missing_image_fails_the_job_clearly(self):
         executor = await self.start_executor()

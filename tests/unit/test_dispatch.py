@@ -285,6 +285,24 @@ class LostWorkerTests(unittest.TestCase):
             self.assertGreater(job.completed_at_ms, (last_heard + EXPIRY) * 1000)
             self.assertLessEqual(job.completed_at_ms, node.clock.seconds() * 1000)
 
+    def test_max_attempts_one_never_runs_the_job_twice(self):
+        """The job fails `worker 2 lost` with one lost attempt and is never assigned
+        again, though a live worker with free slots is waiting."""
+        node, jobs = self.lost_worker_setup(max_attempts=1)
+        node.run(EXPIRY + 1.5)
+        node.draining = False
+        node.beat(3)
+        node.run(3 * EXPIRY, beating=[3])
+        for job_id in jobs:
+            job = node.table.get(job_id)
+            self.assertEqual((job.status, job.error), (JobStatus.FAILED, "worker 2 lost"))
+            self.assertEqual(job.attempts, 1)
+            self.assertEqual(
+                [(r.attempt, r.worker, r.outcome) for r in job.attempt_history],
+                [(1, 2, "lost")],
+            )
+        self.assertEqual(node.table.running_counts(), {})
+
     def test_attempts_count_across_losses_until_they_run_out(self):
         node, jobs = self.lost_worker_setup(max_attempts=2)
         node.run(EXPIRY + 1.5)  # attempt 1 lost on 2: pending again

@@ -194,6 +194,7 @@ class KillTests(ProcessExecutorTestCase):
         self.assertEqual(result.status, JobStatus.FAILED)
         self.assertIsNone(result.exit_code)
         self.assertEqual(result.error, "Timed out after 2s")
+        self.assertIs(result.timed_out, True)
         self.assertEqual(result.output, "started\n")
         await group_gone(int(pidfile.read_text()))
 
@@ -211,6 +212,7 @@ class KillTests(ProcessExecutorTestCase):
         self.assertEqual(
             (result.status, result.exit_code, result.error), (JobStatus.FAILED, None, "Cancelled")
         )
+        self.assertIs(result.timed_out, False)
         await group_gone(pgid)
 
     async def test_background_children_die_when_the_shell_exits(self) -> None:

@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 
 from jobsched.interfaces import IExecutor, IRouter, IWorker
 from jobsched.jobs import commands
-from jobsched.jobs.model import JobResult, JobStatus
+from jobsched.jobs.model import JobResult, JobStatus, Outcome
 from jobsched.jobs.table import JobTable
 from jobsched.worker.reporting import ResultReporter
 from jobsched.worker.service import NODE_RESTARTED, WorkerService
@@ -72,11 +72,26 @@ class CommittingRouter:
     def __init__(self, table):
         self.table = table
         self.batches = []
+        self.held = None  # a list while deliveries are held back (the leader unreachable)
 
     def deliver_results(self, updates):
+        if self.held is not None:
+            delivery = defer.Deferred()
+            self.held.append((list(updates), delivery))
+            return delivery
         self.batches.append(list(updates))
         self.table.apply(next(_index), commands.batch_update(updates))
         return defer.succeed(None)
+
+    def hold(self):
+        """Keep results from reaching the table until `release`."""
+        self.held = []
+
+    def release(self):
+        held, self.held = self.held, None
+        for updates, delivery in held:
+            self.deliver_results(updates)
+            delivery.callback(None)
 
     def submit(self, request):
         raise AssertionError("the worker only delivers results")
@@ -284,6 +299,95 @@ class AssignmentTests(unittest.TestCase):
         h.table.restore(h.table.snapshot())
         h.settle()
         self.assertEqual([s.job_id for s in h.executor.specs], ["a"])
+
+    def test_restore_does_not_restart_an_attempt_whose_result_awaits_delivery(self):
+        """The attempt finished here; its result has not reached the leader, so the
+        restored table still says it runs here: it must not run a second time."""
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        h.router.hold()
+        h.executor.runs["a"].callback(result())
+        h.settle()
+        self.assertIs(h.table.get("a").status, JobStatus.RUNNING)
+
+        h.table.restore(h.table.snapshot())
+        h.settle()
+
+        self.assertEqual([(s.job_id, s.attempt) for s in h.executor.specs], [("a", 1)])
+        h.router.release()
+        h.settle()
+        self.assertEqual([u.attempt for u in h.reported()], [1])
+        self.assertIs(h.table.get("a").status, JobStatus.COMPLETED)
+
+    def test_replayed_assignment_of_an_attempt_run_here_does_not_run_it_again(self):
+        """A table restored to before the assignment replays it (twice here): the
+        attempt already ran in this process life, so it is not started again."""
+        h = Harness()
+        h.submit("a")
+        before = h.table.snapshot()
+        h.assign("a")
+        h.settle()
+        h.router.hold()
+        h.executor.runs["a"].callback(result())
+        h.settle()
+
+        for _ in range(2):
+            h.table.restore(before)
+            h.assign("a")
+            h.settle()
+
+        self.assertEqual([(s.job_id, s.attempt) for s in h.executor.specs], [("a", 1)])
+        h.router.release()
+        h.settle()
+        self.assertIs(h.table.get("a").status, JobStatus.COMPLETED)
+
+    def test_reassignment_of_the_same_attempt_number_does_not_run_it_again(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        h.router.hold()
+        h.executor.runs["a"].callback(result())
+        h.apply(commands.requeue_job("a", 1, "worker 2 lost", 9000))
+        h.assign("a", attempt=1)
+        h.settle()
+        self.assertEqual([(s.job_id, s.attempt) for s in h.executor.specs], [("a", 1)])
+
+    def test_a_later_attempt_of_a_job_run_here_runs(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        h.executor.runs["a"].callback(result(status=JobStatus.FAILED, exit_code=1))
+        h.settle()
+        h.table.restore(h.table.snapshot())
+        h.settle()
+        h.submit("b")
+        h.assign("b")
+        h.settle()
+        h.apply(commands.requeue_job("b", 1, "worker 2 lost", 9000))
+        h.executor.runs["b"].callback(result(status=JobStatus.FAILED, exit_code=None))
+        h.assign("b", attempt=2)
+        h.settle()
+        self.assertEqual(
+            [(s.job_id, s.attempt) for s in h.executor.specs], [("a", 1), ("b", 1), ("b", 2)]
+        )
+
+    def test_a_timed_out_attempt_is_reported_as_timed_out(self):
+        h = Harness()
+        h.submit("a")
+        h.assign("a")
+        h.settle()
+        timed_out = JobResult(
+            JobStatus.FAILED, None, "", "Timed out after 30s", False, 5000, 6000, timed_out=True
+        )
+        h.executor.runs["a"].callback(timed_out)
+        h.settle()
+        [update] = h.reported()
+        self.assertIs(update.timed_out, True)
+        self.assertEqual(h.table.get("a").attempt_history[0].outcome, Outcome.TIMED_OUT)
 
     def test_executor_error_fails_the_attempt(self):
         h = Harness()
