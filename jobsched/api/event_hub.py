@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from jobsched import errors
 from jobsched.api.json_views import cluster_json, job_json
-from jobsched.api.sse import EventStream, frame
+from jobsched.api.sse import KEEPALIVE, EventStream, frame
 from jobsched.app import ClusterView
 from jobsched.interfaces import IClusterAPI, IEventHub, IJobTable, IRaftService, IRouter
 from jobsched.jobs.model import Job
@@ -40,7 +40,7 @@ RING_EVENTS = 4096
 RING_BYTES = 16 * 1024 * 1024
 TICK_SECONDS = 1.0
 CLUSTER_MIN_INTERVAL = 0.25
-KEEPALIVE_TICKS = 15
+KEEPALIVE_SECONDS = 15.0
 JOB_OVERHEAD_BYTES = 600  # a job event's frame, besides its command, output and error
 
 log = Logger()
@@ -99,7 +99,7 @@ class EventHub(Service):
         self._cluster_call = None
         self._tick = task.LoopingCall(self._on_tick)
         self._tick.clock = clock
-        self._ticks = 0
+        self._last_keepalive = 0.0
         table.add_listener(self._on_job_change)
         raft.add_observer(self._on_raft)
 
@@ -121,6 +121,7 @@ class EventHub(Service):
         if last_event_id is not None:
             self._catch_up(stream, last_event_id)
         if not self._tick.running:
+            self._last_keepalive = self._clock.seconds()
             self._tick.start(TICK_SECONDS, now=False)
         if self._nodes_fresh():
             stream.send(self._cluster_frame(self._cluster_state()))
@@ -196,15 +197,16 @@ class EventHub(Service):
     # ------------------------------------------------------------------ cluster events
 
     def _on_tick(self) -> None:
-        self._ticks += 1
         for stream in list(self._streams):
             if stream.stalled():
                 stream.drop()
         if not self._streams:
             self._tick.stop()
             return
-        if self._ticks % KEEPALIVE_TICKS == 0:
-            self._broadcast(b": keepalive\n\n")
+        now = self._clock.seconds()
+        if now - self._last_keepalive >= KEEPALIVE_SECONDS:
+            self._last_keepalive = now
+            self._broadcast(KEEPALIVE)
         self._refresh_nodes().addCallback(lambda _: self._send_cluster_if_changed())
 
     def _want_cluster(self, urgent: bool) -> None:
@@ -234,8 +236,10 @@ class EventHub(Service):
         return frame("cluster", state, self._raft.status().last_applied)
 
     def _cluster_state(self) -> dict:
-        """GET /api/cluster's shape plus `jobs` (counts by status)."""
-        view = self._nodes if self._nodes is not None else self._api.cluster_view()
+        """GET /api/cluster's shape plus `jobs` (counts by status). A leader's view of
+        the nodes is its own and current; a follower's is the leader's last answer."""
+        local = self._api.is_leader() or self._nodes is None
+        view = self._api.cluster_view() if local else self._nodes
         state = cluster_json(self._api.raft_status(), view)
         state["jobs"] = {status.label: n for status, n in self._api.job_counts().items()}
         return state

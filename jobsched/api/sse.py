@@ -56,8 +56,10 @@ class EventStream:
         self.done = defer.Deferred(lambda _: self._cleanup())
 
     def open(self, greeting: bytes = b"retry: 2000\n\n") -> None:
-        """Take the request's connection as a producer and send the first bytes."""
+        """Take the request's connection as a producer, notice when it closes, and send
+        the first bytes."""
         self._request.registerProducer(self, True)
+        self._request.notifyFinish().addBoth(lambda _: self._cleanup())
         self._request.write(greeting)
 
     def send(self, data: bytes) -> None:

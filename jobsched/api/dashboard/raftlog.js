@@ -11,6 +11,8 @@ const FOLLOW_MS = 1000;
 export class RaftLogView {
   constructor() {
     this.start = null; // null: the latest page
+    this.count = LIMIT;
+    this.shown = [0, 0]; // lowest and highest index on the page
     this.last = 0;
     this.first = 1;
     this.loading = false;
@@ -20,10 +22,19 @@ export class RaftLogView {
     $('log-latest').addEventListener('click', () => this.goLatest());
   }
 
+  /** The page just before (-1) or after (+1) the one shown. */
   page(direction) {
-    const current = this.start ?? Math.max(this.first, this.last - LIMIT + 1);
-    const start = Math.max(this.first, current + direction * LIMIT);
-    this.start = start + LIMIT > this.last ? null : start;
+    const [low, high] = this.shown;
+    if (direction < 0) {
+      const end = low - 1;
+      this.start = Math.max(this.first, end - LIMIT + 1);
+      this.count = end - this.start + 1;
+    } else if (high + LIMIT >= this.last) {
+      this.start = null;
+    } else {
+      this.start = high + 1;
+      this.count = LIMIT;
+    }
     this.load();
   }
 
@@ -46,11 +57,13 @@ export class RaftLogView {
     this.loading = true;
     try {
       let start = this.start;
+      let count = this.count;
       if (start === null) {
         const probe = await getJson('/api/raft/log?limit=1&start_index=0');
         start = Math.max(probe.data.first_available_index, probe.data.last_log_index - LIMIT + 1, 1);
+        count = LIMIT;
       }
-      const { data } = await getJson(`/api/raft/log?start_index=${start}&limit=${LIMIT}`);
+      const { data } = await getJson(`/api/raft/log?start_index=${start}&limit=${Math.max(count, 1)}`);
       this.show(data);
     } catch (error) {
       toast(`Could not read the Raft log: ${messageOf(error)}`, 'error');
@@ -78,6 +91,7 @@ export class RaftLogView {
     );
     const lowest = data.entries.length ? data.entries[0].index : this.first;
     const highest = data.entries.length ? data.entries[data.entries.length - 1].index : this.last;
+    this.shown = [lowest, highest];
     $('log-older').disabled = lowest <= this.first;
     $('log-newer').disabled = highest >= this.last;
     $('log-latest').disabled = this.start === null;
