@@ -263,6 +263,9 @@ class IRouter(Interface):
     def raft_log(start_index, limit):
         """Deferred[LogView] of the leader's log."""
 
+    def transfer_leadership(target_node_id):
+        """Deferred[(success, message, new_leader_id)], carried out by the leader."""
+
     def deliver_results(updates):
         """Deferred firing once this worker's finished attempts are committed."""
 
@@ -289,6 +292,16 @@ class IWebApp(Interface):
 
     def resource():
         """The twisted.web resource to serve."""
+
+
+class IEventHub(Interface):
+    """Tells open event streams (GET /api/events) about job and cluster changes."""
+
+    stream_count = Attribute("How many streams are open.")
+
+    def open(request, last_event_id):
+        """Start a stream on an HTTP request; Deferred firing when it ends. Raises
+        Overloaded when too many are open."""
 
 
 class IHeartbeatSender(Interface):

@@ -2,8 +2,8 @@
 
 The constructor only wires; `startService` does the I/O (opening storage, reaching the
 Docker engine) and stops start-up with one line when either cannot be used. Start
-order: Raft, worker, dispatcher, heartbeats, gRPC server, REST site (stopped in
-reverse).
+order: Raft, worker, dispatcher, heartbeats, gRPC server, event hub, REST site (stopped
+in reverse).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from jobsched.api.event_hub import EventHub
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
 from jobsched.api.raft_servicer import RaftServicer
 from jobsched.api.rest import RestApi
@@ -155,7 +156,9 @@ class NodeService(MultiService):
         )
         self.grpc.setServiceParent(self)
         if config.dashboard_port:
-            site = Site(RestApi(self.api, self.router, self.storage).resource())
+            self.events = EventHub(self.table, self.raft, self.api, self.router, reactor)
+            self.events.setServiceParent(self)
+            site = Site(RestApi(self.api, self.router, self.storage, self.events).resource())
             site.noisy = False
             internet.TCPServer(config.dashboard_port, site, interface=config.host).setServiceParent(
                 self

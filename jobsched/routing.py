@@ -19,6 +19,7 @@ from jobsched.jobs.model import JobStatus
 
 FORWARDED_WRITE_TIMEOUT_SECONDS = 8.0
 RESULTS_TIMEOUT_SECONDS = 8.0
+TRANSFER_TIMEOUT_SECONDS = 15.0
 
 
 @implementer(IRouter)
@@ -72,6 +73,17 @@ class Router:
             return defer.succeed(self._api.raft_log_view(start_index, limit))
         request = pb.GetRaftLogEntriesRequest(start_index=start_index, limit=limit)
         return self._leader.scheduler("GetRaftLogEntries", request).addCallback(_log_view_from_wire)
+
+    def transfer_leadership(self, target_node_id: int) -> defer.Deferred:
+        """Deferred[(success, message, new_leader_id)]: the leader hands over (a
+        dashboard on any node can ask)."""
+        if self._api.is_leader():
+            return self._api.transfer_leadership(target_node_id)
+        request = pb.TransferLeadershipRequest(target_node_id=target_node_id)
+        forwarded = self._leader.scheduler("TransferLeadership", request, TRANSFER_TIMEOUT_SECONDS)
+        return forwarded.addCallback(
+            lambda reply: (reply.success, reply.message, reply.new_leader_id)
+        )
 
     def deliver_results(self, updates) -> defer.Deferred:
         """Hand finished attempts to the leader; fires once they are committed."""

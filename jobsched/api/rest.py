@@ -9,9 +9,7 @@ Every error answer is JSON with `error` (the message of API.md) and `code` (API.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-from importlib import resources
 from typing import Any
 
 from klein import Klein
@@ -22,10 +20,11 @@ from zope.interface import implementer
 
 from jobsched import errors
 from jobsched.api import rest_requests as parse
+from jobsched.api.dashboard_files import DashboardFiles
 from jobsched.api.json_views import cluster_json, job_json, raft_log_json
 from jobsched.api.metrics import render_metrics
 from jobsched.api.status import http_status
-from jobsched.interfaces import IClusterAPI, IRouter, IWebApp
+from jobsched.interfaces import IClusterAPI, IEventHub, IRouter, IWebApp
 from jobsched.jobs import validation
 from jobsched.jobs.table import ListQuery
 
@@ -39,15 +38,10 @@ SECURITY_HEADERS = {
     b"Referrer-Policy": b"no-referrer",
 }
 JSON = b"application/json"
+EVENT_STREAM = b"text/event-stream; charset=utf-8"
 NO_LEADER_ERRORS = (errors.NotLeader, errors.NoLeader)
 TRANSFER_FAILED = "TRANSFER_FAILED"
 DRAIN_FAILED = "DRAIN_FAILED"
-
-
-@functools.cache
-def _dashboard_page() -> bytes:
-    """The dashboard, read from the package once, on first use."""
-    return resources.files("jobsched.api").joinpath("dashboard/index.html").read_bytes()
 
 
 @implementer(IWebApp)
@@ -56,10 +50,14 @@ class RestApi:
 
     app = Klein()
 
-    def __init__(self, api: IClusterAPI, router: IRouter, storage=None) -> None:
+    def __init__(
+        self, api: IClusterAPI, router: IRouter, storage=None, events: IEventHub | None = None
+    ) -> None:
         self._api = api
         self._router = router
         self._storage = storage
+        self._events = events
+        self._files = DashboardFiles()
 
     def resource(self):
         return self.app.resource()
@@ -103,7 +101,37 @@ class RestApi:
 
     @app.route("/", methods=["GET"])
     def index(self, request):
-        return self._respond(request, 200, _dashboard_page(), b"text/html; charset=utf-8")
+        return self._dashboard_file(request, "index.html")
+
+    @app.route("/dashboard/<string:name>", methods=["GET"])
+    def dashboard_file(self, request, name):
+        return self._dashboard_file(request, name)
+
+    def _dashboard_file(self, request, name: str):
+        """A file of the dashboard; 304 when the browser holds this version."""
+        page = self._files.get(name)
+        if page is None:
+            return self._error(request, errors.NotFound("not found"))
+        fresh = request.getHeader(b"if-none-match") == page.etag
+        body = self._respond(
+            request, 304 if fresh else 200, b"" if fresh else page.body, page.content_type
+        )
+        request.setHeader(b"ETag", page.etag)
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return body
+
+    @app.route("/api/events", methods=["GET"])
+    def events(self, request):
+        """Server-sent events: job and cluster changes as they apply (event_hub.py)."""
+        if self._events is None:
+            return self._error(request, errors.NotFound("not found"))
+        try:
+            last_event_id = parse.last_event_id(request)
+            self._respond(request, 200, b"", EVENT_STREAM)
+            request.setHeader(b"X-Accel-Buffering", b"no")
+            return self._events.open(request, last_event_id)
+        except errors.JobschedError as error:
+            return self._error(request, error)
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):
@@ -140,7 +168,10 @@ class RestApi:
             target = parse.transfer_target(parse.read_json(request))
         except errors.JobschedError as error:
             return self._error(request, error)
-        success, message, new_leader_id = yield self._api.transfer_leadership(target)
+        try:
+            success, message, new_leader_id = yield self._router.transfer_leadership(target)
+        except errors.JobschedError as error:
+            return self._error(request, error, success=False)
         body = {"success": success, "message": message, "new_leader_id": new_leader_id or None}
         if not success:
             body.update(error=message, code=TRANSFER_FAILED)
@@ -173,9 +204,11 @@ class RestApi:
     def list_jobs(self, request):
         try:
             query = parse.list_query(request)
+            self._set_applied_index(request)
             if query.page_size:
                 page = self._api.list_jobs(query)
                 request.setHeader(b"X-Next-Page-Token", page.next_page_token.encode())
+                request.setHeader(b"X-Total-Count", str(page.total_count).encode())
                 return self._respond(request, 200, [job_json(job) for job in page.jobs])
             return self._respond(request, 200, [job_json(job) for job in self._all_jobs(query)])
         except errors.JobschedError as error:
@@ -214,7 +247,14 @@ class RestApi:
             job = self._api.get_job(job_id)
         except errors.NotFound:
             return self._error(request, errors.NotFound("job not found"))
+        self._set_applied_index(request)
         return self._respond(request, 200, job_json(job))
+
+    def _set_applied_index(self, request) -> None:
+        """The position of a read in the event stream: it holds every event whose id
+        is at most this (docs/dashboard.md)."""
+        applied = self._api.raft_status().last_applied
+        request.setHeader(b"X-Applied-Index", str(applied).encode())
 
     @app.route("/api/jobs/<string:job_id>", methods=["DELETE"])
     @defer.inlineCallbacks

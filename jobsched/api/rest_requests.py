@@ -103,6 +103,18 @@ def int_arg(request, name: str, default: int = 0, maximum: int = MAX_INT64) -> i
     return int(raw)
 
 
+def last_event_id(request) -> int | None:
+    """GET /api/events: the `Last-Event-ID` header as a commit index; None when absent,
+    -1 when it is not one (such a client gets a `reset`)."""
+    raw = request.getHeader(b"last-event-id")
+    if raw is None or not raw.strip():
+        return None
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return -1
+    return int(raw)
+
+
 def list_query(request) -> ListQuery:
     """GET /api/jobs: the filters and paging of ListJobs as query parameters."""
     status_label = text_arg(request, "status")
@@ -114,6 +126,9 @@ def list_query(request) -> ListQuery:
     limit = int_arg(request, "limit", maximum=MAX_UINT32)
     if text_arg(request, "limit") is not None and limit == 0:
         raise errors.InvalidArgument("limit must be a positive integer")
+    order = text_arg(request, "order") or "asc"
+    if order not in ("asc", "desc"):
+        raise errors.InvalidArgument("order must be asc or desc")
     return ListQuery(
         page_size=limit,
         page_token=text_arg(request, "page_token") or "",
@@ -122,4 +137,5 @@ def list_query(request) -> ListQuery:
         command_substring=text_arg(request, "command") or "",
         created_after_ms=int_arg(request, "created_after_ms"),
         created_before_ms=int_arg(request, "created_before_ms"),
+        newest_first=order == "desc",
     )

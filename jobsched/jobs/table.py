@@ -54,9 +54,11 @@ class ListQuery:
     command_substring: str = ""
     created_after_ms: int = 0
     created_before_ms: int = 0
+    newest_first: bool = False
 
     def fingerprint(self) -> bytes:
-        """8 bytes that differ (with high probability) between different filter sets."""
+        """8 bytes that differ (with high probability) between different filter sets
+        (and orders: a token of one order is refused by the other)."""
         canonical = json.dumps(
             [
                 int(self.status) if self.status is not None else 0,
@@ -64,6 +66,7 @@ class ListQuery:
                 self.command_substring.casefold(),
                 self.created_after_ms,
                 self.created_before_ms,
+                *(["newest_first"] if self.newest_first else []),
             ]
         ).encode("utf-8")
         return hashlib.blake2b(canonical, digest_size=8, person=b"jobsched-filter").digest()
@@ -125,6 +128,19 @@ def _clamp_page_size(page_size: int) -> int:
     if page_size <= 0:
         return DEFAULT_PAGE_SIZE
     return min(page_size, MAX_PAGE_SIZE)
+
+
+def _slice_page(
+    seqs: list[int], after: int | None, size: int, newest_first: bool
+) -> tuple[list[int], bool]:
+    """Up to `size` of the sorted `seqs` past the token position `after` (None: from
+    the start), in the order asked for, and whether more follow."""
+    if newest_first:
+        end = len(seqs) if after is None else bisect.bisect_left(seqs, after)
+        start = max(0, end - size)
+        return seqs[start:end][::-1], start > 0
+    start = 0 if after is None else bisect.bisect_right(seqs, after)
+    return seqs[start : start + size], start + size < len(seqs)
 
 
 def _matcher(query: ListQuery) -> Callable[[Job], bool] | None:
@@ -452,28 +468,28 @@ class JobTable:
         return self._order[-1] if self._order else 0
 
     def list_jobs(self, query: ListQuery) -> JobPage:
-        """A page of the jobs matching `query`, in creation order.
+        """A page of the jobs matching `query`, in creation order (newest first with
+        `newest_first`).
 
         A page token records the last sequence number served, so jobs added between
-        pages (always at the end) never shift a later page.
+        pages (always at the end) never shift a later page, in either order.
         """
         size = _clamp_page_size(query.page_size)
         fingerprint = query.fingerprint()
-        after = _decode_token(query.page_token, fingerprint) if query.page_token else 0
+        after = _decode_token(query.page_token, fingerprint) if query.page_token else None
         candidates = self._order if query.status is None else self._by_status[query.status]
         match = _matcher(query)
         if match is None:
-            start = bisect.bisect_right(candidates, after)
-            page = candidates[start : start + size]
-            more = start + size < len(candidates)
+            page, more = _slice_page(candidates, after, size, query.newest_first)
             total = len(candidates)
         else:
             page, more, total = [], False, 0
-            for seq in candidates:
+            ordered = reversed(candidates) if query.newest_first else candidates
+            for seq in ordered:
                 if not match(self._jobs[seq]):
                     continue
                 total += 1
-                if seq <= after:
+                if after is not None and (seq >= after if query.newest_first else seq <= after):
                     continue
                 if len(page) < size:
                     page.append(seq)

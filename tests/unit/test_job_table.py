@@ -1093,3 +1093,38 @@ add_cases(
     {state: state for state in ("pending", "completed", "failed", "cancelled")},
     RequeueTests.check_requeue_ignored_unless_running,
 )
+
+
+class NewestFirstTests(PagingTestCase):
+    """list_jobs with newest_first: the dashboard's order, paged the same way."""
+
+    def test_newest_first_reverses_creation_order_with_and_without_filters(self):
+        table = build_mixed_table()
+        self.assertEqual(listed(table, newest_first=True), list("hgfedcba"))
+        self.assertEqual(
+            listed(table, newest_first=True, status=JobStatus.PENDING), ["h", "f", "e"]
+        )
+        self.assertEqual(
+            listed(table, newest_first=True, command_substring="echo"), ["g", "e", "c", "a"]
+        )
+
+    def test_pages_newest_first_never_skip_or_repeat_while_jobs_arrive(self):
+        for filters in ({}, {"command_substring": "job"}):
+            table = JobTable()
+            submit_many(table, 23)
+            query = {"page_size": 5, "newest_first": True, **filters}
+            seen, pages = self.read_all_pages(
+                table, query, between=lambda n, table=table: submit_many(table, 1, 100 + n)
+            )
+            self.assertEqual(seen, [f"j{n:05d}" for n in reversed(range(23))])
+            self.assertEqual(pages, 5)
+
+    def test_a_token_of_one_order_is_refused_by_the_other(self):
+        table = JobTable()
+        submit_many(table, 12)
+        token = self.token_for(table, newest_first=True)
+        with self.assertRaises(InvalidArgument):
+            table.list_jobs(ListQuery(page_size=5, page_token=token))
+        token = self.token_for(table)
+        with self.assertRaises(InvalidArgument):
+            table.list_jobs(ListQuery(page_size=5, page_token=token, newest_first=True))

@@ -64,6 +64,9 @@ class PackagingTests(unittest.TestCase):
             timeout=300,
         )
         self.assertTrue((target / "twisted/plugins/jobsched_plugin.py").exists())
+        dashboard = REPO / "jobsched/api/dashboard"
+        for name in sorted(path.name for path in dashboard.iterdir()):
+            self.assertTrue((target / "jobsched/api/dashboard" / name).exists(), name)
         self.assertFalse((target / "twisted/plugins/__init__.py").exists())
         probe = (
             "import jobsched._proto.scheduler_pb2 as pb, jobsched._proto.scheduler_pb2_grpc as g;"

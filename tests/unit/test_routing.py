@@ -27,7 +27,12 @@ from jobsched.net.bridge import ReactorBridge
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
 from jobsched.net.server import GrpcServerService
-from jobsched.routing import FORWARDED_WRITE_TIMEOUT_SECONDS, RESULTS_TIMEOUT_SECONDS, Router
+from jobsched.routing import (
+    FORWARDED_WRITE_TIMEOUT_SECONDS,
+    RESULTS_TIMEOUT_SECONDS,
+    TRANSFER_TIMEOUT_SECONDS,
+    Router,
+)
 from jobsched.scheduler import Assigner
 from tests.unit.test_cluster_api import build, cluster, committed, elected, wait_until
 
@@ -154,6 +159,12 @@ class HereOnTheLeaderTests(RouterTestCase):
         self.assertIs(node.table.get(job_id).status, JobStatus.COMPLETED)
         self.assertNothingForwarded()
 
+    def test_transfer_is_answered_here(self):
+        _node, router = self.on_leader()
+        outcome = self.successResultOf(router.transfer_leadership(0))
+        self.assertEqual(outcome, (False, "No peers available for transfer", 0))
+        self.assertNothingForwarded()
+
     def test_a_leaders_heartbeat_goes_nowhere(self):
         _node, router = self.on_leader()
         request = pb.WorkerHeartbeatRequest(node_id=1)
@@ -268,6 +279,19 @@ class ForwardedFromAFollowerTests(RouterTestCase):
             self.successResultOf(viewed),
             LogView([LogEntryView(5, 2, pb.Command()), LogEntryView(6, 2, submit)], 5, 6, 3),
         )
+
+    def test_transfer_is_carried_out_by_the_leader(self):
+        _leader, _follower, router = self.on_follower()
+        transferred = router.transfer_leadership(2)
+        [(service, method, request, timeout)] = self.leader_client.calls
+        self.assertEqual(
+            (service, method, request.target_node_id), ("scheduler", "TransferLeadership", 2)
+        )
+        self.assertEqual(timeout, TRANSFER_TIMEOUT_SECONDS)
+        self.leader_client.answer(
+            pb.TransferLeadershipResponse(success=True, message="done", new_leader_id=2)
+        )
+        self.assertEqual(self.successResultOf(transferred), (True, "done", 2))
 
     def test_results_are_forwarded_to_the_leader(self):
         _leader, _follower, router = self.on_follower()

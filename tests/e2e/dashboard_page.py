@@ -1,0 +1,218 @@
+"""The dashboard as the browser tests see it: a page object over selenium, and the
+clusters and browsers a test class shares.
+
+Page-object methods block (selenium); tests call them through `Browser.call` or wait on
+them with `DashboardPage.until`, which polls them from a thread with a deadline.
+"""
+
+from __future__ import annotations
+
+import atexit
+import tempfile
+import unittest
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from twisted.internet import threads
+
+from tests.browser import Browser
+from tests.nodeproc import Cluster, NodeFactory, wait_for
+
+PAGE_READY_SECONDS = 60
+
+
+class ClassShared:
+    """Something the tests of one class share (a cluster, a browser): made by the first
+    test that asks, ended after the class's last test, or at exit when a selection of
+    tests ran only some of them."""
+
+    def __init__(self, make: Callable[[], Awaitable], end: Callable[[object], None]) -> None:
+        self._make = make
+        self._end = end
+        self._value = None
+        self._left = 0
+
+    async def get(self, testcase: unittest.TestCase):
+        if self._value is None:
+            self._left = len(unittest.TestLoader().getTestCaseNames(type(testcase)))
+            self._value = await self._make()
+            atexit.register(self.end)
+        testcase.addCleanup(self._used)
+        return self._value
+
+    def _used(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self.end()
+
+    def end(self) -> None:
+        value, self._value = self._value, None
+        if value is not None:
+            self._end(value)
+
+
+class SharedCluster:
+    """A 3-node cluster (process executor) for one test class; its nodes are killed by
+    PID after the class's last test. `prepare(workdir)` may write the nodes' data
+    directories before they start."""
+
+    def __init__(self, *extra_args: str, prepare: Callable[[Path], Awaitable] | None = None):
+        self._extra_args = extra_args
+        self._prepare = prepare
+        self._factory: NodeFactory | None = None
+        self._shared = ClassShared(self._start, self._stop)
+
+    async def _start(self) -> Cluster:
+        workdir = Path(tempfile.mkdtemp(prefix="jobsched-dashboard-"))
+        if self._prepare is not None:
+            await self._prepare(workdir)
+        self._factory = NodeFactory(workdir)
+        args = [arg.replace("{workdir}", str(workdir)) for arg in self._extra_args]
+        return Cluster(self._factory, 3, *args)
+
+    def _stop(self, _cluster: Cluster) -> None:
+        self._factory.kill_all()
+
+    async def get(self, testcase) -> Cluster:
+        """The cluster, with every node's HTTP client attached to `testcase`."""
+        cluster = await self._shared.get(testcase)
+        for node in cluster.nodes.values():
+            node.attach(testcase)
+        await cluster.until_all_live()
+        await cluster.find_leader()
+        return cluster
+
+
+class SharedBrowser:
+    """One headless Chromium for a test class."""
+
+    def __init__(self) -> None:
+        self._shared = ClassShared(Browser.start, lambda browser: browser.quit())
+
+    async def get(self, testcase) -> Browser:
+        return await self._shared.get(testcase)
+
+
+class DashboardPage:
+    """The dashboard at `url` in `browser`."""
+
+    def __init__(self, browser: Browser, url: str) -> None:
+        self.browser = browser
+        self.driver = browser.driver
+        self.url = url
+
+    # ------------------------------------------------------------------ waiting
+
+    async def until(self, check: Callable[[], object], timeout: float, what: str, interval=0.1):
+        """Poll `check` (blocking selenium calls) from a thread until it is truthy."""
+        return await wait_for(lambda: threads.deferToThread(check), timeout, what, interval)
+
+    async def open(self) -> None:
+        """Load the page and wait until it is live and shows the jobs."""
+        await self.browser.call(self.driver.get, self.url)
+        await self.until(self.ready, PAGE_READY_SECONDS, "the dashboard to be live")
+
+    def ready(self) -> bool:
+        return self.script(
+            "return document.getElementById('live').dataset.state === 'live'"
+            " && performance.getEntriesByName('jobsched:jobs-rendered').length > 0"
+            " && document.querySelectorAll('#nodes li').length > 0"
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def script(self, source: str, *args):
+        return self.driver.execute_script(source, *args)
+
+    def rows(self) -> list[dict]:
+        """The job rows shown, top to bottom."""
+        return self.script(
+            "return [...document.querySelectorAll('#jobs-body tr')].map(tr => ({"
+            " id: tr.dataset.jobId, status: tr.dataset.status,"
+            " command: tr.querySelector('.c-command').textContent}))"
+        )
+
+    def job_id_for(self, command: str) -> str | None:
+        ids = [row["id"] for row in self.rows() if row["command"] == command]
+        return ids[0] if ids else None
+
+    def status_of(self, job_id: str) -> str | None:
+        return self.script(
+            "const tr = document.querySelector(`#jobs-body tr[data-job-id='${arguments[0]}']`);"
+            "return tr ? tr.dataset.status : null",
+            job_id,
+        )
+
+    def leader_id(self) -> int | None:
+        node = self.script(
+            "const li = document.querySelector('#nodes li.leader');"
+            "return li ? li.dataset.nodeId : null"
+        )
+        return int(node) if node else None
+
+    def log_indexes(self) -> list[int]:
+        """The Raft log entries shown, top (newest) to bottom."""
+        return self.script(
+            "return [...document.querySelectorAll('#log-body tr')]"
+            ".map(tr => Number(tr.dataset.index))"
+        )
+
+    def text(self, element_id: str) -> str:
+        return self.script("return document.getElementById(arguments[0]).textContent", element_id)
+
+    def drawer(self) -> dict:
+        return self.script(
+            "const d = document.getElementById('job-dialog');"
+            "return {open: d.open, id: document.getElementById('job-title').textContent,"
+            " status: document.getElementById('job-status').textContent,"
+            " command: document.getElementById('job-command').textContent,"
+            " output: document.getElementById('job-output').textContent}"
+        )
+
+    def page_label(self) -> str:
+        """The pager's "1-50 of 10,000" (with a plain hyphen)."""
+        return self.text("page-label").replace("\u2013", "-")
+
+    def field_error(self, name: str) -> str:
+        return self.script(
+            "return document.querySelector(`.field-error[data-for='${arguments[0]}']`).textContent",
+            name,
+        )
+
+    def console_errors(self) -> list[dict]:
+        """Errors in the console since the last call, other than failed requests
+        (`network` entries: a request a test provokes on purpose may fail)."""
+        return [
+            entry
+            for entry in self.browser.console()
+            if entry["level"] == "SEVERE" and entry.get("source") != "network"
+        ]
+
+    # ------------------------------------------------------------------ acting
+
+    def click(self, css: str) -> None:
+        self.driver.find_element("css selector", css).click()
+
+    def submit(self, command: str, timeout: str = "", attempts: str = "") -> None:
+        form = {"f-command": command, "f-timeout": timeout, "f-attempts": attempts}
+        for element_id, value in form.items():
+            field = self.driver.find_element("id", element_id)
+            field.clear()
+            if value:
+                field.send_keys(value)
+        self.click("#submit-button")
+
+    def cancel(self, job_id: str) -> None:
+        self.click(f"#jobs-body tr[data-job-id='{job_id}'] button[data-cancel]")
+        self.click("#confirm-yes")
+
+    def open_job(self, job_id: str) -> None:
+        self.click(f"#jobs-body tr[data-job-id='{job_id}'] td.c-command")
+
+    def close_job(self) -> None:
+        self.click("#job-close")
+
+    def filter_status(self, status: str) -> None:
+        from selenium.webdriver.support.select import Select
+
+        Select(self.driver.find_element("id", "filter-status")).select_by_value(status)
