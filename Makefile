@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit trial busy-test coverage proto clean
+.PHONY: install run test lint unit trial busy-test coverage screenshots proto clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,8 @@ run: install
 	$(BIN)/twistd -n --pidfile= jobsched --executor process --port 50051 --dashboard-port 8081
 
 # Lints, prepares a Docker engine and a local test image (tests/docker_engine.py) and
-# headless Chromium (tests/browser.py), then runs every test; exits non-zero on any failure, and when pytest finds no test (exit 5).
+# headless Chromium (tests/browser.py), then runs every test; exits non-zero on any
+# failure, and when pytest finds no test (exit 5).
 test: install lint
 	$(BIN)/python tests/docker_engine.py install
 	$(BIN)/python tests/browser.py install
@@ -31,6 +32,11 @@ lint: install
 
 unit: install
 	cd tests && ../$(BIN)/pytest -q unit
+
+# Retake the dashboard screenshots in docs/screenshots (the browser tests take them).
+screenshots: install
+	$(BIN)/python tests/browser.py install
+	cd tests && JOBSCHED_SCREENSHOTS=$(CURDIR)/docs/screenshots ../$(BIN)/pytest -q e2e/test_dashboard.py
 
 # The same suite under trial (Twisted's own runner); it counts the same tests as pytest.
 trial: install

@@ -37,7 +37,12 @@ FLAGS = (
     "--window-size=1440,900",
     "--lang=en-US",
 )
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def screenshot_dir() -> Path:
+    """Where screenshots go: $JOBSCHED_SCREENSHOTS (`make screenshots` sets it to
+    docs/screenshots), else `screenshots/` in the run's scratch directory."""
+    return Path(os.environ.get("JOBSCHED_SCREENSHOTS") or "screenshots").absolute()
 
 
 def running_in_ci() -> bool:
@@ -97,9 +102,10 @@ class Browser:
         return self.driver.get_log("browser")
 
     def screenshot(self, name: str) -> Path:
-        """Save the window as docs/screenshots/<name>.png (blocking)."""
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{name}.png"
+        """Save the window as <screenshot_dir>/<name>.png (blocking)."""
+        directory = screenshot_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}.png"
         self.driver.save_screenshot(str(path))
         return path
 

@@ -3,12 +3,13 @@
 Three clusters in all: one shared by the tests of DashboardTests, one that loses its
 leader, one that starts with 10,000 finished jobs. Every test ends by checking that the
 page's own code logged no error (failed requests a test provokes are `network` entries
-and do not count). Screenshots of the main views go to docs/screenshots/.
+and do not count). Screenshots of the main views: see tests/browser.py screenshot_dir.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from twisted.internet import reactor, task
@@ -19,17 +20,17 @@ from twisted.web import proxy, resource, server
 from tests.browser import require_browser
 from tests.e2e.dashboard_page import DashboardPage, SharedBrowser, SharedCluster
 from tests.e2e.seeded_table import finished_jobs, write_data_dirs
-from tests.nodeproc import REPO_ROOT, Cluster, Node
+from tests.nodeproc import Cluster, Node
 
 JOB_SECONDS = 60  # a job's way through the cluster, on a busy machine
 UI_SECONDS = 30  # the page showing what the cluster did
 SEEDED_JOBS = 10_000
-FIGURES = REPO_ROOT / ".test-figures.jsonl"
 
 
 def record_figure(name: str, value: float, unit: str) -> None:
-    """Append a measured figure to .test-figures.jsonl (not committed)."""
-    with open(FIGURES, "a") as figures:
+    """Append a measured figure to test-figures.jsonl in the run's scratch directory, or
+    to $JOBSCHED_FIGURES."""
+    with open(os.environ.get("JOBSCHED_FIGURES") or "test-figures.jsonl", "a") as figures:
         figures.write(json.dumps({"figure": name, "value": round(value, 3), "unit": unit}) + "\n")
 
 
