@@ -56,10 +56,11 @@ class RestApi:
 
     app = Klein()
 
-    def __init__(self, api: IClusterAPI, router: IRouter, storage=None) -> None:
+    def __init__(self, api: IClusterAPI, router: IRouter, storage=None, streams=None) -> None:
         self._api = api
         self._router = router
         self._storage = storage
+        self._streams = streams
 
     def resource(self):
         return self.app.resource()
@@ -107,7 +108,7 @@ class RestApi:
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):
-        body = render_metrics(self._api, self._storage)
+        body = render_metrics(self._api, self._storage, self._streams)
         return self._respond(request, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     @app.route("/health/live", methods=["GET"])
