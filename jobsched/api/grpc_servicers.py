@@ -26,7 +26,7 @@ from jobsched.jobs.table import ListQuery
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.streams import StreamLimits
 
-STREAM_PAGE_SIZE = 200
+STREAM_PAGE_SIZE = 100
 TRANSFER_HOP_SECONDS = 10.0
 """A transfer takes at most its 2 s catch-up deadline plus the target's election."""
 DRAIN_HOP_SECONDS = DRAIN_WAIT_SECONDS + TRANSFER_HOP_SECONDS
@@ -114,6 +114,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             query = ListQuery(page_size=STREAM_PAGE_SIZE, page_token=token, status=status)
             async with self._streams.page_fetch():
                 page = await self._bridge.call(self._api.list_jobs, query)
+            await self._streams.pace(len(page.jobs))
             for job in page.jobs:
                 yield wire.job_to_job_info(job)
             token = page.next_page_token

@@ -32,6 +32,7 @@ def render_metrics(api: IClusterAPI, storage, streams=None) -> bytes:
             ("jobsched_grpc_stream_writes_waiting", "", streams.writes_waiting),
             ("jobsched_grpc_streams_refused_total", "", streams.refused),
             ("jobsched_grpc_streams_dropped_total", "", streams.dropped),
+            ("jobsched_grpc_stream_messages_total", "", streams.sent),
         ]
     lines = [
         f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"

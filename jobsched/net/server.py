@@ -8,6 +8,7 @@ and clients cannot crowd out Raft's RPCs on the same port.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -81,10 +82,14 @@ class GrpcServerService(Service):
             register(server)
         try:
             port = self._wire.add_port(server, self._bind)
-        except RuntimeError as error:
-            raise PortUnavailable(f"cannot bind gRPC port {self._bind}: {error}") from None
+        except RuntimeError:
+            port = 0
         if port == 0:
-            raise PortUnavailable(f"cannot bind gRPC port {self._bind}")
+            del server  # never started: free it (and grpc's poller) before the loop ends
+            gc.collect()
+            raise PortUnavailable(
+                f"cannot bind gRPC port {self._bind} (in use, or not an address of this host)"
+            )
         await server.start()
         self._server = server
         return port
@@ -112,3 +117,8 @@ class GrpcServerService(Service):
         server, self._server = self._server, None
         if server is not None:
             await server.stop(STOP_GRACE_SECONDS)
+            del server
+        # Finished calls caught in reference cycles (an error's traceback) keep grpc's
+        # aio machinery, and its poller thread, alive until collected; collect them
+        # while the loop they use is still open.
+        gc.collect()
