@@ -24,7 +24,7 @@ from jobsched.jobs import wire
 from jobsched.jobs.model import JobStatus
 from jobsched.jobs.table import ListQuery
 from jobsched.net.bridge import ReactorBridge
-from jobsched.net.streams import StreamLimits
+from jobsched.net.streams import STREAM_TURN_MESSAGES, StreamLimits
 
 STREAM_PAGE_SIZE = 100
 TRANSFER_HOP_SECONDS = 10.0
@@ -104,9 +104,14 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         write the reader does not take within the stall bound drops the stream."""
         with self._streams.slot():
             infos = self._job_infos(_status_or_none(request.status_filter))
-            async with contextlib.aclosing(infos):
-                async for info in infos:
-                    await self._streams.write(context, info)
+            try:
+                async with contextlib.aclosing(infos):
+                    async for info in infos:
+                        await self._streams.write(context, info)
+            except JobschedError as error:
+                # ended while still holding its place: a stalled stream's status waits
+                # behind what its reader has not read yet
+                await abort_with(context, error)
 
     async def _job_infos(self, status: JobStatus | None) -> AsyncIterator[pb.JobInfo]:
         token = ""
@@ -114,9 +119,11 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             query = ListQuery(page_size=STREAM_PAGE_SIZE, page_token=token, status=status)
             async with self._streams.page_fetch():
                 page = await self._bridge.call(self._api.list_jobs, query)
-            await self._streams.pace(len(page.jobs))
-            for job in page.jobs:
-                yield wire.job_to_job_info(job)
+            for first in range(0, len(page.jobs), STREAM_TURN_MESSAGES):
+                turn = page.jobs[first : first + STREAM_TURN_MESSAGES]
+                await self._streams.pace(len(turn))
+                for job in turn:
+                    yield wire.job_to_job_info(job)
             token = page.next_page_token
             if not token:
                 return

@@ -22,6 +22,9 @@ STREAM_STALL_SECONDS = 30.0
 CONCURRENT_PAGE_FETCHES = 4
 """Streams fetching their next page from the reactor at once (the others wait here,
 not in the reactor's queue, so a crowd of streams cannot hold up Raft)."""
+STREAM_TURN_MESSAGES = 10
+"""Messages a stream sends per turn (small, so a stream whose reader blocks it soon
+does not hold a long reservation)."""
 STREAM_MESSAGES_PER_SECOND = 1000
 """What all streams of a node send together at most. A message costs ≈ 70-140 µs of
 the loop thread's CPU here, so this is about a tenth of a core; at 4000/s, 100

@@ -195,6 +195,7 @@ class ServerTests(unittest.TestCase):
         first = yield threads.deferToThread(next, stream)
         self.assertEqual(first.job_id, self.api.jobs[0].job_id)
         yield wait_until(lambda: self.streams.dropped == 1, "the stalled stream was dropped")
+        self.assertEqual(self.streams.open, 1)  # its place is held until its status is out
         received = [first]
 
         def read_rest():
