@@ -85,6 +85,7 @@ class NodeConfig:
     log_format: str = "text"
     worker_expiry: float = 5.0
     max_attempts: int = 3
+    stream_stall_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         _check_int("--node-id", self.node_id, 1, MAX_NODE_ID)
@@ -173,12 +174,8 @@ class NodeConfig:
                 f"must be less than --election-timeout-min ({self.election_timeout_min}) "
                 f"(got {self.heartbeat_interval})",
             )
-        expiry = self.worker_expiry
-        is_number = isinstance(expiry, (int, float)) and not isinstance(expiry, bool)
-        if not is_number or not _positive(expiry):
-            raise ConfigError(
-                "--worker-expiry", f"must be a positive number of seconds (got {expiry!r})"
-            )
+        _check_seconds("--worker-expiry", self.worker_expiry)
+        _check_seconds("--stream-stall-timeout", self.stream_stall_timeout)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> NodeConfig:
@@ -273,6 +270,12 @@ def _check_int(option: str, value: Any, low: int, high: int | None = None) -> No
         raise ConfigError(option, f"{_int_range(low, high)} (got {value!r})")
 
 
+def _check_seconds(option: str, value: Any) -> None:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not _positive(value):
+        raise ConfigError(option, f"must be a positive number of seconds (got {value!r})")
+
+
 def _check_choice(option: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ConfigError(option, f"must be one of {', '.join(choices)} (got {value!r})")
@@ -346,6 +349,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "election_timeout_max": _parse_positive_int,
     "heartbeat_interval": _parse_positive_int,
     "worker_expiry": _parse_seconds,
+    "stream_stall_timeout": _parse_seconds,
     "max_attempts": lambda option, raw: _parse_int(option, raw, 1, MAX_ATTEMPTS_LIMIT),
 }
 

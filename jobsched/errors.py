@@ -110,6 +110,24 @@ class Overloaded(JobschedError):
     default_message = "Server is overloaded; retry with backoff"
 
 
+class TooManyStreams(Overloaded):
+    """This node already serves as many open streams as it allows."""
+
+    default_message = "Too many open streams; retry later"
+
+
+class StreamStalled(JobschedError):
+    """A server stream's reader read nothing for longer than the node allows; the
+    stream was dropped."""
+
+    code = "STREAM_STALLED"
+    default_message = "Stream dropped: the reader stopped reading"
+
+    @classmethod
+    def after(cls, stall_seconds: float) -> StreamStalled:
+        return cls(f"Stream dropped: the reader read nothing for {stall_seconds:g}s")
+
+
 class CommitTimeout(JobschedError):
     code = "COMMIT_TIMEOUT"
     default_message = "Raft did not commit the entry in time"
@@ -120,6 +138,14 @@ class RaftStopped(JobschedError):
 
     code = "UNAVAILABLE"
     default_message = "Raft loop is not running"
+
+
+class NodeBusy(JobschedError):
+    """The node did not get to a request within its deadline (a hop onto the reactor
+    timed out); nothing is known to have happened."""
+
+    code = RaftStopped.code
+    default_message = "Node is busy; retry"
 
 
 class StorageFailed(JobschedError):
@@ -146,6 +172,7 @@ _BY_CODE: dict[str, type[JobschedError]] = {
         Draining,
         QueueFull,
         Overloaded,
+        StreamStalled,
         CommitTimeout,
         RaftStopped,
         StorageFailed,

@@ -1,9 +1,9 @@
 """NodeService: builds one jobsched node from its NodeConfig and wires the parts.
 
 The constructor only wires; `startService` does the I/O (opening storage, reaching the
-Docker engine) and stops start-up with one line when either cannot be used. Start
-order: Raft, worker, dispatcher, heartbeats, gRPC server, event hub, REST site (stopped
-in reverse).
+Docker engine, binding the gRPC port) and stops start-up with one line when one of
+them cannot be done. Start order: Raft, worker, dispatcher, heartbeats, gRPC server,
+event hub, REST site (stopped in reverse).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from jobsched.logs import exit_with_error
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
-from jobsched.net.server import GrpcServerService
+from jobsched.net.server import GrpcServerService, PortUnavailable
+from jobsched.net.streams import StreamLimits
 from jobsched.raft.service import RaftService, RaftTimings
 from jobsched.raft.sqlite_storage import SqliteStorage, StorageError
 from jobsched.raft.storage import MemoryStorage
@@ -144,21 +145,24 @@ class NodeService(MultiService):
         ).setServiceParent(self)
 
         bridge = ReactorBridge(reactor)
+        streams = StreamLimits(stall_seconds=config.stream_stall_timeout)
         self.grpc = GrpcServerService(
             config.host,
             config.port,
             [
-                SchedulerServicer(self.api, self.router, bridge).register,
+                SchedulerServicer(self.api, self.router, bridge, streams).register,
                 InternalServicer(self.api, self.dispatcher, bridge).register,
                 RaftServicer(self.raft, bridge).register,
             ],
             wire,
+            reactor,
         )
         self.grpc.setServiceParent(self)
         if config.dashboard_port:
             self.events = EventHub(self.table, self.raft, self.api, self.router, reactor)
             self.events.setServiceParent(self)
-            site = Site(RestApi(self.api, self.router, self.storage, self.events).resource())
+            rest = RestApi(self.api, self.router, self.storage, self.events, streams)
+            site = Site(rest.resource())
             site.noisy = False
             internet.TCPServer(config.dashboard_port, site, interface=config.host).setServiceParent(
                 self
@@ -183,7 +187,7 @@ class NodeService(MultiService):
             self.log.info("Executor: docker (default image {image})", image=self.config.image)
         try:
             super().startService()
-        except StorageError as error:
+        except (StorageError, PortUnavailable) as error:
             exit_with_error(str(error))
         self._reactor.callWhenRunning(self._exit_zero_on_sigterm)
 

@@ -40,6 +40,8 @@ _DOCS = {
     "log-format": "log format: text or json",
     "worker-expiry": "seconds of silence after which a worker's jobs are requeued",
     "max-attempts": "attempts of a job before a lost worker fails it",
+    "stream-stall-timeout": "seconds a server stream may wait on a reader that reads "
+    "nothing before it is dropped",
 }
 
 _FLAGS = {"tls": "mutual TLS for all gRPC (needs --ca-cert, --cert and --key)"}

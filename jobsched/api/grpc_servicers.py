@@ -1,39 +1,46 @@
 """gRPC servicers of SchedulerService and InternalService: thin adapters from the wire
 to ClusterAPI, the router and the dispatcher.
 
-Handlers run in grpcio's thread pool and hop onto the reactor for anything that touches
-state. Typed errors become status codes (and a code in the trailing metadata) here.
+Handlers are coroutines on the gRPC server's event loop (jobsched.net.server); they
+await the reactor through the bridge for anything that touches state, so a waiting call
+holds no thread. Typed errors become status codes (and a code in the trailing metadata)
+here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.api.status import abort_with
-from jobsched.app import SubmitRequest
+from jobsched.app import DRAIN_WAIT_SECONDS, SubmitRequest
 from jobsched.errors import JobschedError
 from jobsched.interfaces import IClusterAPI, IDispatcher, IRouter
 from jobsched.jobs import wire
 from jobsched.jobs.model import JobStatus
 from jobsched.jobs.table import ListQuery
 from jobsched.net.bridge import ReactorBridge
+from jobsched.net.streams import STREAM_TURN_MESSAGES, StreamLimits
 
-STREAM_PAGE_SIZE = 200
+STREAM_PAGE_SIZE = 100
+TRANSFER_HOP_SECONDS = 10.0
+"""A transfer takes at most its 2 s catch-up deadline plus the target's election."""
+DRAIN_HOP_SECONDS = DRAIN_WAIT_SECONDS + TRANSFER_HOP_SECONDS
 
 
 def translates_errors(handler: Callable) -> Callable:
     """Turn a typed JobschedError raised by a handler into its gRPC status."""
 
     @functools.wraps(handler)
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         try:
-            return handler(self, request, context)
+            return await handler(self, request, context)
         except JobschedError as error:
-            abort_with(context, error)
+            await abort_with(context, error)
 
     return wrapper
 
@@ -45,16 +52,23 @@ def _status_or_none(number: int) -> JobStatus | None:
 class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     """Client-facing SchedulerService."""
 
-    def __init__(self, api: IClusterAPI, router: IRouter, bridge: ReactorBridge) -> None:
+    def __init__(
+        self,
+        api: IClusterAPI,
+        router: IRouter,
+        bridge: ReactorBridge,
+        streams: StreamLimits | None = None,
+    ) -> None:
         self._api = api
         self._router = router
         self._bridge = bridge
+        self._streams = streams or StreamLimits()
 
     def register(self, server) -> None:
         pb_grpc.add_SchedulerServiceServicer_to_server(self, server)
 
     @translates_errors
-    def SubmitJob(self, request, context):
+    async def SubmitJob(self, request, context):
         submit = SubmitRequest(
             command=request.command,
             image=request.image if request.HasField("image") else None,
@@ -62,22 +76,22 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             idempotency_key=request.idempotency_key,
             max_attempts=request.max_attempts,
         )
-        job = self._bridge.on_reactor(self._api.submit, submit)
+        job = await self._bridge.call(self._api.submit, submit)
         return pb.SubmitJobResponse(job_id=job.job_id, created_at_ms=job.created_at_ms)
 
     @translates_errors
-    def CancelJob(self, request, context):
-        job_id = self._bridge.on_reactor(self._api.cancel, request.job_id)
+    async def CancelJob(self, request, context):
+        job_id = await self._bridge.call(self._api.cancel, request.job_id)
         return pb.CancelJobResponse(success=True, message=f"job {job_id} cancelled")
 
     @translates_errors
-    def GetJobStatus(self, request, context):
-        job = self._bridge.on_reactor(self._api.get_job, request.job_id)
+    async def GetJobStatus(self, request, context):
+        job = await self._bridge.call(self._api.get_job, request.job_id)
         return wire.job_to_status_response(job)
 
     @translates_errors
-    def ListJobs(self, request, context):
-        page = self._bridge.on_reactor(self._api.list_jobs, _list_query(request))
+    async def ListJobs(self, request, context):
+        page = await self._bridge.call(self._api.list_jobs, _list_query(request))
         return pb.ListJobsResponse(
             jobs=[wire.job_to_job_info(job) for job in page.jobs],
             next_page_token=page.next_page_token,
@@ -85,21 +99,38 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         )
 
     @translates_errors
-    def StreamJobs(self, request, context) -> Iterator[pb.JobInfo]:
+    async def StreamJobs(self, request, context) -> None:
+        """Every matching job in creation order, a page at a time from the reactor; a
+        write the reader does not take within the stall bound drops the stream."""
+        with self._streams.slot():
+            infos = self._job_infos(_status_or_none(request.status_filter))
+            try:
+                async with contextlib.aclosing(infos):
+                    async for info in infos:
+                        await self._streams.write(context, info)
+            except JobschedError as error:
+                # ended while still holding its place: a stalled stream's status waits
+                # behind what its reader has not read yet
+                await abort_with(context, error)
+
+    async def _job_infos(self, status: JobStatus | None) -> AsyncIterator[pb.JobInfo]:
         token = ""
-        status = _status_or_none(request.status_filter)
-        while context.is_active():
+        while True:
             query = ListQuery(page_size=STREAM_PAGE_SIZE, page_token=token, status=status)
-            page = self._bridge.on_reactor(self._api.list_jobs, query)
-            for job in page.jobs:
-                yield wire.job_to_job_info(job)
+            async with self._streams.page_fetch():
+                page = await self._bridge.call(self._api.list_jobs, query)
+            for first in range(0, len(page.jobs), STREAM_TURN_MESSAGES):
+                turn = page.jobs[first : first + STREAM_TURN_MESSAGES]
+                await self._streams.pace(len(turn))
+                for job in turn:
+                    yield wire.job_to_job_info(job)
             token = page.next_page_token
             if not token:
                 return
 
     @translates_errors
-    def GetClusterStatus(self, request, context):
-        view = self._bridge.on_reactor(self._router.cluster_status)
+    async def GetClusterStatus(self, request, context):
+        view = await self._bridge.call(self._router.cluster_status)
         return pb.GetClusterStatusResponse(
             current_term=view.current_term,
             leader_id=view.leader_id,
@@ -107,22 +138,22 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         )
 
     @translates_errors
-    def TransferLeadership(self, request, context):
-        success, message, new_leader_id = self._bridge.on_reactor(
-            self._api.transfer_leadership, request.target_node_id
+    async def TransferLeadership(self, request, context):
+        success, message, new_leader_id = await self._bridge.call(
+            self._api.transfer_leadership, request.target_node_id, timeout=TRANSFER_HOP_SECONDS
         )
         return pb.TransferLeadershipResponse(
             success=success, message=message, new_leader_id=new_leader_id
         )
 
     @translates_errors
-    def DrainNode(self, request, context):
-        success, message = self._bridge.on_reactor(self._api.drain)
+    async def DrainNode(self, request, context):
+        success, message = await self._bridge.call(self._api.drain, timeout=DRAIN_HOP_SECONDS)
         return pb.DrainNodeResponse(success=success, message=message)
 
     @translates_errors
-    def GetRaftLogEntries(self, request, context):
-        view = self._bridge.on_reactor(self._router.raft_log, request.start_index, request.limit)
+    async def GetRaftLogEntries(self, request, context):
+        view = await self._bridge.call(self._router.raft_log, request.start_index, request.limit)
         return pb.GetRaftLogEntriesResponse(
             entries=[
                 pb.RaftLogEntryInfo(
@@ -163,8 +194,8 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
         pb_grpc.add_InternalServiceServicer_to_server(self, server)
 
     @translates_errors
-    def GetJobOutput(self, request, context):
-        job = self._bridge.on_reactor(self._api.get_job, request.job_id)
+    async def GetJobOutput(self, request, context):
+        job = await self._bridge.call(self._api.get_job, request.job_id)
         if not job.status.is_terminal:  # known, but no output held yet
             return pb.GetJobOutputResponse(job_id=job.job_id, found=False)
         return pb.GetJobOutputResponse(
@@ -172,8 +203,8 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
         )
 
     @translates_errors
-    def WorkerHeartbeat(self, request, context):
-        self._bridge.on_reactor(
+    async def WorkerHeartbeat(self, request, context):
+        await self._bridge.call(
             self._dispatcher.heartbeat,
             request.node_id,
             request.running_job_ids,
@@ -184,6 +215,6 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
         return pb.WorkerHeartbeatResponse()
 
     @translates_errors
-    def ForwardJobStatus(self, request, context):
-        self._bridge.on_reactor(self._api.accept_results, request.updates)
+    async def ForwardJobStatus(self, request, context):
+        await self._bridge.call(self._api.accept_results, request.updates)
         return pb.ForwardJobStatusResponse()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from jobsched.interfaces import IClusterAPI
 
 
-def render_metrics(api: IClusterAPI, storage) -> bytes:
-    """Raft indexes, job counts and (for durable storage) commit counters."""
+def render_metrics(api: IClusterAPI, storage, streams=None) -> bytes:
+    """Raft indexes, job counts, (for durable storage) commit counters and (with the gRPC
+    server's StreamLimits) its server streams."""
     status = api.raft_status()
     samples: list[tuple[str, str, float]] = [
         ("jobsched_raft_term", "", status.current_term),
@@ -25,6 +26,14 @@ def render_metrics(api: IClusterAPI, storage) -> bytes:
         if hasattr(storage, attribute):
             name = f"jobsched_storage_{attribute.replace('_count', 's')}_total"
             samples.append((name, "", getattr(storage, attribute)))
+    if streams is not None:
+        samples += [
+            ("jobsched_grpc_streams_open", "", streams.open),
+            ("jobsched_grpc_stream_writes_waiting", "", streams.writes_waiting),
+            ("jobsched_grpc_streams_refused_total", "", streams.refused),
+            ("jobsched_grpc_streams_dropped_total", "", streams.dropped),
+            ("jobsched_grpc_stream_messages_total", "", streams.sent),
+        ]
     lines = [
         f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"
         for name, labels, value in samples

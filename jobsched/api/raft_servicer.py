@@ -1,5 +1,5 @@
-"""RaftService over gRPC (inbound): decoded, answered by the node's Raft on the
-reactor, encoded."""
+"""RaftService over gRPC (inbound): decoded on the gRPC server's event loop, answered by
+the node's Raft on the reactor (through the bridge), encoded."""
 
 from __future__ import annotations
 
@@ -18,24 +18,24 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
         self._raft = raft
         self._bridge = bridge
 
-    def _answer(self, request, context):
+    async def _answer(self, request, context):
         try:
-            response = self._bridge.on_reactor(self._raft.handle, codec.from_wire(request))
-        except JobschedError as error:  # stopped or storage failed: refuse, never acknowledge
-            abort_with(context, error)
+            response = await self._bridge.call(self._raft.handle, codec.from_wire(request))
+        except JobschedError as error:  # stopped, storage failed or busy: never acknowledge
+            await abort_with(context, error)
         return codec.to_wire(response)
 
-    def RequestVote(self, request, context):
-        return self._answer(request, context)
+    async def RequestVote(self, request, context):
+        return await self._answer(request, context)
 
-    def AppendEntries(self, request, context):
-        return self._answer(request, context)
+    async def AppendEntries(self, request, context):
+        return await self._answer(request, context)
 
-    def TimeoutNow(self, request, context):
-        return self._answer(request, context)
+    async def TimeoutNow(self, request, context):
+        return await self._answer(request, context)
 
-    def InstallSnapshot(self, request, context):
-        return self._answer(request, context)
+    async def InstallSnapshot(self, request, context):
+        return await self._answer(request, context)
 
     def register(self, server) -> None:
         pb_grpc.add_RaftServiceServicer_to_server(self, server)

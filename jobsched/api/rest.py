@@ -51,12 +51,18 @@ class RestApi:
     app = Klein()
 
     def __init__(
-        self, api: IClusterAPI, router: IRouter, storage=None, events: IEventHub | None = None
+        self,
+        api: IClusterAPI,
+        router: IRouter,
+        storage=None,
+        events: IEventHub | None = None,
+        streams=None,
     ) -> None:
         self._api = api
         self._router = router
         self._storage = storage
         self._events = events
+        self._streams = streams
         self._files = DashboardFiles()
 
     def resource(self):
@@ -135,7 +141,7 @@ class RestApi:
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):
-        body = render_metrics(self._api, self._storage)
+        body = render_metrics(self._api, self._storage, self._streams)
         return self._respond(request, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     @app.route("/health/live", methods=["GET"])

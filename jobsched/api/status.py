@@ -22,6 +22,7 @@ _STATUS_BY_CODE: dict[str, tuple[grpc.StatusCode, int]] = {
     "CAPACITY": (grpc.StatusCode.RESOURCE_EXHAUSTED, 503),
     "OVERLOADED": (grpc.StatusCode.RESOURCE_EXHAUSTED, 503),
     "COMMIT_TIMEOUT": (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+    "STREAM_STALLED": (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     "UNAVAILABLE": (grpc.StatusCode.UNAVAILABLE, 503),
     "STORAGE_FAILURE": (grpc.StatusCode.UNAVAILABLE, 503),
     "TOO_LARGE": (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
@@ -37,10 +38,11 @@ def http_status(error: errors.JobschedError) -> int:
     return _STATUS_BY_CODE[error.code][1]
 
 
-def abort_with(context: grpc.ServicerContext, error: errors.JobschedError):
-    """End a gRPC call with `error`: its status, its message, its code as metadata."""
+async def abort_with(context: grpc.aio.ServicerContext, error: errors.JobschedError):
+    """End a gRPC call with `error`: its status, its message, its code as metadata.
+
+    Raises grpc's AbortError, which ends the handler."""
     trailers = [(metadata.ERROR_CODE, error.code)]
     if isinstance(error, errors.NotLeader) and error.leader_address:
         trailers.append((metadata.LEADER_ADDRESS, error.leader_address))
-    context.set_trailing_metadata(trailers)
-    context.abort(grpc_status(error), error.message)
+    await context.abort(grpc_status(error), error.message, tuple(trailers))

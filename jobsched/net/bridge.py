@@ -1,51 +1,102 @@
-"""Hops from gRPC's handler threads onto the reactor thread.
+"""Hops from the gRPC server's event loop onto the reactor thread, and back.
 
-gRPC runs servicer methods in its own thread pool; state lives on the reactor. A
-handler calls `on_reactor(fn, ...)`, which runs `fn` on the reactor thread and waits
-for its result (a value or a Deferred). Calling it *on* the reactor would deadlock
-(STACK-NOTES pitfall 2), so that is refused loudly.
+The gRPC server runs `grpc.aio` on an asyncio loop in a thread of its own; state lives
+on the reactor. A handler awaits `bridge.call(fn, ...)`: `fn` runs on the reactor (it
+may return a value or a Deferred) and the coroutine resumes with its result on the
+loop, so no thread waits meanwhile. Every hop has a deadline: when it passes, the
+Deferred on the reactor is cancelled and the caller gets NodeBusy. A coroutine
+cancelled while it waits (the client went away) cancels the Deferred too.
 
-This is `threads.blockingCallFromThread` with a bare lock for the wait instead of a
-Queue (a Condition, a lock and a deque per call): every request makes one hop, and
-the difference is visible in the leader's CPU per submit (docs/performance.md).
+Awaiting a hop *on* the reactor thread could never finish (STACK-NOTES pitfall 2), so
+that is refused loudly.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import threadable
 from twisted.python.failure import Failure
 
+from jobsched.errors import NodeBusy
+
+DEFAULT_HOP_SECONDS = 30.0
+"""Deadline of a hop whose operation has no longer one of its own."""
+
 
 class ReactorBridge:
-    """Runs callables on one reactor from other threads."""
+    """Runs callables on one reactor for coroutines on another thread's event loop."""
 
-    def __init__(self, reactor: IReactorFromThreads) -> None:
+    def __init__(self, reactor) -> None:
         self._reactor = reactor
 
-    def on_reactor(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run fn(*args, **kwargs) on the reactor and return its (awaited) result."""
+    async def call(
+        self, fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_HOP_SECONDS
+    ) -> Any:
+        """fn(*args) on the reactor; its value (or its Deferred's result), or its error.
+
+        Raises NodeBusy when no result came within `timeout` seconds (the Deferred is
+        cancelled) and RuntimeError when awaited on the reactor thread."""
         if threadable.isInIOThread():
-            raise RuntimeError("on_reactor called on the reactor thread: it would deadlock")
-        done = threading.Lock()
-        done.acquire()
-        outcome = []
-
-        def settle(result: Any) -> None:
-            outcome.append(result)
-            done.release()
-
-        def run() -> None:
-            defer.maybeDeferred(fn, *args, **kwargs).addBoth(settle)
-
-        self._reactor.callFromThread(run)
-        done.acquire()
-        result = outcome[0]
+            raise RuntimeError("bridge.call awaited on the reactor thread: it would deadlock")
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future = loop.create_future()
+        hop = _Hop(self._reactor, fn, args, timeout, loop, outcome)
+        self._reactor.callFromThread(hop.run)
+        try:
+            result = await outcome
+        except asyncio.CancelledError:
+            self._reactor.callFromThread(hop.cancel)
+            raise
         if isinstance(result, Failure):
             result.raiseException()
         return result
+
+
+class _Hop:
+    """One call's life on the reactor: run, time out, hand the result to the loop."""
+
+    def __init__(self, reactor, fn, args, timeout, loop, outcome) -> None:
+        self._reactor = reactor
+        self._fn = fn
+        self._args = args
+        self._timeout = timeout
+        self._loop = loop
+        self._outcome = outcome
+        self._running: defer.Deferred | None = None
+        self._timer = None
+        self._expired = False
+
+    def run(self) -> None:
+        self._running = defer.maybeDeferred(self._fn, *self._args)
+        if not self._running.called:
+            self._timer = self._reactor.callLater(self._timeout, self._expire)
+        self._running.addBoth(self._settle)
+
+    def cancel(self) -> None:
+        if self._running is not None and not self._running.called:
+            self._running.cancel()
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._expired = True
+        self._running.cancel()
+
+    def _settle(self, result: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._expired:
+            result = Failure(NodeBusy())
+        try:
+            self._loop.call_soon_threadsafe(_resolve, self._outcome, result)
+        except RuntimeError:  # the loop is closed: the server has stopped
+            pass
+
+
+def _resolve(outcome: asyncio.Future, result: Any) -> None:
+    if not outcome.done():
+        outcome.set_result(result)

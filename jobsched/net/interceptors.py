@@ -32,21 +32,29 @@ def _lenient(deserialize):
     return parse
 
 
+async def _refuse(request: _Malformed, context) -> None:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"Malformed request: {request.reason}",
+        ((metadata.ERROR_CODE, InvalidArgument.code),),
+    )
+
+
 def _refusing(behaviour):
-    def handle(request, context):
+    async def handle(request, context):
         if isinstance(request, _Malformed):
-            context.set_trailing_metadata([(metadata.ERROR_CODE, InvalidArgument.code)])
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: {request.reason}")
-        return behaviour(request, context)
+            await _refuse(request, context)
+        return await behaviour(request, context)
 
     return handle
 
 
-class MalformedRequestInterceptor(grpc.ServerInterceptor):
-    """Wraps every unary-request handler's deserializer (see module docstring)."""
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-request handler's deserializer (see module docstring). The
+    handlers are coroutines (a server stream writes with `context.write`)."""
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
         behaviour_field = "unary_stream" if handler.response_streaming else "unary_unary"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,35 @@ class StartupOptionTests(unittest.TestCase):
             ),
             result.stderr,
         )
+
+    async def test_a_grpc_port_in_use_stops_the_node_with_one_line(self):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = await self.start(
+                [
+                    TWISTD,
+                    "-n",
+                    "--pidfile=",
+                    "jobsched",
+                    "--executor",
+                    "process",
+                    "--port",
+                    str(port),
+                    "--dashboard-port",
+                    "0",
+                ]
+            )
+        self.assertEqual(result.returncode, 1, result)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        self.assertEqual(  # after grpc's own log line of the failed bind
+            lines[-1],
+            f"jobsched: error: cannot bind gRPC port 127.0.0.1:{port} "
+            "(in use, or not an address of this host)",
+            result.stderr,
+        )
+        self.assertNotIn("Traceback", result.stderr + result.stdout)
 
     async def test_json_log_format_writes_one_json_object_per_line(self):
         node = NodeFactory.for_test(self).start("--executor", "process", "--log-format", "json")

@@ -58,6 +58,9 @@ BAD_VALUES = {
     "worker_expiry_zero": ("worker_expiry", "0"),
     "worker_expiry_not_a_number": ("worker_expiry", "soon"),
     "worker_expiry_infinite": ("worker_expiry", "inf"),
+    "stream_stall_timeout_zero": ("stream_stall_timeout", "0"),
+    "stream_stall_timeout_negative": ("stream_stall_timeout", "-5"),
+    "stream_stall_timeout_not_a_number": ("stream_stall_timeout", "later"),
     "max_attempts_zero": ("max_attempts", "0"),
     "max_attempts_above_ten": ("max_attempts", "11"),
     "max_attempts_not_a_number": ("max_attempts", "three"),
@@ -169,6 +172,7 @@ class ParsingTests(ConfigTestCase):
         self.assertEqual(config.heartbeat_interval, 50)
         self.assertEqual(config.log_format, "text")
         self.assertEqual((config.worker_expiry, config.max_attempts), (5.0, 3))
+        self.assertEqual(config.stream_stall_timeout, 30.0)
         self.assertEqual(config.cluster_size, 1)
 
     def test_none_values_take_defaults(self):
@@ -204,6 +208,7 @@ class ParsingTests(ConfigTestCase):
             log_format="json",
             worker_expiry="0.5",
             max_attempts="5",
+            stream_stall_timeout="2.5",
         )
         self.assertEqual(config.node_id, 2)
         self.assertEqual((config.host, config.port, config.dashboard_port), ("0.0.0.0", 7001, 0))
@@ -225,6 +230,7 @@ class ParsingTests(ConfigTestCase):
         self.assertEqual((config.election_timeout_min, config.election_timeout_max), (1000, 2000))
         self.assertEqual((config.heartbeat_interval, config.log_format), (100, "json"))
         self.assertEqual((config.worker_expiry, config.max_attempts), (0.5, 5))
+        self.assertEqual(config.stream_stall_timeout, 2.5)
         self.assertEqual(config.cluster_size, 3)
 
     def test_advertise_addr_defaults_to_host_and_port(self):
