@@ -313,7 +313,7 @@ class LeaderLossTests(BrowserTestCase):
         for command in ("echo before", "seq 1 3", "sleep 60"):
             await old.rest("POST", "/api/jobs", {"command": command, "timeout_seconds": 90})
         page = await self.page_on(await self.a_follower())
-        self.assertEqual(await page.browser.call(page.leader_id), old.node_id)
+        await page.until(lambda: page.leader_id() == old.node_id, UI_SECONDS, "the leader shown")
         started = time.monotonic()
         old.kill()
         await page.until(
