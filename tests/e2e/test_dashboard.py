@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 
 from twisted.internet import reactor, task
 from twisted.protocols import policies
@@ -25,6 +26,11 @@ from tests.nodeproc import Cluster, Node
 JOB_SECONDS = 60  # a job's way through the cluster, on a busy machine
 UI_SECONDS = 30  # the page showing what the cluster did
 SEEDED_JOBS = 10_000
+
+
+def unique_sleep() -> str:
+    """A command of this test's own that runs far longer than any test waits."""
+    return f"sleep 300.{uuid.uuid4().int % 10**6:06d}"
 
 
 def record_figure(name: str, value: float, unit: str) -> None:
@@ -108,8 +114,9 @@ class DashboardTests(BrowserTestCase):
 
     async def test_cancelling_a_running_job(self):
         page = await self.page_on()
-        await page.browser.call(page.submit, "sleep 30", "120")
-        job_id = await page.until(lambda: page.job_id_for("sleep 30"), UI_SECONDS, "the row")
+        sleeper = unique_sleep()
+        await page.browser.call(page.submit, sleeper, "600")
+        job_id = await page.until(lambda: page.job_id_for(sleeper), UI_SECONDS, "the row")
         await page.until(lambda: page.status_of(job_id) == "running", JOB_SECONDS, "it to run")
         await page.browser.call(page.cancel, job_id)
         await page.until(
@@ -122,8 +129,9 @@ class DashboardTests(BrowserTestCase):
     async def test_a_followers_page_submits_and_cancels(self):
         page = await self.page_on(await self.a_follower())
         self.assertIn("follower", await page.browser.call(page.text, "served-by"))
-        await page.browser.call(page.submit, "sleep 31", "120")
-        job_id = await page.until(lambda: page.job_id_for("sleep 31"), UI_SECONDS, "the row")
+        sleeper = unique_sleep()
+        await page.browser.call(page.submit, sleeper, "600")
+        job_id = await page.until(lambda: page.job_id_for(sleeper), UI_SECONDS, "the row")
         await page.until(lambda: page.status_of(job_id) == "running", JOB_SECONDS, "it to run")
         await page.browser.call(page.cancel, job_id)
         await page.until(
