@@ -19,11 +19,12 @@ run: install
 	$(BIN)/twistd -n --pidfile= jobsched --executor process --port 50051 --dashboard-port 8081
 
 # Lints, prepares a Docker engine and a local test image (tests/docker_engine.py) and
-# headless Chromium (tests/browser.py), then runs every test; exits non-zero on any
+# headless Chromium (tests/browser.py) and promtool (tests/promtool.py), then runs every test; exits non-zero on any
 # failure, and when pytest finds no test (exit 5).
 test: install lint
 	$(BIN)/python tests/docker_engine.py install
 	$(BIN)/python tests/browser.py install
+	$(BIN)/python tests/promtool.py install
 	cd tests && ../$(BIN)/pytest -q -ra
 
 lint: install

@@ -15,6 +15,7 @@ setup(
         "treq==26.7.0",
         "docker==7.2.0",
         "zope.interface==8.7",
+        "prometheus-client==0.26.0",
     ],
     extras_require={
         "test": [

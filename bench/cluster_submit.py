@@ -40,6 +40,7 @@ from bench.common import (
 )
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+from tests.nodeproc import metric_samples
 
 WARMUP_JOBS = 200
 
@@ -175,7 +176,7 @@ def _node_cpu(cluster) -> list[float]:
 
 def _storage_counts(node) -> tuple:
     """(storage commits, log entries written) so far, from the node's /metrics."""
-    samples = dict(line.rsplit(" ", 1) for line in node.get("/metrics").body.splitlines())
+    samples = metric_samples(node.get("/metrics").body)
     return (
         int(samples.get("jobsched_storage_commits_total", 0)),
         int(samples.get("jobsched_storage_entries_written_total", 0)),

@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,9 +121,13 @@ def _measure(args, system: str, address: str, pids: list[int], clients: int, bat
         str(batch),
     ]
     client = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    profilers = []
     try:
         if client.stdout.readline().strip() != "ready":
             raise RuntimeError(f"{system} client did not start")
+        if args.py_spy and system == "jobsched":
+            profilers = _start_profilers(args.py_spy, pids, f"{clients}c-{len(args.profiled)}")
+            args.profiled.append(clients)
         note = machine_note()
         cpu_before = _server_cpu(pids)
         client.stdin.write("go\n")
@@ -130,10 +135,40 @@ def _measure(args, system: str, address: str, pids: list[int], clients: int, bat
         result = json.loads(client.stdout.readline())
         cpu = _server_cpu(pids) - cpu_before
     finally:
+        _stop_profilers(profilers)
         client.wait(timeout=60)
     result["cpu_ms"] = 1000 * cpu / max(1, result["writes"])
     result["note"] = note
     return result
+
+
+def _start_profilers(out_dir: str, pids: list[int], label: str) -> list:
+    """py-spy (GIL holders, every thread, collapsed stacks) on each node into out_dir;
+    the first pid is the leader's."""
+    py_spy = shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy"
+    os.makedirs(out_dir, exist_ok=True)
+    profilers = []
+    for n, pid in enumerate(pids):
+        role = "leader" if n == 0 else f"follower{n}"
+        output = os.path.join(out_dir, f"{role}-{label}.txt")
+        profilers.append(
+            subprocess.Popen(
+                [
+                    *(py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250"),
+                    *("--threads", "--gil", "--nonblocking", "--output", output),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return profilers
+
+
+def _stop_profilers(profilers: list) -> None:
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(timeout=60)
 
 
 @contextlib.contextmanager
@@ -142,8 +177,9 @@ def _jobsched(args, mode: str) -> Iterator[tuple[str, list[int]]]:
     with running_cluster(3, *_node_options(mode, args.large_cap)) as cluster:
         address = cluster.leader(timeout=10).grpc_address
         busy = _fill_every_slot(address) if mode != "run" else []
+        nodes = sorted(cluster.nodes.values(), key=lambda node: node.grpc_address != address)
         try:
-            yield address, [node.process.pid for node in cluster.nodes.values()]
+            yield address, [node.process.pid for node in nodes]
         finally:
             _cancel(cluster.leader(timeout=10).grpc_address, busy)
 
@@ -165,7 +201,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s per level")
+    parser.add_argument(
+        "--py-spy", metavar="DIR", default="", help="profile jobsched's nodes into DIR"
+    )
     args = parser.parse_args()
+    args.profiled = []
     if args.quick:
         args.rounds, args.seconds = 1, 2.0
     levels = [int(level) for level in args.clients.split(",")]
@@ -204,6 +244,8 @@ def _run_all(args, levels: list[int], modes: list[str]) -> dict:
                         r = _measure(args, "jobsched", leader, pids, clients, batch)
                     results[("jobsched", mode, clients, round_number)] = r
                     print(_row(f"jobsched {mode} {clients}c r{round_number}", r), flush=True)
+                    for error, count in sorted(r["errors"].items(), key=lambda e: -e[1])[:3]:
+                        print(f"    {count} x {error}")
     return results
 
 

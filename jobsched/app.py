@@ -8,6 +8,7 @@ answered here or by the leader is decided by the router (jobsched.routing), not 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from twisted.internet import defer, task
@@ -23,7 +24,7 @@ from jobsched.jobs.model import Job, JobStatus
 from jobsched.jobs.table import JobPage, ListQuery
 from jobsched.registry import WorkerRegistry
 
-MAX_ACTIVE_JOBS = 10_000
+MAX_BATCH_JOBS = 1000
 PEER_LIVENESS_SECONDS = 3.0
 DRAIN_WAIT_SECONDS = 60.0
 DRAIN_POLL_SECONDS = 0.2
@@ -130,18 +131,56 @@ class ClusterAPI:
     def _submit(self, request: SubmitRequest) -> defer.Deferred:
         request = self.check_submission(request)
         self._require_leader()
-        if self._table.active_count() >= MAX_ACTIVE_JOBS:
+        self._require_room(1)
+        job = self._submit_command(request, self._now_ms())
+        return self._raft.propose(commands.entry(submit_job=job))
+
+    def check_batch(self, requests: Sequence[SubmitRequest]) -> list[SubmitRequest]:
+        """`check_submission` for each job of a batch (1 to MAX_BATCH_JOBS of them); the
+        first refused job's error names its place: `job <i>: <message>` (from 0)."""
+        if self.draining:
+            raise errors.Draining()
+        if not 1 <= len(requests) <= MAX_BATCH_JOBS:
+            raise errors.InvalidArgument(
+                f"a batch holds 1 to {MAX_BATCH_JOBS} jobs (got {len(requests)})"
+            )
+        checked = []
+        for i, request in enumerate(requests):
+            try:
+                checked.append(self.check_submission(request))
+            except errors.JobschedError as error:
+                raise type(error)(f"job {i}: {error.message}") from None
+        return checked
+
+    def submit_many(self, requests: Sequence[SubmitRequest]) -> defer.Deferred:
+        """Deferred[list[Job]] in request order, all committed in one entry (a repeated
+        idempotency key gives the existing job); nothing is submitted if one is refused."""
+        return defer.maybeDeferred(self._submit_many, requests)
+
+    def _submit_many(self, requests: Sequence[SubmitRequest]) -> defer.Deferred:
+        checked = self.check_batch(requests)
+        self._require_leader()
+        self._require_room(len(checked))
+        now_ms = self._now_ms()
+        jobs = [self._submit_command(request, now_ms) for request in checked]
+        return self._raft.propose(commands.submit_jobs(jobs))
+
+    def _require_room(self, jobs: int) -> None:
+        """Each job counts against the active-job cap (`--max-active-jobs`)."""
+        if self._table.active_count() + jobs > self._config.max_active_jobs:
             raise errors.QueueFull()
-        entry = commands.submit_job(
+
+    @staticmethod
+    def _submit_command(request: SubmitRequest, now_ms: int):
+        return commands.job_to_submit(
             job_id=str(uuid.uuid4()),
             command=request.command,
-            created_at_ms=self._now_ms(),
+            created_at_ms=now_ms,
             image=request.image,
             timeout_seconds=request.timeout_seconds,
             idempotency_key=request.idempotency_key,
             max_attempts=request.max_attempts,
         )
-        return self._raft.propose(entry)
 
     def cancel(self, job_id: str) -> defer.Deferred:
         """Deferred[job_id] (canonical form) once the cancel is committed."""

@@ -86,6 +86,7 @@ class NodeConfig:
     worker_expiry: float = 5.0
     max_attempts: int = 3
     stream_stall_timeout: float = 30.0
+    max_active_jobs: int = 10_000
 
     def __post_init__(self) -> None:
         _check_int("--node-id", self.node_id, 1, MAX_NODE_ID)
@@ -106,6 +107,7 @@ class NodeConfig:
         self._check_timings()
         _check_choice("--log-format", self.log_format, LOG_FORMATS)
         _check_int("--max-attempts", self.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
+        _check_int("--max-active-jobs", self.max_active_jobs, 1)
         if self.data_dir is not None and os.path.exists(self.data_dir):  # noqa: SIM102
             if not os.path.isdir(self.data_dir):
                 raise ConfigError("--data-dir", f"not a directory: {self.data_dir}")
@@ -351,6 +353,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "worker_expiry": _parse_seconds,
     "stream_stall_timeout": _parse_seconds,
     "max_attempts": lambda option, raw: _parse_int(option, raw, 1, MAX_ATTEMPTS_LIMIT),
+    "max_active_jobs": _parse_positive_int,
 }
 
 

@@ -211,6 +211,13 @@ class IClusterAPI(Interface):
     def submit(request):
         """Deferred[Job] of the committed job (leader only)."""
 
+    def check_batch(requests):
+        """`check_submission` for each job of a batch; `job <i>: ...` names the first
+        refused one."""
+
+    def submit_many(requests):
+        """Deferred[list[Job]] of a batch committed as one entry, in order (leader only)."""
+
     def cancel(job_id):
         """Deferred[canonical job id] once the cancel is committed (leader only)."""
 
@@ -253,6 +260,9 @@ class IRouter(Interface):
 
     def submit(request):
         """Deferred[(job_id, status label)] for a `SubmitRequest`."""
+
+    def submit_many(requests):
+        """Deferred[list of job ids] of a batch of `SubmitRequest`s, in order."""
 
     def cancel(job_id):
         """Deferred[job_id] once the cancel is committed."""

@@ -19,6 +19,7 @@ from twisted.web.server import Site
 
 from jobsched.api.event_hub import EventHub
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
+from jobsched.api.metrics import StateCollector
 from jobsched.api.raft_servicer import RaftServicer
 from jobsched.api.rest import RestApi
 from jobsched.app import ClusterAPI, DrainFlag
@@ -26,6 +27,7 @@ from jobsched.config import NodeConfig
 from jobsched.dispatch import Dispatcher
 from jobsched.jobs.table import JobTable
 from jobsched.logs import exit_with_error
+from jobsched.metrics import NodeMetrics
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
@@ -84,6 +86,7 @@ class NodeService(MultiService):
         self._reactor = reactor
         peers = {peer_id: str(peer) for peer_id, peer in config.peers.items()}
         wire = Wire()
+        self.metrics = metrics = NodeMetrics()
         self.table = JobTable()
         self.storage = build_storage(config, reactor)
         self.transport = GrpcTransport(peers, wire, reactor)
@@ -101,6 +104,7 @@ class NodeService(MultiService):
                 election_timeout_max=config.election_timeout_max / 1000,
                 heartbeat_interval=config.heartbeat_interval / 1000,
             ),
+            metrics=metrics,
         )
         self.raft.setServiceParent(self)
 
@@ -119,6 +123,7 @@ class NodeService(MultiService):
             self.reporter,
             config.worker_slots,
             reactor,
+            metrics=metrics,
         )
         self.worker.setServiceParent(self)
         self.dispatcher = Dispatcher(
@@ -150,18 +155,19 @@ class NodeService(MultiService):
             config.host,
             config.port,
             [
-                SchedulerServicer(self.api, self.router, bridge, streams).register,
-                InternalServicer(self.api, self.dispatcher, bridge).register,
-                RaftServicer(self.raft, bridge).register,
+                SchedulerServicer(self.api, self.router, bridge, streams, metrics).register,
+                InternalServicer(self.api, self.dispatcher, bridge, metrics).register,
+                RaftServicer(self.raft, bridge, metrics).register,
             ],
             wire,
             reactor,
         )
         self.grpc.setServiceParent(self)
+        metrics.registry.register(StateCollector(self.api, self.worker, self.storage, streams))
         if config.dashboard_port:
             self.events = EventHub(self.table, self.raft, self.api, self.router, reactor)
             self.events.setServiceParent(self)
-            rest = RestApi(self.api, self.router, self.storage, self.events, streams)
+            rest = RestApi(self.api, self.router, metrics, self.events)
             site = Site(rest.resource())
             site.noisy = False
             internet.TCPServer(config.dashboard_port, site, interface=config.host).setServiceParent(

@@ -40,16 +40,23 @@ class Router:
         if self._api.is_leader():
             job = yield self._api.submit(request)
             return job.job_id, job.status.label
-        wire = pb.SubmitJobRequest(
-            command=request.command,
-            timeout_seconds=request.timeout_seconds,
-            idempotency_key=request.idempotency_key,
-            max_attempts=request.max_attempts,
-        )
-        if request.image:
-            wire.image = request.image
+        wire = _submit_to_wire(request)
         reply = yield self._leader.scheduler("SubmitJob", wire, FORWARDED_WRITE_TIMEOUT_SECONDS)
         return reply.job_id, JobStatus.PENDING.label
+
+    def submit_many(self, requests) -> defer.Deferred:
+        """Deferred[list of job ids] of a committed batch (SubmitJobs), in order."""
+        return defer.maybeDeferred(self._submit_many, list(requests))
+
+    @defer.inlineCallbacks
+    def _submit_many(self, requests: list[SubmitRequest]):
+        self._api.check_batch(requests)  # a bad batch is refused here, not forwarded
+        if self._api.is_leader():
+            jobs = yield self._api.submit_many(requests)
+            return [job.job_id for job in jobs]
+        wire = pb.SubmitJobsRequest(jobs=[_submit_to_wire(request) for request in requests])
+        reply = yield self._leader.scheduler("SubmitJobs", wire, FORWARDED_WRITE_TIMEOUT_SECONDS)
+        return [job.job_id for job in reply.jobs]
 
     def cancel(self, job_id: str) -> defer.Deferred:
         """Deferred[job_id] once the cancel is committed."""
@@ -98,6 +105,18 @@ class Router:
         if self._api.is_leader():
             return defer.succeed(None)
         return self._leader.internal("WorkerHeartbeat", request, timeout)
+
+
+def _submit_to_wire(request: SubmitRequest) -> pb.SubmitJobRequest:
+    wire = pb.SubmitJobRequest(
+        command=request.command,
+        timeout_seconds=request.timeout_seconds,
+        idempotency_key=request.idempotency_key,
+        max_attempts=request.max_attempts,
+    )
+    if request.image:
+        wire.image = request.image
+    return wire
 
 
 def _cluster_view_from_wire(reply: pb.GetClusterStatusResponse) -> ClusterView:

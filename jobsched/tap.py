@@ -42,6 +42,8 @@ _DOCS = {
     "max-attempts": "attempts of a job before a lost worker fails it",
     "stream-stall-timeout": "seconds a server stream may wait on a reader that reads "
     "nothing before it is dropped",
+    "max-active-jobs": "pending plus running jobs the leader accepts before it refuses "
+    "submissions (CAPACITY)",
 }
 
 _FLAGS = {"tls": "mutual TLS for all gRPC (needs --ca-cert, --cert and --key)"}

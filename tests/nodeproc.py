@@ -492,6 +492,18 @@ class Cluster:
         return wait_until(agreed, timeout, "the nodes to agree on one leader")
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """{`name` or `name{label="value",...}`: value} of a /metrics answer (labels sorted)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
     """Blocking poll of `condition` until it returns something truthy (scripts only: it
     sleeps, so never call it under the reactor); fail after `timeout` seconds."""

@@ -44,6 +44,18 @@ class SubmitJobResponse(_message.Message):
     created_at_ms: int
     def __init__(self, job_id: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
 
+class SubmitJobsRequest(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[SubmitJobRequest]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[SubmitJobRequest, _Mapping]]] = ...) -> None: ...
+
+class SubmitJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[SubmitJobResponse]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[SubmitJobResponse, _Mapping]]] = ...) -> None: ...
+
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -411,7 +423,7 @@ class LogEntry(_message.Message):
     def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., command: _Optional[bytes] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("submit_job", "update_job_status", "register_worker", "batch_update_job_status", "assign_job", "cancel_job", "requeue_job")
+    __slots__ = ("submit_job", "update_job_status", "register_worker", "batch_update_job_status", "assign_job", "cancel_job", "requeue_job", "submit_jobs")
     SUBMIT_JOB_FIELD_NUMBER: _ClassVar[int]
     UPDATE_JOB_STATUS_FIELD_NUMBER: _ClassVar[int]
     REGISTER_WORKER_FIELD_NUMBER: _ClassVar[int]
@@ -419,6 +431,7 @@ class Command(_message.Message):
     ASSIGN_JOB_FIELD_NUMBER: _ClassVar[int]
     CANCEL_JOB_FIELD_NUMBER: _ClassVar[int]
     REQUEUE_JOB_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_JOBS_FIELD_NUMBER: _ClassVar[int]
     submit_job: SubmitJobCommand
     update_job_status: UpdateJobStatusCommand
     register_worker: RegisterWorkerCommand
@@ -426,7 +439,14 @@ class Command(_message.Message):
     assign_job: AssignJobCommand
     cancel_job: CancelJobCommand
     requeue_job: RequeueJobCommand
-    def __init__(self, submit_job: _Optional[_Union[SubmitJobCommand, _Mapping]] = ..., update_job_status: _Optional[_Union[UpdateJobStatusCommand, _Mapping]] = ..., register_worker: _Optional[_Union[RegisterWorkerCommand, _Mapping]] = ..., batch_update_job_status: _Optional[_Union[BatchUpdateJobStatusCommand, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJobCommand, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJobCommand, _Mapping]] = ..., requeue_job: _Optional[_Union[RequeueJobCommand, _Mapping]] = ...) -> None: ...
+    submit_jobs: SubmitJobsCommand
+    def __init__(self, submit_job: _Optional[_Union[SubmitJobCommand, _Mapping]] = ..., update_job_status: _Optional[_Union[UpdateJobStatusCommand, _Mapping]] = ..., register_worker: _Optional[_Union[RegisterWorkerCommand, _Mapping]] = ..., batch_update_job_status: _Optional[_Union[BatchUpdateJobStatusCommand, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJobCommand, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJobCommand, _Mapping]] = ..., requeue_job: _Optional[_Union[RequeueJobCommand, _Mapping]] = ..., submit_jobs: _Optional[_Union[SubmitJobsCommand, _Mapping]] = ...) -> None: ...
+
+class SubmitJobsCommand(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[SubmitJobCommand]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[SubmitJobCommand, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobCommand(_message.Message):
     __slots__ = ("job_id", "command", "created_at_ms", "image", "timeout_seconds", "idempotency_key", "max_attempts")

@@ -81,6 +81,11 @@ class SchedulerServiceStub:
                 request_serializer=jobsched_dot___proto_dot_scheduler__pb2.DrainNodeRequest.SerializeToString,
                 response_deserializer=jobsched_dot___proto_dot_scheduler__pb2.DrainNodeResponse.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.unary_unary(
+                '/scheduler.SchedulerService/SubmitJobs',
+                request_serializer=jobsched_dot___proto_dot_scheduler__pb2.SubmitJobsRequest.SerializeToString,
+                response_deserializer=jobsched_dot___proto_dot_scheduler__pb2.SubmitJobsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -142,6 +147,13 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitJobs(self, request, context):
+        """1-1,000 jobs validated as a whole, committed as one entry, answered in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +201,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.DrainNode,
                     request_deserializer=jobsched_dot___proto_dot_scheduler__pb2.DrainNodeRequest.FromString,
                     response_serializer=jobsched_dot___proto_dot_scheduler__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'SubmitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=jobsched_dot___proto_dot_scheduler__pb2.SubmitJobsRequest.FromString,
+                    response_serializer=jobsched_dot___proto_dot_scheduler__pb2.SubmitJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -436,6 +453,33 @@ class SchedulerService:
             '/scheduler.SchedulerService/DrainNode',
             jobsched_dot___proto_dot_scheduler__pb2.DrainNodeRequest.SerializeToString,
             jobsched_dot___proto_dot_scheduler__pb2.DrainNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.SchedulerService/SubmitJobs',
+            jobsched_dot___proto_dot_scheduler__pb2.SubmitJobsRequest.SerializeToString,
+            jobsched_dot___proto_dot_scheduler__pb2.SubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,7 @@ from jobsched.interfaces import IClusterAPI, IDispatcher, IRouter
 from jobsched.jobs import wire
 from jobsched.jobs.model import JobStatus
 from jobsched.jobs.table import ListQuery
+from jobsched.metrics import NodeMetrics
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.streams import STREAM_TURN_MESSAGES, StreamLimits
 
@@ -33,13 +34,16 @@ DRAIN_HOP_SECONDS = DRAIN_WAIT_SECONDS + TRANSFER_HOP_SECONDS
 
 
 def translates_errors(handler: Callable) -> Callable:
-    """Turn a typed JobschedError raised by a handler into its gRPC status."""
+    """Turn a typed JobschedError raised by a handler into its gRPC status, and count
+    it in the servicer's metrics (`self._metrics`)."""
+    method = handler.__name__
 
     @functools.wraps(handler)
     async def wrapper(self, request, context):
         try:
             return await handler(self, request, context)
         except JobschedError as error:
+            self._metrics.rpc_errors.labels(method, error.code).inc()
             await abort_with(context, error)
 
     return wrapper
@@ -58,26 +62,32 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         router: IRouter,
         bridge: ReactorBridge,
         streams: StreamLimits | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self._api = api
         self._router = router
         self._bridge = bridge
         self._streams = streams or StreamLimits()
+        self._metrics = metrics if metrics is not None else NodeMetrics()
 
     def register(self, server) -> None:
         pb_grpc.add_SchedulerServiceServicer_to_server(self, server)
 
     @translates_errors
     async def SubmitJob(self, request, context):
-        submit = SubmitRequest(
-            command=request.command,
-            image=request.image if request.HasField("image") else None,
-            timeout_seconds=request.timeout_seconds,
-            idempotency_key=request.idempotency_key,
-            max_attempts=request.max_attempts,
-        )
-        job = await self._bridge.call(self._api.submit, submit)
+        job = await self._bridge.call(self._api.submit, _submit_request(request))
         return pb.SubmitJobResponse(job_id=job.job_id, created_at_ms=job.created_at_ms)
+
+    @translates_errors
+    async def SubmitJobs(self, request, context):
+        requests = [_submit_request(job) for job in request.jobs]
+        jobs = await self._bridge.call(self._api.submit_many, requests)
+        return pb.SubmitJobsResponse(
+            jobs=[
+                pb.SubmitJobResponse(job_id=job.job_id, created_at_ms=job.created_at_ms)
+                for job in jobs
+            ]
+        )
 
     @translates_errors
     async def CancelJob(self, request, context):
@@ -170,6 +180,16 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         )
 
 
+def _submit_request(request: pb.SubmitJobRequest) -> SubmitRequest:
+    return SubmitRequest(
+        command=request.command,
+        image=request.image if request.HasField("image") else None,
+        timeout_seconds=request.timeout_seconds,
+        idempotency_key=request.idempotency_key,
+        max_attempts=request.max_attempts,
+    )
+
+
 def _list_query(request: pb.ListJobsRequest) -> ListQuery:
     return ListQuery(
         page_size=request.page_size,
@@ -185,10 +205,17 @@ def _list_query(request: pb.ListJobsRequest) -> ListQuery:
 class InternalServicer(pb_grpc.InternalServiceServicer):
     """Node-to-node InternalService."""
 
-    def __init__(self, api: IClusterAPI, dispatcher: IDispatcher, bridge: ReactorBridge) -> None:
+    def __init__(
+        self,
+        api: IClusterAPI,
+        dispatcher: IDispatcher,
+        bridge: ReactorBridge,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
         self._api = api
         self._dispatcher = dispatcher
         self._bridge = bridge
+        self._metrics = metrics if metrics is not None else NodeMetrics()
 
     def register(self, server) -> None:
         pb_grpc.add_InternalServiceServicer_to_server(self, server)

@@ -7,6 +7,7 @@ from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.api.status import abort_with
 from jobsched.errors import JobschedError
 from jobsched.interfaces import IRaftService
+from jobsched.metrics import NodeMetrics
 from jobsched.net.bridge import ReactorBridge
 from jobsched.raft import codec
 
@@ -14,14 +15,19 @@ from jobsched.raft import codec
 class RaftServicer(pb_grpc.RaftServiceServicer):
     """RequestVote, AppendEntries, TimeoutNow, InstallSnapshot."""
 
-    def __init__(self, raft: IRaftService, bridge: ReactorBridge) -> None:
+    def __init__(
+        self, raft: IRaftService, bridge: ReactorBridge, metrics: NodeMetrics | None = None
+    ) -> None:
         self._raft = raft
         self._bridge = bridge
+        self._metrics = metrics if metrics is not None else NodeMetrics()
 
     async def _answer(self, request, context):
         try:
             response = await self._bridge.call(self._raft.handle, codec.from_wire(request))
         except JobschedError as error:  # stopped, storage failed or busy: never acknowledge
+            method = type(request).__name__.removesuffix("Request")
+            self._metrics.rpc_errors.labels(method, error.code).inc()
             await abort_with(context, error)
         return codec.to_wire(response)
 

@@ -22,11 +22,12 @@ from jobsched import errors
 from jobsched.api import rest_requests as parse
 from jobsched.api.dashboard_files import DashboardFiles
 from jobsched.api.json_views import cluster_json, job_json, raft_log_json
-from jobsched.api.metrics import render_metrics
+from jobsched.api.metrics import CONTENT_TYPE, render_metrics
 from jobsched.api.status import http_status
 from jobsched.interfaces import IClusterAPI, IEventHub, IRouter, IWebApp
 from jobsched.jobs import validation
 from jobsched.jobs.table import ListQuery
+from jobsched.metrics import NodeMetrics
 
 SECURITY_HEADERS = {
     b"X-Content-Type-Options": b"nosniff",
@@ -54,15 +55,13 @@ class RestApi:
         self,
         api: IClusterAPI,
         router: IRouter,
-        storage=None,
+        metrics: NodeMetrics | None = None,
         events: IEventHub | None = None,
-        streams=None,
     ) -> None:
         self._api = api
         self._router = router
-        self._storage = storage
+        self._metrics = metrics if metrics is not None else NodeMetrics()
         self._events = events
-        self._streams = streams
         self._files = DashboardFiles()
 
     def resource(self):
@@ -141,8 +140,7 @@ class RestApi:
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):
-        body = render_metrics(self._api, self._storage, self._streams)
-        return self._respond(request, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
+        return self._respond(request, 200, render_metrics(self._metrics), CONTENT_TYPE)
 
     @app.route("/health/live", methods=["GET"])
     def live(self, request):
@@ -244,6 +242,17 @@ class RestApi:
         return self._respond(
             request, 200, {"job_id": job_id, "status": status, "success": True, "error": None}
         )
+
+    @app.route("/api/jobs/batch", methods=["POST"])
+    @defer.inlineCallbacks
+    def submit_batch(self, request):
+        try:
+            job_ids = yield self._router.submit_many(parse.submit_batch(parse.read_json(request)))
+        except NO_LEADER_ERRORS as error:
+            return self._no_leader(request, error, "Not the leader")
+        except errors.JobschedError as error:
+            return self._error(request, error)
+        return self._respond(request, 200, {"jobs": [{"job_id": job_id} for job_id in job_ids]})
 
     @app.route("/api/jobs/<string:job_id>", methods=["GET"])
     def get_job(self, request, job_id):

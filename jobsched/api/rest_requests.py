@@ -60,6 +60,26 @@ def submit_request(body: Any) -> SubmitRequest:
     )
 
 
+def submit_batch(body: Any) -> list[SubmitRequest]:
+    """POST /api/jobs/batch: `{"jobs": [<as POST /api/jobs>, ...]}`; a job's error
+    names its place, `job <i>: ...` (from 0)."""
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("request body must be a JSON object")
+    for name in body:
+        if name != "jobs":
+            raise errors.InvalidArgument(f"unknown field: {name}")
+    jobs = body.get("jobs")
+    if not isinstance(jobs, list):
+        raise errors.InvalidArgument("jobs is required and must be an array")
+    requests = []
+    for i, job in enumerate(jobs):
+        try:
+            requests.append(submit_request(job))
+        except errors.InvalidArgument as error:
+            raise errors.InvalidArgument(f"job {i}: {error.message}") from None
+    return requests
+
+
 def _body_int(body: dict, name: str) -> int:
     value = body.get(name)
     if value is None:

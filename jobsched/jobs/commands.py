@@ -13,7 +13,7 @@ from jobsched._proto import scheduler_pb2
 from jobsched.jobs.model import JobResult
 
 
-def submit_job(
+def job_to_submit(
     job_id: str,
     command: str,
     created_at_ms: int,
@@ -21,8 +21,8 @@ def submit_job(
     timeout_seconds: int = 0,
     idempotency_key: str = "",
     max_attempts: int = 0,
-) -> bytes:
-    """A SubmitJob entry; `image` is set (has presence) only when non-empty."""
+) -> scheduler_pb2.SubmitJobCommand:
+    """One job as a SubmitJobCommand; `image` is set (has presence) only when non-empty."""
     submit = scheduler_pb2.SubmitJobCommand(
         job_id=job_id,
         command=command,
@@ -33,7 +33,36 @@ def submit_job(
     )
     if image:
         submit.image = image
-    return _entry(submit_job=submit)
+    return submit
+
+
+def submit_job(
+    job_id: str,
+    command: str,
+    created_at_ms: int,
+    image: str = "",
+    timeout_seconds: int = 0,
+    idempotency_key: str = "",
+    max_attempts: int = 0,
+) -> bytes:
+    """A SubmitJob entry (see `job_to_submit`)."""
+    return entry(
+        submit_job=job_to_submit(
+            job_id,
+            command,
+            created_at_ms,
+            image,
+            timeout_seconds,
+            idempotency_key,
+            max_attempts,
+        )
+    )
+
+
+def submit_jobs(jobs: Iterable[scheduler_pb2.SubmitJobCommand]) -> bytes:
+    """One SubmitJobs entry carrying several jobs (built with `job_to_submit`), applied
+    in order."""
+    return entry(submit_jobs=scheduler_pb2.SubmitJobsCommand(jobs=jobs))
 
 
 def assign_job(
@@ -45,7 +74,7 @@ def assign_job(
 ) -> bytes:
     """An AssignJob entry: attempt number `attempt` of `job_id` runs on `worker_id`
     (in the process life `worker_incarnation` of that worker) from `assigned_at_ms`."""
-    return _entry(
+    return entry(
         assign_job=scheduler_pb2.AssignJobCommand(
             job_id=job_id,
             worker_id=worker_id,
@@ -58,7 +87,7 @@ def assign_job(
 
 def requeue_job(job_id: str, attempt: int, error: str, failed_at_ms: int) -> bytes:
     """A RequeueJob entry for a running attempt whose worker was lost."""
-    return _entry(
+    return entry(
         requeue_job=scheduler_pb2.RequeueJobCommand(
             job_id=job_id, attempt=attempt, error=error, failed_at_ms=failed_at_ms
         )
@@ -102,20 +131,21 @@ def batch_update(
     batch = scheduler_pb2.BatchUpdateJobStatusCommand()
     for update in updates:
         batch.updates.append(scheduler_pb2.JobStatusUpdate.FromString(update.SerializeToString()))
-    return _entry(batch_update_job_status=batch)
+    return entry(batch_update_job_status=batch)
 
 
 def cancel_job(job_id: str, cancelled_at_ms: int) -> bytes:
     """A CancelJob entry; the time travels in the entry so every node records the same."""
-    return _entry(
+    return entry(
         cancel_job=scheduler_pb2.CancelJobCommand(job_id=job_id, cancelled_at_ms=cancelled_at_ms)
     )
 
 
 def register_worker(worker_id: int) -> bytes:
     """A RegisterWorker entry (the first heartbeat of a worker)."""
-    return _entry(register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=worker_id))
+    return entry(register_worker=scheduler_pb2.RegisterWorkerCommand(worker_id=worker_id))
 
 
-def _entry(**command) -> bytes:
+def entry(**command) -> bytes:
+    """A Command entry with the one field given (e.g. `entry(submit_job=...)`)."""
     return scheduler_pb2.Command(**command).SerializeToString()

@@ -218,7 +218,8 @@ class JobTable:
         `index` and return the proposer's result.
 
         submit_job: the job (the existing one for a known id or a recent idempotency
-        key); cancel_job: the job afterwards (unchanged when terminal), None if unknown;
+        key); submit_jobs: a list of those, in order; cancel_job: the job afterwards
+        (unchanged when terminal), None if unknown;
         assign_job / update_job_status: the job if the command took effect, else None;
         batch_update_job_status: a list of those; register_worker and no-op: None.
         """
@@ -256,6 +257,9 @@ class JobTable:
             self._keys.pop(key, None)
             self._keys[key] = (job.job_id, job.created_at_ms)
         return self._changed("submitted", job)
+
+    def _apply_submit_jobs(self, cmd: scheduler_pb2.SubmitJobsCommand) -> list[Job | None]:
+        return [self._apply_submit_job(job) for job in cmd.jobs]
 
     def _expire_keys(self, now_ms: int) -> None:
         """Forget idempotency keys older than the window, oldest first, by entry time.

@@ -29,6 +29,7 @@ from jobsched.errors import (
     StorageFailed,
 )
 from jobsched.interfaces import IRaftService, IRaftStorage, IRaftTransport, IStateMachine
+from jobsched.metrics import NodeMetrics
 from jobsched.raft.core import CANDIDATE, FOLLOWER, LEADER, RaftCore, RaftLimits, RaftTimings, Ready
 from jobsched.raft.messages import AppendEntriesRequest, InstallSnapshotRequest, LogEntry
 from jobsched.raft.storage import StoredState
@@ -70,6 +71,7 @@ class PeerProgress:
 class _Waiter:
     term: int
     deferred: defer.Deferred
+    proposed_at: float
     deadline: float
 
 
@@ -89,8 +91,10 @@ class RaftService(Service):
         rng: random.Random | None = None,
         timings: RaftTimings = RaftTimings(),
         limits: RaftLimits = RaftLimits(),
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node_id = node_id
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.peers = dict(peers)
         self.self_address = self_address
         self.timings = timings
@@ -115,6 +119,7 @@ class RaftService(Service):
         self._transfer: defer.Deferred | None = None
         self._pending_compaction: tuple[int, bytes] | None = None
         self._seen_role: tuple[str, int, int] | None = None
+        self._appended_at: dict[int, float] = {}  # index -> when it reached the log
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,6 +141,7 @@ class RaftService(Service):
         self._last_applied = self._core.applied_index
         self._issued_seq = self._durable_seq = 0
         self._pending_compaction = None
+        self._appended_at = {}
         self._step()
 
     def stopService(self) -> defer.Deferred:
@@ -174,24 +180,33 @@ class RaftService(Service):
         self._observers.append(observer)
 
     def propose(self, command: bytes) -> defer.Deferred:
-        if not self._active:
-            return defer.fail(self._refusal())
-        core = self._core
-        if not core.accepting_proposals:
-            if core.role == LEADER:
-                return defer.fail(NotLeader(self._address_of(core.transfer_target)))
-            return defer.fail(NotLeader(self._leader_hint()))
-        if len(self._waiters) >= self.limits.max_pending_proposals:
-            return defer.fail(Overloaded())
+        refusal = self._proposal_refusal()
+        if refusal is not None:
+            self.metrics.proposals_refused.labels(refusal.code).inc()
+            return defer.fail(refusal)
         now = self._clock.seconds()
-        entry = core.propose(command, now)
+        entry = self._core.propose(command, now)
+        self.metrics.proposals.inc()
         index = entry.index
         d = defer.Deferred(lambda _: self._waiters.pop(index, None))
-        self._waiters[index] = _Waiter(entry.term, d, now + self.timings.commit_timeout)
+        self._waiters[index] = _Waiter(entry.term, d, now, now + self.timings.commit_timeout)
         if self._expiry_call is None:
             self._schedule_expiry()
         self._step()
         return d
+
+    def _proposal_refusal(self) -> Exception | None:
+        """Why a proposal cannot be taken now, or None."""
+        if not self._active:
+            return self._refusal()
+        core = self._core
+        if not core.accepting_proposals:
+            if core.role == LEADER:
+                return NotLeader(self._address_of(core.transfer_target))
+            return NotLeader(self._leader_hint())
+        if len(self._waiters) >= self.limits.max_pending_proposals:
+            return Overloaded()
+        return None
 
     def handle(self, request) -> defer.Deferred:
         if not self._active:
@@ -320,6 +335,9 @@ class RaftService(Service):
         if ready.restore is not None:
             self._state_machine.restore(ready.restore.data)
             self._last_applied = ready.restore.index
+            self._appended_at = {
+                index: at for index, at in self._appended_at.items() if index > ready.restore.index
+            }
         if ready.committed:
             self._apply(ready.committed)
         if ready.role_changed:
@@ -344,6 +362,7 @@ class RaftService(Service):
             return
         self._seen_role = seen
         if core.role == CANDIDATE:
+            self.metrics.elections.inc()
             log.info("Starting an election for term {term}", term=core.term, node=self.node_id)
         elif core.role == LEADER:
             log.info("Elected leader for term {term}", term=core.term, node=self.node_id)
@@ -367,6 +386,11 @@ class RaftService(Service):
         if ready.truncate_from is not None:
             writes.append(defer.maybeDeferred(storage.truncate, ready.truncate_from))
         if ready.entries:
+            now = self._clock.seconds()
+            appended_at = self._appended_at
+            for entry in ready.entries:
+                appended_at[entry.index] = now
+            self.metrics.entries_appended.inc(len(ready.entries))
             writes.append(defer.maybeDeferred(storage.append, ready.entries))
         for d in writes[:-1]:
             d.addErrback(self._storage_failed)
@@ -425,14 +449,21 @@ class RaftService(Service):
             peer=peer,
             error=failure.value,
         )
+        self.metrics.raft_send_failures.labels(str(peer)).inc()
         if self._active and self._core is core:
             core.send_failed(peer, request, self._clock.seconds())
             self._step()
 
     def _apply(self, entries: list[LogEntry]) -> None:
         apply = self._state_machine.apply
+        now = self._clock.seconds()
+        appended_at = self._appended_at
+        apply_lag = self.metrics.apply_lag_seconds
         for entry in entries:
             waiter = self._waiters.pop(entry.index, None)
+            reached = appended_at.pop(entry.index, None)
+            if reached is not None:
+                apply_lag.observe(now - reached)
             result = None
             error: Exception | None = None
             if not entry.is_noop:
@@ -443,12 +474,14 @@ class RaftService(Service):
                     error = e
             self._last_applied = entry.index
             if waiter is not None:
+                self.metrics.commit_seconds.observe(now - waiter.proposed_at)
                 if waiter.term != entry.term:
                     waiter.deferred.errback(LeadershipLost())
                 elif error is not None:
                     waiter.deferred.errback(error)
                 else:
                     waiter.deferred.callback(result)
+        self.metrics.entries_applied.inc(len(entries))
         core = self._core
         core.applied_to(self._last_applied)
         self._maybe_compact()

@@ -25,6 +25,7 @@ from zope.interface import implementer
 from jobsched.interfaces import IExecutor, IJobTable, IWorker
 from jobsched.jobs import commands
 from jobsched.jobs.model import Job, JobResult, JobSpec, JobStatus
+from jobsched.metrics import NodeMetrics
 from jobsched.worker.reporting import ResultReporter
 
 NODE_RESTARTED = "node restarted"
@@ -48,8 +49,10 @@ class WorkerService(Service):
         slots: int,
         clock: IReactorTime,
         incarnation: int = 0,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self._node_id = node_id
+        self._metrics = metrics if metrics is not None else NodeMetrics()
         self._table = table
         self._executor = executor
         self._reporter = reporter
@@ -68,6 +71,10 @@ class WorkerService(Service):
         return list(self._running) + [
             job_id for job_id in self._reporter.queued_job_ids() if job_id not in self._running
         ]
+
+    @property
+    def slots(self) -> int:
+        return self._slots
 
     def free_slots(self) -> int:
         """Slots left; a result still being delivered holds its slot."""
@@ -178,12 +185,17 @@ class WorkerService(Service):
             attempt=attempt,
         )
         self._running[job_id] = attempt
+        waited_ms = self._clock.seconds() * 1000 - job.created_at_ms
+        self._metrics.job_queue_wait_seconds.observe(max(0.0, waited_ms / 1000))
         run = self._executor.run(spec)
         run.addErrback(self._executor_failed)
         run.addCallback(self._finished, job_id, attempt)
 
     def _finished(self, result: JobResult, job_id: str, attempt: int) -> None:
         self._running.pop(job_id, None)
+        if result.started_at_ms is not None:
+            ran_ms = result.completed_at_ms - result.started_at_ms
+            self._metrics.job_run_seconds.observe(max(0.0, ran_ms / 1000))
         if job_id in self._fenced:
             self._fenced.discard(job_id)
             self._killed_for_stop.discard(job_id)

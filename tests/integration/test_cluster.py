@@ -300,6 +300,47 @@ class FailoverTests(ClusterTestCase):
             (7, "fields-1", 1),
         )
 
+    async def test_a_batch_is_one_entry_and_a_follower_forwards_rest_batches(self):
+        cluster = self.start_cluster(3)
+        leader = await cluster.find_leader()
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        with self.assertRaises(CallFailed) as caught:
+            await follower.call(
+                "SubmitJobs", pb.SubmitJobsRequest(jobs=[pb.SubmitJobRequest(command="true")])
+            )
+        self.assertEqual(caught.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+        before = (
+            await leader.call("GetRaftLogEntries", pb.GetRaftLogEntriesRequest())
+        ).last_log_index
+        reply = await leader.call(
+            "SubmitJobs",
+            pb.SubmitJobsRequest(
+                jobs=[pb.SubmitJobRequest(command=f"echo grpc {n}") for n in range(3)]
+            ),
+        )
+        log = await leader.call(
+            "GetRaftLogEntries", pb.GetRaftLogEntriesRequest(start_index=before + 1)
+        )
+        batches = [e.command.submit_jobs for e in log.entries if e.command.HasField("submit_jobs")]
+        self.assertEqual(
+            [[job.job_id for job in batch.jobs] for batch in batches],
+            [[job.job_id for job in reply.jobs]],
+        )
+        refused = await follower.rest(
+            "POST", "/api/jobs/batch", {"jobs": [{"command": "true"}, {"command": " "}]}
+        )
+        self.assertEqual(
+            (refused.status, refused.body["error"], refused.body["code"]),
+            (400, "job 1: Command cannot be empty", "INVALID_ARGUMENT"),
+        )
+        answer = await follower.rest(
+            "POST", "/api/jobs/batch", {"jobs": [{"command": f"echo rest {n}"} for n in range(3)]}
+        )
+        self.assertEqual(answer.status, 200, answer.body)
+        job_ids = [job["job_id"] for job in answer.body["jobs"]]
+        outputs = [(await wait_finished(follower, job_id)).output for job_id in job_ids]
+        self.assertEqual(outputs, [f"rest {n}\n" for n in range(3)])
+
     async def test_no_hint_ever_names_a_dead_leader(self):
         """Right after the leader dies, a follower's 503 names no leader, or the new one."""
         cluster = self.start_cluster(3)

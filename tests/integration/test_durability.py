@@ -25,6 +25,7 @@ from tests.nodeproc import (
     DeadNode,
     NodeFactory,
     free_port,
+    metric_samples,
     pause,
     wait_for,
 )
@@ -146,10 +147,10 @@ class DurabilityTests(unittest.TestCase):
         self.assertEqual(term_drops, [], "(node, term seen, lower term seen later)")
         for node in cluster.nodes.values():
             metrics_text = (await node.rest("GET", "/metrics")).body
-            metrics = dict(line.rsplit(" ", 1) for line in metrics_text.splitlines())
+            metrics = metric_samples(metrics_text)
             # durable writes happened
-            self.assertGreater(int(metrics["jobsched_storage_commits_total"]), 0)
-            self.assertGreater(int(metrics["jobsched_storage_entries_written_total"]), 0)
+            self.assertGreater(metrics["jobsched_storage_commits_total"], 0)
+            self.assertGreater(metrics["jobsched_storage_entries_written_total"], 0)
             table = await job_table(node)
             commands = [command for command, _status, _output in table.values()]
             for key, job_id in client.acked.items():

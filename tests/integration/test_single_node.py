@@ -1,5 +1,6 @@
 """A single real node end to end: REST and gRPC submit, run, observe (process executor)."""
 
+import shutil
 import uuid
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from twisted.trial import unittest
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.net.outbound import CallFailed
 from tests.integration.jobwait import wait_finished, wait_status
-from tests.nodeproc import NodeFactory, wait_for
+from tests.nodeproc import NodeFactory, metric_samples, wait_for
+from tests.promtool import check_metrics
 
 
 def command_lines() -> list[str]:
@@ -255,7 +257,13 @@ class SingleNodeTests(unittest.TestCase):
         answer = await self.node.rest("GET", "/metrics")
         self.assertEqual(answer.status, 200)
         self.assertTrue(answer.headers["content-type"].startswith("text/plain; version=0.0.4"))
-        samples = dict(line.rsplit(" ", 1) for line in answer.body.splitlines())
-        self.assertEqual(samples["jobsched_raft_is_leader"], "1")
-        self.assertGreaterEqual(int(samples['jobsched_jobs{status="completed"}']), 1)
-        self.assertGreaterEqual(int(samples["jobsched_raft_commit_index"]), 3)
+        samples = metric_samples(answer.body)
+        self.assertEqual(samples["jobsched_raft_is_leader"], 1)
+        self.assertGreaterEqual(samples['jobsched_jobs{status="completed"}'], 1)
+        self.assertGreaterEqual(samples["jobsched_raft_commit_index"], 3)
+        self.assertGreaterEqual(samples["jobsched_raft_commit_seconds_count"], 2)
+        self.assertEqual(samples["jobsched_job_run_seconds_count"], 1)
+        self.assertEqual(samples["jobsched_worker_slots_in_use"], 0)
+        if shutil.which("promtool"):  # tests/unit/test_metrics.py requires it in CI
+            status, output = check_metrics(answer.body.encode())
+            self.assertEqual((status, output), (0, ""))

@@ -17,7 +17,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.net import metadata
 from tests.integration.test_cluster import submit_all
-from tests.nodeproc import Cluster, Node, NodeFactory, wait_for
+from tests.nodeproc import Cluster, Node, NodeFactory, metric_samples, wait_for
 
 SMALL_WINDOWS = [
     ("grpc.http2.bdp_probe", 0),
@@ -32,9 +32,8 @@ guards against lasted 30 s)."""
 
 
 async def stream_metrics(node: Node) -> dict[str, float]:
-    body = (await node.rest("GET", "/metrics")).body
-    samples = (line.rsplit(" ", 1) for line in body.splitlines())
-    return {name: float(value) for name, value in samples if name.startswith("jobsched_grpc")}
+    samples = metric_samples((await node.rest("GET", "/metrics")).body)
+    return {name: value for name, value in samples.items() if name.startswith("jobsched_grpc")}
 
 
 class UnreadStreams:
