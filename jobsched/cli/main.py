@@ -9,6 +9,8 @@ never a traceback.
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,13 +31,18 @@ def run_server(server_args: Sequence[str]) -> int:
 
 
 def _run_client(namespace) -> int:
+    # grpc's own log lines (a failed TLS handshake...) would break the one-line errors;
+    # the call's status says what went wrong. Set before grpc is first imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from jobsched.cli.connection import ClientSettings
     from jobsched.cli.context import CommandContext
     from jobsched.cli.output import default_printer
 
+    module_name, function_name = namespace.handler.split(".")
+    handler = getattr(importlib.import_module(f"jobsched.cli.{module_name}"), function_name)
     printer = default_printer(namespace.output)
     context = CommandContext(ClientSettings.from_options(namespace), printer)
-    return namespace.func(namespace, context)
+    return handler(namespace, context)
 
 
 def _fail(message: str, hint: str | None = None) -> None:

@@ -1,6 +1,9 @@
 """The command tree of `jobsched` (CLI.md). docs/cli.md is generated from it
 (`python -m jobsched.cli.reference`), and a test keeps the two the same.
 
+A command names its handler as `module.function` in jobsched.cli, imported only when it
+runs, so that `jobsched server` and `--help` load no client code (nor grpc).
+
 Client options may stand anywhere after `jobsched`: they are declared on the top
 parser (with the defaults) and again on every group and command parser with
 `default=SUPPRESS`, so a value given at any level survives and none is reset.
@@ -11,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 from jobsched import __version__
-from jobsched.cli import cluster_commands, job_commands
 
 DOCS = "docs/cli.md"
 DESCRIPTION = "A distributed batch-job scheduler: run a node, or talk to a cluster."
@@ -109,10 +111,10 @@ def _sentence(summary: str) -> str:
     return summary[0].upper() + summary[1:] + "."
 
 
-def _command(group, name: str, handler, summary: str, description: str | None = None):
+def _command(group, name: str, handler: str, summary: str, description: str | None = None):
     parser = group.add_parser(name, help=summary, description=description or _sentence(summary))
     add_client_options(parser, top=False)
-    parser.set_defaults(func=handler)
+    parser.set_defaults(handler=handler)
     return parser
 
 
@@ -128,7 +130,7 @@ def _add_job_commands(commands) -> None:
     submit = _command(
         jobs,
         "submit",
-        job_commands.submit,
+        "job_commands.submit",
         "submit a shell command as a job",
         "Submit COMMAND (run as `sh -c COMMAND`) to the leader; a follower's answer "
         "redirects there once. Quote the command as one argument.",
@@ -158,19 +160,19 @@ def _add_job_commands(commands) -> None:
         help="wait for the job, print its output and exit with its exit code",
     )
 
-    status = _command(jobs, "status", job_commands.status, "show a job, its output included")
+    status = _command(jobs, "status", "job_commands.status", "show a job, its output included")
     status.add_argument("job_id", metavar="ID", help=JOB_ID_HELP)
 
     cancel = _command(
         jobs,
         "cancel",
-        job_commands.cancel,
+        "job_commands.cancel",
         "cancel a pending or running job",
         "Cancel a job at the leader (a follower's answer redirects there once).",
     )
     cancel.add_argument("job_id", metavar="ID", help=JOB_ID_HELP)
 
-    listing = _command(jobs, "list", job_commands.list_jobs, "list jobs, oldest first")
+    listing = _command(jobs, "list", "job_commands.list_jobs", "list jobs, oldest first")
     listing.add_argument(
         "-s", "--stream", action="store_true", help="stream every job (only --status applies)"
     )
@@ -203,7 +205,7 @@ def _add_job_commands(commands) -> None:
     wait = _command(
         jobs,
         "wait",
-        job_commands.wait,
+        "job_commands.wait",
         "wait for a job to finish",
         "Wait for a job, print its output and exit with its exit code "
         "(124 timed out, 125 cancelled, 1 failed without a code).",
@@ -219,7 +221,7 @@ def _add_job_commands(commands) -> None:
     logs = _command(
         jobs,
         "logs",
-        job_commands.logs,
+        "job_commands.logs",
         "print a finished job's output",
         "Print a finished job's stdout (to stdout) and stderr (to stderr).",
     )
@@ -231,11 +233,11 @@ def _add_job_commands(commands) -> None:
 
 def _add_cluster_commands(commands) -> None:
     cluster = _group(commands, "cluster", "see and steer the cluster")
-    _command(cluster, "status", cluster_commands.status, "term, leader and every node's liveness")
+    _command(cluster, "status", "cluster_commands.status", "term, leader and every node's liveness")
     transfer = _command(
         cluster,
         "transfer-leader",
-        cluster_commands.transfer_leader,
+        "cluster_commands.transfer_leader",
         "hand leadership to another node",
         "Ask the leader to hand leadership over; it answers once the target has won.",
     )
@@ -248,14 +250,14 @@ def _add_cluster_commands(commands) -> None:
     _command(
         cluster,
         "drain",
-        cluster_commands.drain,
+        "cluster_commands.drain",
         "drain the node -a names",
         "Stop the node from taking jobs, wait up to 60 s for its running jobs, and "
         "hand leadership away if it leads. Lasts until the node restarts.",
     )
 
     log = _group(commands, "log", "read the replicated Raft log")
-    entries = _command(log, "list", cluster_commands.log_list, "list Raft log entries")
+    entries = _command(log, "list", "cluster_commands.log_list", "list Raft log entries")
     entries.add_argument(
         "--start-index",
         type=_int_at_least(0),
@@ -269,8 +271,8 @@ def _add_cluster_commands(commands) -> None:
 
 
 def build_parser(run_server) -> argparse.ArgumentParser:
-    """The whole tree; each command stores its handler as `func` (`run_server` for
-    `server`, which takes the raw arguments that follow it)."""
+    """The whole tree; each client command stores its handler's name as `handler`;
+    `server` stores `run_server` as `func` (it takes the raw arguments after it)."""
     parser = argparse.ArgumentParser(
         prog="jobsched",
         description=DESCRIPTION,
