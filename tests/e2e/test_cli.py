@@ -101,7 +101,8 @@ class JobCommandTests(CliTestCase):
         self.assertOk(table)
         self.assertRegex(table.stdout, rf"Job ID:\s+{job_id}\n")
         self.assertRegex(table.stdout, r"Status:\s+COMPLETED\n")
-        self.assertRegex(table.stdout, r"Created:\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \((\d+[smhd] ago|just now)\)\n")
+        moment = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \((\d+[smhd] ago|just now)\)"
+        self.assertRegex(table.stdout, rf"Created:\s+{moment}\n")
         self.assertIn("Output:\n  hello\nError:\n  warn\n", table.stdout)
 
         answer = parsed(await run_cli(*addr(self.follower), "-o", "json", "job", "status", job_id))
