@@ -1,20 +1,14 @@
 """Waiting for a job: polls until final with a capped backoff; gives up at --max-wait
-(exit 3) and on Ctrl-C (exit 130), saying how to go on; docs/cli.md matches the parser."""
+(exit 3) and on Ctrl-C (exit 130), saying how to go on."""
 
 import io
-from pathlib import Path
 
 from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.cli.failures import CliExit
-from jobsched.cli.main import run_server
 from jobsched.cli.output import Printer
-from jobsched.cli.parser import build_parser
-from jobsched.cli.reference import reference
 from jobsched.cli.waiting import MAX_POLL_INTERVAL, wait_until_final
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeClock:
@@ -96,27 +90,3 @@ class WaitTests(unittest.TestCase):
         self.assertEqual(raised.exception.exit_code, 130)
         self.assertIn("job j1 goes on", self.err.getvalue())
         self.assertIn("Cancel it with: jobsched job cancel j1", self.err.getvalue())
-
-
-class ReferenceTests(unittest.TestCase):
-    def test_docs_cli_md_is_generated_from_the_parser(self):
-        generated = reference(build_parser(run_server))
-        committed = (REPO_ROOT / "docs" / "cli.md").read_text()
-        self.assertEqual(
-            committed,
-            generated,
-            "docs/cli.md is stale: python -m jobsched.cli.reference > docs/cli.md",
-        )
-
-    def test_every_command_and_option_is_in_the_reference(self):
-        text = reference(build_parser(run_server))
-        for words in (
-            "jobsched job submit [options] COMMAND",
-            "jobsched job wait [options] ID",
-            "jobsched cluster transfer-leader [options]",
-            "jobsched log list [options]",
-            "`--max-wait S`",
-            "`-a, --addr URL`",
-            "| 124 |",
-        ):
-            self.assertIn(words, text)
