@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 
 from jobsched.cli.failures import EXIT_FAILURE, EXIT_INTERRUPTED, CliExit, CliFailure
+from jobsched.cli.parser import build_parser
+from jobsched.errors import JobschedError
 
 
 def run_server(server_args: Sequence[str]) -> int:
@@ -34,7 +36,7 @@ def _run_client(namespace) -> int:
     # grpc's own log lines (a failed TLS handshake...) would break the one-line errors;
     # the call's status says what went wrong. Set before grpc is first imported.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    from jobsched.cli.connection import ClientSettings
+    from jobsched.cli.connection import ClientSettings  # imports grpc
     from jobsched.cli.context import CommandContext
     from jobsched.cli.output import default_printer
 
@@ -54,9 +56,6 @@ def _fail(message: str, hint: str | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    from jobsched.cli.parser import build_parser
-    from jobsched.errors import JobschedError
-
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(run_server)
     namespace, rest = parser.parse_known_args(args)
