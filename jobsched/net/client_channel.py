@@ -11,9 +11,16 @@ from dataclasses import dataclass
 
 import grpc
 
-from jobsched.net.channels import CHANNEL_OPTIONS
-
 NODE_CERTIFICATE_NAME = "jobsched"
+
+CLIENT_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+"""Not the node's reconnect tuning: grpc takes `grpc.min_reconnect_backoff_ms` as the
+least time a connection attempt is given, and 100 ms is too little for a busy node to
+answer the handshake (the call then fails `timed out before receiving SETTINGS frame`).
+"""
 
 
 @dataclass(frozen=True)
@@ -29,11 +36,14 @@ class ClientTls:
 def open_client_channel(address: str, tls: ClientTls | None = None) -> grpc.Channel:
     """A synchronous channel to a node's `host:port`; TLS when `tls` is given."""
     if tls is None:
-        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return grpc.insecure_channel(address, options=CLIENT_CHANNEL_OPTIONS)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls.root_certificates,
         private_key=tls.private_key,
         certificate_chain=tls.certificate_chain,
     )
-    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", NODE_CERTIFICATE_NAME)]
+    options = [
+        *CLIENT_CHANNEL_OPTIONS,
+        ("grpc.ssl_target_name_override", NODE_CERTIFICATE_NAME),
+    ]
     return grpc.secure_channel(address, credentials, options=options)

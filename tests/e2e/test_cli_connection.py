@@ -3,6 +3,7 @@ SchedulerService with the production error path): TLS checked against the CA and
 name `jobsched`, mutual TLS, the bearer token, and the leader redirect in every case."""
 
 import datetime
+import socket
 from concurrent import futures
 
 import grpc
@@ -224,4 +225,23 @@ class ConnectionTests(unittest.TestCase):
                 f"Redirecting to leader at http://{other_address}...",
                 "Error: Not the leader. Try 127.0.0.1:1",
             ],
+        )
+
+
+class SlowNodeTests(unittest.TestCase):
+    timeout = 60
+
+    async def test_a_node_slow_to_answer_gets_the_whole_rpc_timeout(self):
+        """A node that accepts the connection but is too busy to answer the handshake is
+        waited for until --rpc-timeout, not given up on after grpc's reconnect backoff."""
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # the kernel accepts; nobody ever answers
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        result = await run_cli("-a", address, "--rpc-timeout", "2", "cluster", "status")
+        self.assertEqual(result.returncode, 1, result)
+        self.assertEqual(
+            result.stderr,
+            f"Error: No answer from http://{address} within 2s (see --rpc-timeout)\n",
         )
