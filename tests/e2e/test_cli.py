@@ -8,6 +8,7 @@ import signal
 import uuid
 
 import wcwidth
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
@@ -413,8 +414,16 @@ class ClusterCommandTests(CliTestCase):
             {"success": False, "message": "Unknown target node 99", "new_leader_id": None},
         )
 
+    async def restart(self, node) -> None:
+        """A fresh process for `node` (draining lasts until the node restarts)."""
+        await node.stop()
+        node.start()
+        await node.until_ready()
+        await self.cluster.find_leader()
+
     async def test_drain_a_follower(self):
         follower = next(n for n in self.cluster.nodes.values() if n is not self.leader)
+        self.addCleanup(lambda: defer.ensureDeferred(self.restart(follower)))
         result = await run_cli(*addr(follower), "cluster", "drain")
         self.assertOk(result)
         self.assertEqual(result.stdout, "Node drained successfully\n")
