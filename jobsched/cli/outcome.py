@@ -4,26 +4,21 @@ one, 124 when it timed out, 125 when it was cancelled, 1 when it failed without 
 
 from __future__ import annotations
 
-import re
-
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.cli.failures import EXIT_CANCELLED, EXIT_FAILURE, EXIT_TIMED_OUT
 
 FINAL_STATUSES = frozenset({pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED, pb.JOB_STATUS_CANCELLED})
 
-# The one place that decides "timed out". Until the attempt history carries a
-# `timed_out` outcome, the error a worker records for a job it killed at its timeout
-# (jobsched.worker.results.timed_out_message, BEHAVIOUR.md §5) is matched here, whole.
-# Switch this function to the attempt history's last outcome once it exists.
-_TIMED_OUT_ERROR = re.compile(r"Timed out after \d+s")
+TIMED_OUT = "timed_out"
 
 
 def timed_out(job: pb.GetJobStatusResponse) -> bool:
-    """Whether a failed job was killed for running past its timeout."""
+    """Whether a failed job was killed for running past its timeout: the outcome of its
+    last attempt in the replicated attempt history (never the error text)."""
     return (
         job.status == pb.JOB_STATUS_FAILED
-        and not job.HasField("exit_code")
-        and _TIMED_OUT_ERROR.fullmatch(job.error.strip()) is not None
+        and len(job.attempt_history) > 0
+        and job.attempt_history[-1].outcome == TIMED_OUT
     )
 
 

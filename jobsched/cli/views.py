@@ -54,6 +54,19 @@ def job_status(response: pb.GetJobStatusResponse) -> dict:
         "timeout_seconds": response.timeout_seconds,
         "attempts": response.attempts,
         "output_truncated": response.output_truncated,
+        "attempt_history": [attempt_json(record) for record in response.attempt_history],
+    }
+
+
+def attempt_json(record: pb.AttemptRecord) -> dict:
+    """One attempt of a job (API.md §4 "Attempt history")."""
+    return {
+        "attempt": record.attempt,
+        "worker": _node(record.worker),
+        "started_at_ms": _optional(record, "started_at_ms"),
+        "finished_at_ms": _optional(record, "finished_at_ms"),
+        "outcome": record.outcome or None,
+        "late": record.late,
     }
 
 

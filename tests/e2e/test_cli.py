@@ -27,7 +27,14 @@ STATUS_KEYS = [
     "created_at_ms",
     "completed_at_ms",
 ]
-STATUS_EXT_KEYS = ["started_at_ms", "image", "timeout_seconds", "attempts", "output_truncated"]
+STATUS_EXT_KEYS = [
+    "started_at_ms",
+    "image",
+    "timeout_seconds",
+    "attempts",
+    "output_truncated",
+    "attempt_history",
+]
 VALID_STATUSES = "Valid values: pending, running, completed, failed, cancelled"
 
 

@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from jobsched import errors
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from jobsched.api.status import abort_with
+from jobsched.api.status import error_trailers, grpc_status
 from tests.e2e.clirun import parsed, run_cli
 
 
@@ -75,6 +75,13 @@ def make_leaf(ca: Pem, name: str, dns_name: str | None) -> Pem:
     return Pem(key, _certificate(name, key, ca, dns_name, ca=False))
 
 
+def refuse(context, error: errors.JobschedError) -> None:
+    """End the call as a node does: the status of the error's code, its message, and the
+    production trailers (jobsched-error-code, jobsched-leader-address)."""
+    context.set_trailing_metadata(error_trailers(error))
+    context.abort(grpc_status(error), error.message)
+
+
 class StandInNode(pb_grpc.SchedulerServiceServicer):
     """Answers SubmitJob as the leader or as a follower (NOT_LEADER, with or without the
     leader's address), and GetClusterStatus with what it is told."""
@@ -89,14 +96,14 @@ class StandInNode(pb_grpc.SchedulerServiceServicer):
     def SubmitJob(self, request, context):
         self.metadata.append(dict(context.invocation_metadata()))
         if not self.leads:
-            abort_with(context, errors.NotLeader(self.hint))
+            refuse(context, errors.NotLeader(self.hint))
         self.submitted.append(request.command)
         return pb.SubmitJobResponse(job_id="00000000-0000-4000-8000-000000000001", created_at_ms=1)
 
     def GetClusterStatus(self, request, context):
         self.metadata.append(dict(context.invocation_metadata()))
         if self.leader is None:
-            abort_with(context, errors.NoLeader())
+            refuse(context, errors.NoLeader())
         leader_id, address = self.leader
         return pb.GetClusterStatusResponse(
             current_term=7,

@@ -19,7 +19,14 @@ STATUS_KEYS = [
     "created_at_ms",
     "completed_at_ms",
 ]
-STATUS_EXT_KEYS = ["started_at_ms", "image", "timeout_seconds", "attempts", "output_truncated"]
+STATUS_EXT_KEYS = [
+    "started_at_ms",
+    "image",
+    "timeout_seconds",
+    "attempts",
+    "output_truncated",
+    "attempt_history",
+]
 
 
 class JsonViewTests(unittest.TestCase):
@@ -179,10 +186,14 @@ class LogEntryTests(unittest.TestCase):
         )
 
 
-def final(status: int, error: str = "", exit_code: int | None = None) -> pb.GetJobStatusResponse:
+def final(
+    status: int, error: str = "", exit_code: int | None = None, outcome: str = ""
+) -> pb.GetJobStatusResponse:
     job = pb.GetJobStatusResponse(job_id="j", status=status, error=error)
     if exit_code is not None:
         job.exit_code = exit_code
+    if outcome:
+        job.attempt_history.add(attempt=1, worker=1, outcome=outcome)
     return job
 
 
@@ -190,16 +201,20 @@ class OutcomeTests(unittest.TestCase):
     def test_exit_codes_of_final_jobs(self):
         self.assertEqual(exit_code_of(final(pb.JOB_STATUS_COMPLETED, exit_code=0)), 0)
         self.assertEqual(exit_code_of(final(pb.JOB_STATUS_FAILED, exit_code=7)), 7)
-        self.assertEqual(exit_code_of(final(pb.JOB_STATUS_FAILED, "Timed out after 30s")), 124)
+        timed = final(pb.JOB_STATUS_FAILED, "Timed out after 30s", outcome="timed_out")
+        self.assertEqual(exit_code_of(timed), 124)
         self.assertEqual(exit_code_of(final(pb.JOB_STATUS_CANCELLED, "Cancelled")), 125)
         self.assertEqual(exit_code_of(final(pb.JOB_STATUS_FAILED, "worker 2 lost")), 1)
         self.assertEqual(exit_code_of(final(pb.JOB_STATUS_FAILED, "boom", exit_code=-9)), 1)
 
-    def test_timed_out_is_the_whole_documented_error_of_a_job_without_exit_code(self):
-        self.assertTrue(timed_out(final(pb.JOB_STATUS_FAILED, "Timed out after 1s")))
-        self.assertFalse(timed_out(final(pb.JOB_STATUS_FAILED, "echo: Timed out after 1s")))
-        self.assertFalse(timed_out(final(pb.JOB_STATUS_FAILED, "Timed out after 1s", 1)))
-        self.assertFalse(timed_out(final(pb.JOB_STATUS_CANCELLED, "Timed out after 1s")))
+    def test_timed_out_is_the_outcome_of_the_last_attempt_never_the_error_text(self):
+        self.assertTrue(timed_out(final(pb.JOB_STATUS_FAILED, "x", outcome="timed_out")))
+        self.assertFalse(timed_out(final(pb.JOB_STATUS_FAILED, "Timed out after 1s")))
+        self.assertFalse(timed_out(final(pb.JOB_STATUS_FAILED, "Timed out after 1s", 1, "failed")))
+        self.assertFalse(timed_out(final(pb.JOB_STATUS_CANCELLED, "", outcome="cancelled")))
+        history = final(pb.JOB_STATUS_FAILED, "x", outcome="timed_out")
+        history.attempt_history.add(attempt=2, worker=2, outcome="failed")
+        self.assertFalse(timed_out(history))
 
 
 class FinishedOutputTests(unittest.TestCase):
