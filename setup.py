@@ -15,6 +15,10 @@ setup(
         "treq==26.7.0",
         "docker==7.2.0",
         "zope.interface==8.7",
+        # the CLI: colour, terminal detection and the spinner (rich); cell widths and
+        # grapheme clusters for aligned, safely cut table columns (wcwidth)
+        "rich==15.0.0",
+        "wcwidth==0.9.4",
         "prometheus-client==0.26.0",
     ],
     extras_require={
@@ -25,6 +29,7 @@ setup(
             "ruff==0.17.5",
             "coverage==7.17.3",
             "selenium==4.51.0",
+            "cryptography==50.0.2",  # a throwaway CA and certificates for the CLI's TLS test
         ],
     },
     entry_points={"console_scripts": ["jobsched = jobsched.cli.main:main"]},

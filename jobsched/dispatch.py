@@ -5,7 +5,10 @@ It re-plans whenever something could change the answer (a job submitted or finis
 a worker heard from, this node becoming leader) and proposes the Assigner's AssignJob
 commands, one planning round in flight at a time so no job is assigned twice. Once a
 second it looks for running jobs whose worker has been silent for `worker_expiry`
-and proposes their requeue (or failure, when no attempt is left).
+plus the fence margin (by then the worker's fence has killed them: docs/reliability.md)
+and proposes their requeue (or failure, when no attempt is left). Silence is the
+worker's, not this node's: time during which this process did not run (it was paused,
+or its reactor stalled) does not count.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from jobsched.interfaces import IDispatcher, IJobTable, IRaftService, IScheduler
 from jobsched.jobs import commands
 from jobsched.registry import WorkerRegistry
 from jobsched.scheduler import WorkerView
+from jobsched.worker.fence import FENCE_MARGIN_SECONDS
 
 RETRY_DELAY_SECONDS = 0.2
 LOST_WORKER_CHECK_SECONDS = 1.0
+# The lost-worker check coming this much later than due means this node did not run.
+PAUSE_TOLERANCE_SECONDS = 0.5
 
 
 @implementer(IDispatcher)
@@ -61,6 +67,7 @@ class Dispatcher(Service):
         self._requeueing: set[str] = set()
         self._missing: dict[tuple, float] = {}  # (job id, attempt) -> first seen missing
         self._leading_since = None
+        self._last_check = 0.0
         self._in_flight = False
         self._scheduled = None
         self._lost_check = task.LoopingCall(self._requeue_lost_jobs)
@@ -68,8 +75,9 @@ class Dispatcher(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._last_check = self._clock.seconds()
         if self._is_leader():
-            self._leading_since = self._clock.seconds()
+            self._leading_since = self._last_check
         self._raft.add_observer(self._on_raft_event)
         self._table.add_listener(self._on_job_event)
         self._lost_check.start(LOST_WORKER_CHECK_SECONDS, now=False)
@@ -188,19 +196,34 @@ class Dispatcher(Service):
         beat = self._registry.latest(worker_id)
         return set(beat.running_job_ids) if beat else None
 
+    def _excuse_own_pause(self, now: float) -> None:
+        """This check came late: for that long this node did not run, and heard nobody.
+        Move every "heard from" time forward by as much (no further than now)."""
+        late = now - self._last_check - LOST_WORKER_CHECK_SECONDS
+        self._last_check = now
+        if late <= PAUSE_TOLERANCE_SECONDS:
+            return
+        self.log.info(
+            "This node did not run for {seconds:.1f}s: not counted as silence of workers",
+            seconds=late,
+        )
+        self._registry.excuse(late)
+        if self._leading_since is not None:
+            self._leading_since = min(now, self._leading_since + late)
+        self._missing = {attempt: min(now, t + late) for attempt, t in self._missing.items()}
+
     def _requeue_lost_jobs(self) -> None:
-        """Take back the running jobs of workers silent for `worker_expiry`, and jobs a
-        live worker has not been running for that long (e.g. killed by fencing while
-        the worker and this leader were briefly apart)."""
+        """Take back the running jobs of workers silent for `worker_expiry` plus the
+        fence margin, and jobs a live worker has not been running for `worker_expiry`
+        (e.g. killed by fencing while the worker and this leader were briefly apart)."""
+        now = self._clock.seconds()
+        self._excuse_own_pause(now)
         if not self._is_leader() or self._leading_since is None:
             return
-        now = self._clock.seconds()
         still_missing = {}
+        lost_after = self._worker_expiry + FENCE_MARGIN_SECONDS
         for worker_id, jobs in self._table.running_by_worker().items():
-            silent = (
-                worker_id != self._node_id
-                and self._silent_for(worker_id, now) > self._worker_expiry
-            )
+            silent = worker_id != self._node_id and self._silent_for(worker_id, now) > lost_after
             reported = self._reported_running(worker_id)
             for job in jobs:
                 if not silent:

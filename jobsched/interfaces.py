@@ -154,6 +154,25 @@ class IExecutor(Interface):
         Deferred firing with the list of job ids found."""
 
 
+class IFence(Interface):
+    """This node's lease on the jobs it runs, enforced by a keeper process outside the
+    node: runs registered here are killed once the lease runs out or the node dies."""
+
+    def extend_lease(until):
+        """Jobs may run until `until` (seconds of the reactor's clock); never shortens."""
+
+    def lease_expired():
+        """True once the lease has run out (the worker must fence itself)."""
+
+    def run_started(kind, target, label):
+        """Register a run (`pgid` and a process group id, or `container` and a container
+        name; `label` names the job in log lines); returns a token for run_ended."""
+
+    def run_ended(token):
+        """The run ended; if the lease had run out meanwhile, the keeper may have killed
+        it, so the lease-lost listeners hear of it before the result is looked at."""
+
+
 class IWorker(Interface):
     """A node's worker: runs the jobs the table assigns to this node, reports results."""
 

@@ -2,8 +2,8 @@
 
 The constructor only wires; `startService` does the I/O (opening storage, reaching the
 Docker engine, binding the gRPC port) and stops start-up with one line when one of
-them cannot be done. Start order: Raft, worker, dispatcher, heartbeats, gRPC server,
-event hub, REST site (stopped in reverse).
+them cannot be done. Start order: fence keeper, Raft, worker, dispatcher, heartbeats,
+gRPC server, event hub, REST site (stopped in reverse).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from jobsched.raft.transport import GrpcTransport
 from jobsched.registry import WorkerRegistry
 from jobsched.routing import Router
 from jobsched.scheduler import Assigner
+from jobsched.worker.fence import Fence, KeeperProcess
 from jobsched.worker.heartbeat import HeartbeatSender
 from jobsched.worker.reporting import ResultReporter
 from jobsched.worker.service import WorkerService
@@ -49,12 +50,12 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 SHUTDOWN_FLUSH_SECONDS = 5.0
 
 
-def build_executor(config: NodeConfig, reactor):
-    """The executor the config asks for (no I/O yet)."""
+def build_executor(config: NodeConfig, reactor, fence: Fence):
+    """The executor the config asks for (no I/O yet); its runs are under `fence`."""
     if config.executor == "process":
         from jobsched.worker.process import ProcessExecutor
 
-        return ProcessExecutor(reactor, max_output_bytes=config.max_output_bytes)
+        return ProcessExecutor(reactor, max_output_bytes=config.max_output_bytes, fence=fence)
     from jobsched.worker.docker import DockerExecutor
 
     return DockerExecutor(
@@ -63,6 +64,7 @@ def build_executor(config: NodeConfig, reactor):
         max_output_bytes=config.max_output_bytes,
         slots=config.worker_slots,
         cluster_label=f"node-{config.node_id}",
+        fence=fence,
     )
 
 
@@ -87,6 +89,8 @@ class NodeService(MultiService):
         peers = {peer_id: str(peer) for peer_id, peer in config.peers.items()}
         wire = Wire()
         self.metrics = metrics = NodeMetrics()
+        self.fence = Fence(reactor, KeeperProcess(reactor))
+        self.fence.setServiceParent(self)
         self.table = JobTable()
         self.storage = build_storage(config, reactor)
         self.transport = GrpcTransport(peers, wire, reactor)
@@ -114,7 +118,7 @@ class NodeService(MultiService):
         self.leader = LeaderClient(lambda: self.raft.status().leader_address, wire, reactor)
         self.router = Router(self.api, self.leader)
 
-        self.executor = build_executor(config, reactor)
+        self.executor = build_executor(config, reactor, self.fence)
         self.reporter = ResultReporter(self.router, reactor)
         self.worker = WorkerService(
             config.node_id,
@@ -126,6 +130,7 @@ class NodeService(MultiService):
             metrics=metrics,
         )
         self.worker.setServiceParent(self)
+        self.fence.add_lost_listener(self.worker.fence)
         self.dispatcher = Dispatcher(
             config.node_id,
             self.raft,
@@ -143,6 +148,7 @@ class NodeService(MultiService):
             config.node_id,
             self.raft,
             self.worker,
+            self.fence,
             self.router,
             lambda: drain_flag.active,
             reactor,

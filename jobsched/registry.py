@@ -6,6 +6,7 @@ draining from here, and the cluster view reads which peers drain.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -62,6 +63,15 @@ class WorkerRegistry:
                 slots=beat.free_slots + len(beat.running_job_ids),
                 incarnation=beat.incarnation,
             )
+            for node_id, beat in self._heartbeats.items()
+        }
+
+    def excuse(self, seconds: float) -> None:
+        """This leader did not run for `seconds` (paused, or its reactor stalled), so it
+        could not hear anyone: count every heartbeat as that much later, at most now."""
+        now = self._clock.seconds()
+        self._heartbeats = {
+            node_id: dataclasses.replace(beat, received_at=min(now, beat.received_at + seconds))
             for node_id, beat in self._heartbeats.items()
         }
 

@@ -38,11 +38,16 @@ def http_status(error: errors.JobschedError) -> int:
     return _STATUS_BY_CODE[error.code][1]
 
 
+def error_trailers(error: errors.JobschedError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata of an error: its code, and a NOT_LEADER's leader address."""
+    trailers = [(metadata.ERROR_CODE, error.code)]
+    if isinstance(error, errors.NotLeader) and error.leader_address:
+        trailers.append((metadata.LEADER_ADDRESS, error.leader_address))
+    return tuple(trailers)
+
+
 async def abort_with(context: grpc.aio.ServicerContext, error: errors.JobschedError):
     """End a gRPC call with `error`: its status, its message, its code as metadata.
 
     Raises grpc's AbortError, which ends the handler."""
-    trailers = [(metadata.ERROR_CODE, error.code)]
-    if isinstance(error, errors.NotLeader) and error.leader_address:
-        trailers.append((metadata.LEADER_ADDRESS, error.leader_address))
-    await context.abort(grpc_status(error), error.message, tuple(trailers))
+    await context.abort(grpc_status(error), error.message, error_trailers(error))

@@ -56,6 +56,9 @@ class RaftStatus:
     last_log_index: int
     first_log_index: int
     has_quorum: bool
+    # Leader only: the latest time by which a majority (this node included) had
+    # accepted this leader, as the send time of requests they acknowledged in its term.
+    quorum_confirmed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class RaftService(Service):
         self._pending_compaction: tuple[int, bytes] | None = None
         self._seen_role: tuple[str, int, int] | None = None
         self._appended_at: dict[int, float] = {}  # index -> when it reached the log
+        self._acknowledged: dict[int, tuple[int, float]] = {}  # peer -> (term, sent at)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -233,7 +237,18 @@ class RaftService(Service):
             last_log_index=core.log.last_index,
             first_log_index=core.log.first_index,
             has_quorum=self._active and core.has_quorum(self._clock.seconds()),
+            quorum_confirmed_at=self._quorum_confirmed_at(core) if self._active else None,
         )
+
+    def _quorum_confirmed_at(self, core: RaftCore) -> float | None:
+        """A peer that answered a request of this leader's term had accepted it when the
+        request was sent; the quorum-th latest such time (this node: now) is when a
+        majority last confirmed this leader."""
+        if core.role != LEADER:
+            return None
+        peers = (sent_at for term, sent_at in self._acknowledged.values() if term == core.term)
+        times = [self._clock.seconds(), *sorted(peers, reverse=True)]
+        return times[core.quorum - 1] if len(times) >= core.quorum else None
 
     def peer_progress(self) -> dict[int, PeerProgress]:
         if self._core is None:
@@ -431,12 +446,20 @@ class RaftService(Service):
         d.addCallbacks(
             self._on_response,
             self._on_send_error,
-            callbackArgs=(core, peer, request),
+            callbackArgs=(core, peer, request, self._clock.seconds()),
             errbackArgs=(core, peer, request),
         )
 
-    def _on_response(self, response, core: RaftCore, peer: int, request) -> None:
+    def _on_response(self, response, core: RaftCore, peer: int, request, sent_at: float) -> None:
         if self._active and self._core is core:
+            if (
+                isinstance(request, (AppendEntriesRequest, InstallSnapshotRequest))
+                and request.term == response.term == core.term
+            ):
+                acknowledged = (request.term, sent_at)
+                self._acknowledged[peer] = max(
+                    acknowledged, self._acknowledged.get(peer, acknowledged)
+                )
             core.receive_response(peer, request, response, self._clock.seconds())
             if self._pending_compaction is not None:
                 self._maybe_compact()

@@ -11,7 +11,9 @@ Output is read from the container's attach stream while it runs, capped as it
 arrives and drained past the cap; containers have no log driver, so a chatty job
 fills neither the engine's disk nor this process's memory. A timeout, a cancel and
 a stop all work the same way: a reactor-side kill by container name, after which
-the stream ends and the run reports why the job was interrupted.
+the stream ends and the run reports why the job was interrupted. Each container's name
+is registered with the fence before the container is created, so the fence keeper
+kills it if this node dies or loses its lease.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from jobsched.interfaces import IExecutor
+from jobsched.interfaces import IExecutor, IFence
 from jobsched.jobs.model import JobResult, JobSpec, JobStatus
+from jobsched.worker.fence import Unfenced
+from jobsched.worker.fence_keeper import CONTAINER
 from jobsched.worker.results import (
     CANCELLED,
     STOPPED,
@@ -67,6 +71,7 @@ class _Attempt:
     reason: str = ""
     timed_out: bool = False
     timer: IDelayedCall | None = None
+    fence_token: int = 0
 
     def interrupt(self, reason: str, timed_out: bool = False) -> None:
         if not self.reason:
@@ -125,8 +130,10 @@ class DockerExecutor:
         tmpfs_size: str = "16m",
         cluster_label: str = "jobsched",
         docker_client_factory: Callable[..., docker.DockerClient] = docker.from_env,
+        fence: IFence | None = None,
     ) -> None:
         self._reactor = reactor
+        self._fence = fence if fence is not None else Unfenced()
         self._image = image
         self._max_output_bytes = max_output_bytes
         self._slots = slots
@@ -179,6 +186,7 @@ class DockerExecutor:
         if spec.job_id in self._attempts:
             return fail(ValueError(f"job {spec.job_id} is already running here"))
         attempt = _Attempt(spec, container_name(spec.job_id))
+        attempt.fence_token = self._fence.run_started(CONTAINER, attempt.name, spec.job_id)
         self._attempts[spec.job_id] = attempt
         delivered: Deferred = Deferred()
         self._run_slots.run(self._run_in_slot, attempt).addBoth(self._deliver, attempt, delivered)
@@ -235,6 +243,7 @@ class DockerExecutor:
         if attempt.timer is not None and attempt.timer.active():
             attempt.timer.cancel()
         del self._attempts[attempt.spec.job_id]
+        self._fence.run_ended(attempt.fence_token)
         delivered.callback(outcome)
         # Only now: whoever waits for idleness may look at the results.
         if not self._attempts:

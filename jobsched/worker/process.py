@@ -2,8 +2,10 @@
 
 There is no isolation: a job runs as the node's user, on the node's filesystem. It runs
 `setsid sh -c <command>`, so the job is a process group of its own (pgid == pid) and a
-timeout, a cancel or the end of the shell kills every process it started. Everything
-happens on the reactor (spawnProcess and timers of the injected reactor); nothing blocks.
+timeout, a cancel or the end of the shell kills every process it started. Each group is
+registered with the fence as it starts, so the fence keeper kills it if this node dies
+or loses its lease. Everything happens on the reactor (spawnProcess and timers of the
+injected reactor); nothing blocks.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from jobsched.interfaces import IExecutor
+from jobsched.interfaces import IExecutor, IFence
 from jobsched.jobs.model import JobResult, JobSpec
+from jobsched.worker.fence import Unfenced
+from jobsched.worker.fence_keeper import PROCESS_GROUP
 from jobsched.worker.results import (
     CANCELLED,
     STOPPED,
@@ -81,6 +85,7 @@ class _JobProcess(ProcessProtocol):
 class _Attempt:
     process: _JobProcess
     started_at_ms: int
+    fence_token: int
     timer: IDelayedCall | None = None
     reason: str = ""
     timed_out: bool = False
@@ -103,7 +108,13 @@ class ProcessExecutor:
     name = "process"
     log = Logger()
 
-    def __init__(self, reactor: IReactorProcess, *, max_output_bytes: int = 65536) -> None:
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        *,
+        max_output_bytes: int = 65536,
+        fence: IFence | None = None,
+    ) -> None:
         """`reactor` must provide IReactorProcess and IReactorTime (for timeouts)."""
         setsid = shutil.which("setsid")
         if setsid is None:
@@ -111,6 +122,7 @@ class ProcessExecutor:
         self._setsid = setsid
         self._reactor = reactor
         self._max_output_bytes = max_output_bytes
+        self._fence = fence if fence is not None else Unfenced()
         # Jobs get PATH only, not the node's environment (which may hold secrets).
         self._env = {"PATH": os.environ.get("PATH", os.defpath)}
         self._attempts: dict[str, _Attempt] = {}
@@ -149,7 +161,8 @@ class ProcessExecutor:
             )
         except OSError as exc:
             return succeed(killed(f"Could not start the job: {exc}", None, None))
-        attempt = _Attempt(process, started_at_ms)
+        token = self._fence.run_started(PROCESS_GROUP, str(process.pgid), spec.job_id)
+        attempt = _Attempt(process, started_at_ms, token)
         if spec.timeout_seconds > 0:
             attempt.timer = self._reactor.callLater(
                 spec.timeout_seconds, attempt.time_out, spec.timeout_seconds
@@ -176,6 +189,7 @@ class ProcessExecutor:
         if attempt.timer is not None and attempt.timer.active():
             attempt.timer.cancel()
         del self._attempts[job_id]
+        self._fence.run_ended(attempt.fence_token)
         delivered.callback(self._result(reason, attempt))
         # Only now: whoever waits for idleness may look at the results.
         if not self._attempts:

@@ -9,6 +9,7 @@ from pathlib import Path
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
+from tests.e2e.clirun import run_cli
 from tests.nodeproc import REPO_ROOT, Node, wait_for
 
 MAKE_RUN_GRPC_PORT = 50051
@@ -77,6 +78,10 @@ class MakeRunTests(unittest.TestCase):
 
         job = await wait_for(finished, 60, "the curl job to complete")
         self.assertEqual(job["output"], "hello from make run\n")
+        # the README's first CLI job, with the CLI's default address
+        cli = await run_cli("job", "submit", "--wait", "seq 1 3")
+        self.assertEqual((cli.returncode, cli.stdout), (0, "1\n2\n3\n"), cli)
+
         log_text = log_path.read_text()
         self.assertIn("Executor `process`", log_text)
         self.assertIn("NO isolation", log_text)

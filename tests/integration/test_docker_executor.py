@@ -19,6 +19,7 @@ from jobsched.worker.docker import CLUSTER_LABEL, JOB_LABEL, DockerExecutor, con
 from tests import docker_engine
 from tests.executor_cases import CASES, Case, check_result, new_spec
 from tests.nodeproc import wait_for
+from tests.unit.test_fence import RecordingFence
 
 SANDBOX_CASES = {
     "no-network": Case("ls /sys/class/net", JobStatus.COMPLETED, "lo\n", 0),
@@ -129,6 +130,20 @@ class DockerExecutorTests(unittest.TestCase):
         self.assertEqual(host["Tmpfs"], {"/tmp": "rw,size=16m,mode=1777"})
         await executor.cancel(spec.job_id)
         await running
+
+    async def test_each_run_is_under_the_fence_until_its_result_is_delivered(self):
+        events = []
+        executor = await self.start_executor(fence=RecordingFence(events))
+        spec = new_spec("echo hi")
+        run = executor.run(spec)
+        [(started, token, kind, target, label)] = events  # before the container exists
+        self.assertEqual(
+            (started, kind, target, label),
+            ("started", "container", container_name(spec.job_id), spec.job_id),
+        )
+        run.addCallback(lambda result: events.append(("delivered", result.output)))
+        await run
+        self.assertEqual(events[1:], [("ended", token), ("delivered", "hi\n")])
 
     async def test_timeout_kills_and_removes_the_container(self):
         executor = await self.start_executor()

@@ -24,11 +24,13 @@ from jobsched.jobs.model import JobResult, JobStatus
 from jobsched.raft.storage import MemoryStorage
 from jobsched.registry import Heartbeat, WorkerRegistry
 from jobsched.scheduler import Assigner, WorkerView
+from jobsched.worker.fence import FENCE_MARGIN_SECONDS
 from tests.unit.test_cluster_api import build, cluster, elected
 
 LEADER = 1
 LOCAL_INCARNATION = 1001
 EXPIRY = 5.0
+LOST_AFTER = EXPIRY + FENCE_MARGIN_SECONDS  # the silence after which a worker is lost
 _names = (f"job-{n:04d}" for n in itertools.count())
 
 
@@ -250,7 +252,7 @@ class LostWorkerTests(unittest.TestCase):
 
     def test_silent_worker_past_the_expiry_has_its_jobs_requeued(self):
         node, jobs = self.lost_worker_setup()
-        node.run(EXPIRY)  # silent exactly worker_expiry: not yet lost
+        node.run(LOST_AFTER)  # silent exactly the expiry plus the margin: not yet lost
         self.assertEqual(node.placed(jobs), [2, 2])
 
         node.run(1.5)
@@ -269,20 +271,20 @@ class LostWorkerTests(unittest.TestCase):
     def test_requeued_jobs_go_to_the_leaders_own_worker_when_it_has_room(self):
         node, jobs = self.lost_worker_setup()
         node.draining = False
-        node.run(EXPIRY + 1.5)
+        node.run(LOST_AFTER + 1.5)
         self.assertEqual(node.placed(jobs), [LEADER, LEADER])
         self.assertEqual([node.table.get(j).attempts for j in jobs], [2, 2])
 
     def test_lost_worker_with_attempts_exhausted_fails_the_job(self):
         node, jobs = self.lost_worker_setup(max_attempts=1)
         last_heard = node.clock.seconds()
-        node.run(EXPIRY + 1.5)
+        node.run(LOST_AFTER + 1.5)
         for job_id in jobs:
             job = node.table.get(job_id)
             self.assertIs(job.status, JobStatus.FAILED)
             self.assertEqual(job.error, "worker 2 lost")
             self.assertIsNone(job.exit_code)
-            self.assertGreater(job.completed_at_ms, (last_heard + EXPIRY) * 1000)
+            self.assertGreater(job.completed_at_ms, (last_heard + LOST_AFTER) * 1000)
             self.assertLessEqual(job.completed_at_ms, node.clock.seconds() * 1000)
 
     def test_max_attempts_one_never_runs_the_job_twice(self):
@@ -305,11 +307,11 @@ class LostWorkerTests(unittest.TestCase):
 
     def test_attempts_count_across_losses_until_they_run_out(self):
         node, jobs = self.lost_worker_setup(max_attempts=2)
-        node.run(EXPIRY + 1.5)  # attempt 1 lost on 2: pending again
+        node.run(LOST_AFTER + 1.5)  # attempt 1 lost on 2: pending again
         node.beat(3)
         node.settle()
         self.assertEqual(node.placed(jobs), [3, 3])
-        node.run(EXPIRY + 1.5)  # attempt 2 lost on 3: none left
+        node.run(LOST_AFTER + 1.5)  # attempt 2 lost on 3: none left
         self.assertEqual([node.table.get(j).status for j in jobs], [JobStatus.FAILED] * 2)
         self.assertEqual([node.table.get(j).error for j in jobs], ["worker 3 lost"] * 2)
 
@@ -327,7 +329,7 @@ class LostWorkerTests(unittest.TestCase):
         jobs = node.submit(2)
         node.settle()
         self.assertEqual(node.placed(jobs), [2, 3])
-        node.run(EXPIRY + 1.5, beating=[3])
+        node.run(LOST_AFTER + 1.5, beating=[3])
         # worker 2's job was taken back and placed on 3; 3's own job kept its attempt
         self.assertEqual(node.placed(jobs), [3, 3])
         self.assertEqual([node.table.get(j).attempts for j in jobs], [2, 1])
@@ -361,12 +363,67 @@ class LostWorkerTests(unittest.TestCase):
         self.assertEqual(node.placed([kept]), [2])
 
 
+class LeaderPauseTests(unittest.TestCase):
+    """Time during which the leader itself did not run (SIGSTOP, a stalled reactor:
+    its once-a-second check came late) is nobody's silence."""
+
+    PAUSE = 30.0
+
+    def test_a_paused_leader_does_not_count_its_pause_as_silence(self):
+        node, jobs = LostWorkerTests.lost_worker_setup(self)
+        node.run(3, beating=[2])
+        node.clock.advance(self.PAUSE)  # stopped: no beat arrives, no timer runs
+        node.settle()
+        self.assertEqual(node.placed(jobs), [2, 2])
+        node.run(20, beating=[2])  # the worker was healthy all along
+        self.assertEqual(node.placed(jobs), [2, 2])
+        self.assertEqual([node.table.get(j).attempts for j in jobs], [1, 1])
+
+    def test_silence_outside_the_pause_still_counts(self):
+        node, jobs = LostWorkerTests.lost_worker_setup(self)
+        node.run(2)  # worker 2 falls silent
+        node.clock.advance(self.PAUSE)
+        node.settle()
+        self.assertEqual(node.placed(jobs), [2, 2])
+        node.run(LOST_AFTER)  # silent for 2 s before the pause and this long after it
+        self.assertEqual([node.table.get(j).status for j in jobs], [JobStatus.PENDING] * 2)
+
+    def test_a_fresh_leaders_wait_does_not_count_its_pause(self):
+        node, jobs = LostWorkerTests.lost_worker_setup(self)
+        node.registry.forget_all()  # as after an election: heard from nobody yet
+        node.clock.advance(self.PAUSE)
+        node.settle()
+        node.beat(2)
+        node.run(20, beating=[2])
+        self.assertEqual(node.placed(jobs), [2, 2])
+        self.assertEqual([node.table.get(j).attempts for j in jobs], [1, 1])
+
+    def test_a_job_missing_from_the_beats_is_not_missing_during_the_pause(self):
+        node, jobs = LostWorkerTests.lost_worker_setup(self)
+        kept, dropped = jobs
+        for _ in range(2):
+            node.clock.advance(1.0)
+            node.beat(2, running=[kept])
+            node.settle()
+        node.clock.advance(self.PAUSE)
+        node.beat(2, running=[kept])
+        node.settle()
+        self.assertEqual(node.table.get(dropped).attempts, 1)
+        for _ in range(round(EXPIRY) + 1):
+            node.clock.advance(1.0)
+            node.beat(2, running=[kept])
+            node.settle()
+        self.assertEqual(node.table.get(dropped).attempts, 2)
+        self.assertEqual(node.table.get(kept).attempts, 1)
+
+
 class FreshLeaderTests(unittest.TestCase):
     """A node elected after a restart, replaying a table a previous leader built."""
 
     def test_fresh_leader_waits_the_expiry_before_declaring_anyone_lost(self):
         """The previous leader put jobs on worker 2 long ago; after a restart this node
-        has heard nothing from it yet, and gives it worker_expiry from its election."""
+        has heard nothing from it yet, and gives it the expiry plus the fence margin from
+        its election."""
         storage = MemoryStorage()
         clock = task.Clock()
         first = Leader(draining=True, storage=storage, clock=clock)
@@ -383,11 +440,11 @@ class FreshLeaderTests(unittest.TestCase):
         second = Leader(draining=True, storage=storage, clock=clock)
         elected_at = clock.seconds()
         self.assertEqual(second.placed(jobs), [2, 2])  # the replayed table
-        second.run(EXPIRY - 0.5)
+        second.run(LOST_AFTER - 0.5)
         self.assertEqual(second.placed(jobs), [2, 2])
         second.run(2)
         self.assertEqual([second.table.get(j).status for j in jobs], [JobStatus.PENDING] * 2)
-        self.assertGreater(clock.seconds() - elected_at, EXPIRY)
+        self.assertGreater(clock.seconds() - elected_at, LOST_AFTER)
 
     def test_fresh_leader_keeps_a_worker_that_reaches_it_in_time(self):
         storage = MemoryStorage()
@@ -503,6 +560,17 @@ class WorkerRegistryTests(unittest.TestCase):
                 4: WorkerView(live=True, draining=False, slots=1, incarnation=4000),
             },
         )
+
+    def test_excuse_moves_every_heartbeat_later_but_not_past_now(self):
+        self.clock.advance(10)
+        self.registry.record(2, [], 4, False, 2000)
+        self.clock.advance(3)
+        self.registry.record(3, [], 4, False, 3000)
+        self.registry.excuse(2)
+        self.assertEqual(self.registry.latest(2).received_at, 12.0)
+        self.assertEqual(self.registry.latest(3).received_at, 13.0)
+        self.registry.excuse(100)
+        self.assertEqual(self.registry.latest(2).received_at, 13.0)
 
     def test_forget_all_drops_every_heartbeat(self):
         self.registry.record(2, [], 4, True, 2000)

@@ -1,4 +1,5 @@
-"""HeartbeatSender: beats to the leader every 2 s and self-fences after the expiry."""
+"""HeartbeatSender: beats to the leader every 2 s, keeps the worker's lease by the rules
+of docs/reliability.md ("Fencing"), and self-fences when the lease runs out."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from zope.interface import implementer
 
 from jobsched.interfaces import IRouter
 from jobsched.raft.service import RaftStatus
+from jobsched.worker.fence import KEEPER_GRACE_SECONDS, Fence
 from jobsched.worker.heartbeat import HeartbeatSender
+from tests.unit.test_fence import FakeKeeper
 
 NODE = 3
 EXPIRY = 5.0
@@ -19,7 +22,7 @@ EXPIRY = 5.0
 ADDRESSES = {1: "127.0.0.1:50051", NODE: "127.0.0.1:50053"}
 
 
-def status(role="follower", leader_id=1, has_quorum=False):
+def status(role="follower", leader_id=1, has_quorum=False, quorum_confirmed_at=None):
     address = ADDRESSES.get(leader_id)
     return RaftStatus(
         node_id=NODE,
@@ -32,6 +35,7 @@ def status(role="follower", leader_id=1, has_quorum=False):
         last_log_index=10,
         first_log_index=1,
         has_quorum=has_quorum,
+        quorum_confirmed_at=quorum_confirmed_at,
     )
 
 
@@ -112,27 +116,47 @@ class FakeWorker:
     def fence(self):
         self.fenced_at.append(self.clock.seconds())
 
+    def fenced_after(self, t):
+        """The fencings after `t` (before the first answered beat, a worker has no lease
+        and fences, with nothing to kill yet)."""
+        return [at for at in self.fenced_at if at > t]
+
+
+MONOTONIC_OFFSET = 1000.0  # the keeper's clock reads the reactor's plus this
+
 
 class Harness:
-    def __init__(self, draining=False):
+    def __init__(self, draining=False, expiry=EXPIRY):
         self.clock = task.Clock()
         self.raft = FakeRaft()
         self.router = FakeRouter()
         self.worker = FakeWorker()
         self.worker.clock = self.clock
+        self.keeper = FakeKeeper()
+        self.fence = Fence(
+            self.clock, self.keeper, monotonic=lambda: self.clock.seconds() + MONOTONIC_OFFSET
+        )
         self.draining = draining
         self.sender = HeartbeatSender(
             NODE,
             self.raft,
             self.worker,
+            self.fence,
             self.router,
             lambda: self.draining,
             self.clock,
-            EXPIRY,
+            expiry,
         )
         self.sender.startService()
 
-    def run(self, seconds, ack=True, step=0.5):
+    def lease_until(self):
+        """Until when the keeper lets runs live, in the reactor's seconds (less the grace)."""
+        leases = [line for line in self.keeper.lines if line.startswith("lease ")]
+        if not leases:
+            return None
+        return float(leases[-1].split()[1]) - MONOTONIC_OFFSET - KEEPER_GRACE_SECONDS
+
+    def run(self, seconds, ack=True, step=0.125):
         """Advance `seconds`, answering every beat at once (or failing it)."""
         for _ in range(round(seconds / step)):
             self.clock.advance(step)
@@ -158,6 +182,12 @@ class BeatTests(unittest.TestCase):
         h.router.ack_all()
         h.run(10)
         self.assertEqual(len(h.router.calls), 6)  # t = 2, 4, ..., 12
+
+    def test_a_short_expiry_beats_more_often(self):
+        h = Harness(expiry=2.0)
+        h.run(4)
+        self.assertEqual(len(h.router.calls), 5)  # every 0.8 s: two or three per expiry
+        self.assertLessEqual(h.router.calls[0][1], 0.8)
 
     def test_no_beat_while_leader(self):
         h = Harness()
@@ -201,34 +231,56 @@ class BeatTests(unittest.TestCase):
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
 
-class FencingTests(unittest.TestCase):
+class LeaseTests(unittest.TestCase):
+    """A follower's lease runs to the send time of its latest acknowledged beat plus the
+    expiry; a leader's to its latest quorum confirmation plus the expiry. The worker
+    fences itself once the lease is out; the keeper hears every extension."""
+
     def test_acknowledged_beats_never_fence(self):
         h = Harness()
         h.run(60)
-        self.assertEqual(h.worker.fenced_at, [])
+        self.assertEqual(h.worker.fenced_after(2.0), [])
 
-    def test_fenced_after_worker_expiry_without_an_acknowledged_beat(self):
+    def test_the_lease_runs_from_the_send_time_not_the_answer(self):
         h = Harness()
-        h.run(4)  # beats at 2 and 4 acknowledged: last contact at t=4
-        h.run(EXPIRY, ack=False)
-        self.assertEqual(h.worker.fenced_at, [])  # t = 9: exactly the expiry, not more
-        h.run(1, ack=False)
-        self.assertTrue(h.worker.fenced_at)
-        self.assertGreater(h.worker.fenced_at[0], 9.0)
-        self.assertLessEqual(h.worker.fenced_at[0], 9.5)
+        h.clock.advance(2.0)  # beat sent at t = 2 ...
+        h.clock.advance(1.5)
+        h.router.ack_all()  # ... answered at t = 3.5
+        self.assertAlmostEqual(h.lease_until(), 2.0 + EXPIRY)
+        self.assertIn(
+            f"lease {MONOTONIC_OFFSET + 2.0 + EXPIRY + KEEPER_GRACE_SECONDS:.6f}", h.keeper.lines
+        )
+        h.run(3.375, ack=False)  # t = 6.875: still inside the lease
+        self.assertEqual(h.worker.fenced_after(3.5), [])
+        h.run(0.25, ack=False)
+        self.assertTrue(h.worker.fenced_after(3.5))
+        self.assertAlmostEqual(h.worker.fenced_after(3.5)[0], 7.0, delta=0.11)
 
-    def test_unanswered_beats_fence_too(self):
+    def test_an_answer_that_comes_after_the_lease_renews_nothing(self):
+        """This node was paused (or the answer slow) past the expiry: hearing back now
+        tells nothing about the time in between."""
+        h = Harness()
+        h.clock.advance(2.0)
+        h.clock.advance(EXPIRY + 3)  # paused: nothing ran
+        h.router.ack_all()
+        self.assertTrue(h.fence.lease_expired())
+        h.clock.advance(0.1)
+        self.assertTrue(h.worker.fenced_after(2.0 + EXPIRY))
+
+    def test_no_answer_no_lease(self):
         h = Harness()
         h.run(10, ack=None)
+        self.assertIsNone(h.lease_until())
         self.assertTrue(h.worker.fenced_at)
-        self.assertLessEqual(h.worker.fenced_at[0], EXPIRY + 0.5)
 
     def test_no_leader_known_for_the_expiry_fences(self):
         h = Harness()
         h.run(2)
         h.raft.change(role="candidate", leader_id=0)
-        h.run(EXPIRY + 1)
-        self.assertTrue(h.worker.fenced_at)
+        h.run(EXPIRY - 0.125)
+        self.assertEqual(h.worker.fenced_after(2.0), [])
+        h.run(0.25)
+        self.assertTrue(h.worker.fenced_after(2.0))
 
     def test_contact_again_stops_the_fencing(self):
         h = Harness()
@@ -239,18 +291,45 @@ class FencingTests(unittest.TestCase):
         h.run(20)
         self.assertEqual(len(h.worker.fenced_at), fenced)
 
-    def test_leader_with_quorum_never_fences(self):
+    def test_the_lease_never_shortens(self):
         h = Harness()
-        h.raft.change(role="leader", leader_id=NODE, has_quorum=True)
-        h.run(60, ack=None)
-        self.assertEqual(h.worker.fenced_at, [])
+        h.run(2)
+        sent = len(h.keeper.lines)
+        h.fence.extend_lease(1.0)
+        self.assertEqual(len(h.keeper.lines), sent)
+        self.assertAlmostEqual(h.lease_until(), 2.0 + EXPIRY)
 
-    def test_leader_without_quorum_fences_after_expiry(self):
+    def test_leader_renews_from_its_quorum_confirmations(self):
         h = Harness()
-        h.raft.change(role="leader", leader_id=NODE, has_quorum=True)
-        h.run(10)
-        h.raft.change(role="leader", leader_id=NODE, has_quorum=False)
-        h.run(EXPIRY)
-        self.assertEqual(h.worker.fenced_at, [])
+        for _ in range(100):  # 10 s of a healthy leader: quorum confirmed 50 ms ago
+            confirmed = h.clock.seconds() - 0.05
+            h.raft.current = status("leader", NODE, True, quorum_confirmed_at=confirmed)
+            h.clock.advance(0.1)
+        self.assertEqual(h.worker.fenced_after(0.1), [])
+        self.assertAlmostEqual(h.lease_until(), confirmed + EXPIRY)
+        self.assertEqual(h.router.calls, [])
+
+    def test_leader_without_new_confirmations_fences_after_expiry(self):
+        h = Harness()
+        h.raft.change(role="leader", leader_id=NODE, has_quorum=True, quorum_confirmed_at=10.0)
+        h.run(14.875)
+        self.assertAlmostEqual(h.lease_until(), 10.0 + EXPIRY)
+        self.assertEqual(h.worker.fenced_after(0.1), [])
+        h.run(0.25)
+        self.assertTrue(h.worker.fenced_after(0.1))
+        self.assertAlmostEqual(h.worker.fenced_after(0.1)[0], 15.0, delta=0.11)
+
+    def test_applied_entries_renew_the_lease_before_a_job_can_start(self):
+        """An AssignJob just applied may start a job in the next turn: the lease must
+        not wait for the next periodic check."""
+        h = Harness()
+        h.raft.current = status("leader", NODE, True, quorum_confirmed_at=0.0)
+        for observer in h.raft.observers:
+            observer("applied")
+        self.assertAlmostEqual(h.lease_until(), EXPIRY)
+
+    def test_leader_that_never_confirmed_a_quorum_has_no_lease(self):
+        h = Harness()
+        h.raft.change(role="leader", leader_id=NODE, has_quorum=True, quorum_confirmed_at=None)
         h.run(1)
-        self.assertTrue(h.worker.fenced_at)
+        self.assertIsNone(h.lease_until())

@@ -39,6 +39,7 @@ class ProvidedInterfacesTests(unittest.TestCase):
             2,
             node.raft,
             worker=None,
+            fence=None,
             router=None,
             is_draining=lambda: False,
             clock=clock,

@@ -22,6 +22,7 @@ from jobsched.interfaces import IExecutor
 from jobsched.jobs.model import JobStatus
 from jobsched.worker.process import ProcessExecutor
 from tests.executor_cases import CASES, check_result, new_spec
+from tests.unit.test_fence import RecordingFence
 
 # A shell that leaves a background child, records its pid (== its process group) and waits.
 GROUP_COMMAND = "sleep 60 & echo $$ > {pidfile}; echo started; wait"
@@ -178,6 +179,18 @@ class ProcessExecutorTests(ProcessExecutorTestCase):
 
     async def test_remove_leftovers_finds_nothing(self) -> None:
         self.assertEqual(await self.make_executor().remove_leftovers(), [])
+
+    async def test_each_run_is_under_the_fence_until_its_result_is_delivered(self) -> None:
+        events = []
+        executor = self.make_executor(fence=RecordingFence(events))
+        spec = new_spec("echo $$")
+        run = executor.run(spec)
+        [(started, token, kind, target, label)] = events
+        self.assertEqual((started, kind, label), ("started", "pgid", spec.job_id))
+        run.addCallback(lambda result: events.append(("delivered", result.output)))
+        await run
+        # the job's shell is its group's leader
+        self.assertEqual(events[1:], [("ended", token), ("delivered", f"{target}\n")])
 
 
 class KillTests(ProcessExecutorTestCase):

@@ -100,6 +100,7 @@ class Network:
         self.nodes: dict = {}
         self.cut: set = set()
         self.delivered = 0
+        self.latency = LATENCY  # each way
 
     def isolate(self, node_id: int) -> None:
         for other in self.nodes:
@@ -124,7 +125,7 @@ class Network:
             if self.blocked(dst, src):
                 return lost()
             wire_response = codec.to_wire(response)
-            self.clock.callLater(LATENCY, lambda: d.callback(codec.from_wire(wire_response)))
+            self.clock.callLater(self.latency, lambda: d.callback(codec.from_wire(wire_response)))
 
         def arrive():
             if self.blocked(src, dst):
@@ -132,7 +133,7 @@ class Network:
             self.delivered += 1
             self.nodes[dst].handle(codec.from_wire(wire)).addCallbacks(answer, lambda f: lost())
 
-        self.clock.callLater(LATENCY, arrive)
+        self.clock.callLater(self.latency, arrive)
         return d
 
 
@@ -392,6 +393,58 @@ class ElectionAndCommitTests(unittest.TestCase):
         # It became leader and applied the no-op.
         self.assertIn("role", events)
         self.assertIn("applied", events)
+
+
+class QuorumConfirmationTests(unittest.TestCase):
+    """A leader's `quorum_confirmed_at`: when a majority last accepted it, counted from
+    the send time of the requests they answered (what the leader's worker lease and
+    the fence rely on)."""
+
+    def test_a_single_node_confirms_itself_now(self):
+        cluster = Cluster(1)
+        leader = cluster.leader()
+        self.assertEqual(leader.status().quorum_confirmed_at, cluster.clock.seconds())
+
+    def test_a_healthy_leader_is_confirmed_within_a_heartbeat_and_followers_never(self):
+        cluster = Cluster(3, seed=11)
+        leader = cluster.leader()
+        for _ in range(20):
+            cluster.run(0.05)
+            confirmed = leader.status().quorum_confirmed_at
+            self.assertGreaterEqual(confirmed, cluster.clock.seconds() - 0.06)
+        for node in cluster.nodes.values():
+            if node is not leader:
+                self.assertIsNone(node.status().quorum_confirmed_at)
+
+    def test_answers_count_from_when_the_request_was_sent(self):
+        cluster = Cluster(3, seed=12)
+        leader = cluster.leader()
+        cluster.network.latency = 0.05  # a round trip takes 0.1 s
+        cluster.run(1.0)
+        self.assertEqual(leader.status().role, "leader")
+        lag = cluster.clock.seconds() - leader.status().quorum_confirmed_at
+        self.assertGreaterEqual(lag, 0.1 - 1e-9)  # never the answer's arrival
+        self.assertLessEqual(lag, 0.1 + DEFAULT_TIMINGS.heartbeat_interval + 0.01)
+
+    def test_a_cut_off_leader_is_confirmed_no_later_than_the_cut(self):
+        cluster = Cluster(3, seed=13)
+        leader = cluster.leader()
+        cut_at = cluster.clock.seconds()
+        cluster.network.isolate(leader.node_id)
+        cluster.run(0.1)  # still leading for a while (check-quorum has not fired)
+        self.assertEqual(leader.status().role, "leader")
+        self.assertLessEqual(leader.status().quorum_confirmed_at, cut_at)
+        cluster.run(0.5)
+        self.assertIsNone(leader.status().quorum_confirmed_at)
+
+    def test_one_follower_is_enough_in_three(self):
+        cluster = Cluster(3, seed=14)
+        leader = cluster.leader()
+        loner = next(i for i in cluster.ids if i != leader.node_id)
+        cluster.network.isolate(loner)
+        cluster.run(1.0)
+        confirmed = leader.status().quorum_confirmed_at
+        self.assertGreaterEqual(confirmed, cluster.clock.seconds() - 0.06)
 
 
 class ProposalErrorTests(unittest.TestCase):
