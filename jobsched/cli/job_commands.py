@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rich.text import Text
 
@@ -15,8 +16,11 @@ from jobsched.cli.job_output import STDERR, STDOUT, finished_output, print_outpu
 from jobsched.cli.outcome import exit_code_of, timed_out
 from jobsched.cli.redirect import call_leader
 from jobsched.cli.waiting import wait_until_final
+from jobsched.errors import JobschedError
 from jobsched.jobs import validation
 
+MAX_BATCH_JOBS = 1000
+"""Jobs per SubmitJobs call (API.md §4)."""
 STREAM_WARNING = (
     "Warning: --stream only supports --status; --worker, --command-substr, "
     "and time filters are ignored"
@@ -24,15 +28,13 @@ STREAM_WARNING = (
 
 
 def submit(args: argparse.Namespace, context: CommandContext) -> int:
-    """SubmitJob at the leader; with --wait, wait for the job and end as it did."""
-    request = pb.SubmitJobRequest(
-        command=validation.validate_command(args.command),
-        timeout_seconds=args.timeout or 0,
-        idempotency_key=validation.validate_idempotency_key(args.idempotency_key or ""),
-        max_attempts=validation.validate_max_attempts(args.max_attempts or 0),
-    )
-    if args.image:
-        request.image = validation.validate_image(args.image)
+    """SubmitJob at the leader; with --wait, wait for the job and end as it did. With
+    --file, SubmitJobs of every command in the file instead."""
+    if args.file is not None:
+        return _submit_file(args, context)
+    if args.command is None:
+        raise CliFailure("give a COMMAND, or --file with one command per line")
+    request = _submit_request(args, args.command, args.idempotency_key or "")
     printer = context.printer
     response, leader = call_leader(context.settings, "SubmitJob", request, printer.notice)
     if not args.wait:
@@ -45,6 +47,61 @@ def submit(args: argparse.Namespace, context: CommandContext) -> int:
         printer.notice(Text("Job submitted successfully!", style="green"))
         printer.notice(f"Job ID: {response.job_id}")
     return _wait_and_finish(context, leader, response.job_id, max_wait=None)
+
+
+def _submit_request(args: argparse.Namespace, command: str, key: str) -> pb.SubmitJobRequest:
+    request = pb.SubmitJobRequest(
+        command=validation.validate_command(command),
+        timeout_seconds=args.timeout or 0,
+        idempotency_key=validation.validate_idempotency_key(key),
+        max_attempts=validation.validate_max_attempts(args.max_attempts or 0),
+    )
+    if args.image:
+        request.image = validation.validate_image(args.image)
+    return request
+
+
+def _read_commands(path: str) -> list[str]:
+    """The file's commands, one per line (`-`: standard input); blank lines skipped."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CliFailure(f"cannot read {path}: {error}") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _submit_file(args: argparse.Namespace, context: CommandContext) -> int:
+    """SubmitJobs of the file's commands, at most MAX_BATCH_JOBS per call, in order;
+    with --idempotency-key K the n-th command (from 1) carries the key `K-n`."""
+    if args.command is not None:
+        raise CliFailure("give a COMMAND or --file, not both")
+    if args.wait:
+        raise CliFailure("--wait takes one COMMAND, not --file")
+    commands = _read_commands(args.file)
+    if not commands:
+        raise CliFailure(f"no command in {args.file}")
+    requests = []
+    for n, command in enumerate(commands, start=1):
+        key = f"{args.idempotency_key}-{n}" if args.idempotency_key else ""
+        try:
+            requests.append(_submit_request(args, command, key))
+        except JobschedError as error:
+            raise CliFailure(f"line {n}: {error.message}") from None
+    printer = context.printer
+    responses: list[pb.SubmitJobResponse] = []
+    for first in range(0, len(requests), MAX_BATCH_JOBS):
+        batch = pb.SubmitJobsRequest(jobs=requests[first : first + MAX_BATCH_JOBS])
+        reply, _leader = call_leader(context.settings, "SubmitJobs", batch, printer.notice)
+        responses.extend(reply.jobs)
+    if printer.json_mode:
+        printer.json(views.submitted_batch(responses))
+    else:
+        tables.submitted_batch(printer, responses)
+    return 0
 
 
 def wait(args: argparse.Namespace, context: CommandContext) -> int:

@@ -133,9 +133,17 @@ def _add_job_commands(commands) -> None:
         "job_commands.submit",
         "submit a shell command as a job",
         "Submit COMMAND (run as `sh -c COMMAND`) to the leader; a follower's answer "
-        "redirects there once. Quote the command as one argument.",
+        "redirects there once. Quote the command as one argument. With --file, submit "
+        "every line of a file as a job instead (SubmitJobs, up to 1,000 jobs a call).",
     )
-    submit.add_argument("command", metavar="COMMAND", help="the shell command to run")
+    submit.add_argument("command", metavar="COMMAND", nargs="?", help="the shell command to run")
+    submit.add_argument(
+        "--file",
+        metavar="F",
+        help="submit one job per line of F (`-`: standard input; blank lines skipped); "
+        "--image, --timeout and --max-attempts apply to each, --idempotency-key K "
+        "becomes K-1, K-2, ...",
+    )
     submit.add_argument("--image", metavar="I", help="Docker image (default: the node's)")
     submit.add_argument(
         "--timeout",

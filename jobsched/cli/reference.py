@@ -74,6 +74,7 @@ def _json_shapes() -> list[tuple[str, dict]]:
     example_job = pb.JobInfo(job_id="…", status=pb.JOB_STATUS_PENDING)
     return [
         ("job submit", views.submitted(pb.SubmitJobResponse())),
+        ("job submit --file", views.submitted_batch([pb.SubmitJobResponse()])),
         ("job status, job wait, job submit --wait", views.job_status(pb.GetJobStatusResponse())),
         ("job cancel", views.cancelled(pb.CancelJobResponse())),
         ("job list", views.job_list([example_job], 1, False)),

@@ -85,6 +85,12 @@ def submitted(printer: Printer, response: pb.SubmitJobResponse) -> None:
     printer.show(f"Job ID: {response.job_id}")
 
 
+def submitted_batch(printer: Printer, responses: list[pb.SubmitJobResponse]) -> None:
+    printer.show(Text(f"{len(responses)} jobs submitted successfully!", style="green"))
+    for response in responses:
+        printer.show(f"Job ID: {response.job_id}")
+
+
 def job_status(printer: Printer, job: pb.GetJobStatusResponse, now: int) -> None:
     pairs: list[tuple[str, Text | str]] = [
         ("Job ID", job.job_id),

@@ -38,6 +38,11 @@ def submitted(response: pb.SubmitJobResponse) -> dict:
     return {"job_id": response.job_id, "created_at_ms": response.created_at_ms}
 
 
+def submitted_batch(responses: list[pb.SubmitJobResponse]) -> dict:
+    """`job submit --file`: each job as `job submit` shows one, in file order."""
+    return {"jobs": [submitted(response) for response in responses]}
+
+
 def job_status(response: pb.GetJobStatusResponse) -> dict:
     return {
         "job_id": response.job_id,
@@ -137,6 +142,7 @@ _DETAILS: dict[str, Callable[[object], str]] = {
     "assign_job": lambda c: f"job_id={c.job_id}, worker_id={c.worker_id}",
     "cancel_job": lambda c: c.job_id,
     "requeue_job": lambda c: f"job_id={c.job_id}, attempt={c.attempt}",
+    "submit_jobs": lambda c: f"{len(c.jobs)} jobs",
 }
 
 

@@ -34,16 +34,18 @@ def cli_environment(**extra: str) -> dict:
     return environ
 
 
-def run_cli(*args: str, timeout: float = CLI_DEADLINE, **env: str):
-    """A Deferred of the CompletedProcess of `jobsched args...` (text, both streams)."""
+def run_cli(*args: str, timeout: float = CLI_DEADLINE, stdin_text: str | None = None, **env: str):
+    """A Deferred of the CompletedProcess of `jobsched args...` (text, both streams);
+    `stdin_text` is its standard input (else none)."""
+    stdin = {"input": stdin_text} if stdin_text is not None else {"stdin": subprocess.DEVNULL}
     return deferToThread(
         subprocess.run,
         [*CLI, *args],
         env=cli_environment(**env),
-        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
+        **stdin,
     )
 
 

@@ -132,6 +132,48 @@ class JobCommandTests(CliTestCase):
         uuid.UUID(answer["job_id"])
         self.assertTrue(result.stdout.startswith("{\n  "))  # pretty-printed
 
+    async def test_submit_file_sends_one_batch_in_file_order(self):
+        tag = marker()
+        path = self.mktemp()
+        with open(path, "w") as file:
+            file.write(f"echo {tag} 1\n\necho {tag} 2\necho {tag} 3\n")
+        result, _args = await self.via_follower("-o", "json", "job", "submit", "--file", path)
+        self.assertOk(result)
+        jobs = parsed(result)["jobs"]
+        self.assertEqual([list(job) for job in jobs], [["job_id", "created_at_ms"]] * 3)
+        outputs = [(await wait_finished(self.leader, job["job_id"])).output for job in jobs]
+        self.assertEqual(outputs, [f"{tag} {n}\n" for n in (1, 2, 3)])
+        log = await self.leader.call("GetRaftLogEntries", pb.GetRaftLogEntriesRequest(limit=1000))
+        batches = [
+            [job.job_id for job in e.command.submit_jobs.jobs]
+            for e in log.entries
+            if e.command.HasField("submit_jobs")
+        ]
+        self.assertIn([job["job_id"] for job in jobs], batches)
+
+    async def test_submit_file_from_stdin_and_a_bad_line_submits_nothing(self):
+        tag = marker()
+        result = await run_cli(
+            *addr(self.leader), "job", "submit", "--file", "-", stdin_text=f"echo {tag}\n"
+        )
+        self.assertOk(result)
+        self.assertEqual(result.stdout.splitlines()[0], "1 jobs submitted successfully!")
+        job_id = result.stdout.splitlines()[1].removeprefix("Job ID: ")
+        self.assertEqual((await wait_finished(self.leader, job_id)).output, f"{tag}\n")
+        bad = await run_cli(
+            *addr(self.leader),
+            "job",
+            "submit",
+            "--file",
+            "-",
+            stdin_text=f"echo {tag} again\n{'x' * 1025}\n",
+        )
+        self.assertError(bad, "line 2: Command exceeds maximum allowed length")
+        listed = await run_cli(
+            *addr(self.leader), "-o", "json", "job", "list", "--command-substr", tag
+        )
+        self.assertEqual(parsed(listed)["total_count"], 1)
+
     async def test_submit_to_a_follower_redirects_to_the_leader(self):
         tag = marker()
         result, _args = await self.via_follower("job", "submit", f"echo {tag}")
