@@ -47,7 +47,8 @@ class NodeMetrics:
         )
         self.apply_lag_seconds = Histogram(
             "jobsched_raft_apply_lag_seconds",
-            "From an entry reaching this node's log until this node applies it",
+            "From an entry reaching this node's log until this node applies it "
+            "(once per batch applied together, for its oldest entry)",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )

@@ -2,8 +2,8 @@
 
 The constructor only wires; `startService` does the I/O (opening storage, reaching the
 Docker engine, binding the gRPC port) and stops start-up with one line when one of
-them cannot be done. Start order: fence keeper, Raft, worker, dispatcher, heartbeats,
-gRPC server, event hub, REST site (stopped in reverse).
+them cannot be done. Start order: fence keeper, outbound calls (grpc.aio), Raft,
+worker, dispatcher, heartbeats, gRPC server, event hub, REST site (stopped in reverse).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from jobsched.metrics import NodeMetrics
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
+from jobsched.net.outbound import AsyncCaller
 from jobsched.net.server import GrpcServerService, PortUnavailable
 from jobsched.net.streams import StreamLimits
 from jobsched.raft.service import RaftService, RaftTimings
@@ -93,7 +94,9 @@ class NodeService(MultiService):
         self.fence.setServiceParent(self)
         self.table = JobTable()
         self.storage = build_storage(config, reactor)
-        self.transport = GrpcTransport(peers, wire, reactor)
+        self.outbound = AsyncCaller(reactor, wire)
+        self.outbound.setServiceParent(self)  # first started, last stopped
+        self.transport = GrpcTransport(peers, self.outbound)
         self.raft = RaftService(
             node_id=config.node_id,
             peers=peers,
@@ -115,7 +118,7 @@ class NodeService(MultiService):
         drain_flag = self._drain_flag = DrainFlag()
         registry = WorkerRegistry(reactor, config.worker_expiry)
         self.api = ClusterAPI(config, self.raft, self.table, registry, drain_flag, reactor)
-        self.leader = LeaderClient(lambda: self.raft.status().leader_address, wire, reactor)
+        self.leader = LeaderClient(lambda: self.raft.status().leader_address, self.outbound)
         self.router = Router(self.api, self.leader)
 
         self.executor = build_executor(config, reactor, self.fence)

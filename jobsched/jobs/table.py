@@ -199,7 +199,8 @@ class JobTable:
 
         event is "submitted", "assigned", "finished" (completed or failed),
         "cancelled", "requeued" or "late_result" (a lost attempt's result arrived) with
-        a copy of the job; or "restored" with None after `restore` replaced the whole
+        a copy of the job (one copy shared by every listener and the proposer: read it,
+        never change it); or "restored" with None after `restore` replaced the whole
         table (listeners then re-read what they care about).
         """
         self._listeners.append(listener)
@@ -388,11 +389,12 @@ class JobTable:
             self._workers.add(cmd.worker_id)
 
     def _changed(self, event: str, job: Job) -> Job:
-        """Every change to a job ends here (or in _set_status): drop its cached record."""
+        """Every change to a job ends here (or in _set_status): drop its cached record.
+        One copy goes to the listeners and back to the proposer: read it, never change it."""
         self._snapshot_records.pop(self._seq_of[job.job_id], None)
-        result = copy.copy(job)
-        self._notify(event, copy.copy(job))
-        return result
+        changed = copy.copy(job)
+        self._notify(event, changed)
+        return changed
 
     # ------------------------------------------------------------------ indexes
 

@@ -9,12 +9,17 @@ cancelled while it waits (the client went away) cancels the Deferred too.
 
 Awaiting a hop *on* the reactor thread could never finish (STACK-NOTES pitfall 2), so
 that is refused loudly.
+
+Hops travel in batches: the calls a loop turn starts reach the reactor with one
+`callFromThread` (one wake-up of the reactor), and the results a reactor turn produces
+reach the loop with one `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet import defer
@@ -22,6 +27,7 @@ from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from jobsched.errors import NodeBusy
+from jobsched.net.loop import Inbox, wake_loop
 
 DEFAULT_HOP_SECONDS = 30.0
 """Deadline of a hop whose operation has no longer one of its own."""
@@ -32,6 +38,8 @@ class ReactorBridge:
 
     def __init__(self, reactor) -> None:
         self._reactor = reactor
+        self._to_reactor = Inbox(reactor.callFromThread)
+        self._to_loops: dict[asyncio.AbstractEventLoop, Inbox] = {}
 
     async def call(
         self, fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_HOP_SECONDS
@@ -44,27 +52,33 @@ class ReactorBridge:
             raise RuntimeError("bridge.call awaited on the reactor thread: it would deadlock")
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future = loop.create_future()
-        hop = _Hop(self._reactor, fn, args, timeout, loop, outcome)
-        self._reactor.callFromThread(hop.run)
+        hop = _Hop(self._reactor, fn, args, timeout, self._inbox_of(loop), outcome)
+        self._to_reactor.put(hop.run)
         try:
             result = await outcome
         except asyncio.CancelledError:
-            self._reactor.callFromThread(hop.cancel)
+            self._to_reactor.put(hop.cancel)
             raise
         if isinstance(result, Failure):
             result.raiseException()
         return result
 
+    def _inbox_of(self, loop: asyncio.AbstractEventLoop) -> Inbox:
+        inbox = self._to_loops.get(loop)
+        if inbox is None:
+            inbox = self._to_loops[loop] = Inbox(partial(wake_loop, loop))
+        return inbox
+
 
 class _Hop:
     """One call's life on the reactor: run, time out, hand the result to the loop."""
 
-    def __init__(self, reactor, fn, args, timeout, loop, outcome) -> None:
+    def __init__(self, reactor, fn, args, timeout, loop_inbox: Inbox, outcome) -> None:
         self._reactor = reactor
         self._fn = fn
         self._args = args
         self._timeout = timeout
-        self._loop = loop
+        self._loop_inbox = loop_inbox
         self._outcome = outcome
         self._running: defer.Deferred | None = None
         self._timer = None
@@ -91,10 +105,7 @@ class _Hop:
             self._timer = None
         if self._expired:
             result = Failure(NodeBusy())
-        try:
-            self._loop.call_soon_threadsafe(_resolve, self._outcome, result)
-        except RuntimeError:  # the loop is closed: the server has stopped
-            pass
+        self._loop_inbox.put(partial(_resolve, self._outcome, result))
 
 
 def _resolve(outcome: asyncio.Future, result: Any) -> None:

@@ -24,6 +24,10 @@ class Wire:
         """A channel to a node's gRPC address (`host:port`)."""
         return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
 
+    def open_aio_channel(self, address: str) -> grpc.aio.Channel:
+        """A grpc.aio channel to a node's gRPC address; made on the loop that uses it."""
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
     def add_port(self, server: grpc.Server, bind: str) -> int:
         """Listen on `bind` (`host:port`); returns the port bound (0 if it failed)."""
         return server.add_insecure_port(bind)

@@ -51,14 +51,29 @@ def _refusing(behaviour):
 
 class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-request handler's deserializer (see module docstring). The
-    handlers are coroutines (a server stream writes with `context.write`)."""
+    handlers are coroutines (a server stream writes with `context.write`). Each
+    method's wrapped handler is made once and kept: the registered handlers never
+    change while the server runs."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        if method in self._wrapped:
+            return self._wrapped[method]
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler.request_deserializer is None:
-            return handler
-        behaviour_field = "unary_stream" if handler.response_streaming else "unary_unary"
-        return handler._replace(
-            request_deserializer=_lenient(handler.request_deserializer),
-            **{behaviour_field: _refusing(getattr(handler, behaviour_field))},
-        )
+        wrapped = _wrap(handler)
+        if handler is not None:
+            self._wrapped[method] = wrapped
+        return wrapped
+
+
+def _wrap(handler):
+    if handler is None or handler.request_streaming or handler.request_deserializer is None:
+        return handler
+    behaviour_field = "unary_stream" if handler.response_streaming else "unary_unary"
+    return handler._replace(
+        request_deserializer=_lenient(handler.request_deserializer),
+        **{behaviour_field: _refusing(getattr(handler, behaviour_field))},
+    )

@@ -9,6 +9,38 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 
+class Inbox:
+    """Callables handed to another thread, delivered in batches: the first one put in
+    an empty inbox asks `wake(drain)` to run the whole batch on that thread (one
+    wake-up of the other thread per batch, not per callable)."""
+
+    def __init__(self, wake: Callable[[Callable[[], None]], None]) -> None:
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._items: list[Callable[[], None]] = []
+
+    def put(self, item: Callable[[], None]) -> None:
+        with self._lock:
+            self._items.append(item)
+            first = len(self._items) == 1
+        if first:
+            self._wake(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for item in items:
+            item()
+
+
+def wake_loop(loop: asyncio.AbstractEventLoop, drain: Callable[[], None]) -> None:
+    """`call_soon_threadsafe(drain)`, or nothing once the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(drain)
+    except RuntimeError:
+        pass
+
+
 class EventLoopThread:
     """Starts a loop in a new thread; coroutines are handed to it with `submit`.
 
@@ -25,6 +57,10 @@ class EventLoopThread:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     def submit(self, coroutine: Coroutine) -> concurrent.futures.Future:
         """Run `coroutine` on the loop; a thread-safe future of its result."""

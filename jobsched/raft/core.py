@@ -127,6 +127,7 @@ class Progress:
     last_contact: float | None = None
     sending_snapshot: Snapshot | None = None
     snapshot_offset: int = 0
+    commit_sent: int = 0  # the highest leader_commit sent to this follower
 
     def is_inflight(self, request: Request) -> bool:
         return any(r is request for r in self.inflight)
@@ -551,7 +552,37 @@ class RaftCore:
         )
         progress.inflight.append(request)
         progress.next_index = entries[-1].index + 1
+        progress.commit_sent = self.commit_index
         self._messages.append((peer, request))
+
+    def _announce_commit(self) -> None:
+        """The commit index moved: tell every follower now (see `_tell_commit`)."""
+        for peer in self._progress:
+            self._tell_commit(peer)
+
+    def _tell_commit(self, peer: int) -> None:
+        """A follower with nothing in flight that has not heard the commit index gets
+        the entries it lacks or else an empty AppendEntries, instead of waiting for the
+        next heartbeat (a follower applies, and its worker starts, only then)."""
+        progress = self._progress[peer]
+        if progress.inflight or progress.sending_snapshot is not None:
+            return
+        if progress.next_index <= self.log.last_index:
+            self._send_append(peer, 0.0)
+            return
+        prev = progress.match_index
+        prev_term = self.log.term_at(prev)
+        if progress.commit_sent >= self.commit_index or prev_term is None:
+            return
+        progress.commit_sent = self.commit_index
+        self._messages.append(
+            (
+                peer,
+                AppendEntriesRequest(
+                    self.term, self.node_id, prev, prev_term, [], self.commit_index
+                ),
+            )
+        )
 
     def _send_snapshot_chunk(self, peer: int, progress: Progress) -> None:
         snapshot = progress.sending_snapshot
@@ -581,6 +612,7 @@ class RaftCore:
             prev_term = self.log.term_at(prev)
             if prev_term is None:
                 prev, prev_term = 0, 0
+            progress.commit_sent = max(progress.commit_sent, self.commit_index)
             self._messages.append(
                 (
                     peer,
@@ -648,6 +680,7 @@ class RaftCore:
                 progress.probing = False
             self._maybe_commit()
             self._send_append(peer, now)
+            self._tell_commit(peer)
             self._maybe_send_timeout_now(now)
             return
         hint = resp.match_index
@@ -675,6 +708,7 @@ class RaftCore:
         candidate = matches[self.quorum - 1]
         if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
             self.commit_index = candidate
+            self._announce_commit()
 
     # ------------------------------------------------------------------ snapshots
 

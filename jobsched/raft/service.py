@@ -480,13 +480,12 @@ class RaftService(Service):
     def _apply(self, entries: list[LogEntry]) -> None:
         apply = self._state_machine.apply
         now = self._clock.seconds()
-        appended_at = self._appended_at
-        apply_lag = self.metrics.apply_lag_seconds
+        reached = [self._appended_at.pop(entry.index, None) for entry in entries]
+        reached = [at for at in reached if at is not None]
+        if reached:  # once per batch applied together: its longest wait
+            self.metrics.apply_lag_seconds.observe(now - min(reached))
         for entry in entries:
             waiter = self._waiters.pop(entry.index, None)
-            reached = appended_at.pop(entry.index, None)
-            if reached is not None:
-                apply_lag.observe(now - reached)
             result = None
             error: Exception | None = None
             if not entry.is_noop:

@@ -456,6 +456,35 @@ class ReplicationTests(RaftCoreTestCase):
         (rest,) = leader.flush()
         self.assertEqual([e.index for e in rest[1].entries], [6])
 
+    def test_followers_learn_a_new_commit_at_once_not_at_the_next_heartbeat(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        leader = nodes[1]
+        leader.core.propose(command(1), now)
+        sent = leader.flush()
+        self.assertEqual(sorted(dst for dst, _ in sent), [2, 3])
+        index = sent[0][1].entries[-1].index
+        # node 2 answers first: the entry commits; node 3's request is still in flight
+        _dst, request = next(m for m in sent if m[0] == 2)
+        response = nodes[2].core.receive_request(request, now)
+        nodes[2].flush()
+        leader.core.receive_response(2, request, response, now)
+        self.assertEqual(leader.core.commit_index, index)
+        (notice,) = leader.flush()
+        self.assertEqual((notice[0], notice[1].entries), (2, []))
+        self.assertEqual(notice[1].leader_commit, index)
+        nodes[2].core.receive_request(notice[1], now)
+        self.assertEqual(nodes[2].core.commit_index, index)
+        # node 3's answer brings its own notice; nothing is sent twice
+        _dst, request = next(m for m in sent if m[0] == 3)
+        response = nodes[3].core.receive_request(request, now)
+        nodes[3].flush()
+        leader.core.receive_response(3, request, response, now)
+        (notice,) = leader.flush()
+        self.assertEqual((notice[0], notice[1].leader_commit), (3, index))
+        leader.core.receive_response(2, notice[1], AppendEntriesResponse(1, True, index), now)
+        self.assertEqual(leader.flush(), [])
+
     def test_lost_append_is_resent_on_next_heartbeat(self):
         nodes = cluster(2)
         now = self.elect(nodes, 1)
