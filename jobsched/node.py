@@ -219,6 +219,7 @@ class NodeService(MultiService):
         finish (then kill and report them failed), deliver results, close storage."""
         self.log.info("Stopping: no new jobs; handing over and finishing running jobs")
         self._drain_flag.active = True
+        self.raft.refuse_leadership()
         if self.api.is_leader() and self.config.peers:
             transfer = self.api.transfer_leadership(0)
             transfer.addTimeout(SHUTDOWN_TRANSFER_SECONDS, self._reactor)

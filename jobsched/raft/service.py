@@ -118,6 +118,7 @@ class RaftService(Service):
         self._transfer: defer.Deferred | None = None
         self._pending_compaction: tuple[int, bytes] | None = None
         self._seen_role: tuple[str, int, int] | None = None
+        self._may_lead = True
         self._acknowledged: dict[int, tuple[int, float]] = {}  # peer -> (term, sent at)
 
     # ------------------------------------------------------------------ lifecycle
@@ -132,9 +133,10 @@ class RaftService(Service):
 
     def _start_core(self, stored: StoredState) -> None:
         now = self._clock.seconds()
-        self._core = RaftCore(
+        self._core = core = RaftCore(
             self.node_id, self.peers, stored, now, self._rng, self.timings, self.limits
         )
+        core.may_lead = self._may_lead
         if stored.snapshot is not None:
             self._state_machine.restore(stored.snapshot.data)
         self._last_applied = self._core.applied_index
@@ -254,8 +256,15 @@ class RaftService(Service):
         start = max(start_index, self._core.log.first_index)
         return self._core.log.slice(start, start + limit)
 
-    def transfer_leadership(self, target_id: int = 0) -> defer.Deferred:
-        """Hand leadership to `target_id` (0 = best live peer).
+    def refuse_leadership(self) -> None:
+        """From now on this node never stands for election (it drains); it still votes,
+        follows and replicates."""
+        self._may_lead = False
+        if self._core is not None:
+            self._core.may_lead = False
+
+    def transfer_leadership(self, target_id: int = 0, exclude=frozenset()) -> defer.Deferred:
+        """Hand leadership to `target_id` (0 = the best live peer not in `exclude`).
 
         Fires with (success, message, new_leader_id); success only once the target won.
         """
@@ -266,7 +275,7 @@ class RaftService(Service):
             return defer.succeed((False, f"Unknown target node {target_id}", 0))
         if self._transfer is not None:
             return defer.succeed((False, "A leadership transfer is already in progress", 0))
-        target = target_id or self._best_transfer_target()
+        target = target_id or self._best_transfer_target(exclude)
         if not target:
             return defer.succeed((False, "No peers available for transfer", 0))
         core.transfer_leadership(target, self._clock.seconds())
@@ -274,12 +283,13 @@ class RaftService(Service):
         self._step()
         return d
 
-    def _best_transfer_target(self) -> int:
+    def _best_transfer_target(self, exclude) -> int:
         now = self._clock.seconds()
         live = [
             (p.match_index, -peer)
             for peer, p in self._core.progress().items()
-            if p.last_contact is not None
+            if peer not in exclude
+            and p.last_contact is not None
             and now - p.last_contact < self.timings.election_timeout_max
         ]
         return -max(live)[1] if live else 0

@@ -583,6 +583,49 @@ class CompactionTests(unittest.TestCase):
         self.assertEqual(error.message, "Not the leader. Leader unknown, retry later")
 
 
+class DrainingNodeTests(unittest.TestCase):
+    """A node that refuses leadership (it drains) votes and follows, never leads."""
+
+    def test_a_node_refusing_leadership_never_wins_an_election(self):
+        for seed in range(1, 6):
+            cluster = Cluster(3, seed=seed)
+            leader = cluster.leader()
+            refusing, other = [n for n in cluster.nodes.values() if n is not leader]
+            refusing.refuse_leadership()
+            cluster.stop(leader.node_id)
+            cluster.run_until(lambda other=other: other.status().role == "leader")
+            cluster.run_until(lambda r=refusing, o=other: r.status().leader_id == o.node_id)
+            self.assertEqual(refusing.status().role, "follower")
+
+    def test_alone_with_a_dead_leader_it_does_not_campaign(self):
+        cluster = Cluster(3, seed=4)
+        leader = cluster.leader()
+        refusing, other = [n for n in cluster.nodes.values() if n is not leader]
+        refusing.refuse_leadership()
+        term = refusing.status().current_term
+        cluster.stop(leader.node_id)
+        cluster.stop(other.node_id)
+        cluster.run(3.0)
+        self.assertEqual(refusing.status().current_term, term)
+
+    def test_a_transfer_never_picks_or_reaches_it(self):
+        cluster = Cluster(3, seed=13)
+        leader = cluster.leader()
+        refusing, other = sorted(
+            (n for n in cluster.nodes.values() if n is not leader), key=lambda n: n.node_id
+        )
+        refusing.refuse_leadership()
+        picked = leader.transfer_leadership(0, exclude=frozenset({refusing.node_id}))
+        cluster.run(0.5)
+        self.assertEqual(self.successResultOf(picked)[2], other.node_id)
+        new_leader = cluster.nodes[other.node_id]
+        named = new_leader.transfer_leadership(refusing.node_id)
+        cluster.run(3.0)
+        success, _message, _leader = self.successResultOf(named)
+        self.assertFalse(success)
+        self.assertNotEqual(refusing.status().role, "leader")
+
+
 class RoleLogTests(unittest.TestCase):
     """One info line when an election starts, a leader wins, and a transfer is done."""
 
