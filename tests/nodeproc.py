@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,18 +43,33 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_CHARS = 3000
 
 _HANDED_OUT: set = set()
+PORTS_FROM = 20000
 
 
 def free_port() -> int:
-    """A free port on 127.0.0.1 that this process has not handed out before (the kernel
-    may offer a just-closed port again, and two nodes must never get the same one)."""
+    """A free port on 127.0.0.1 that this process has not handed out before (two nodes
+    must never get the same one), below the kernel's ephemeral range: a port from that
+    range may be taken as the source port of some outbound connection between the
+    moment it is handed out and the moment a node binds it."""
+    below = _ephemeral_range_start()
     while True:
+        port = random.randrange(PORTS_FROM, below)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class DeadNode(AssertionError):
