@@ -16,7 +16,7 @@ import argparse
 from jobsched import __version__
 
 DESCRIPTION = "A distributed batch-job scheduler: run a node, or talk to a cluster."
-EPILOG = f"""\
+EPILOG = """\
 Client options (-a, -o, --token, ...) may come before or after any command.
 Run `jobsched COMMAND --help` for a command's own options.
 
