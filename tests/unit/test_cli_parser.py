@@ -9,11 +9,11 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 from jobsched.cli.connection import ClientSettings, Target, parse_address
 from jobsched.cli.failures import EXIT_USAGE, CliFailure, UsageFailure
 from jobsched.cli.parser import build_parser
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_server(args):
