@@ -1,7 +1,9 @@
 """NodeService: builds one jobsched node from its NodeConfig and wires the parts.
 
 The constructor only wires; `startService` does the I/O (opening storage, reaching the
-Docker engine) and stops start-up with one line when either cannot be used. Start
+Docker engine) and stops start-up with one line when either cannot be used. A durable
+write that fails later ends the process the same way (exit 1), for a supervisor to
+restart it from its data directory. Start
 order: Raft, worker, dispatcher, heartbeats, gRPC server, REST site (stopped in
 reverse).
 """
@@ -99,6 +101,8 @@ class NodeService(MultiService):
                 election_timeout_max=config.election_timeout_max / 1000,
                 heartbeat_interval=config.heartbeat_interval / 1000,
             ),
+            # Crash-only: a disk that fails a write ends the process, one line on stderr.
+            on_storage_failure=exit_with_error,
         )
         self.raft.setServiceParent(self)
 
