@@ -23,6 +23,7 @@ setup(
             "import-linter==2.16",
             "ruff==0.17.5",
             "coverage==7.17.3",
+            "hypothesis==6.170.15",
         ],
     },
     entry_points={"console_scripts": ["jobsched = jobsched.cli.main:main"]},

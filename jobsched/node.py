@@ -21,7 +21,7 @@ from twisted.web.server import Site
 
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
 from jobsched.api.raft_servicer import RaftServicer
-from jobsched.api.rest import RestApi
+from jobsched.api.rest import SITE_OPTIONS, RestApi
 from jobsched.app import ClusterAPI, DrainFlag
 from jobsched.config import NodeConfig
 from jobsched.dispatch import Dispatcher
@@ -159,7 +159,7 @@ class NodeService(MultiService):
         )
         self.grpc.setServiceParent(self)
         if config.dashboard_port:
-            site = Site(RestApi(self.api, self.router, self.storage).resource())
+            site = Site(RestApi(self.api, self.router, self.storage).resource(), **SITE_OPTIONS)
             site.noisy = False
             internet.TCPServer(config.dashboard_port, site, interface=config.host).setServiceParent(
                 self

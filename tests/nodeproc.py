@@ -232,13 +232,15 @@ class Node:
         body: object = None,
         raw: bytes | None = None,
         timeout: float = 30,
+        content_type: str = "application/json",
     ) -> HttpAnswer:
-        """One HTTP request to the node (a JSON `body`, or `raw` bytes sent as JSON)."""
+        """One HTTP request to the node (a JSON `body`, or `raw` bytes sent as
+        `content_type`)."""
         self.check_alive()
         if self._pool is None:  # treq's shared default pool would outlive the test
             raise RuntimeError(f"node {self.node_id} is not attached to a test")
         data = _request_body(body, raw)
-        headers = {"Content-Type": ["application/json"]} if data is not None else None
+        headers = {"Content-Type": [content_type]} if data is not None else None
         response = await treq.request(
             method,
             self.url + path,

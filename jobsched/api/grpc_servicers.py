@@ -15,7 +15,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.api.status import abort_with
 from jobsched.app import SubmitRequest
-from jobsched.errors import JobschedError
+from jobsched.errors import InvalidArgument, JobschedError
 from jobsched.interfaces import IClusterAPI, IDispatcher, IRouter
 from jobsched.jobs import wire
 from jobsched.jobs.model import JobStatus
@@ -39,7 +39,13 @@ def translates_errors(handler: Callable) -> Callable:
 
 
 def _status_or_none(number: int) -> JobStatus | None:
-    return JobStatus(number) if number else None
+    """The status a filter names (0 = any); an unknown number is refused."""
+    if not number:
+        return None
+    try:
+        return JobStatus(number)
+    except ValueError:
+        raise InvalidArgument(f"unknown status_filter {number}") from None
 
 
 class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
@@ -86,8 +92,11 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @translates_errors
     def StreamJobs(self, request, context) -> Iterator[pb.JobInfo]:
+        status = _status_or_none(request.status_filter)  # refused before streaming
+        return self._stream_jobs(status, context)
+
+    def _stream_jobs(self, status: JobStatus | None, context) -> Iterator[pb.JobInfo]:
         token = ""
-        status = _status_or_none(request.status_filter)
         while context.is_active():
             query = ListQuery(page_size=STREAM_PAGE_SIZE, page_token=token, status=status)
             page = self._bridge.on_reactor(self._api.list_jobs, query)
