@@ -322,15 +322,16 @@ class RestCall:
 @dataclass(frozen=True)
 class Target:
     """One thing to fuzz: a name (it seeds the run), what to send, and how many times
-    the default number of examples it gets (submits have the most to find)."""
+    the default number of examples it gets (submits have the most to find; HEAD runs
+    GET's code)."""
 
     name: str
     requests: st.SearchStrategy
-    weight: int = 1
+    weight: float = 1
 
     @property
     def examples(self) -> int:
-        return EXAMPLES * self.weight
+        return max(1, round(EXAMPLES * self.weight))
 
 
 def normalized(path: str) -> str:
@@ -384,6 +385,8 @@ def rest_targets(known: list[str]) -> list[Target]:
             weight = 1 + (route in QUERY_PARAMETERS)
             if (method, route) == ("POST", "/api/jobs"):
                 weight = SUBMIT_WEIGHT
+            elif method == "HEAD":
+                weight /= 4
             targets.append(Target(f"{method} {route}", calls, weight))
 
     @st.composite

@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -77,6 +78,9 @@ from tests.nodeproc import Cluster, Node, NodeFactory, wait_until
 
 NODE_OPTIONS = ("--max-job-timeout", str(MAX_JOB_TIMEOUT))
 UNKNOWN_OUTCOME = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+TRANSFER_FAILURE = re.compile(  # API.md 2.8: a transfer that may fail on a busy machine
+    r"Target node \d+ did not catch up within 2s|A leadership transfer is already in progress"
+)
 
 
 @functools.cache
@@ -201,6 +205,8 @@ def transfer_target_of(body: bytes | None) -> int | None:
 
 
 def transfer_bodies() -> st.SearchStrategy[bytes | None]:
+    """Transfer bodies: mostly `{"target_node_id": ...}` (a node, none, an unknown one,
+    a wrong type; sometimes an unknown field too), else any body."""
     target = st.one_of(st.integers(0, 4), st.integers(0, 4), huge_integers(), json_values())
     shaped = st.fixed_dictionaries(
         {"target_node_id": target}, optional={"unknown": json_values()}
@@ -299,6 +305,8 @@ class EffectfulCallFuzzTests(unittest.TestCase):
                 assert self.leader_id() == new_leader
             elif message in ("Not the leader", f"Unknown target node {target}"):
                 assert self.leader_id() == before, f"leadership moved after {reply}"
+            else:
+                assert TRANSFER_FAILURE.fullmatch(message), reply
             self.ledger.assert_unchanged(f"transfer {request!r}")
 
         await deferToThread(run)
@@ -329,11 +337,14 @@ class EffectfulCallFuzzTests(unittest.TestCase):
                 assert self.draining() == drained, f"a refused drain drained: {request!r}"
             else:
                 success, message = _drain_outcome(reply)
-                assert (success, message) == (True, "Node drained successfully"), reply
-                drained.add(node_id)
+                drained.add(node_id)  # even when the hand-over below fails
                 wait_until(lambda: self.draining() == drained, 30, "the drain to be seen")
-                if node_id == before and len(drained) < 3:
-                    assert self.leader_id() != node_id, "a drained leader kept leading"
+                if success:
+                    assert message == "Node drained successfully", reply
+                    if node_id == before:
+                        assert self.leader_id() != node_id, "a drained leader kept leading"
+                else:  # only a leader's hand-over can fail (no job runs long here)
+                    assert node_id == before and TRANSFER_FAILURE.fullmatch(message), reply
             for drained_id in drained:
                 submit = RestCall("POST", "/api/jobs", b'{"command": ": \'x\'"}', None)
                 answer = send_rest(self.cluster.nodes[drained_id].http_port, submit)
