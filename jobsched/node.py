@@ -3,9 +3,8 @@
 The constructor only wires; `startService` does the I/O (opening storage, reaching the
 Docker engine) and stops start-up with one line when either cannot be used. A durable
 write that fails later ends the process the same way (exit 1), for a supervisor to
-restart it from its data directory. Start
-order: Raft, worker, dispatcher, heartbeats, gRPC server, REST site (stopped in
-reverse).
+restart it from its data directory. Start order: Raft, worker, dispatcher, heartbeats,
+gRPC server, REST site (stopped in reverse).
 """
 
 from __future__ import annotations
