@@ -161,7 +161,7 @@ class RestApi:
     @defer.inlineCallbacks
     def transfer_leader(self, request):
         try:
-            target = parse.transfer_target(parse.read_json(request))
+            target = parse.transfer_target(parse.read_json(request, empty={}))
         except errors.JobschedError as error:
             return self._error(request, error)
         success, message, new_leader_id = yield self._api.transfer_leadership(target)

@@ -21,13 +21,13 @@ SUBMIT_FIELDS = ("command", "image", "timeout_seconds", "idempotency_key", "max_
 STATUS_BY_LABEL = {status.label: status for status in JobStatus}
 
 
-def read_json(request) -> Any:
-    """The request body as JSON (None for an empty body)."""
+def read_json(request, empty: Any = None) -> Any:
+    """The request body as JSON; `empty` for an empty body (a JSON `null` is None)."""
     body = request.content.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
         raise errors.TooLarge()
     if not body.strip():
-        return None
+        return empty
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
@@ -71,9 +71,7 @@ def _body_int(body: dict, name: str) -> int:
 
 def transfer_target(body: Any) -> int:
     """POST /api/cluster/transfer-leader: the target node id (0 or none = let the leader
-    pick); any other field is refused by name."""
-    if body is None:
-        return 0
+    pick); any other field is refused by name. An empty body reads as `{}`."""
     if not isinstance(body, dict):
         raise errors.InvalidArgument("request body must be a JSON object")
     for name in body:

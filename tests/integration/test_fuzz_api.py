@@ -190,7 +190,7 @@ class ApiFuzzTests(unittest.TestCase):
 def transfer_target_of(body: bytes | None) -> int | None:
     """The target a valid POST /api/cluster/transfer-leader body names (0 = any), or
     None when the body must be refused: anything but nothing, `{}` or
-    `{"target_node_id": <non-negative int64 or null>}`."""
+    `{"target_node_id": <non-negative int64 or null>}` (a JSON `null` body too)."""
     if not body or not body.strip():
         return 0
     fields = decoded_json(body)
@@ -226,10 +226,11 @@ class EffectfulCallFuzzTests(unittest.TestCase):
     async def setUp(self) -> None:
         self.cluster = Cluster(NodeFactory.for_test(self), 3, *NODE_OPTIONS)
         leader = await self.cluster.find_leader()
+        self.ledger = JobLedger(self.cluster.nodes[1].http_port)
         for n in range(3):  # jobs for "no job changes" to watch
             answer = await leader.rest("POST", "/api/jobs", {"command": f": 'job {n}'"})
             self.assertEqual(answer.status, 200, answer)
-        self.ledger = JobLedger(self.cluster.nodes[1].http_port)
+            self.ledger.acked.add(answer.body["job_id"])  # node 1 may apply it late
         self.channels = {}
         for node_id, node in self.cluster.nodes.items():
             self.channels[node_id] = grpc.insecure_channel(node.grpc_address)
@@ -257,9 +258,11 @@ class EffectfulCallFuzzTests(unittest.TestCase):
         the JSON body for REST)."""
         if isinstance(request, bytes):
             answer = call_grpc(self.channels[node_id], method_name, request)
+            self.ledger.sent(f"{method_name}({request!r}) to node {node_id}", answer)
             check_grpc_answer(method_name, request, answer)
             return answer.code != grpc.StatusCode.OK, answer.response
         answer = send_rest(self.cluster.nodes[node_id].http_port, request)
+        self.ledger.sent(f"{request} to node {node_id}", answer)
         check_rest_answer(request, answer)
         return answer.status not in (200, 409), answer.json()
 

@@ -103,6 +103,10 @@ class RequestParsingTests(unittest.TestCase):
                 self.refusal(parse.transfer_target, {"target_node_id": target}),
                 "target_node_id must be a non-negative integer",
             )
+        self.assertEqual(
+            self.refusal(parse.transfer_target, None), "request body must be a JSON object"
+        )
+        self.assertEqual(parse.read_json(FakeRequest(b" "), empty={}), {})
         self.assertEqual(parse.transfer_target({"target_node_id": None}), 0)
         self.assertEqual(parse.transfer_target({}), 0)
         self.assertEqual(parse.transfer_target({"target_node_id": 3}), 3)
