@@ -325,6 +325,7 @@ class FullDiskTests(unittest.TestCase):
         self.assertIn(f"Raft storage failed, this node stops: {reason}", node.log_text())
 
         (self.disk / "filler").unlink()
+        node.kill()  # already gone: this reaps it and drops the channel to the dead process
         node.start()
         await node.until_ready()
         for job_id in acked:
