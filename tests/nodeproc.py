@@ -13,6 +13,7 @@ Scripts that run no reactor (bench/) use the blocking twins: `wait_until`, `http
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -155,6 +156,7 @@ class Node:
     http_port: int
     log_path: Path
     args: list[str]
+    stderr_path: Path | None = None  # None: standard error goes to the log too
     process: subprocess.Popen | None = None
     stopped_on_purpose: bool = False
     _channel: grpc.Channel | None = field(default=None, repr=False)
@@ -173,11 +175,15 @@ class Node:
     def start(self) -> Node:
         self.stopped_on_purpose = False
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-        with open(self.log_path, "ab") as log:
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(open(self.log_path, "ab"))
+            stderr = subprocess.STDOUT
+            if self.stderr_path is not None:
+                stderr = files.enter_context(open(self.stderr_path, "ab"))
             self.process = subprocess.Popen(
                 [TWISTD, "-n", "--pidfile=", "jobsched", *self.args],
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=stderr,
                 stdin=subprocess.DEVNULL,
                 cwd=str(self.log_path.parent),
                 env=env,
@@ -253,13 +259,15 @@ class Node:
         body: object = None,
         raw: bytes | None = None,
         timeout: float = 30,
+        content_type: str = "application/json",
     ) -> HttpAnswer:
-        """One HTTP request to the node (a JSON `body`, or `raw` bytes sent as JSON)."""
+        """One HTTP request to the node (a JSON `body`, or `raw` bytes sent as
+        `content_type`)."""
         self.check_alive()
         if self._pool is None:  # treq's shared default pool would outlive the test
             raise RuntimeError(f"node {self.node_id} is not attached to a test")
         data = _request_body(body, raw)
-        headers = {"Content-Type": ["application/json"]} if data is not None else None
+        headers = {"Content-Type": [content_type]} if data is not None else None
         response = await treq.request(
             method,
             self.url + path,
@@ -365,7 +373,10 @@ class NodeFactory:
         peers: str = "",
         grpc_port: int = 0,
         http_port: int = 0,
+        separate_stderr: bool = False,
     ) -> Node:
+        """Start a node; with `separate_stderr`, its standard error goes to
+        `node<id>.stderr` (Node.stderr_path) instead of into its log."""
         grpc_port = grpc_port or free_port()
         http_port = http_port or free_port()
         args = [
@@ -379,6 +390,8 @@ class NodeFactory:
             *extra_args,
         ]
         node = Node(node_id, grpc_port, http_port, self._workdir / f"node{node_id}.log", args)
+        if separate_stderr:
+            node.stderr_path = self._workdir / f"node{node_id}.stderr"
         if self._testcase is not None:
             node.attach(self._testcase)
         self.nodes.append(node.start())

@@ -4,6 +4,10 @@ It owns the timers, makes the core's writes durable before anything that promise
 durability leaves the node, sends the core's messages through the transport, applies
 committed entries to the state machine and wakes the proposals waiting on them.
 Everything here runs on the reactor thread; nothing blocks.
+
+A failed durable write is final: the service fails every waiting proposal, stops
+serving, logs one line and calls `on_storage_failure` with it (the node ends the
+process there, so that a supervisor restarts it from what is on disk).
 """
 
 from __future__ import annotations
@@ -78,7 +82,10 @@ class _Waiter:
 
 @implementer(IRaftService)
 class RaftService(Service):
-    """IRaftService: consensus for the rest of the node, driven by the reactor."""
+    """IRaftService: consensus for the rest of the node, driven by the reactor.
+
+    `on_storage_failure(message)` is called once, when a durable write fails, with one
+    line naming what failed (for SqliteStorage: the file and the OS error)."""
 
     def __init__(
         self,
@@ -92,6 +99,7 @@ class RaftService(Service):
         rng: random.Random | None = None,
         timings: RaftTimings = RaftTimings(),
         limits: RaftLimits = RaftLimits(),
+        on_storage_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.peers = dict(peers)
@@ -103,6 +111,7 @@ class RaftService(Service):
         self._state_machine = state_machine
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
+        self._on_storage_failure = on_storage_failure
         self._core: RaftCore | None = None
         self._failed = False
         self._last_applied = 0
@@ -415,9 +424,14 @@ class RaftService(Service):
         return d
 
     def _storage_failed(self, failure) -> None:
+        """Nothing more is acknowledged: fail the waiters, step down, stop serving,
+        then report the failure (once) to whoever ends the process."""
         if self._failed:
             return
-        log.failure("Raft storage write failed; this node stops serving", failure)
+        message = failure.getErrorMessage()
+        log.critical(
+            "Raft storage failed, this node stops: {reason}", reason=message, node=self.node_id
+        )
         self._failed = True
         self._stop_timers()
         self._fail_everything(StorageFailed)
@@ -425,6 +439,8 @@ class RaftService(Service):
             self._core.step_down(self._clock.seconds())
             self._core.take_ready()
         self._notify("role")
+        if self._on_storage_failure is not None:
+            self._on_storage_failure(message)
 
     def _send(self, peer: int, request) -> None:
         core = self._core
