@@ -8,7 +8,7 @@ answered here or by the leader is decided by the router (jobsched.routing), not 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from twisted.internet import defer, task
@@ -25,6 +25,7 @@ from jobsched.jobs.table import JobPage, ListQuery
 from jobsched.registry import WorkerRegistry
 
 MAX_BATCH_JOBS = 1000
+Placer = Callable[[list, int], Callable[[object], object] | None]
 PEER_LIVENESS_SECONDS = 3.0
 DRAIN_WAIT_SECONDS = 60.0
 DRAIN_POLL_SECONDS = 0.2
@@ -99,6 +100,13 @@ class ClusterAPI:
         self._registry = registry
         self._drain_flag = drain_flag
         self._clock = clock
+        self._placer: Placer | None = None
+
+    def use_placer(self, placer: Placer) -> None:
+        """Let `placer(jobs, now_ms)` assign new jobs in their submit entry when a
+        worker has a free slot (the leader's dispatcher); it returns the release of
+        the slots it reserved, or None."""
+        self._placer = placer
 
     @property
     def draining(self) -> bool:
@@ -132,8 +140,9 @@ class ClusterAPI:
         request = self.check_submission(request)
         self._require_leader()
         self._require_room(1)
-        job = self._submit_command(request, self._now_ms())
-        return self._raft.propose(commands.entry(submit_job=job))
+        now_ms = self._now_ms()
+        job = self._submit_command(request, now_ms)
+        return self._propose_placed([job], now_ms, lambda: commands.entry(submit_job=job))
 
     def check_batch(self, requests: Sequence[SubmitRequest]) -> list[SubmitRequest]:
         """`check_submission` for each job of a batch (1 to MAX_BATCH_JOBS of them); the
@@ -163,7 +172,18 @@ class ClusterAPI:
         self._require_room(len(checked))
         now_ms = self._now_ms()
         jobs = [self._submit_command(request, now_ms) for request in checked]
-        return self._raft.propose(commands.submit_jobs(jobs))
+        return self._propose_placed(jobs, now_ms, lambda: commands.submit_jobs(jobs))
+
+    def _propose_placed(
+        self, jobs: list, now_ms: int, entry: Callable[[], bytes]
+    ) -> defer.Deferred:
+        """Propose the entry of new `jobs`, made by `entry()` once the placer has set
+        their assignments; the placer's slots are released after."""
+        release = self._placer(jobs, now_ms) if self._placer is not None else None
+        proposed = self._raft.propose(entry())
+        if release is not None:
+            proposed.addBoth(release)
+        return proposed
 
     def _require_room(self, jobs: int) -> None:
         """Each job counts against the active-job cap (`--max-active-jobs`)."""

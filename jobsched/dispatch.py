@@ -2,8 +2,11 @@
 jobs back from lost ones.
 
 It re-plans whenever something could change the answer (a job submitted or finished,
-a worker heard from, this node becoming leader) and proposes the Assigner's AssignJob
-commands, one planning round in flight at a time so no job is assigned twice. Once a
+a worker heard from, this node becoming leader) and proposes the Assigner's assignments
+in one AssignJobs entry, one planning round in flight at a time so no job is assigned
+twice. Jobs being submitted while no older job waits are placed at once (`place_new`)
+and assigned in their submit entry. Slots promised by a proposal not yet applied are
+reserved, so neither path gives a worker more jobs than it has slots. Once a
 second it looks for running jobs whose worker has been silent for `worker_expiry`
 plus the fence margin (by then the worker's fence has killed them: docs/reliability.md)
 and proposes their requeue (or failure, when no attempt is left). Silence is the
@@ -13,10 +16,12 @@ or its reactor stalled) does not count.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -24,6 +29,7 @@ from zope.interface import implementer
 from jobsched import errors
 from jobsched.interfaces import IDispatcher, IJobTable, IRaftService, IScheduler, IWorker
 from jobsched.jobs import commands
+from jobsched.jobs.model import JobStatus
 from jobsched.registry import WorkerRegistry
 from jobsched.scheduler import WorkerView
 from jobsched.worker.fence import FENCE_MARGIN_SECONDS
@@ -70,6 +76,7 @@ class Dispatcher(Service):
         self._last_check = 0.0
         self._in_flight = False
         self._scheduled = None
+        self._reserved: Counter[int] = Counter()
         self._lost_check = task.LoopingCall(self._requeue_lost_jobs)
         self._lost_check.clock = clock
 
@@ -143,7 +150,44 @@ class Dispatcher(Service):
             slots=self._slots,
             incarnation=self._local_worker.incarnation,
         )
+        for worker_id, reserved in self._reserved.items():
+            if worker_id in views:
+                views[worker_id] = replace(
+                    views[worker_id], slots=views[worker_id].slots - reserved
+                )
         return views
+
+    def _reserve(self, worker_ids) -> Callable[[object], object]:
+        """Hold a slot on each worker until the returned release is called (with the
+        proposal's outcome, which it passes on)."""
+        for worker_id in worker_ids:
+            self._reserved[worker_id] += 1
+
+        def release(outcome):
+            for worker_id in worker_ids:
+                self._reserved[worker_id] -= 1
+                if self._reserved[worker_id] <= 0:
+                    del self._reserved[worker_id]
+            return outcome
+
+        return release
+
+    def place_new(self, jobs, now_ms: int):
+        """Assign jobs being submitted (SubmitJobCommands) in their own entry when no
+        older job waits: sets `assignment` on as many as have a free slot, first job
+        first. Returns the release of their reservations, to be called once the entry
+        is committed or refused, or None when none was placed."""
+        if not self.running or not self._is_leader() or self._table.count(JobStatus.PENDING):
+            return None
+        views = self.workers()
+        places = self._assigner.place(self._table, views, len(jobs))
+        if not places:
+            return None
+        for job, worker_id in zip(jobs, places, strict=False):
+            job.assignment.CopyFrom(
+                commands.assignment(job.job_id, worker_id, 1, views[worker_id].incarnation, now_ms)
+            )
+        return self._reserve(places)
 
     # ------------------------------------------------------------------ placement
 
@@ -165,22 +209,22 @@ class Dispatcher(Service):
         if not assignments:
             return
         self._in_flight = True
-        proposals = [self._raft.propose(command) for command in assignments]
-        done = defer.DeferredList(proposals, consumeErrors=True)
-        done.addCallback(self._round_done)
+        proposal = self._raft.propose(commands.assign_jobs(assignments))
+        proposal.addBoth(self._reserve([a.worker_id for a in assignments]))
+        proposal.addCallbacks(self._round_done, self._round_failed, errbackArgs=(len(assignments),))
 
-    def _round_done(self, results) -> None:
+    def _round_done(self, _results) -> None:
         self._in_flight = False
-        failed = [outcome for ok, outcome in results if not ok]
-        if failed:
-            self.log.info(
-                "{count} assignments not committed ({reason}); retrying",
-                count=len(failed),
-                reason=failed[0].getErrorMessage(),
-            )
-            self.request_round(RETRY_DELAY_SECONDS)
-        else:
-            self.request_round()
+        self.request_round()
+
+    def _round_failed(self, failure, count: int) -> None:
+        self._in_flight = False
+        self.log.info(
+            "{count} assignments not committed ({reason}); retrying",
+            count=count,
+            reason=failure.getErrorMessage(),
+        )
+        self.request_round(RETRY_DELAY_SECONDS)
 
     # ------------------------------------------------------------------ lost workers
 

@@ -204,8 +204,11 @@ class IScheduler(Interface):
     """The leader-side placement of pending jobs on live workers."""
 
     def plan(table, workers, now_ms):
-        """Return the AssignJob entries (bytes) to propose now, stamped `now_ms` (pure,
-        no side effects)."""
+        """Return the AssignJobCommands to propose now, stamped `now_ms` (pure, no side
+        effects)."""
+
+    def place(table, workers, count):
+        """Worker ids for up to `count` jobs being submitted, first job first (pure)."""
 
 
 class IDispatcher(Interface):

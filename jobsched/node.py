@@ -151,6 +151,7 @@ class NodeService(MultiService):
             worker_expiry=config.worker_expiry,
         )
         self.dispatcher.setServiceParent(self)
+        self.api.use_placer(self.dispatcher.place_new)
         HeartbeatSender(
             config.node_id,
             self.raft,

@@ -423,7 +423,7 @@ class LogEntry(_message.Message):
     def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., command: _Optional[bytes] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("submit_job", "update_job_status", "register_worker", "batch_update_job_status", "assign_job", "cancel_job", "requeue_job", "submit_jobs")
+    __slots__ = ("submit_job", "update_job_status", "register_worker", "batch_update_job_status", "assign_job", "cancel_job", "requeue_job", "submit_jobs", "assign_jobs")
     SUBMIT_JOB_FIELD_NUMBER: _ClassVar[int]
     UPDATE_JOB_STATUS_FIELD_NUMBER: _ClassVar[int]
     REGISTER_WORKER_FIELD_NUMBER: _ClassVar[int]
@@ -432,6 +432,7 @@ class Command(_message.Message):
     CANCEL_JOB_FIELD_NUMBER: _ClassVar[int]
     REQUEUE_JOB_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_JOBS_FIELD_NUMBER: _ClassVar[int]
+    ASSIGN_JOBS_FIELD_NUMBER: _ClassVar[int]
     submit_job: SubmitJobCommand
     update_job_status: UpdateJobStatusCommand
     register_worker: RegisterWorkerCommand
@@ -440,7 +441,14 @@ class Command(_message.Message):
     cancel_job: CancelJobCommand
     requeue_job: RequeueJobCommand
     submit_jobs: SubmitJobsCommand
-    def __init__(self, submit_job: _Optional[_Union[SubmitJobCommand, _Mapping]] = ..., update_job_status: _Optional[_Union[UpdateJobStatusCommand, _Mapping]] = ..., register_worker: _Optional[_Union[RegisterWorkerCommand, _Mapping]] = ..., batch_update_job_status: _Optional[_Union[BatchUpdateJobStatusCommand, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJobCommand, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJobCommand, _Mapping]] = ..., requeue_job: _Optional[_Union[RequeueJobCommand, _Mapping]] = ..., submit_jobs: _Optional[_Union[SubmitJobsCommand, _Mapping]] = ...) -> None: ...
+    assign_jobs: AssignJobsCommand
+    def __init__(self, submit_job: _Optional[_Union[SubmitJobCommand, _Mapping]] = ..., update_job_status: _Optional[_Union[UpdateJobStatusCommand, _Mapping]] = ..., register_worker: _Optional[_Union[RegisterWorkerCommand, _Mapping]] = ..., batch_update_job_status: _Optional[_Union[BatchUpdateJobStatusCommand, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJobCommand, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJobCommand, _Mapping]] = ..., requeue_job: _Optional[_Union[RequeueJobCommand, _Mapping]] = ..., submit_jobs: _Optional[_Union[SubmitJobsCommand, _Mapping]] = ..., assign_jobs: _Optional[_Union[AssignJobsCommand, _Mapping]] = ...) -> None: ...
+
+class AssignJobsCommand(_message.Message):
+    __slots__ = ("assignments",)
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    assignments: _containers.RepeatedCompositeFieldContainer[AssignJobCommand]
+    def __init__(self, assignments: _Optional[_Iterable[_Union[AssignJobCommand, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobsCommand(_message.Message):
     __slots__ = ("jobs",)
@@ -449,7 +457,7 @@ class SubmitJobsCommand(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[SubmitJobCommand, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobCommand(_message.Message):
-    __slots__ = ("job_id", "command", "created_at_ms", "image", "timeout_seconds", "idempotency_key", "max_attempts")
+    __slots__ = ("job_id", "command", "created_at_ms", "image", "timeout_seconds", "idempotency_key", "max_attempts", "assignment")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -457,6 +465,7 @@ class SubmitJobCommand(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     command: str
     created_at_ms: int
@@ -464,7 +473,8 @@ class SubmitJobCommand(_message.Message):
     timeout_seconds: int
     idempotency_key: str
     max_attempts: int
-    def __init__(self, job_id: _Optional[str] = ..., command: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., image: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    assignment: AssignJobCommand
+    def __init__(self, job_id: _Optional[str] = ..., command: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., image: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ..., assignment: _Optional[_Union[AssignJobCommand, _Mapping]] = ...) -> None: ...
 
 class UpdateJobStatusCommand(_message.Message):
     __slots__ = ("job_id", "status", "executed_by", "exit_code", "completed_at_ms", "output", "error", "output_truncated", "started_at_ms", "attempt", "timed_out")

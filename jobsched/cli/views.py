@@ -143,6 +143,7 @@ _DETAILS: dict[str, Callable[[object], str]] = {
     "cancel_job": lambda c: c.job_id,
     "requeue_job": lambda c: f"job_id={c.job_id}, attempt={c.attempt}",
     "submit_jobs": lambda c: f"{len(c.jobs)} jobs",
+    "assign_jobs": lambda c: f"{len(c.assignments)} assignments",
 }
 
 

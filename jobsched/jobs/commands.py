@@ -65,6 +65,24 @@ def submit_jobs(jobs: Iterable[scheduler_pb2.SubmitJobCommand]) -> bytes:
     return entry(submit_jobs=scheduler_pb2.SubmitJobsCommand(jobs=jobs))
 
 
+def assignment(
+    job_id: str,
+    worker_id: int,
+    attempt: int,
+    worker_incarnation: int = 0,
+    assigned_at_ms: int = 0,
+) -> scheduler_pb2.AssignJobCommand:
+    """Attempt number `attempt` of `job_id` runs on `worker_id` (in the process life
+    `worker_incarnation` of that worker) from `assigned_at_ms`."""
+    return scheduler_pb2.AssignJobCommand(
+        job_id=job_id,
+        worker_id=worker_id,
+        attempt=attempt,
+        worker_incarnation=worker_incarnation,
+        assigned_at_ms=assigned_at_ms,
+    )
+
+
 def assign_job(
     job_id: str,
     worker_id: int,
@@ -72,17 +90,15 @@ def assign_job(
     worker_incarnation: int = 0,
     assigned_at_ms: int = 0,
 ) -> bytes:
-    """An AssignJob entry: attempt number `attempt` of `job_id` runs on `worker_id`
-    (in the process life `worker_incarnation` of that worker) from `assigned_at_ms`."""
+    """An AssignJob entry (see `assignment`)."""
     return entry(
-        assign_job=scheduler_pb2.AssignJobCommand(
-            job_id=job_id,
-            worker_id=worker_id,
-            attempt=attempt,
-            worker_incarnation=worker_incarnation,
-            assigned_at_ms=assigned_at_ms,
-        )
+        assign_job=assignment(job_id, worker_id, attempt, worker_incarnation, assigned_at_ms)
     )
+
+
+def assign_jobs(assignments: Iterable[scheduler_pb2.AssignJobCommand]) -> bytes:
+    """One AssignJobs entry: a planning round's assignments, applied in order."""
+    return entry(assign_jobs=scheduler_pb2.AssignJobsCommand(assignments=assignments))
 
 
 def requeue_job(job_id: str, attempt: int, error: str, failed_at_ms: int) -> bytes:

@@ -219,8 +219,9 @@ class JobTable:
         `index` and return the proposer's result.
 
         submit_job: the job (the existing one for a known id or a recent idempotency
-        key); submit_jobs: a list of those, in order; cancel_job: the job afterwards
-        (unchanged when terminal), None if unknown;
+        key; a submit that carries an assignment also applies it); submit_jobs: a list
+        of those, in order; assign_jobs: a list as for assign_job; cancel_job: the job
+        afterwards (unchanged when terminal), None if unknown;
         assign_job / update_job_status: the job if the command took effect, else None;
         batch_update_job_status: a list of those; register_worker and no-op: None.
         """
@@ -257,7 +258,10 @@ class JobTable:
         if key:
             self._keys.pop(key, None)
             self._keys[key] = (job.job_id, job.created_at_ms)
-        return self._changed("submitted", job)
+        submitted = self._changed("submitted", job)
+        if cmd.HasField("assignment") and cmd.assignment.job_id == cmd.job_id:
+            self._apply_assign_job(cmd.assignment)
+        return submitted
 
     def _apply_submit_jobs(self, cmd: scheduler_pb2.SubmitJobsCommand) -> list[Job | None]:
         return [self._apply_submit_job(job) for job in cmd.jobs]
@@ -290,6 +294,9 @@ class JobTable:
             AttemptRecord(job.attempts, cmd.worker_id, cmd.assigned_at_ms or None),
         )
         return self._changed("assigned", job)
+
+    def _apply_assign_jobs(self, cmd: scheduler_pb2.AssignJobsCommand) -> list[Job | None]:
+        return [self._apply_assign_job(assignment) for assignment in cmd.assignments]
 
     def _apply_update_job_status(self, cmd: scheduler_pb2.UpdateJobStatusCommand) -> Job | None:
         """Also applies a JobStatusUpdate: same field names and meanings.

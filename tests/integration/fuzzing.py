@@ -706,6 +706,41 @@ def valid_rest_submission(body: bytes | None) -> bool:
     return valid_submission(**{**defaults, **present})
 
 
+def valid_rest_batch(body: bytes | None) -> bool:
+    """POST /api/jobs/batch: `{"jobs": [...]}` of 1-1,000 valid POST /api/jobs bodies."""
+    fields = decoded_json(body)
+    if not isinstance(fields, dict) or set(fields) != {"jobs"}:
+        return False
+    jobs = fields["jobs"]
+    return (
+        isinstance(jobs, list)
+        and 1 <= len(jobs) <= 1000
+        and all(valid_rest_submission(json.dumps(job).encode()) for job in jobs)
+    )
+
+
+def batch_commands(body: bytes | None) -> list:
+    """The commands a POST /api/jobs/batch body names (for jobs that may exist)."""
+    fields = decoded_json(body)
+    jobs = fields.get("jobs") if isinstance(fields, dict) else None
+    return (
+        [job.get("command") for job in jobs if isinstance(job, dict)]
+        if isinstance(jobs, list)
+        else []
+    )
+
+
+def valid_grpc_batch(data: bytes) -> bool:
+    """SubmitJobs: 1-1,000 valid SubmitJobRequests."""
+    try:
+        request = pb.SubmitJobsRequest.FromString(data)
+    except DecodeError:
+        return False
+    return 1 <= len(request.jobs) <= 1000 and all(
+        valid_grpc_submission(job.SerializeToString()) for job in request.jobs
+    )
+
+
 def valid_grpc_submission(data: bytes) -> bool:
     try:
         request = pb.SubmitJobRequest.FromString(data)
@@ -742,10 +777,9 @@ class JobLedger:
     def refresh(self) -> None:
         self._keep(self.read())
 
-    def acknowledged(self, job_id: str | None) -> None:
-        """A request was answered with success (and made `job_id`, if any)."""
-        if job_id:
-            self.acked.add(job_id)
+    def acknowledged(self, *job_ids: str | None) -> None:
+        """A request was answered with success (and made `job_ids`, if any)."""
+        self.acked.update(job_id for job_id in job_ids if job_id)
         self.refresh()
 
     def maybe_submitted(self, command) -> None:

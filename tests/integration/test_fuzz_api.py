@@ -55,6 +55,7 @@ from tests.integration.fuzzing import (
     JobLedger,
     RestCall,
     Target,
+    batch_commands,
     bodies,
     call_grpc,
     carries_harmful_command,
@@ -71,7 +72,9 @@ from tests.integration.fuzzing import (
     raw_requests,
     rest_targets,
     send_rest,
+    valid_grpc_batch,
     valid_grpc_submission,
+    valid_rest_batch,
     valid_rest_submission,
 )
 from tests.nodeproc import Cluster, Node, NodeFactory, wait_until
@@ -107,15 +110,23 @@ def fuzz_rest(target: Target, node: Node, ledger: JobLedger) -> None:
         answer = send_rest(node.http_port, call)
         ledger.sent(call, answer)
         submit = call.method == "POST" and normalized(call.path) == "/api/jobs"
+        batch = call.method == "POST" and normalized(call.path) == "/api/jobs/batch"
         accepted_write = answer.status < 300 and call.method in ("POST", "DELETE")
-        if accepted_write:
+        if accepted_write and batch:
+            ledger.acknowledged(*(job["job_id"] for job in answer.json()["jobs"]))
+        elif accepted_write:
             ledger.acknowledged(answer.json().get("job_id") if submit else None)
         elif submit and answer.status in (503, 504):  # the entry may commit later
             body = decoded_json(call.body)
             ledger.maybe_submitted(body.get("command") if isinstance(body, dict) else None)
+        elif batch and answer.status in (503, 504):
+            for command in batch_commands(call.body):
+                ledger.maybe_submitted(command)
         check_rest_answer(call, answer)
         if submit and answer.status < 300:
             assert valid_rest_submission(call.body), f"accepted an invalid job: {call}"
+        if batch and answer.status < 300:
+            assert valid_rest_batch(call.body), f"accepted an invalid batch: {call}"
         if not accepted_write:
             ledger.assert_unchanged(str(call))
 
@@ -134,14 +145,21 @@ def fuzz_grpc(target: Target, node: Node, channel: grpc.Channel, ledger: JobLedg
         answer = call_grpc(channel, target.name, data)
         ledger.sent(f"{target.name}({data!r})", answer)
         ok = answer.code == grpc.StatusCode.OK
-        accepted_write = ok and target.name in ("SubmitJob", "CancelJob")
-        if accepted_write:
+        accepted_write = ok and target.name in ("SubmitJob", "SubmitJobs", "CancelJob")
+        if accepted_write and target.name == "SubmitJobs":
+            ledger.acknowledged(*(job.job_id for job in answer.response.jobs))
+        elif accepted_write:
             ledger.acknowledged(getattr(answer.response, "job_id", None))
         elif target.name == "SubmitJob" and answer.code in UNKNOWN_OUTCOME:
             ledger.maybe_submitted(pb.SubmitJobRequest.FromString(data).command)
+        elif target.name == "SubmitJobs" and answer.code in UNKNOWN_OUTCOME:
+            for job in pb.SubmitJobsRequest.FromString(data).jobs:
+                ledger.maybe_submitted(job.command)
         check_grpc_answer(target.name, data, answer)
         if ok and target.name == "SubmitJob":
             assert valid_grpc_submission(data), f"accepted an invalid job: {data!r}"
+        if ok and target.name == "SubmitJobs":
+            assert valid_grpc_batch(data), f"accepted an invalid batch: {data!r}"
         if not accepted_write:
             ledger.assert_unchanged(f"{target.name}({data[:300]!r})")
 

@@ -138,3 +138,29 @@ class RestBodyTests(unittest.TestCase):
         for message, body in cases.items():
             error = self.assertRaises(errors.InvalidArgument, rest_requests.submit_batch, body)
             self.assertEqual(error.message, message)
+
+
+class SubmitWithAssignmentTests(unittest.TestCase):
+    def test_a_submit_carrying_an_assignment_runs_at_once(self):
+        table = JobTable()
+        events = []
+        table.add_listener(lambda event, job: events.append((event, job.status.label)))
+        job = commands.job_to_submit("a", "true", 1000)
+        job.assignment.CopyFrom(commands.assignment("a", 2, 1, 77, 1500))
+        table.apply(1, commands.entry(submit_job=job))
+        stored = table.get("a")
+        self.assertEqual(
+            (stored.status.label, stored.assigned_worker, stored.worker_incarnation),
+            ("running", 2, 77),
+        )
+        self.assertEqual((stored.attempts, stored.started_at_ms), (1, 1500))
+        self.assertEqual(events, [("submitted", "pending"), ("assigned", "running")])
+
+    def test_a_repeated_key_ignores_the_new_assignment(self):
+        table = JobTable()
+        table.apply(1, commands.submit_job("a", "true", 1000, idempotency_key="k"))
+        again = commands.job_to_submit("b", "true", 1001, idempotency_key="k")
+        again.assignment.CopyFrom(commands.assignment("b", 2, 1))
+        [job] = table.apply(2, commands.submit_jobs([again]))
+        self.assertEqual((job.job_id, table.get("a").status.label), ("a", "pending"))
+        self.assertIsNone(table.get("b"))

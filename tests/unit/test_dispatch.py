@@ -579,3 +579,71 @@ class WorkerRegistryTests(unittest.TestCase):
         self.assertEqual(self.registry.views(), {})
         self.assertFalse(self.registry.is_draining(2))
         self.assertFalse(self.registry.record(3, [], 4, False, 3000))
+
+
+class SubmitTimePlacementTests(unittest.TestCase):
+    """Jobs submitted while a slot is free are assigned in their submit entry; a round
+    assigns in one AssignJobs entry; promised slots are never given twice."""
+
+    def setUp(self):
+        self.node = Leader(slots=2)
+
+    def place(self, count, now_ms=5000):
+        jobs = [commands.job_to_submit(next(_names), "true", 1000) for _ in range(count)]
+        release = self.node.dispatcher.place_new(jobs, now_ms)
+        return jobs, release
+
+    def entries_since(self, index, node=None):
+        node = node or self.node
+        return [
+            scheduler_pb2.Command.FromString(entry.command)
+            for entry in node.raft.log_entries(index + 1, 1000)
+        ]
+
+    def test_free_slots_assign_new_jobs_in_their_submit_entry(self):
+        jobs, release = self.place(3)
+        self.assertEqual([job.HasField("assignment") for job in jobs], [True, True, False])
+        self.assertEqual(
+            [(job.assignment.worker_id, job.assignment.worker_incarnation) for job in jobs[:2]],
+            [(LEADER, LOCAL_INCARNATION)] * 2,
+        )
+        self.assertEqual(jobs[0].assignment.assigned_at_ms, 5000)
+        before = self.node.raft.status().last_log_index
+        self.node.raft.propose(commands.submit_jobs(jobs)).addBoth(release)
+        self.node.settle()
+        ids = [job.job_id for job in jobs]
+        self.assertEqual(self.node.placed(ids), [LEADER, LEADER, None])
+        self.assertEqual(
+            [entry.WhichOneof("command_type") for entry in self.entries_since(before)],
+            ["submit_jobs"],  # nothing else: the third job waits for a slot
+        )
+
+    def test_promised_slots_are_not_promised_again(self):
+        first, release = self.place(2)
+        self.assertTrue(all(job.HasField("assignment") for job in first))
+        second, nothing = self.place(1)
+        self.assertIsNone(nothing)
+        self.assertFalse(second[0].HasField("assignment"))
+        self.assertEqual(self.node.dispatcher.workers()[LEADER].slots, 0)
+        release(None)  # e.g. the proposal failed
+        self.assertEqual(self.node.dispatcher.workers()[LEADER].slots, 2)
+
+    def test_waiting_jobs_go_first(self):
+        node = Leader(slots=1)
+        waiting = node.submit(2)  # the first runs, the second waits
+        node.finish(waiting[0])  # its slot frees: the round gives it to the waiting job
+        jobs = [commands.job_to_submit(next(_names), "true", 1000)]
+        self.assertEqual(node.placed(waiting[1:]), [LEADER])
+        node.submit(1)  # now one waits again (no free slot)
+        self.assertIsNone(node.dispatcher.place_new(jobs, 5000))
+
+    def test_a_round_assigns_in_one_entry(self):
+        node = Leader(slots=1)
+        jobs = node.submit(4)
+        before = node.raft.status().last_log_index
+        node.beat(2, free_slots=3)
+        node.settle()
+        self.assertEqual(node.placed(jobs), [LEADER, 2, 2, 2])
+        kinds = [e.WhichOneof("command_type") for e in self.entries_since(before, node)]
+        self.assertEqual(kinds.count("assign_jobs"), 1)
+        self.assertNotIn("assign_job", kinds)

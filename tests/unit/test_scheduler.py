@@ -41,8 +41,8 @@ def plan_for(table, workers, now_ms=NOW_MS):
 
 
 def decoded(plan):
-    """The AssignJob commands of a plan (entries are serialized Command bytes)."""
-    return [scheduler_pb2.Command.FromString(entry).assign_job for entry in plan]
+    """The AssignJob commands of a plan."""
+    return list(plan)
 
 
 def placements(plan):
@@ -125,8 +125,8 @@ class AssignerTests(unittest.TestCase):
         plan = plan_for(table, workers)
         self.assertEqual(table.snapshot(), before)
         self.assertEqual(plan_for(table, workers), plan)
-        for command in plan:
-            self.assertIsNotNone(table.apply(next(_index), command))
+        applied = table.apply(next(_index), commands.assign_jobs(plan))
+        self.assertTrue(all(job is not None for job in applied))
         self.assertEqual(table.running_counts(), {1: 2, 2: 2})
         self.assertEqual(plan_for(table, workers), [])
 
@@ -140,7 +140,7 @@ class AssignerTests(unittest.TestCase):
         table = table_with(pending=3)
         workers = {1: WorkerView(live=True, draining=False, slots=2, incarnation=41), 2: live()}
         plan = plan_for(table, workers, now_ms=NOW_MS + 7)
-        self.assertTrue(all(isinstance(entry, bytes) for entry in plan))
+        self.assertTrue(all(isinstance(a, scheduler_pb2.AssignJobCommand) for a in plan))
         self.assertEqual(
             [(c.worker_id, c.worker_incarnation, c.assigned_at_ms) for c in decoded(plan)],
             [(1, 41, NOW_MS + 7), (2, 0, NOW_MS + 7), (1, 41, NOW_MS + 7)],
@@ -148,9 +148,18 @@ class AssignerTests(unittest.TestCase):
 
     def test_applied_plan_shows_the_planning_time_as_start(self):
         table = table_with(pending=1)
-        [entry] = plan_for(table, {1: live()}, now_ms=NOW_MS + 7)
-        job = table.apply(next(_index), entry)
+        plan = plan_for(table, {1: live()}, now_ms=NOW_MS + 7)
+        [job] = table.apply(next(_index), commands.assign_jobs(plan))
         self.assertEqual((job.executed_by, job.started_at_ms), (1, NOW_MS + 7))
+
+    def test_place_picks_least_loaded_workers_for_new_jobs(self):
+        table = table_with(running={1: 1})
+        places = Assigner().place(table, {1: live(slots=2), 2: live(slots=2)}, 5)
+        self.assertEqual(places, [2, 1, 2])
+
+    def test_place_finds_nothing_when_every_slot_is_taken(self):
+        table = table_with(running={1: 2})
+        self.assertEqual(Assigner().place(table, {1: live(slots=2)}, 3), [])
 
     def test_worker_stops_receiving_once_its_slots_are_filled(self):
         table = table_with(pending=5)
