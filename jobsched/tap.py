@@ -31,9 +31,11 @@ _DOCS = {
     "max-job-timeout": "maximum per-job timeout a client may ask for, seconds",
     "worker-slots": "jobs this node runs at once",
     "max-output-bytes": "bytes of stdout and of stderr kept per job",
-    "ca-cert": "CA certificate (PEM) for mutual TLS",
-    "cert": "this node's certificate (PEM) for mutual TLS",
-    "key": "this node's private key (PEM) for mutual TLS",
+    "ca-cert": "CA certificate(s) (PEM) that issued the nodes' and clients' certificates",
+    "cert": "this node's certificate (PEM, SAN URI jobsched://node/<id> and DNS jobsched)",
+    "key": "this node's private key (PEM, unencrypted)",
+    "auth-token-file": "bearer tokens with roles, lines `ROLE TOKEN` (admin, submit, read); "
+    "needs --tls; re-read on SIGHUP [default: none, no tokens]",
     "election-timeout-min": "lower bound of the random election timeout, ms",
     "election-timeout-max": "upper bound of the random election timeout, ms",
     "heartbeat-interval": "leader heartbeat interval, ms",
@@ -44,7 +46,10 @@ _DOCS = {
     "nothing before it is dropped",
 }
 
-_FLAGS = {"tls": "mutual TLS for all gRPC (needs --ca-cert, --cert and --key)"}
+_FLAGS = {
+    "tls": "mutual TLS for all gRPC, HTTPS for REST and the dashboard (needs --ca-cert, "
+    "--cert and --key)"
+}
 
 
 def _parameters() -> list[list[str | None]]:

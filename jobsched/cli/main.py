@@ -9,6 +9,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jobsched.cli import certs
+
 SERVER_DESCRIPTION = (
     "Run a cluster node, exactly as `twistd -n jobsched [options]` (without a pidfile). "
     "See `jobsched server --help` for the options."
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,  # `jobsched server --help` shows the node's own option help
     )
     server.set_defaults(func=run_server)
+    certs.add_parser(commands)
     return parser
 
 
