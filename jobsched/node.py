@@ -67,13 +67,14 @@ def build_executor(config: NodeConfig, reactor):
     )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+def binds_beyond_this_host(config: NodeConfig) -> bool:
+    """Whether the node's ports are open to other hosts (any address but loopback)."""
+    if config.host == "localhost":
         return False
+    try:
+        return not ipaddress.ip_address(config.host).is_loopback
+    except ValueError:  # a host name
+        return True
 
 
 def build_storage(config: NodeConfig, reactor):
@@ -214,7 +215,7 @@ class NodeService(MultiService):
             exit_with_error(str(error))
         if self.config.tls:
             self.log.info("TLS on: mutual TLS for gRPC, HTTPS for REST")
-        elif not _is_loopback(self.config.host):
+        elif binds_beyond_this_host(self.config):
             self.log.warn(
                 "No TLS on {host}: anyone who reaches this address may call every API, "
                 "node-to-node ones included (see docs/operations.md)",

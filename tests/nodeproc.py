@@ -17,6 +17,7 @@ the CA, and both carry its token unless a call says otherwise (`token=`).
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import json
 import os
@@ -26,9 +27,10 @@ import ssl
 import subprocess
 import sys
 import time
+import unittest
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -441,6 +443,36 @@ class NodeFactory:
     def kill_all(self) -> None:
         for node in self.nodes:
             node.reap()
+
+
+class ClassShared:
+    """Something the tests of one class share (a cluster, a browser): made by the first
+    test that asks, ended after the class's last test, or at exit when a selection of
+    tests ran only some of them."""
+
+    def __init__(self, make: Callable[[], Awaitable], end: Callable[[object], None]) -> None:
+        self._make = make
+        self._end = end
+        self._value = None
+        self._left = 0
+
+    async def get(self, testcase: unittest.TestCase):
+        if self._value is None:
+            self._left = len(unittest.TestLoader().getTestCaseNames(type(testcase)))
+            self._value = await self._make()
+            atexit.register(self.end)
+        testcase.addCleanup(self._used)
+        return self._value
+
+    def _used(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self.end()
+
+    def end(self) -> None:
+        value, self._value = self._value, None
+        if value is not None:
+            self._end(value)
 
 
 def peers_arg(node_id: int, ports: dict) -> str:

@@ -7,48 +7,16 @@ them with `DashboardPage.until`, which polls them from a thread with a deadline.
 
 from __future__ import annotations
 
-import atexit
 import tempfile
-import unittest
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from twisted.internet import threads
 
 from tests.browser import Browser
-from tests.nodeproc import Cluster, NodeFactory, wait_for
+from tests.nodeproc import ClassShared, Cluster, NodeFactory, wait_for
 
 PAGE_READY_SECONDS = 60
-
-
-class ClassShared:
-    """Something the tests of one class share (a cluster, a browser): made by the first
-    test that asks, ended after the class's last test, or at exit when a selection of
-    tests ran only some of them."""
-
-    def __init__(self, make: Callable[[], Awaitable], end: Callable[[object], None]) -> None:
-        self._make = make
-        self._end = end
-        self._value = None
-        self._left = 0
-
-    async def get(self, testcase: unittest.TestCase):
-        if self._value is None:
-            self._left = len(unittest.TestLoader().getTestCaseNames(type(testcase)))
-            self._value = await self._make()
-            atexit.register(self.end)
-        testcase.addCleanup(self._used)
-        return self._value
-
-    def _used(self) -> None:
-        self._left -= 1
-        if self._left <= 0:
-            self.end()
-
-    def end(self) -> None:
-        value, self._value = self._value, None
-        if value is not None:
-            self._end(value)
 
 
 class SharedCluster:
