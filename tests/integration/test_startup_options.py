@@ -18,7 +18,9 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
+from jobsched.tokens import Role
 from tests.nodeproc import REPO_ROOT, TWISTD, NodeFactory, free_port
+from tests.pki import Pki, new_tokens, write_token_file
 
 DEADLINE_SECONDS = 60
 
@@ -155,6 +157,26 @@ class StartupOptionTests(unittest.TestCase):
             result.stderr,
         )
         self.assertNotIn("Traceback", result.stderr + result.stdout)
+
+    async def test_security_options_that_cannot_work_stop_the_node_with_one_line(self):
+        pki = Pki(self.workdir / "pki").nodes(1, 2)
+        tls = [arg.replace("{node_id}", "1") for arg in pki.node_args()]
+        tokens = new_tokens()
+        good = write_token_file(self.workdir / "tokens", tokens)
+        bad = self.workdir / "bad-tokens"
+        bad.write_text(f"# tokens\nadmin {tokens[Role.ADMIN]}\nroot {tokens[Role.READ]}\n")
+        cases = [
+            (["--auth-token-file", str(good)], "--auth-token-file: needs --tls"),
+            ([*tls, "--auth-token-file", str(bad)], "--auth-token-file: line 3: the role must be"),
+            ([*tls, "--auth-token-file", str(self.workdir / "none")], "--auth-token-file: cannot"),
+            ([*tls, "--node-id", "2"], "--cert: is node 1's certificate, not node 2's"),
+            (["--tls"], "--ca-cert: required with --tls"),
+        ]
+        for options, expected in cases:
+            result = await self.start([TWISTD, "-n", "jobsched", *options])
+            self.assertOneLineError(result, expected)
+            for token in tokens.values():
+                self.assertNotIn(token, result.stderr)
 
     async def test_json_log_format_writes_one_json_object_per_line(self):
         node = NodeFactory.for_test(self).start("--executor", "process", "--log-format", "json")
