@@ -15,6 +15,8 @@ setup(
         "treq==26.7.0",
         "docker==7.2.0",
         "zope.interface==8.7",
+        "cryptography==50.0.2",  # certificates: jobsched certs, node identities
+        "pyOpenSSL==26.4.0",  # HTTPS for REST (twisted's TLS)
     ],
     extras_require={
         "test": [
@@ -24,6 +26,7 @@ setup(
             "ruff==0.17.5",
             "coverage==7.17.3",
             "selenium==4.51.0",
+            "service-identity==26.1.0",  # the tests' HTTPS client checks host names
         ],
     },
     entry_points={"console_scripts": ["jobsched = jobsched.cli.main:main"]},

@@ -22,10 +22,11 @@ _DOCS = {
     "port": "gRPC port",
     "dashboard-port": "REST + dashboard port (0 = off)",
     "peers": "the other nodes as id:host:port,... (IPv6 as id:[addr]:port)",
-    "advertise-addr": "this node's client address as others dial it [default: host:port]",
+    "advertise-addr": "this node's gRPC address as its cluster status shows it to clients "
+    "(peers dial the addresses in their own --peers) [default: host:port]",
     "data-dir": "durable storage directory [default: none, state kept in memory]",
     "executor": "job executor: docker or process (development only, no isolation)",
-    "image": "default job image",
+    "image": "default job image (the process executor records it but runs no image)",
     "allowed-images": "comma-separated glob patterns of images jobs may use [default: any]",
     "job-timeout": "default per-job timeout, seconds",
     "max-job-timeout": "maximum per-job timeout a client may ask for, seconds",

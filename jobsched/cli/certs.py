@@ -38,6 +38,8 @@ KEY_TYPES = ("ec-p256", "ec-p384", "rsa-3072")
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 """Certificates are valid from a little before they are made (clocks differ)."""
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 class CertError(Exception):
@@ -167,7 +169,11 @@ def make_node(
     if not 1 <= node_id <= MAX_NODE_ID:
         raise CertError(f"--id must be from 1 to {MAX_NODE_ID} (got {node_id})")
     names: list[x509.GeneralName] = [x509.DNSName(SERVER_NAME)]
-    names += [x509.DNSName(name) for name in dns_names if name != SERVER_NAME]
+    for name in dns_names:
+        if not _DNS_NAME.fullmatch(name):
+            raise CertError(f"--dns: not a host name: {name!r}")
+        if name != SERVER_NAME:
+            names.append(x509.DNSName(name))
     for address in ip_addresses:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(address)))

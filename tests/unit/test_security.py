@@ -239,6 +239,7 @@ class CertsCommandTests(unittest.TestCase):
         for argv, message in (
             (("node", "--id", "0"), "--id must be from 1"),
             (("node", "--id", "1", "--ip", "not-an-ip"), "--ip: not an IP address"),
+            (("node", "--id", "1", "--dns", "bad name"), "--dns: not a host name"),
             (("client", "--name", "../evil"), "--name: letters, digits"),
             (("client", "--name", "x", "--days", "0"), "--days must be at least 1"),
         ):
