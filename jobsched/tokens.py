@@ -9,6 +9,7 @@ message here ever holds a token (nor any word of a line, which might be one).
 from __future__ import annotations
 
 import enum
+import hashlib
 import hmac
 import re
 from collections import Counter
@@ -88,7 +89,7 @@ class TokenStore:
         self.replace(pairs)
 
     def replace(self, pairs: Iterable[tuple[Role, str]]) -> None:
-        self._pairs = tuple((role, token.encode()) for role, token in pairs)
+        self._pairs = tuple((role, _digest(token)) for role, token in pairs)
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -100,9 +101,10 @@ class TokenStore:
         return f"{len(self._pairs)} tokens ({by_role})"
 
     def role_of(self, token: str) -> Role | None:
-        """The role of `token`, or None. Every token in force is compared, each in
-        constant time, whatever matches."""
-        offered = token.encode("utf-8", "replace")
+        """The role of `token`, or None. Its digest is compared with every token's in
+        force, each in constant time (digests are of one length, so not even a token's
+        length shows), whatever matches."""
+        offered = _digest(token)
         found = None
         for role, known in self._pairs:
             if hmac.compare_digest(offered, known) and found is None:
@@ -125,3 +127,7 @@ class TokenStore:
                 f"Permission denied: a {role.label} token may not do this (needs {needed.label})"
             )
         return role
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
