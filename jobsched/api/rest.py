@@ -7,12 +7,19 @@ Every error answer is JSON with `error` (the message of API.md) and `code` (API.
 a URL that is not UTF-8 and an error no route expected included (never Klein's text or
 Twisted's HTML). The node serves it with form parsing off (`SITE_OPTIONS`): a body is
 JSON or nothing, never parsed into query arguments.
+
+Every route declares who may call it (`needs`): with `--auth-token-file`, a bearer
+token of at least that role (401 without a known token, 403 for a lower role), or
+anyone (`needs(None)`: health, the dashboard's own files). A route that declares
+nothing stops the node from building its REST site.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
@@ -33,6 +40,7 @@ from jobsched.interfaces import IClusterAPI, IEventHub, IRouter, IWebApp
 from jobsched.jobs import validation
 from jobsched.jobs.table import ListQuery
 from jobsched.metrics import NodeMetrics
+from jobsched.tokens import Role, TokenStore
 
 SECURITY_HEADERS = {
     b"X-Content-Type-Options": b"nosniff",
@@ -53,6 +61,30 @@ SITE_OPTIONS = {"parsePOSTFormSubmission": False}
 
 log = Logger()
 
+ROUTE_ROLES: dict[str, Role | None] = {}
+"""Route (endpoint name) -> the role a token needs for it, None for anyone."""
+
+
+def needs(role: Role | None) -> Callable:
+    """Declare who may call the route below (see the module docstring)."""
+
+    def declare(handler: Callable) -> Callable:
+        ROUTE_ROLES[handler.__name__] = role
+        if role is None:
+            return handler
+
+        @functools.wraps(handler)
+        def guarded(self, request, *args, **kwargs):
+            try:
+                self._authorize(request, role)
+            except errors.JobschedError as error:
+                return self._refuse(request, error)
+            return handler(self, request, *args, **kwargs)
+
+        return guarded
+
+    return declare
+
 
 @implementer(IWebApp)
 class RestApi:
@@ -67,15 +99,33 @@ class RestApi:
         router: IRouter,
         metrics: NodeMetrics | None = None,
         events: IEventHub | None = None,
+        tokens: TokenStore | None = None,
     ) -> None:
         self._api = api
         self._router = router
         self._metrics = metrics if metrics is not None else NodeMetrics()
         self._events = events
+        self._tokens = tokens
         self._files = DashboardFiles()
 
     def resource(self):
+        undeclared = sorted(set(self.app.endpoints) - set(ROUTE_ROLES))
+        if undeclared:
+            raise RuntimeError(f"REST routes without an access rule: {', '.join(undeclared)}")
         return _Resource(self.app, self)
+
+    def _authorize(self, request, role: Role) -> None:
+        """Raise Unauthenticated / PermissionDenied unless the request's bearer token
+        may do what needs `role` (nothing to check without tokens)."""
+        if self._tokens is None:
+            return
+        header = request.getHeader(b"authorization")
+        self._tokens.authorize(header.decode("latin-1") if header else None, role)
+
+    def _refuse(self, request, error: errors.JobschedError):
+        if isinstance(error, errors.Unauthenticated):
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="jobsched"')
+        return self._error(request, error)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -129,10 +179,12 @@ class RestApi:
     # ------------------------------------------------------------------ pages
 
     @app.route("/", methods=["GET"])
+    @needs(None)
     def index(self, request):
         return self._dashboard_file(request, "index.html")
 
     @app.route("/dashboard/<string:name>", methods=["GET"])
+    @needs(None)
     def dashboard_file(self, request, name):
         return self._dashboard_file(request, name)
 
@@ -150,6 +202,7 @@ class RestApi:
         return body
 
     @app.route("/api/events", methods=["GET"])
+    @needs(Role.READ)
     def events(self, request):
         """Server-sent events: job and cluster changes as they apply (event_hub.py)."""
         if self._events is None:
@@ -163,14 +216,17 @@ class RestApi:
             return self._error(request, error)
 
     @app.route("/metrics", methods=["GET"])
+    @needs(Role.READ)
     def metrics(self, request):
         return self._respond(request, 200, render_metrics(self._metrics), CONTENT_TYPE)
 
     @app.route("/health/live", methods=["GET"])
+    @needs(None)
     def live(self, request):
         return self._respond(request, 200, {"status": "ok"})
 
     @app.route("/health/ready", methods=["GET"])
+    @needs(None)
     def ready(self, request):
         if self._api.is_ready():
             leader_id = self._api.raft_status().leader_id
@@ -180,6 +236,7 @@ class RestApi:
     # ------------------------------------------------------------------ cluster
 
     @app.route("/api/cluster", methods=["GET"])
+    @needs(Role.READ)
     @defer.inlineCallbacks
     def cluster(self, request):
         raft_status = self._api.raft_status()
@@ -190,6 +247,7 @@ class RestApi:
         return self._respond(request, 200, cluster_json(raft_status, view))
 
     @app.route("/api/cluster/transfer-leader", methods=["POST"])
+    @needs(Role.ADMIN)
     @defer.inlineCallbacks
     def transfer_leader(self, request):
         try:
@@ -207,6 +265,7 @@ class RestApi:
         return self._respond(request, 200, {**body, "error": None})
 
     @app.route("/api/nodes/self/drain", methods=["POST"])
+    @needs(Role.ADMIN)
     @defer.inlineCallbacks
     def drain(self, request):
         success, message = yield self._api.drain()
@@ -216,6 +275,7 @@ class RestApi:
         return self._respond(request, 200, {"success": True, "message": message, "error": None})
 
     @app.route("/api/raft/log", methods=["GET"])
+    @needs(Role.READ)
     @defer.inlineCallbacks
     def raft_log(self, request):
         try:
@@ -229,6 +289,7 @@ class RestApi:
     # ------------------------------------------------------------------ jobs
 
     @app.route("/api/jobs", methods=["GET"])
+    @needs(Role.READ)
     def list_jobs(self, request):
         try:
             query = parse.list_query(request)
@@ -252,6 +313,7 @@ class RestApi:
                 return
 
     @app.route("/api/jobs", methods=["POST"])
+    @needs(Role.SUBMIT)
     @defer.inlineCallbacks
     def submit(self, request):
         refused = {"success": False, "job_id": None}
@@ -268,6 +330,7 @@ class RestApi:
         )
 
     @app.route("/api/jobs/batch", methods=["POST"])
+    @needs(Role.SUBMIT)
     @defer.inlineCallbacks
     def submit_batch(self, request):
         try:
@@ -279,6 +342,7 @@ class RestApi:
         return self._respond(request, 200, {"jobs": [{"job_id": job_id} for job_id in job_ids]})
 
     @app.route("/api/jobs/<string:job_id>", methods=["GET"])
+    @needs(Role.READ)
     def get_job(self, request, job_id):
         if validation.parse_uuid(job_id) is None:
             return self._error(request, errors.InvalidArgument("invalid job id"))
@@ -296,6 +360,7 @@ class RestApi:
         request.setHeader(b"X-Applied-Index", str(applied).encode())
 
     @app.route("/api/jobs/<string:job_id>", methods=["DELETE"])
+    @needs(Role.SUBMIT)
     @defer.inlineCallbacks
     def cancel(self, request, job_id):
         refused = {"success": False}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from jobsched import __version__
+from jobsched.cli import certs
 
 DESCRIPTION = "A distributed batch-job scheduler: run a node, or talk to a cluster."
 EPILOG = """\
@@ -301,4 +302,5 @@ def build_parser(run_server) -> argparse.ArgumentParser:
     server.set_defaults(func=run_server)
     _add_job_commands(commands)
     _add_cluster_commands(commands)
+    certs.add_parser(commands)
     return parser

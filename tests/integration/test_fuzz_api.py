@@ -81,8 +81,10 @@ from tests.nodeproc import Cluster, Node, NodeFactory, wait_until
 
 NODE_OPTIONS = ("--max-job-timeout", str(MAX_JOB_TIMEOUT))
 UNKNOWN_OUTCOME = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-TRANSFER_FAILURE = re.compile(  # API.md 2.8: a transfer that may fail on a busy machine
+TRANSFER_FAILURE = re.compile(  # API.md 2.8: a transfer that may fail on a busy machine,
+    # or find no peer to hand over to (every other node drains: they never lead)
     r"Target node \d+ did not catch up within 2s|A leadership transfer is already in progress"
+    r"|Target node \d+ did not win the election in time|No peers available for transfer"
 )
 
 
@@ -316,7 +318,8 @@ class EffectfulCallFuzzTests(unittest.TestCase):
                 self.ledger.assert_unchanged(f"refused transfer {request!r}")
                 return
             success, message, new_leader = _transfer_outcome(reply)
-            if node_id != before:
+            if node_id != before and not isinstance(request, RestCall):
+                # gRPC answers on the node asked; REST on a follower has the leader act
                 assert (success, message) == (False, "Not the leader"), reply
             elif target and (target not in self.cluster.nodes or target == before):
                 assert (success, message) == (False, f"Unknown target node {target}"), reply
