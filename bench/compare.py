@@ -42,7 +42,7 @@ from bench import etcd
 from bench.common import cpu_seconds, machine_note, running_cluster
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from tests.nodeproc import TWISTD, wait_until
+from tests.nodeproc import REPO_ROOT, TWISTD, wait_until
 
 MODES = ("run", "pending", "durable", "batch")
 BUSY_JOBS = 3
@@ -64,7 +64,11 @@ def _supports(option: str) -> bool:
     """Whether this jobsched's nodes take `option` (older code, for "before" figures,
     may not)."""
     help_text = subprocess.run(
-        [TWISTD, "jobsched", "--help"], capture_output=True, text=True, timeout=60
+        [TWISTD, "jobsched", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
     ).stdout
     return option in help_text
 

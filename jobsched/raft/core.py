@@ -62,6 +62,10 @@ class RaftTimings:
     heartbeat_interval: float = 0.050
     transfer_timeout: float = 2.0
     commit_timeout: float = 5.0
+    # A follower that has nothing in flight hears a new commit index this long after
+    # it moved (sooner when the leader sends it entries anyway), not at the next
+    # heartbeat; the wait lets a busy leader carry it with the next entries instead.
+    commit_notice_delay: float = 0.003
 
     def __post_init__(self) -> None:
         if not 0 < self.election_timeout_min <= self.election_timeout_max:
@@ -70,6 +74,8 @@ class RaftTimings:
             raise ValueError("need 0 < heartbeat_interval < election_timeout_min")
         if self.transfer_timeout <= 0 or self.commit_timeout <= 0:
             raise ValueError("transfer and commit timeouts must be positive")
+        if not 0 <= self.commit_notice_delay < self.heartbeat_interval:
+            raise ValueError("need 0 <= commit_notice_delay < heartbeat_interval")
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,8 @@ class RaftCore:
         self._transfer: _Transfer | None = None
         self._receiving: _SnapshotReceive | None = None
         self._heartbeat_due = math.inf
+        self._notice_due = math.inf
+        self._now = now
         self._election_due = now
         self._reset_election_timer(now)
 
@@ -224,7 +232,11 @@ class RaftCore:
 
     def next_deadline(self) -> float:
         """The time at which `tick` has something to do."""
-        due = self._heartbeat_due if self.role == LEADER else self._election_due
+        due = (
+            min(self._heartbeat_due, self._notice_due)
+            if self.role == LEADER
+            else self._election_due
+        )
         if self._transfer is not None:
             due = min(due, self._transfer.deadline)
         return due
@@ -246,8 +258,14 @@ class RaftCore:
     # ------------------------------------------------------------------ events
 
     def tick(self, now: float) -> None:
-        """Time passed: send heartbeats, check quorum, or start an election."""
+        """Time passed: send heartbeats and commit notices, check quorum, or start an
+        election."""
+        self._now = now
         if self.role == LEADER:
+            if now >= self._notice_due:
+                self._notice_due = math.inf
+                for peer in self._progress:
+                    self._tell_commit(peer)
             if now >= self._heartbeat_due:
                 self._heartbeat_due = now + self.timings.heartbeat_interval
                 if not self._quorum_active(now):
@@ -265,6 +283,7 @@ class RaftCore:
         """Append a command as leader and start replicating it; returns its entry."""
         if not self.accepting_proposals:
             raise RuntimeError("this node does not accept proposals now")
+        self._now = now
         entry = LogEntry(self.term, self.log.last_index + 1, command)
         self._append_local([entry])
         for peer in self.peers:
@@ -273,6 +292,7 @@ class RaftCore:
 
     def receive_request(self, msg: Request, now: float) -> Response:
         """Answer a peer's request (hold the answer until the writes are durable)."""
+        self._now = now
         if isinstance(msg, AppendEntriesRequest):
             response = self._on_append(msg, now)
         elif isinstance(msg, VoteRequest):
@@ -290,6 +310,7 @@ class RaftCore:
         self, peer_id: int, request: Request, response: Response, now: float
     ) -> None:
         """A peer answered `request` (a message this core asked to send)."""
+        self._now = now
         pre_vote_grant = (
             isinstance(response, VoteResponse) and request.pre_vote and response.vote_granted
         )
@@ -420,6 +441,7 @@ class RaftCore:
         self._progress = {}
         self._votes = set()
         self._heartbeat_due = math.inf
+        self._notice_due = math.inf
         self._reset_election_timer(now)
 
     def _follow(self, term: int, leader_id: int, now: float) -> None:
@@ -561,9 +583,14 @@ class RaftCore:
         self._messages.append((peer, request))
 
     def _announce_commit(self) -> None:
-        """The commit index moved: tell every follower now (see `_tell_commit`)."""
-        for peer in self._progress:
-            self._tell_commit(peer)
+        """The commit index moved: followers hear it with their next entries, or after
+        `commit_notice_delay` (see `_tell_commit`)."""
+        delay = self.timings.commit_notice_delay
+        if delay == 0:
+            for peer in self._progress:
+                self._tell_commit(peer)
+        else:
+            self._notice_due = min(self._notice_due, self._now + delay)
 
     def _tell_commit(self, peer: int) -> None:
         """A follower with nothing in flight that has not heard the commit index gets
@@ -685,7 +712,8 @@ class RaftCore:
                 progress.probing = False
             self._maybe_commit()
             self._send_append(peer, now)
-            self._tell_commit(peer)
+            if progress.commit_sent < self.commit_index:
+                self._announce_commit()
             self._maybe_send_timeout_now(now)
             return
         hint = resp.match_index

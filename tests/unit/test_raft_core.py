@@ -456,7 +456,7 @@ class ReplicationTests(RaftCoreTestCase):
         (rest,) = leader.flush()
         self.assertEqual([e.index for e in rest[1].entries], [6])
 
-    def test_followers_learn_a_new_commit_at_once_not_at_the_next_heartbeat(self):
+    def test_followers_learn_a_new_commit_soon_not_at_the_next_heartbeat(self):
         nodes = cluster(3)
         now = self.elect(nodes, 1)
         leader = nodes[1]
@@ -470,20 +470,47 @@ class ReplicationTests(RaftCoreTestCase):
         nodes[2].flush()
         leader.core.receive_response(2, request, response, now)
         self.assertEqual(leader.core.commit_index, index)
+        self.assertEqual(leader.flush(), [])  # a moment for new entries to carry it
+        notice_at = now + TIMINGS.commit_notice_delay
+        self.assertEqual(leader.core.next_deadline(), notice_at)
+        leader.core.tick(notice_at)
         (notice,) = leader.flush()
         self.assertEqual((notice[0], notice[1].entries), (2, []))
         self.assertEqual(notice[1].leader_commit, index)
-        nodes[2].core.receive_request(notice[1], now)
+        nodes[2].core.receive_request(notice[1], notice_at)
         self.assertEqual(nodes[2].core.commit_index, index)
         # node 3's answer brings its own notice; nothing is sent twice
         _dst, request = next(m for m in sent if m[0] == 3)
-        response = nodes[3].core.receive_request(request, now)
+        response = nodes[3].core.receive_request(request, notice_at)
         nodes[3].flush()
-        leader.core.receive_response(3, request, response, now)
+        leader.core.receive_response(3, request, response, notice_at)
+        leader.core.tick(notice_at + TIMINGS.commit_notice_delay)
         (notice,) = leader.flush()
         self.assertEqual((notice[0], notice[1].leader_commit), (3, index))
         leader.core.receive_response(2, notice[1], AppendEntriesResponse(1, True, index), now)
+        leader.core.tick(notice_at + 2 * TIMINGS.commit_notice_delay)
         self.assertEqual(leader.flush(), [])
+        self.assertGreater(leader.core.next_deadline(), notice_at + TIMINGS.commit_notice_delay)
+
+    def test_new_entries_carry_the_commit_index_instead_of_a_notice(self):
+        nodes = cluster(2)
+        now = self.elect(nodes, 1)
+        leader = nodes[1]
+        leader.core.propose(command(1), now)
+        ((_dst, request),) = leader.flush()
+        leader.core.propose(command(2), now)  # waits: one request in flight
+        response = nodes[2].core.receive_request(request, now)
+        leader.core.receive_response(2, request, response, now)
+        ((_dst, carrying),) = leader.flush()
+        self.assertEqual(
+            ([e.index for e in carrying.entries], carrying.leader_commit),
+            ([request.entries[-1].index + 1], request.entries[-1].index),
+        )
+        response = nodes[2].core.receive_request(carrying, now)
+        leader.core.receive_response(2, carrying, response, now)
+        leader.core.tick(now + TIMINGS.commit_notice_delay)
+        ((_dst, notice),) = leader.flush()
+        self.assertEqual((notice.entries, notice.leader_commit), ([], carrying.entries[-1].index))
 
     def test_lost_append_is_resent_on_next_heartbeat(self):
         nodes = cluster(2)
