@@ -4,8 +4,8 @@ The constructor only wires; `startService` does the I/O (opening storage, reachi
 Docker engine, binding the gRPC port) and stops start-up with one line when one of
 them cannot be done. A durable write that fails later ends the process the same way
 (exit 1), for a supervisor to restart it from its data directory. Start order: fence
-keeper, outbound calls (grpc.aio), Raft, worker, dispatcher, heartbeats, gRPC server,
-event hub, REST site (stopped in reverse).
+keeper, Raft, worker, dispatcher, heartbeats, gRPC server, event hub, REST site
+(stopped in reverse).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from jobsched.net.access import AccessPolicy
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
-from jobsched.net.outbound import AsyncCaller
 from jobsched.net.server import GrpcServerService, PortUnavailable
 from jobsched.net.streams import StreamLimits
 from jobsched.raft.service import RaftService, RaftTimings
@@ -110,9 +109,7 @@ class NodeService(MultiService):
         self.fence.setServiceParent(self)
         self.table = JobTable()
         self.storage = build_storage(config, reactor)
-        self.outbound = AsyncCaller(reactor, wire)
-        self.outbound.setServiceParent(self)  # first started, last stopped
-        self.transport = GrpcTransport(peers, self.outbound)
+        self.transport = GrpcTransport(peers, wire, reactor)
         self.raft = RaftService(
             node_id=config.node_id,
             peers=peers,
@@ -136,7 +133,7 @@ class NodeService(MultiService):
         drain_flag = self._drain_flag = DrainFlag()
         registry = WorkerRegistry(reactor, config.worker_expiry)
         self.api = ClusterAPI(config, self.raft, self.table, registry, drain_flag, reactor)
-        self.leader = LeaderClient(lambda: self.raft.status().leader_address, self.outbound)
+        self.leader = LeaderClient(lambda: self.raft.status().leader_address, wire, reactor)
         self.router = Router(self.api, self.leader)
 
         self.executor = build_executor(config, reactor, self.fence)

@@ -66,15 +66,6 @@ class Wire:
         """A channel to a node's gRPC address (`host:port`)."""
         return open_channel(address, self._tls())
 
-    def open_aio_channel(self, address: str) -> grpc.aio.Channel:
-        """A grpc.aio channel to a node's gRPC address, plaintext or mutual TLS as
-        `open_channel`; made on the event loop that uses it."""
-        tls = self._tls()
-        if tls is None:
-            return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        credentials = grpc.ssl_channel_credentials(tls.ca_cert, tls.key, tls.cert)
-        return grpc.aio.secure_channel(address, credentials, options=TLS_CHANNEL_OPTIONS)
-
     def add_port(self, server: grpc.aio.Server, bind: str) -> int:
         """Listen on `bind` (`host:port`); returns the port bound (0 if it failed)."""
         tls = self._tls()

@@ -10,30 +10,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import grpc
 from twisted.internet import defer
 from zope.interface import implementer
 
 from jobsched import errors
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.interfaces import ILeaderClient
-from jobsched.net.outbound import AsyncCaller, CallFailed
+from jobsched.net.channels import Wire
+from jobsched.net.outbound import CallFailed, call_deferred
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 
 
 @implementer(ILeaderClient)
 class LeaderClient:
-    """Calls whichever leader `leader_address` names, through the node's AsyncCaller."""
+    """One channel per leader address; calls whichever leader `leader_address` names."""
 
     def __init__(
         self,
         leader_address: Callable[[], str | None],
-        caller: AsyncCaller,
+        wire: Wire,
+        reactor,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self._leader_address = leader_address
-        self._caller = caller
+        self._wire = wire
+        self._reactor = reactor
         self._timeout = timeout
+        self._channels: dict[str, grpc.Channel] = {}
 
     def scheduler(self, method: str, request, timeout: float = 0) -> defer.Deferred:
         """Call SchedulerService.`method` on the leader."""
@@ -47,11 +52,22 @@ class LeaderClient:
         address = self._leader_address()
         if not address:
             return defer.fail(errors.NoLeader())
-        call = self._caller.call(address, stub_type, method, request, timeout or self._timeout)
+        stub = stub_type(self._channel(address))
+        call = call_deferred(
+            self._reactor, getattr(stub, method), request, timeout or self._timeout
+        )
         return call.addErrback(_translate)
 
+    def _channel(self, address: str) -> grpc.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = self._wire.open_channel(address)
+        return channel
+
     def close(self) -> None:
-        """Nothing to close: the channels belong to the AsyncCaller."""
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
 
 
 def _translate(failure):

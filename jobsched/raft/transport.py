@@ -1,13 +1,15 @@
-"""GrpcTransport: outbound Raft requests to peers over gRPC (grpc.aio), as Deferreds."""
+"""GrpcTransport: outbound Raft requests to peers over gRPC, as Deferreds."""
 
 from __future__ import annotations
 
+import grpc
 from twisted.internet import defer
 from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.interfaces import IRaftTransport
-from jobsched.net.outbound import AsyncCaller
+from jobsched.net.channels import Wire
+from jobsched.net.outbound import call_deferred
 from jobsched.raft import codec, messages
 
 METHOD_BY_REQUEST = {
@@ -20,34 +22,44 @@ METHOD_BY_REQUEST = {
 
 @implementer(IRaftTransport)
 class GrpcTransport:
-    """Sends Raft requests to peers through the node's AsyncCaller (grpc.aio)."""
+    """Sends Raft requests to peers over one gRPC channel per peer."""
 
     def __init__(
         self,
         peers: dict[int, str],
-        caller: AsyncCaller,
+        wire: Wire,
+        reactor,
         rpc_timeout: float = 0.5,
         snapshot_timeout: float = 1.0,
     ) -> None:
         self._addresses = dict(peers)
-        self._caller = caller
+        self._wire = wire
+        self._reactor = reactor
         self._rpc_timeout = rpc_timeout
         self._snapshot_timeout = snapshot_timeout
+        self._stubs: dict[int, pb_grpc.RaftServiceStub] = {}
+        self._channels: dict[int, grpc.Channel] = {}
+
+    def _stub(self, peer_id: int) -> pb_grpc.RaftServiceStub:
+        stub = self._stubs.get(peer_id)
+        if stub is None:
+            channel = self._wire.open_channel(self._addresses[peer_id])
+            self._channels[peer_id] = channel
+            stub = self._stubs[peer_id] = pb_grpc.RaftServiceStub(channel)
+        return stub
 
     def send(self, peer_id: int, request) -> defer.Deferred:
+        method = getattr(self._stub(peer_id), METHOD_BY_REQUEST[type(request)])
         timeout = (
             self._snapshot_timeout
             if isinstance(request, messages.InstallSnapshotRequest)
             else self._rpc_timeout
         )
-        sent = self._caller.call(
-            self._addresses[peer_id],
-            pb_grpc.RaftServiceStub,
-            METHOD_BY_REQUEST[type(request)],
-            codec.to_wire(request),
-            timeout,
-        )
+        sent = call_deferred(self._reactor, method, codec.to_wire(request), timeout)
         return sent.addCallback(codec.from_wire)
 
     def close(self) -> None:
-        """Nothing to close: the channels belong to the AsyncCaller."""
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        self._stubs.clear()

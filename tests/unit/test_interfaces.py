@@ -7,7 +7,6 @@ from zope.interface.verify import verifyObject
 from jobsched.interfaces import IHeartbeatSender, IRaftTransport, IWebApp
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
-from jobsched.net.outbound import AsyncCaller
 from jobsched.raft.transport import GrpcTransport
 from jobsched.routing import Router
 from jobsched.worker.heartbeat import HeartbeatSender
@@ -18,7 +17,7 @@ class ProvidedInterfacesTests(unittest.TestCase):
     """Each part verifies against the interface the node wires it in by."""
 
     def test_grpc_transport_provides_iraft_transport(self):
-        transport = GrpcTransport({2: "127.0.0.1:1"}, AsyncCaller(task.Clock(), Wire()))
+        transport = GrpcTransport({2: "127.0.0.1:1"}, Wire(), task.Clock())
         self.addCleanup(transport.close)
         self.assertTrue(verifyObject(IRaftTransport, transport))
 
@@ -27,7 +26,7 @@ class ProvidedInterfacesTests(unittest.TestCase):
 
         clock = task.Clock()
         node = build(clock)
-        leader = LeaderClient(lambda: None, AsyncCaller(clock, Wire()))
+        leader = LeaderClient(lambda: None, Wire(), clock)
         self.addCleanup(leader.close)
         rest = RestApi(node.api, Router(node.api, leader))
         self.assertTrue(verifyObject(IWebApp, rest))

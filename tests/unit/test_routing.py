@@ -26,7 +26,6 @@ from jobsched.jobs.model import JobResult, JobStatus
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
-from jobsched.net.outbound import AsyncCaller
 from jobsched.net.server import GrpcServerService
 from jobsched.routing import (
     FORWARDED_WRITE_TIMEOUT_SECONDS,
@@ -407,10 +406,8 @@ class RealLeaderTests(unittest.TestCase):
         )
         bridge = ReactorBridge(reactor)
         wire = Wire()
-        caller = AsyncCaller(reactor, wire)
-        caller.startService()
-        self.addCleanup(caller.stopService)
-        own_client = LeaderClient(lambda: None, caller)  # a leader asks nobody
+        own_client = LeaderClient(lambda: None, wire, reactor)  # a leader asks nobody
+        self.addCleanup(own_client.close)
         own_router = Router(self.leader.api, own_client)
         server = GrpcServerService(
             "127.0.0.1",
@@ -427,7 +424,8 @@ class RealLeaderTests(unittest.TestCase):
 
         self.follower = build(reactor, node_id=2, port=50052)  # never started: no leader
         self.leader_address = f"127.0.0.1:{server.port}"
-        self.client = LeaderClient(lambda: self.leader_address, caller)
+        self.client = LeaderClient(lambda: self.leader_address, wire, reactor)
+        self.addCleanup(self.client.close)
         self.router = Router(self.follower.api, self.client)
 
     @defer.inlineCallbacks
