@@ -101,12 +101,15 @@ class ClusterAPI:
         self._drain_flag = drain_flag
         self._clock = clock
         self._placer: Placer | None = None
+        self._finishing: Callable | None = None
 
-    def use_placer(self, placer: Placer) -> None:
+    def use_placer(self, placer: Placer, finishing: Callable | None = None) -> None:
         """Let `placer(jobs, now_ms)` assign new jobs in their submit entry when a
         worker has a free slot (the leader's dispatcher); it returns the release of
-        the slots it reserved, or None."""
+        the slots it reserved, or None. `finishing(updates)` hears of results being
+        proposed (their slots free up) and returns their release."""
         self._placer = placer
+        self._finishing = finishing
 
     @property
     def draining(self) -> bool:
@@ -226,7 +229,11 @@ class ClusterAPI:
         self._require_leader()
         if not updates:
             return None
-        return self._raft.propose(commands.batch_update(updates))
+        release = self._finishing(updates) if self._finishing is not None else None
+        proposed = self._raft.propose(commands.batch_update(updates))
+        if release is not None:
+            proposed.addBoth(release)
+        return proposed
 
     def transfer_leadership(self, target_node_id: int) -> defer.Deferred:
         """Deferred[(success, message, new_leader_id)] per API.md 2.8; the leader picks

@@ -76,7 +76,8 @@ class Dispatcher(Service):
         self._last_check = 0.0
         self._in_flight = False
         self._scheduled = None
-        self._reserved: Counter[int] = Counter()
+        self._reserved: Counter[int] = Counter()  # worker -> slots promised, not applied
+        self._finishing: Counter[int] = Counter()  # worker -> results proposed, not applied
         self._lost_check = task.LoopingCall(self._requeue_lost_jobs)
         self._lost_check.clock = clock
 
@@ -149,13 +150,43 @@ class Dispatcher(Service):
             draining=self._is_draining(),
             slots=self._slots,
             incarnation=self._local_worker.incarnation,
+            local=True,
         )
-        for worker_id, reserved in self._reserved.items():
+        for worker_id in self._reserved.keys() | self._finishing.keys():
             if worker_id in views:
-                views[worker_id] = replace(
-                    views[worker_id], slots=views[worker_id].slots - reserved
-                )
+                slots = views[worker_id].slots - self._reserved[worker_id]
+                slots += self._finishing[worker_id]
+                views[worker_id] = replace(views[worker_id], slots=slots)
         return views
+
+    def results_proposed(self, updates) -> Callable[[object], object]:
+        """Results (UpdateJobStatusCommands) of running attempts are being committed:
+        plan now as if their slots were free, so that the next jobs are assigned in
+        the entries right after them instead of a round trip later. Returns the
+        release, to be called once the results are committed or refused."""
+        workers = []
+        for update in updates:
+            job = self._table.get(update.job_id)
+            if (
+                job is not None
+                and job.status is JobStatus.RUNNING
+                and job.attempts == update.attempt
+                and job.assigned_worker == update.executed_by
+            ):
+                workers.append(job.assigned_worker)
+        for worker_id in workers:
+            self._finishing[worker_id] += 1
+        if workers:
+            self.request_round()
+
+        def release(outcome):
+            for worker_id in workers:
+                self._finishing[worker_id] -= 1
+                if self._finishing[worker_id] <= 0:
+                    del self._finishing[worker_id]
+            return outcome
+
+        return release
 
     def _reserve(self, worker_ids) -> Callable[[object], object]:
         """Hold a slot on each worker until the returned release is called (with the

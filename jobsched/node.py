@@ -162,7 +162,7 @@ class NodeService(MultiService):
             worker_expiry=config.worker_expiry,
         )
         self.dispatcher.setServiceParent(self)
-        self.api.use_placer(self.dispatcher.place_new)
+        self.api.use_placer(self.dispatcher.place_new, self.dispatcher.results_proposed)
         HeartbeatSender(
             config.node_id,
             self.raft,

@@ -29,11 +29,13 @@ class WorkerView:
     draining: bool
     slots: int
     incarnation: int = 0
+    local: bool = False  # the leader's own worker: preferred among equally loaded ones
 
 
 @implementer(IScheduler)
 class Assigner:
-    """FIFO placement on the least-loaded eligible worker (ties: lowest id)."""
+    """FIFO placement on the least-loaded eligible worker (ties: the leader's own
+    worker, whose results need no forwarding; then the lowest id)."""
 
     def plan(
         self, table: IJobTable, workers: Mapping[int, WorkerView], now_ms: int
@@ -72,7 +74,7 @@ def _free_workers(table: IJobTable, workers: Mapping[int, WorkerView]):
     for worker_id, view in workers.items():
         count = running.get(worker_id, 0)
         if view.live and not view.draining and count < view.slots:
-            heap.append((count, worker_id))
+            heap.append((count, not view.local, worker_id))
             free_slots += view.slots - count
     heapq.heapify(heap)
     return heap, free_slots
@@ -81,8 +83,8 @@ def _free_workers(table: IJobTable, workers: Mapping[int, WorkerView]):
 def _take(heap: list, workers: Mapping[int, WorkerView], count: int) -> list[int]:
     places = []
     while heap and len(places) < count:
-        running, worker_id = heapq.heappop(heap)
+        running, remote, worker_id = heapq.heappop(heap)
         places.append(worker_id)
         if running + 1 < workers[worker_id].slots:
-            heapq.heappush(heap, (running + 1, worker_id))
+            heapq.heappush(heap, (running + 1, remote, worker_id))
     return places

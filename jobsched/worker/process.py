@@ -1,26 +1,28 @@
 """ProcessExecutor: runs each job as a local child process (development only, §5).
 
 There is no isolation: a job runs as the node's user, on the node's filesystem. It runs
-`setsid sh -c <command>`, so the job is a process group of its own (pgid == pid) and a
-timeout, a cancel or the end of the shell kills every process it started. Each group is
-registered with the fence as it starts, so the fence keeper kills it if this node dies
-or loses its lease. Everything happens on the reactor (spawnProcess and timers of the
-injected reactor); nothing blocks.
+`sh -c <command>` in a session of its own (so the job is a process group, pgid == pid,
+and a timeout, a cancel or the end of the shell kills every process it started). Each
+group is registered with the fence as it starts, so the fence keeper kills it if this
+node dies or loses its lease.
+
+The child is started by `subprocess.Popen` (fork/exec in C, the new session made in the
+child: no `setsid` program to exec); the reactor reads its stdout and stderr pipes and
+learns of its exit through a pidfd, so nothing blocks and no SIGCHLD is needed.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from jobsched.interfaces import IExecutor, IFence
@@ -54,31 +56,118 @@ def _kill_group(pgid: int) -> None:
             pass
 
 
-class _JobProcess(ProcessProtocol):
-    """Collects one job's capped stdout and stderr; fires `ended` once all is read."""
+Spawn = Callable[[list[str], dict], subprocess.Popen]
 
-    def __init__(self, max_output_bytes: int) -> None:
+
+def spawn_job(argv: list[str], env: dict) -> subprocess.Popen:
+    """Start `argv` in a new session, stdin closed, stdout and stderr piped."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+@implementer(IReadDescriptor)
+class _Readable:
+    """A file descriptor the reactor watches for one job; `on_read(fd)` runs whenever
+    it is readable and returns True once it is done (the fd is then closed). A hang-up
+    without data (the reactor calls connectionLost instead of doRead) reads as that."""
+
+    def __init__(self, reactor, fd: int, on_read: Callable[[int], bool]) -> None:
+        self._reactor = reactor
+        self._fd = fd
+        self._on_read = on_read
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return "job"
+
+    def doRead(self) -> None:
+        if self._fd >= 0 and self._on_read(self._fd):
+            self.close()
+
+    def connectionLost(self, reason) -> None:
+        self.doRead()
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._reactor.removeReader(self)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _JobProcess:
+    """One job's child: capped stdout and stderr, and `ended`, which fires with the
+    exit code (128+n for a signal, as in the shell) once the child has exited and both
+    of its pipes are closed."""
+
+    def __init__(self, reactor, max_output_bytes: int) -> None:
+        self._reactor = reactor
         self.stdout = CappedBuffer(max_output_bytes)
         self.stderr = CappedBuffer(max_output_bytes)
         self.ended: Deferred = Deferred()
         self.pgid = 0
+        self._open = 0
+        self._exit_code: int | None = None
+        self._child: subprocess.Popen | None = None
 
-    def connectionMade(self) -> None:
-        self.pgid = self.transport.pid
-        self.transport.closeStdin()
+    def start(self, spawn: Spawn, argv: list[str], env: dict) -> None:
+        """Start the child (OSError if it cannot be started) and watch it."""
+        child = self._child = spawn(argv, env)
+        self.pgid = child.pid
+        exit_fd = os.pidfd_open(child.pid)
+        for pipe, sink in ((child.stdout, self.stdout), (child.stderr, self.stderr)):
+            fd = os.dup(pipe.fileno())
+            pipe.close()
+            os.set_blocking(fd, False)
+            self._watch(fd, partial(self._read, sink))
+        self._watch(exit_fd, self._exited)
 
-    def outReceived(self, data: bytes) -> None:
-        self.stdout.write(data)  # past the cap the data is dropped, the pipe still drained
+    def _watch(self, fd: int, on_read: Callable[[int], bool]) -> None:
+        self._open += 1
+        self._reactor.addReader(_Readable(self._reactor, fd, on_read))
 
-    def errReceived(self, data: bytes) -> None:
-        self.stderr.write(data)
+    def _read(self, sink: CappedBuffer, fd: int) -> bool:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if data:
+            sink.write(data)  # past the cap the data is dropped, the pipe still drained
+            return False
+        self._closed()
+        return True
 
-    def processExited(self, reason: Failure) -> None:
+    def _exited(self, _fd: int) -> bool:
+        pid, status = os.waitpid(self.pgid, os.WNOHANG)
+        if pid == 0:
+            return False
+        self._exit_code = _shell_exit_code(os.waitstatus_to_exitcode(status))
+        self._child.returncode = self._exit_code  # reaped here, not by Popen
         # Background children of the shell would keep the pipes (and the job) open.
         _kill_group(self.pgid)
+        self._closed()
+        return True
 
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(reason.value)
+    def _closed(self) -> None:
+        self._open -= 1
+        if self._open == 0:
+            self.ended.callback(self._exit_code)
+
+
+def _shell_exit_code(code: int) -> int:
+    """waitstatus_to_exitcode gives -n for a signal n; the shell reports 128+n."""
+    return 128 - code if code < 0 else code
 
 
 @dataclass
@@ -110,16 +199,15 @@ class ProcessExecutor:
 
     def __init__(
         self,
-        reactor: IReactorProcess,
+        reactor: IReactorFDSet,
         *,
         max_output_bytes: int = 65536,
         fence: IFence | None = None,
+        spawn: Spawn = spawn_job,
     ) -> None:
-        """`reactor` must provide IReactorProcess and IReactorTime (for timeouts)."""
-        setsid = shutil.which("setsid")
-        if setsid is None:
-            raise RuntimeError("the process executor needs `setsid` (util-linux) on PATH")
-        self._setsid = setsid
+        """`reactor` must provide IReactorFDSet and IReactorTime (for timeouts);
+        `spawn` starts a child (tests record what they start)."""
+        self._spawn = spawn
         self._reactor = reactor
         self._max_output_bytes = max_output_bytes
         self._fence = fence if fence is not None else Unfenced()
@@ -154,12 +242,10 @@ class ProcessExecutor:
             return succeed(killed(STOPPED, None, None))
         if spec.job_id in self._attempts:
             return fail(ValueError(f"job {spec.job_id} is already running here"))
-        process = _JobProcess(self._max_output_bytes)
+        process = _JobProcess(self._reactor, self._max_output_bytes)
         started_at_ms = now_ms()
         try:
-            self._reactor.spawnProcess(
-                process, self._setsid, [self._setsid, "sh", "-c", spec.command], env=self._env
-            )
+            process.start(self._spawn, ["sh", "-c", spec.command], self._env)
         except OSError as exc:
             return succeed(killed(f"Could not start the job: {exc}", None, None))
         token = self._fence.run_started(PROCESS_GROUP, str(process.pgid), spec.job_id)
@@ -185,23 +271,21 @@ class ProcessExecutor:
         return succeed([])
 
     def _finished(
-        self, reason: ProcessTerminated, job_id: str, attempt: _Attempt, delivered: Deferred
+        self, exit_code: int, job_id: str, attempt: _Attempt, delivered: Deferred
     ) -> None:
         if attempt.timer is not None and attempt.timer.active():
             attempt.timer.cancel()
         del self._attempts[job_id]
         self._fence.run_ended(attempt.fence_token)
-        delivered.callback(self._result(reason, attempt))
+        delivered.callback(self._result(exit_code, attempt))
         # Only now: whoever waits for idleness may look at the results.
         if not self._attempts:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
                 waiter.callback(None)
 
-    def _result(self, reason: ProcessTerminated, attempt: _Attempt) -> JobResult:
+    def _result(self, exit_code: int, attempt: _Attempt) -> JobResult:
         process = attempt.process
-        # ProcessDone or ProcessTerminated; a signal maps to 128+n as in the shell.
-        exit_code = reason.exitCode if reason.exitCode is not None else 128 + reason.signal
         if attempt.reason and exit_code != 0:
             return killed(attempt.reason, process.stdout, attempt.started_at_ms, attempt.timed_out)
         return exited(exit_code, process.stdout, process.stderr, attempt.started_at_ms)

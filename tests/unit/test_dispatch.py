@@ -647,3 +647,29 @@ class SubmitTimePlacementTests(unittest.TestCase):
         kinds = [e.WhichOneof("command_type") for e in self.entries_since(before, node)]
         self.assertEqual(kinds.count("assign_jobs"), 1)
         self.assertNotIn("assign_job", kinds)
+
+    def test_a_result_being_committed_frees_its_slot_for_the_next_job_at_once(self):
+        node = Leader(slots=1)
+        first, second = node.submit(2)
+        self.assertEqual(node.placed([first, second]), [LEADER, None])
+        job = node.table.get(first)
+        done = JobResult(JobStatus.COMPLETED, 0, "", "", False, None, 2000)
+        update = commands.status_update(first, done, LEADER, job.attempts)
+        before = node.raft.status().last_log_index
+        release = node.dispatcher.results_proposed([update])
+        node.raft.propose(commands.batch_update([update])).addBoth(release)
+        node.settle()
+        self.assertEqual(node.placed([second]), [LEADER])
+        kinds = [e.WhichOneof("command_type") for e in self.entries_since(before, node)]
+        self.assertEqual(kinds, ["batch_update_job_status", "assign_jobs"])
+        self.assertEqual(node.dispatcher.workers()[LEADER].slots, 1)
+
+    def test_a_result_of_another_attempt_frees_nothing(self):
+        node = Leader(slots=1)
+        first, second = node.submit(2)
+        done = JobResult(JobStatus.COMPLETED, 0, "", "", False, None, 2000)
+        stale = commands.status_update(first, done, LEADER, 7)
+        release = node.dispatcher.results_proposed([stale])
+        node.settle()
+        self.assertEqual(node.placed([first, second]), [LEADER, None])
+        release(None)

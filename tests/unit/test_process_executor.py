@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 
 from jobsched.interfaces import IExecutor
 from jobsched.jobs.model import JobStatus
-from jobsched.worker.process import ProcessExecutor
+from jobsched.worker.process import ProcessExecutor, spawn_job
 from tests.executor_cases import CASES, check_result, new_spec
 from tests.unit.test_fence import RecordingFence
 
@@ -33,19 +33,15 @@ PROMPTLY = 30.0
 
 
 class SpawnRecorder:
-    """The real reactor, recording the pid of every process spawned through it."""
+    """Starts jobs as the executor does, recording the pid of every child."""
 
-    def __init__(self, real_reactor) -> None:
-        self._reactor = real_reactor
+    def __init__(self) -> None:
         self.pids: list[int] = []
 
-    def spawnProcess(self, *args, **kwargs):
-        transport = self._reactor.spawnProcess(*args, **kwargs)
-        self.pids.append(transport.pid)
-        return transport
-
-    def __getattr__(self, name):
-        return getattr(self._reactor, name)
+    def __call__(self, argv, env):
+        child = spawn_job(argv, env)
+        self.pids.append(child.pid)
+        return child
 
 
 def live_group_members(pgid: int) -> list[int]:
@@ -103,15 +99,16 @@ class ProcessExecutorTestCase(unittest.TestCase):
     """Makes executors on a recording reactor; cleans up every process they spawned."""
 
     def setUp(self) -> None:
-        self.reactor = SpawnRecorder(reactor)
+        self.reactor = reactor
+        self.spawned = SpawnRecorder()
         self.addCleanup(self.spawned_processes_gone)
 
     async def spawned_processes_gone(self) -> None:
-        for pid in self.reactor.pids:
+        for pid in self.spawned.pids:
             await group_gone(pid)  # the job's own pid is its group
 
     def make_executor(self, **options) -> ProcessExecutor:
-        executor = ProcessExecutor(self.reactor, **options)
+        executor = ProcessExecutor(self.reactor, spawn=self.spawned, **options)
         self.addCleanup(executor.stop)
         return executor
 

@@ -1,0 +1,174 @@
+"""How fast jobs start and finish: submit→completed on an idle cluster, and how fast a
+queue of jobs drains, against what this machine can do without jobsched.
+
+    .venv/bin/python -m bench.job_latency                     # process executor
+    .venv/bin/python -m bench.job_latency --executor docker   # needs a Docker engine
+
+process executor:
+  latency   one `true` job at a time on an idle 3-node cluster: SubmitJob sent → the
+            leader reports it completed (polled every millisecond), --jobs times
+  drain     --queue `true` jobs submitted at once (SubmitJobs), time until the last
+            is completed; against one process spawning and reaping `sh -c true` in a
+            loop (the same count, measured in the same run)
+docker executor:
+  latency   `echo hi` in --image: submit → completed, against a bare
+            `docker run --rm` of the same image (and the executor's flags) timed here
+
+Every figure carries the load average. Prints; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+
+import grpc
+
+from bench.common import machine_note, percentile, running_cluster
+from jobsched._proto import scheduler_pb2 as pb
+from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+
+POLL_SECONDS = 0.001
+DOCKER_FLAGS = [
+    "--network",
+    "none",
+    "--read-only",
+    "--tmpfs",
+    "/tmp:rw,size=16m,mode=1777",
+    "--user",
+    "65534:65534",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--pids-limit",
+    "128",
+    "-m",
+    "256m",
+    "--cpus",
+    "0.5",
+]
+
+
+def _wait_completed(stub, job_id: str, deadline: float) -> pb.GetJobStatusResponse:
+    request = pb.GetJobStatusRequest(job_id=job_id)
+    while True:
+        status = stub.GetJobStatus(request, timeout=10)
+        if status.status in (pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} not finished in time: {status}")
+        time.sleep(POLL_SECONDS)
+
+
+def submit_to_completed(stub, command: str, count: int, image: str = "") -> list[float]:
+    """Seconds from sending SubmitJob to seeing the job completed, one job at a time."""
+    times = []
+    for _ in range(count):
+        request = pb.SubmitJobRequest(command=command)
+        if image:
+            request.image = image
+        started = time.perf_counter()
+        job_id = stub.SubmitJob(request, timeout=10).job_id
+        status = _wait_completed(stub, job_id, time.monotonic() + 60)
+        if status.status != pb.JOB_STATUS_COMPLETED:
+            raise AssertionError(f"job failed: {status}")
+        times.append(time.perf_counter() - started)
+    return sorted(times)
+
+
+def drain_seconds(stub, count: int) -> float:
+    """Seconds from submitting `count` `true` jobs at once until all are completed."""
+    query = pb.ListJobsRequest(page_size=1, status_filter=pb.JOB_STATUS_COMPLETED)
+    before = stub.ListJobs(query, timeout=10).total_count
+    jobs = [pb.SubmitJobRequest(command="true")] * min(count, 1000)
+    started = time.perf_counter()
+    for first in range(0, count, 1000):
+        stub.SubmitJobs(pb.SubmitJobsRequest(jobs=jobs[: min(1000, count - first)]), timeout=30)
+    deadline = time.monotonic() + 300
+    while stub.ListJobs(query, timeout=10).total_count < before + count:
+        if time.monotonic() > deadline:
+            raise AssertionError("the queue did not drain in 300 s")
+        time.sleep(0.005)
+    return time.perf_counter() - started
+
+
+def local_spawn_seconds(count: int) -> float:
+    """One process spawning and reaping `sh -c true`, `count` times in a row."""
+    started = time.perf_counter()
+    for _ in range(count):
+        subprocess.run(["sh", "-c", "true"], check=True)
+    return time.perf_counter() - started
+
+
+def bare_docker_run(image: str, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        subprocess.run(
+            ["docker", "run", "--rm", *DOCKER_FLAGS, image, "sh", "-c", "echo hi"],
+            check=True,
+            capture_output=True,
+        )
+        times.append(time.perf_counter() - started)
+    return sorted(times)
+
+
+def _line(label: str, times: list[float]) -> str:
+    return (
+        f"{label:<44} n={len(times):<4} p50 {percentile(times, 0.5) * 1000:7.1f} ms   "
+        f"p90 {percentile(times, 0.9) * 1000:7.1f} ms   max {times[-1] * 1000:7.1f} ms   "
+        f"{machine_note()}"
+    )
+
+
+def run_process(args) -> None:
+    with running_cluster(3) as cluster:
+        address = cluster.leader(timeout=10).grpc_address
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.SchedulerServiceStub(channel)
+            submit_to_completed(stub, "true", 5)  # warm up
+            times = submit_to_completed(stub, "true", args.jobs)
+            print(_line("submit → completed, `true`, idle cluster", times), flush=True)
+            for _ in range(args.rounds):
+                local = local_spawn_seconds(args.queue)
+                drained = drain_seconds(stub, args.queue)
+                print(
+                    f"{args.queue} `true` jobs: cluster drains {args.queue / drained:7.0f}/s, "
+                    f"one process spawns and reaps `sh -c true` {args.queue / local:7.0f}/s "
+                    f"= {local / drained:.2f}x   {machine_note()}",
+                    flush=True,
+                )
+
+
+def run_docker(args) -> None:
+    with running_cluster(3, "--image", args.image) as cluster:
+        address = cluster.leader(timeout=10).grpc_address
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.SchedulerServiceStub(channel)
+            submit_to_completed(stub, "echo hi", 2, args.image)  # warm up
+            for _ in range(args.rounds):
+                bare = bare_docker_run(args.image, args.jobs)
+                print(_line(f"bare docker run --rm {args.image}", bare), flush=True)
+                times = submit_to_completed(stub, "echo hi", args.jobs, args.image)
+                print(_line("jobsched submit → completed, `echo hi`", times), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--executor", choices=("process", "docker"), default="process")
+    parser.add_argument("--jobs", type=int, default=100, help="latency samples")
+    parser.add_argument("--queue", type=int, default=500, help="jobs in the drain test")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--image", default="jobsched-test/busybox:latest")
+    args = parser.parse_args()
+    if args.executor == "process":
+        run_process(args)
+    else:
+        args.jobs = min(args.jobs, 20)
+        run_docker(args)
+
+
+if __name__ == "__main__":
+    main()
