@@ -21,7 +21,7 @@ from jobsched.config import NodeConfig
 from jobsched.interfaces import IClusterAPI, IJobTable, IRaftService
 from jobsched.jobs import commands, validation
 from jobsched.jobs.model import Job, JobStatus
-from jobsched.jobs.table import JobPage, ListQuery
+from jobsched.jobs.table import JobPage, ListQuery, RenderedPage, Renderer
 from jobsched.registry import WorkerRegistry
 
 MAX_BATCH_JOBS = 1000
@@ -271,6 +271,12 @@ class ClusterAPI:
 
     def list_jobs(self, query: ListQuery) -> JobPage:
         return self._table.list_jobs(query)
+
+    def render_page(self, query: ListQuery, key: str, render: Renderer) -> RenderedPage:
+        return self._table.render_page(query, key, render)
+
+    def render_all(self, query: ListQuery, key: str, render: Renderer) -> list[bytes]:
+        return self._table.render_all(query, key, render)
 
     def job_counts(self) -> dict[JobStatus, int]:
         return {status: self._table.count(status) for status in JobStatus}

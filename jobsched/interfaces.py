@@ -76,6 +76,13 @@ class IJobTable(IStateMachine):
     def list_jobs(query):
         """A `JobPage` of the jobs matching a `ListQuery`, in creation order."""
 
+    def render_page(query, key, render):
+        """A `RenderedPage`: `list_jobs` with each job as `render(job)` (bytes),
+        rendered once per version of the job and kept under `key`."""
+
+    def render_all(query, key, render):
+        """Every job matching the query's filters (no paging), rendered likewise."""
+
     def active_count():
         """Pending plus running jobs."""
 
@@ -261,6 +268,12 @@ class IClusterAPI(Interface):
 
     def list_jobs(query):
         """A JobPage for a ListQuery."""
+
+    def render_page(query, key, render):
+        """A RenderedPage for a ListQuery (the job table's render_page)."""
+
+    def render_all(query, key, render):
+        """Every matching job, rendered (the job table's render_all)."""
 
     def job_counts():
         """{JobStatus: number of jobs}."""

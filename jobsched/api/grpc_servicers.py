@@ -28,6 +28,7 @@ from jobsched.net.bridge import ReactorBridge
 from jobsched.net.streams import STREAM_TURN_MESSAGES, StreamLimits
 
 STREAM_PAGE_SIZE = 100
+JOB_INFO_KEY = "grpc.JobInfo"
 TRANSFER_HOP_SECONDS = 10.0
 """A transfer takes at most its 2 s catch-up deadline plus the target's election."""
 DRAIN_HOP_SECONDS = DRAIN_WAIT_SECONDS + TRANSFER_HOP_SECONDS
@@ -107,12 +108,12 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @translates_errors
     async def ListJobs(self, request, context):
-        page = await self._bridge.call(self._api.list_jobs, _list_query(request))
-        return pb.ListJobsResponse(
-            jobs=[wire.job_to_job_info(job) for job in page.jobs],
-            next_page_token=page.next_page_token,
-            total_count=page.total_count,
+        """Answered with the serialized response (each job's JobInfo serialized once
+        per version of the job and kept by the table): no message is built."""
+        page = await self._bridge.call(
+            self._api.render_page, _list_query(request), JOB_INFO_KEY, wire.job_info_bytes
         )
+        return wire.list_jobs_response_bytes(page.items, page.next_page_token, page.total_count)
 
     @translates_errors
     async def StreamJobs(self, request, context) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime
 
 from jobsched.app import ClusterView, LogView
@@ -13,6 +14,11 @@ def rfc3339(ms: int | None) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
+
+
+def job_json_bytes(job: Job) -> bytes:
+    """`job_json` as the REST API writes it (json.dumps, UTF-8)."""
+    return json.dumps(job_json(job)).encode("utf-8")
 
 
 def job_json(job: Job) -> dict:

@@ -16,7 +16,6 @@ nothing stops the node from building its REST site.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -33,12 +32,11 @@ from zope.interface import implementer
 from jobsched import errors
 from jobsched.api import rest_requests as parse
 from jobsched.api.dashboard_files import DashboardFiles
-from jobsched.api.json_views import cluster_json, job_json, raft_log_json
+from jobsched.api.json_views import cluster_json, job_json, job_json_bytes, raft_log_json
 from jobsched.api.metrics import CONTENT_TYPE, render_metrics
 from jobsched.api.status import http_status
 from jobsched.interfaces import IClusterAPI, IEventHub, IRouter, IWebApp
 from jobsched.jobs import validation
-from jobsched.jobs.table import ListQuery
 from jobsched.metrics import NodeMetrics
 from jobsched.tokens import Role, TokenStore
 
@@ -52,6 +50,7 @@ SECURITY_HEADERS = {
     b"Referrer-Policy": b"no-referrer",
 }
 JSON = b"application/json"
+JOB_JSON_KEY = "rest.job"
 EVENT_STREAM = b"text/event-stream; charset=utf-8"
 NO_LEADER_ERRORS = (errors.NotLeader, errors.NoLeader)
 TRANSFER_FAILED = "TRANSFER_FAILED"
@@ -130,13 +129,17 @@ class RestApi:
     # ------------------------------------------------------------------ plumbing
 
     @staticmethod
-    def _respond(request, status: int, body: Any, content_type: bytes = JSON):
+    def _respond(
+        request, status: int, body: Any, content_type: bytes = JSON, encoded: bool = False
+    ):
+        """Answer `body`: as JSON when the type is JSON (unless already `encoded`),
+        else the bytes as they are."""
         request.setResponseCode(status)
         for name, value in SECURITY_HEADERS.items():
             request.setHeader(name, value)
         request.setHeader(b"Content-Type", content_type)
         request.setHeader(b"Cache-Control", b"no-store")
-        if content_type == JSON:
+        if content_type == JSON and not encoded:
             return json.dumps(body).encode("utf-8")
         return body
 
@@ -295,22 +298,18 @@ class RestApi:
             query = parse.list_query(request)
             self._set_applied_index(request)
             if query.page_size:
-                page = self._api.list_jobs(query)
+                page = self._api.render_page(query, JOB_JSON_KEY, job_json_bytes)
                 request.setHeader(b"X-Next-Page-Token", page.next_page_token.encode())
                 request.setHeader(b"X-Total-Count", str(page.total_count).encode())
-                return self._respond(request, 200, [job_json(job) for job in page.jobs])
-            return self._respond(request, 200, [job_json(job) for job in self._all_jobs(query)])
+                items = page.items
+            else:
+                items = self._api.render_all(query, JOB_JSON_KEY, job_json_bytes)
+            # the JSON array json.dumps would write, from each job's JSON made once
+            # per version of the job (the table keeps them)
+            body = b"[" + b", ".join(items) + b"]"
+            return self._respond(request, 200, body, encoded=True)
         except errors.JobschedError as error:
             return self._error(request, error)
-
-    def _all_jobs(self, query: ListQuery):
-        token = ""
-        while True:
-            page = self._api.list_jobs(dataclasses.replace(query, page_size=1000, page_token=token))
-            yield from page.jobs
-            token = page.next_page_token
-            if not token:
-                return
 
     @app.route("/api/jobs", methods=["POST"])
     @needs(Role.SUBMIT)

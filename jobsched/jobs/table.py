@@ -72,6 +72,18 @@ class ListQuery:
         return hashlib.blake2b(canonical, digest_size=8, person=b"jobsched-filter").digest()
 
 
+Renderer = Callable[[Job], bytes]
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    """One page of ListJobs with each job already rendered (e.g. serialized)."""
+
+    items: list[bytes]
+    next_page_token: str
+    total_count: int
+
+
 @dataclass(frozen=True)
 class JobPage:
     """One page of ListJobs: `total_count` is the size of the whole filtered set."""
@@ -191,6 +203,9 @@ class JobTable:
         # seq -> that job's snapshot record as UTF-8 JSON; dropped whenever the job
         # changes, so a snapshot re-encodes only the jobs changed since the last one.
         self._snapshot_records: dict[int, bytes] = {}
+        # renderer key -> seq -> that job rendered (render_page, render_all); dropped
+        # whenever the job changes, like the snapshot records.
+        self._renders: dict[str, dict[int, bytes]] = {}
 
     # ------------------------------------------------------------------ observers
 
@@ -398,10 +413,16 @@ class JobTable:
     def _changed(self, event: str, job: Job) -> Job:
         """Every change to a job ends here (or in _set_status): drop its cached record.
         One copy goes to the listeners and back to the proposer: read it, never change it."""
-        self._snapshot_records.pop(self._seq_of[job.job_id], None)
+        self._forget(self._seq_of[job.job_id])
         changed = copy.copy(job)
         self._notify(event, changed)
         return changed
+
+    def _forget(self, seq: int) -> None:
+        """The job at `seq` changed: drop what was encoded of it."""
+        self._snapshot_records.pop(seq, None)
+        for cache in self._renders.values():
+            cache.pop(seq, None)
 
     # ------------------------------------------------------------------ indexes
 
@@ -418,7 +439,7 @@ class JobTable:
 
     def _set_status(self, job: Job, status: JobStatus) -> None:
         seq = self._seq_of[job.job_id]
-        self._snapshot_records.pop(seq, None)
+        self._forget(seq)
         old = self._by_status[job.status]
         del old[bisect.bisect_left(old, seq)]
         bisect.insort(self._by_status[status], seq)
@@ -487,6 +508,39 @@ class JobTable:
         A page token records the last sequence number served, so jobs added between
         pages (always at the end) never shift a later page, in either order.
         """
+        page, token, total = self._page(query)
+        return JobPage([copy.copy(self._jobs[seq]) for seq in page], token, total)
+
+    def render_page(self, query: ListQuery, key: str, render: Renderer) -> RenderedPage:
+        """`list_jobs`, each job as `render(job)` gives it (see `_rendered`)."""
+        page, token, total = self._page(query)
+        return RenderedPage(self._rendered(page, key, render), token, total)
+
+    def render_all(self, query: ListQuery, key: str, render: Renderer) -> list[bytes]:
+        """Every job matching `query`'s filters (no paging), rendered as by
+        `render_page`."""
+        candidates = self._order if query.status is None else self._by_status[query.status]
+        match = _matcher(query)
+        ordered = reversed(candidates) if query.newest_first else candidates
+        seqs = list(ordered) if match is None else [s for s in ordered if match(self._jobs[s])]
+        return self._rendered(seqs, key, render)
+
+    def _rendered(self, seqs, key: str, render: Renderer) -> list[bytes]:
+        """`render(job)` of each job, made once per version of the job and kept under
+        `key` until the job changes. `render` gets the table's own record: it must
+        only read it."""
+        cache = self._renders.setdefault(key, {})
+        out = []
+        for seq in seqs:
+            rendered = cache.get(seq)
+            if rendered is None:
+                rendered = cache[seq] = render(self._jobs[seq])
+            out.append(rendered)
+        return out
+
+    def _page(self, query: ListQuery) -> tuple[list[int], str, int]:
+        """The sequence numbers of one page of `query`, the next page's token and the
+        size of the whole filtered set."""
         size = _clamp_page_size(query.page_size)
         fingerprint = query.fingerprint()
         after = _decode_token(query.page_token, fingerprint) if query.page_token else None
@@ -509,7 +563,7 @@ class JobTable:
                 else:
                     more = True
         token = _encode_token(page[-1], fingerprint) if more else ""
-        return JobPage([copy.copy(self._jobs[seq]) for seq in page], token, total)
+        return page, token, total
 
     # ------------------------------------------------------------------ snapshots
 

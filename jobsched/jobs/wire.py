@@ -67,3 +67,31 @@ def _attempt_message(record: AttemptRecord) -> scheduler_pb2.AttemptRecord:
     if record.finished_at_ms is not None:
         message.finished_at_ms = record.finished_at_ms
     return message
+
+
+def job_info_bytes(job: Job) -> bytes:
+    """A job's JobInfo, serialized (what a ListJobs answer repeats for each job)."""
+    return job_to_job_info(job).SerializeToString()
+
+
+def list_jobs_response_bytes(items: list[bytes], next_page_token: str, total_count: int) -> bytes:
+    """A serialized ListJobsResponse made of serialized JobInfos, byte for byte what
+    protobuf writes for the same message (fields in number order, defaults left out)."""
+    parts = []
+    for item in items:
+        parts += (b"\x0a", _varint(len(item)), item)  # 1: jobs (length-delimited)
+    if next_page_token:
+        token = next_page_token.encode("utf-8")
+        parts += (b"\x12", _varint(len(token)), token)  # 2: next_page_token
+    if total_count:
+        parts += (b"\x18", _varint(total_count))  # 3: total_count (varint)
+    return b"".join(parts)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

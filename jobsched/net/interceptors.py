@@ -1,5 +1,6 @@
 """gRPC server interceptors: who may call (AccessInterceptor, the rules are in
-`net/access.py`), and undecodable requests get INVALID_ARGUMENT.
+`net/access.py`), undecodable requests get INVALID_ARGUMENT, and a unary-request
+handler may answer with its response already serialized (bytes).
 
 grpcio answers a request its deserializer rejects (e.g. a string field holding invalid
 UTF-8) with INTERNAL. jobsched promises INVALID_ARGUMENT for bad input, so the
@@ -77,8 +78,21 @@ def _wrap(handler):
     behaviour_field = "unary_stream" if handler.response_streaming else "unary_unary"
     return handler._replace(
         request_deserializer=_lenient(handler.request_deserializer),
+        response_serializer=_passing_bytes(handler.response_serializer),
         **{behaviour_field: _refusing(getattr(handler, behaviour_field))},
     )
+
+
+def _passing_bytes(serialize):
+    """A handler may answer with its response already serialized (bytes), e.g. from
+    cached parts; anything else is serialized as usual."""
+    if serialize is None:
+        return None
+
+    def serialize_or_pass(response):
+        return response if isinstance(response, bytes) else serialize(response)
+
+    return serialize_or_pass
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
