@@ -4,7 +4,8 @@
 
 A 3-node cluster (process executor) runs --jobs `true` jobs to completion (submitted
 with SubmitJobs); each node's resident memory (VmRSS, /proc) is read before and after,
-once a warm-up of 200 jobs has run. Then, on the leader and on a follower, from one
+once a warm-up of 200 jobs has run, and again after the reads below (which fill the
+caches of rendered jobs). Then, on the leader and on a follower, from one
 client: ListJobs of a 100-job and of a 1,000-job page (client-side latency of the gRPC
 call, --samples each) and the unpaged `GET /api/jobs` (every job, as JSON).
 Every figure carries the load average. Prints; asserts nothing.
@@ -113,6 +114,9 @@ def main() -> None:
                 f"{role}: GET /api/jobs (all {args.jobs + WARMUP_JOBS} jobs, {size / 1e6:.1f} MB): "
                 f"{_ms(times)}   {machine_note()}"
             )
+        for node_id, node in sorted(cluster.nodes.items()):
+            grown = rss_mb(node.process.pid) - before[node_id]
+            print(f"node {node_id}: RSS after the reads +{grown:.1f} MB over the warm node")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ class Outcome(enum.StrEnum):
     TIMED_OUT = "timed_out"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One attempt of a job: where, from when to when, and how it ended (None while
     it runs). `late`: its result arrived after the attempt had been declared lost."""

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import struct
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,11 +35,15 @@ from jobsched.jobs.model import AttemptRecord, Job, JobStatus, Outcome
 IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+"""2: each job a JSON array of its fields in the order the snapshot's `fields` names
+(attempts likewise, `attempt_fields`); 1 (still restored): each job a JSON object."""
 
 Listener = Callable[[str, Job | None], None]
 
 _JOB_FIELDS = tuple(field.name for field in dataclasses.fields(Job))
+_RECORD_FIELDS = (*_JOB_FIELDS, "seq")
+_ATTEMPT_FIELDS = tuple(field.name for field in dataclasses.fields(AttemptRecord))
 
 _log = Logger()
 
@@ -175,6 +180,24 @@ def _matcher(query: ListQuery) -> Callable[[Job], bool] | None:
     return match
 
 
+def _records(state: dict):
+    """Each job of a snapshot as a dict of its fields (attempts too), from either
+    format."""
+    if state["format"] == 1:
+        yield from state["jobs"]
+        return
+    names, attempt_names = state["fields"], state["attempt_fields"]
+    for values in state["jobs"]:
+        if len(values) != len(names):
+            raise ValueError(f"a job record of {len(values)} fields, not {len(names)}")
+        record = dict(zip(names, values, strict=True))
+        record["attempt_history"] = [
+            dict(zip(attempt_names, attempt, strict=True))
+            for attempt in record.get("attempt_history", ())
+        ]
+        yield record
+
+
 def _history(records) -> tuple[AttemptRecord, ...]:
     """Attempt records from their snapshot form (dicts; outcome a name or null)."""
     history = []
@@ -263,7 +286,7 @@ class JobTable:
             job_id=cmd.job_id,
             command=cmd.command,
             created_at_ms=cmd.created_at_ms,
-            image=cmd.image,
+            image=sys.intern(cmd.image),  # a few images, shared by many jobs
             timeout_seconds=cmd.timeout_seconds,
             max_attempts=cmd.max_attempts,
             idempotency_key=key,
@@ -570,9 +593,10 @@ class JobTable:
     def snapshot(self) -> bytes:
         """The whole applied state as deterministic JSON (equal tables, equal bytes).
 
-        It is the compact, key-sorted JSON of {format, idempotency_keys, jobs, next_seq,
-        workers}, put together from cached per-job records: taken on the reactor
-        every compaction, it must not re-encode a large table of finished jobs.
+        It is the compact, key-sorted JSON of {attempt_fields, fields, format,
+        idempotency_keys, jobs, next_seq, workers}, put together from cached per-job
+        records (arrays, SNAPSHOT_FORMAT): taken on the reactor every compaction, it
+        must not re-encode a large table of finished jobs.
         """
         records = self._snapshot_records
         jobs = []
@@ -582,7 +606,14 @@ class JobTable:
                 record = records[seq] = self._snapshot_record(seq)
             jobs.append(record)
         keys = [[key, job_id, first_ms] for key, (job_id, first_ms) in self._keys.items()]
-        head = _dumps({"format": SNAPSHOT_FORMAT, "idempotency_keys": keys})[:-1]
+        head = _dumps(
+            {
+                "attempt_fields": _ATTEMPT_FIELDS,
+                "fields": _RECORD_FIELDS,
+                "format": SNAPSHOT_FORMAT,
+                "idempotency_keys": keys,
+            }
+        )[:-1]
         tail = _dumps({"next_seq": self._next_seq, "workers": sorted(self._workers)})[1:]
         return b"".join((head, b',"jobs":[', b",".join(jobs), b"],", tail))
 
@@ -591,18 +622,10 @@ class JobTable:
         record = {name: getattr(job, name) for name in _JOB_FIELDS}
         record["status"] = int(job.status)
         record["attempt_history"] = [
-            {
-                "attempt": a.attempt,
-                "worker": a.worker,
-                "started_at_ms": a.started_at_ms,
-                "finished_at_ms": a.finished_at_ms,
-                "outcome": a.outcome,
-                "late": a.late,
-            }
-            for a in job.attempt_history
+            [getattr(a, name) for name in _ATTEMPT_FIELDS] for a in job.attempt_history
         ]
         record["seq"] = seq
-        return _dumps(record)
+        return _dumps([record[name] for name in _RECORD_FIELDS])
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state by a `snapshot`; ValueError (state untouched) if the
@@ -610,14 +633,15 @@ class JobTable:
         replacement = JobTable()
         try:
             state = json.loads(data.decode("utf-8"))
-            if state["format"] != SNAPSHOT_FORMAT:
+            if state["format"] not in (1, SNAPSHOT_FORMAT):
                 raise ValueError(f"unknown snapshot format {state['format']!r}")
             replacement._next_seq = state["next_seq"]
-            for record in state["jobs"]:
+            for record in _records(state):
                 seq = record.pop("seq")
                 if not replacement.last_seq < seq < replacement._next_seq:
                     raise ValueError(f"job sequence {seq!r} out of order")
                 record["status"] = JobStatus(record["status"])
+                record["image"] = sys.intern(record["image"])
                 record["attempt_history"] = _history(record.get("attempt_history", ()))
                 replacement._insert(seq, Job(**record))
             for key, job_id, first_ms in state["idempotency_keys"]:

@@ -15,6 +15,7 @@ from jobsched.jobs import commands
 from jobsched.jobs.model import AttemptRecord, JobResult, JobStatus, Outcome
 from jobsched.jobs.table import JobTable
 from jobsched.jobs.wire import job_to_status_response
+from tests.unit.snapshot_forms import as_format_1
 
 T0 = 1_700_000_000_000
 ASSIGNED = T0 + 100
@@ -294,7 +295,7 @@ class HistorySnapshotTests(unittest.TestCase):
         submit(table)
         assign(table)
         requeue(table)
-        [job] = json.loads(table.snapshot())["jobs"]
+        [job] = as_format_1(table.snapshot())["jobs"]
         self.assertEqual(
             job["attempt_history"],
             [
@@ -311,7 +312,7 @@ class HistorySnapshotTests(unittest.TestCase):
 
     def test_snapshot_without_histories_restores_with_empty_ones(self):
         table = self.busy_table()
-        state = json.loads(table.snapshot())
+        state = as_format_1(table.snapshot())
         for job in state["jobs"]:
             del job["attempt_history"]
         restored = JobTable()
@@ -326,7 +327,7 @@ class HistorySnapshotTests(unittest.TestCase):
         self.assertEqual(history(restored, "e"), [record(1, 3, ASSIGNED)])
 
     def test_snapshot_with_an_unknown_outcome_is_refused(self):
-        state = json.loads(self.busy_table().snapshot())
+        state = as_format_1(self.busy_table().snapshot())
         state["jobs"][0]["attempt_history"][0]["outcome"] = "vanished"
         table = JobTable()
         with self.assertRaises(ValueError):

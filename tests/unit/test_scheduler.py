@@ -13,6 +13,7 @@ from jobsched.interfaces import IScheduler
 from jobsched.jobs import commands
 from jobsched.jobs.table import JobTable
 from jobsched.scheduler import Assigner, WorkerView
+from tests.unit.snapshot_forms import as_format_1
 
 _index = itertools.count(1)
 NOW_MS = 1_700_000_000_000
@@ -112,7 +113,7 @@ class AssignerTests(unittest.TestCase):
 
     def test_attempt_is_one_more_than_the_jobs_attempts(self):
         table = table_with(pending=2)
-        state = json.loads(table.snapshot())
+        state = as_format_1(table.snapshot())
         state["jobs"][1]["attempts"] = 2  # a job put back after a lost worker
         table.restore(json.dumps(state).encode())
         plan = plan_for(table, {1: live()})
