@@ -10,6 +10,10 @@ transfer: TransferLeadership to the next node in turn; times the RPC's round tri
 
     .venv/bin/python -m bench.failover                 # 20 kills, 20 transfers
     .venv/bin/python -m bench.failover --kills 5 --transfers 0
+    .venv/bin/python -m bench.failover --writers 32 --transfers 0   # under write load
+
+With --writers N, a client process keeps N closed-loop writers submitting `true` jobs
+to whichever node leads (following the not-leader hints) for the whole run.
 
 Prints figures; asserts nothing.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import threading
 import time
 
@@ -129,6 +134,47 @@ def run_transfers(cluster: Cluster, transfers: int):
     return round_trips, until_write
 
 
+def _write_forever(addresses: list[str], writers: int, counts) -> None:
+    """N closed-loop writers on one grpc.aio channel per node, following the leader;
+    `counts` (a shared array) gets [committed, refused]."""
+    import asyncio
+
+    async def main() -> None:
+        channels = {a: grpc.aio.insecure_channel(a) for a in addresses}
+        stubs = {a: pb_grpc.SchedulerServiceStub(c) for a, c in channels.items()}
+        current = [addresses[0]]
+
+        async def writer() -> None:
+            request = pb.SubmitJobRequest(command="true")
+            while True:
+                address = current[0]
+                try:
+                    await stubs[address].SubmitJob(request, timeout=5)
+                    counts[0] += 1
+                except grpc.aio.AioRpcError as error:
+                    counts[1] += 1
+                    hint = (error.details() or "").partition("Try ")[2]
+                    if hint in stubs:
+                        current[0] = hint
+                    elif current[0] == address:
+                        current[0] = addresses[(addresses.index(address) + 1) % len(addresses)]
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(writer() for _ in range(writers)))
+
+    asyncio.run(main())
+
+
+def start_writers(cluster: Cluster, writers: int):
+    """The writer process (spawned) and its shared counts."""
+    context = multiprocessing.get_context("spawn")
+    counts = context.Array("l", 2)
+    addresses = [node.grpc_address for node in cluster.nodes.values()]
+    process = context.Process(target=_write_forever, args=(addresses, writers, counts))
+    process.start()
+    return process, counts
+
+
 def report(name: str, seconds: list[float]) -> None:
     values = sorted(seconds)
     print(
@@ -144,11 +190,20 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--transfers", type=int, default=20)
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--writers", type=int, default=0, help="closed-loop writers meanwhile")
     args = parser.parse_args()
-    print(f"# 3 nodes, in memory, process executor; {machine_note()}")
+    print(f"# 3 nodes, in memory, process executor; {args.writers} writers; {machine_note()}")
     with running_cluster(3, keep_logs=args.keep_logs) as cluster:
-        kills = run_failover(cluster, args.kills) if args.kills else []
-        transfers = run_transfers(cluster, args.transfers) if args.transfers else ([], [])
+        writers = start_writers(cluster, args.writers) if args.writers else None
+        try:
+            kills = run_failover(cluster, args.kills) if args.kills else []
+            transfers = run_transfers(cluster, args.transfers) if args.transfers else ([], [])
+        finally:
+            if writers is not None:
+                process, counts = writers
+                process.terminate()
+                process.join(timeout=10)
+                print(f"# writers: {counts[0]} committed, {counts[1]} refused or failed")
     if args.kills:
         report("failover (SIGKILL leader -> first committed write)", kills)
     if args.transfers:

@@ -143,7 +143,7 @@ def run_process(args) -> None:
 
 
 def run_docker(args) -> None:
-    with running_cluster(3, "--image", args.image) as cluster:
+    with running_cluster(3, "--executor", "docker", "--image", args.image) as cluster:
         address = cluster.leader(timeout=10).grpc_address
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.SchedulerServiceStub(channel)

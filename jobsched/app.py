@@ -25,6 +25,7 @@ from jobsched.jobs.table import JobPage, ListQuery, RenderedPage, Renderer
 from jobsched.registry import WorkerRegistry
 
 MAX_BATCH_JOBS = 1000
+ALLOWED_IMAGES_KEPT = 1000
 Placer = Callable[[list, int], Callable[[object], object] | None]
 PEER_LIVENESS_SECONDS = 3.0
 DRAIN_WAIT_SECONDS = 60.0
@@ -102,6 +103,7 @@ class ClusterAPI:
         self._clock = clock
         self._placer: Placer | None = None
         self._finishing: Callable | None = None
+        self._images_allowed: set[str] = set()  # valid and allowed: checked once
 
     def use_placer(self, placer: Placer, finishing: Callable | None = None) -> None:
         """Let `placer(jobs, now_ms)` assign new jobs in their submit entry when a
@@ -124,7 +126,10 @@ class ClusterAPI:
             raise errors.Draining()
         validation.validate_command(request.command)
         image = request.image or self._config.image
-        validation.validate_image(image, self._config.allowed_images)
+        if image not in self._images_allowed:
+            validation.validate_image(image, self._config.allowed_images)
+            if len(self._images_allowed) < ALLOWED_IMAGES_KEPT:
+                self._images_allowed.add(image)
         validation.validate_timeout(request.timeout_seconds, self._config.max_job_timeout)
         validation.validate_idempotency_key(request.idempotency_key)
         validation.validate_max_attempts(request.max_attempts)
@@ -337,7 +342,7 @@ class ClusterAPI:
         return self._raft.status()
 
     def is_leader(self) -> bool:
-        return self._raft.status().role == "leader"
+        return self._raft.is_leader()
 
     def is_ready(self) -> bool:
         """A leader is known and this node is in touch with a quorum."""
@@ -347,9 +352,8 @@ class ClusterAPI:
     # ------------------------------------------------------------------ helpers
 
     def _require_leader(self) -> None:
-        status = self._raft.status()
-        if status.role != "leader":
-            raise errors.NotLeader(status.leader_address)
+        if not self._raft.is_leader():
+            raise errors.NotLeader(self._raft.status().leader_address)
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)

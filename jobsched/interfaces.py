@@ -116,6 +116,9 @@ class IRaftService(Interface):
         typed error of jobsched.errors (NotLeader, Overloaded, CommitTimeout,
         LeadershipLost, RaftStopped, StorageFailed)."""
 
+    def is_leader():
+        """Whether this node leads now (cheaper than `status().role`)."""
+
     def status():
         """Return a `jobsched.raft.service.RaftStatus` snapshot of this node's view."""
 

@@ -232,6 +232,9 @@ class RaftService(Service):
             return defer.fail(self._refusal())
         return self._when_durable().addCallback(lambda _: response)
 
+    def is_leader(self) -> bool:
+        return self._core is not None and self._core.role == LEADER
+
     def status(self) -> RaftStatus:
         core = self._core
         if core is None:

@@ -11,9 +11,11 @@ Output is read from the container's attach stream while it runs, capped as it
 arrives and drained past the cap; containers have no log driver, so a chatty job
 fills neither the engine's disk nor this process's memory. A timeout, a cancel and
 a stop all work the same way: a reactor-side kill by container name, after which
-the stream ends and the run reports why the job was interrupted. Each container's name
-is registered with the fence before the container is created, so the fence keeper
-kills it if this node dies or loses its lease.
+the stream ends and the run reports why the job was interrupted. A run makes four
+engine calls (create, attach, start, wait; the image is looked up once per image);
+the exited container is removed while its result goes on, not before. Each
+container's name is registered with the fence before the container is created, so
+the fence keeper kills it if this node dies or loses its lease.
 """
 
 from __future__ import annotations
@@ -151,6 +153,8 @@ class DockerExecutor:
         self._client: docker.DockerClient | None = None
         self._attempts: dict[str, _Attempt] = {}
         self._idle_waiters: list[Deferred] = []
+        self._removals: set[Deferred] = set()
+        self._images_present: set[str] = set()
         self._stopping = False
 
     # -- IExecutor --------------------------------------------------------------
@@ -173,6 +177,7 @@ class DockerExecutor:
         kills = DeferredList([self._kill(a.name) for a in attempts], consumeErrors=True)
         kills.addCallback(self._log_kill_failures)
         kills.addCallback(lambda _: self._wait_idle())
+        kills.addCallback(lambda _: DeferredList(list(self._removals), consumeErrors=True))
         kills.addCallback(lambda _: self._in_pool(self._close_client))
         kills.addBoth(self._stop_pool)
         return kills
@@ -222,8 +227,19 @@ class DockerExecutor:
                 timeout, self._time_out, attempt, timed_out_message(timeout)
             )
         d = self._in_pool(self._run_blocking, attempt.spec, attempt.name, attempt.interrupted)
+        d.addCallback(self._remove_after)
         d.addCallback(self._explain_interruption, attempt)
         return d
+
+    def _remove_after(self, outcome: tuple[JobResult, str | None]) -> JobResult:
+        """The result goes on at once; the exited container is removed meanwhile, off
+        the job's path (removing one takes the engine tens of milliseconds)."""
+        result, container_id = outcome
+        if container_id is not None:
+            removal = self._in_pool(self._remove_blocking, container_id)
+            self._removals.add(removal)
+            removal.addBoth(lambda _: self._removals.discard(removal))
+        return result
 
     def _explain_interruption(self, result: JobResult, attempt: _Attempt) -> JobResult:
         # A container killed for a timeout, a cancel or a stop exits 137; say why instead.
@@ -277,37 +293,49 @@ class DockerExecutor:
 
     # -- pool threads ---------------------------------------------------------
 
-    def _run_blocking(self, spec: JobSpec, name: str, interrupted: threading.Event) -> JobResult:
+    def _run_blocking(
+        self, spec: JobSpec, name: str, interrupted: threading.Event
+    ) -> tuple[JobResult, str | None]:
+        """The attempt's result, and the exited container still to remove (if any)."""
         image = spec.image or self._image
         try:
             self._ensure_image(image)
         except docker.errors.APIError as exc:
-            return killed(f"Image not found: {image} ({exc.explanation or exc})", None, None)
+            return killed(f"Image not found: {image} ({exc.explanation or exc})", None, None), None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            return killed(f"Docker error: {exc}", None, None)
+            return killed(f"Docker error: {exc}", None, None), None
         if interrupted.is_set():
-            return killed("", None, None)  # the reactor side supplies the reason
+            return killed("", None, None), None  # the reactor side supplies the reason
         try:
-            return self._run_container(spec, image, name, interrupted)
+            try:
+                return self._run_container(spec, image, name, interrupted)
+            except docker.errors.ImageNotFound:  # removed since it was last seen: pull
+                self._images_present.discard(image)
+                self._ensure_image(image)
+                return self._run_container(spec, image, name, interrupted)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            return killed(f"Docker error: {exc}", None, None)
+            return killed(f"Docker error: {exc}", None, None), None
 
     def _ensure_image(self, image: str) -> None:
-        """Pull `image` unless the engine has it; the pull counts against the timeout."""
+        """Pull `image` unless the engine has it; the pull counts against the timeout.
+        An image once seen is not asked about again (a removed one fails the create,
+        and the next run looks again)."""
+        if image in self._images_present:
+            return
         try:
             self._client.images.get(image)
         except docker.errors.ImageNotFound:
             self.log.info("Pulling image {image}", image=image)
             self._client.images.pull(image)
+        self._images_present.add(image)
 
     def _run_container(
         self, spec: JobSpec, image: str, name: str, interrupted: threading.Event
-    ) -> JobResult:
-        container = self._client.containers.create(
-            image,
-            ["sh", "-c", spec.command],
-            name=name,
-            labels={CLUSTER_LABEL: self._cluster_label, JOB_LABEL: spec.job_id},
+    ) -> tuple[JobResult, str]:
+        """Create, attach, start, read to the end, wait: five engine calls (the
+        container is removed by the caller, after the result has gone on)."""
+        api = self._client.api
+        host_config = api.create_host_config(
             network_mode="none",
             cap_drop=["ALL"],
             read_only=True,
@@ -317,20 +345,25 @@ class DockerExecutor:
             memswap_limit=self._memory,
             nano_cpus=self._nano_cpus,
             pids_limit=self._pids_limit,
-            user=self._user,
             log_config=LogConfig(type=LogConfig.types.NONE),
         )
+        container_id = api.create_container(
+            image,
+            ["sh", "-c", spec.command],
+            name=name,
+            labels={CLUSTER_LABEL: self._cluster_label, JOB_LABEL: spec.job_id},
+            user=self._user,
+            host_config=host_config,
+        )["Id"]
         try:
             stdout = CappedBuffer(self._max_output_bytes)
             stderr = CappedBuffer(self._max_output_bytes)
             # Attach before start so no output is missed; the stream ends when the
             # container exits (or is killed).
-            frames = self._client.api.attach(
-                container.id, stdout=True, stderr=True, stream=True, demux=True
-            )
+            frames = api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
             try:
                 started_at_ms = now_ms()
-                self._client.api.start(container.id)
+                api.start(container_id)
                 # An interrupt may have tried to kill the container before it ran.
                 if interrupted.is_set():
                     self._kill_blocking(name)
@@ -339,10 +372,11 @@ class DockerExecutor:
                     stderr.write(err or b"")
             finally:
                 frames.close()
-            exit_code = self._client.api.wait(container.id)["StatusCode"]
-            return exited(exit_code, stdout, stderr, started_at_ms)
-        finally:
-            self._remove_blocking(container.id)
+            exit_code = api.wait(container_id)["StatusCode"]
+        except BaseException:
+            self._remove_blocking(container_id)
+            raise
+        return exited(exit_code, stdout, stderr, started_at_ms), container_id
 
     def _kill_blocking(self, name: str) -> None:
         try:
