@@ -158,7 +158,8 @@ class DockerExecutorTests(unittest.TestCase):
         self.assertEqual(result.error, "Timed out after 2s")
         self.assertIs(result.timed_out, True)
         self.assertEqual(result.output, "started\n")
-        self.assertEqual(await self.containers_named(container_name(spec.job_id)), [])
+        # removed while the result goes on, not before it
+        await self.wait_until_gone(container_name(spec.job_id), 30)
 
     async def test_cancel_removes_the_container_even_with_every_slot_busy(self):
         executor = await self.start_executor(slots=1)
