@@ -29,6 +29,7 @@ setup(
             "coverage==7.17.3",
             "selenium==4.51.0",
             "cryptography==50.0.2",  # a throwaway CA and certificates for the CLI's TLS test
+            "hypothesis==6.170.15",
         ],
     },
     entry_points={"console_scripts": ["jobsched = jobsched.cli.main:main"]},

@@ -2,8 +2,10 @@
 
 The constructor only wires; `startService` does the I/O (opening storage, reaching the
 Docker engine, binding the gRPC port) and stops start-up with one line when one of
-them cannot be done. Start order: fence keeper, Raft, worker, dispatcher, heartbeats,
-gRPC server, event hub, REST site (stopped in reverse).
+them cannot be done. A durable write that fails later ends the process the same way
+(exit 1), for a supervisor to restart it from its data directory. Start order: fence
+keeper, Raft, worker, dispatcher, heartbeats, gRPC server, event hub, REST site
+(stopped in reverse).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from jobsched.api.event_hub import EventHub
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
 from jobsched.api.output_sse import OutputFeeds
 from jobsched.api.raft_servicer import RaftServicer
-from jobsched.api.rest import RestApi
+from jobsched.api.rest import SITE_OPTIONS, RestApi
 from jobsched.app import ClusterAPI, DrainFlag
 from jobsched.config import NodeConfig
 from jobsched.dispatch import Dispatcher
@@ -116,6 +118,8 @@ class NodeService(MultiService):
                 election_timeout_max=config.election_timeout_max / 1000,
                 heartbeat_interval=config.heartbeat_interval / 1000,
             ),
+            # Crash-only: a disk that fails a write ends the process, one line on stderr.
+            on_storage_failure=exit_with_error,
         )
         self.raft.setServiceParent(self)
 
@@ -189,7 +193,7 @@ class NodeService(MultiService):
             self.events.setServiceParent(self)
             outputs = OutputFeeds(self.router, reactor)
             rest = RestApi(self.api, self.router, self.storage, self.events, streams, outputs)
-            site = Site(rest.resource())
+            site = Site(rest.resource(), **SITE_OPTIONS)
             site.noisy = False
             internet.TCPServer(config.dashboard_port, site, interface=config.host).setServiceParent(
                 self
@@ -240,6 +244,7 @@ class NodeService(MultiService):
         finish (then kill and report them failed), deliver results, close storage."""
         self.log.info("Stopping: no new jobs; handing over and finishing running jobs")
         self._drain_flag.active = True
+        self.raft.refuse_leadership()
         if self.api.is_leader() and self.config.peers:
             transfer = self.api.transfer_leadership(0)
             transfer.addTimeout(SHUTDOWN_TRANSFER_SECONDS, self._reactor)

@@ -13,9 +13,11 @@ Scripts that run no reactor (bench/) use the blocking twins: `wait_until`, `http
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,18 +44,33 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_CHARS = 3000
 
 _HANDED_OUT: set = set()
+PORTS_FROM = 20000
 
 
 def free_port() -> int:
-    """A free port on 127.0.0.1 that this process has not handed out before (the kernel
-    may offer a just-closed port again, and two nodes must never get the same one)."""
+    """A free port on 127.0.0.1 that this process has not handed out before (two nodes
+    must never get the same one), below the kernel's ephemeral range: a port from that
+    range may be taken as the source port of some outbound connection between the
+    moment it is handed out and the moment a node binds it."""
+    below = _ephemeral_range_start()
     while True:
+        port = random.randrange(PORTS_FROM, below)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class DeadNode(AssertionError):
@@ -139,6 +156,7 @@ class Node:
     http_port: int
     log_path: Path
     args: list[str]
+    stderr_path: Path | None = None  # None: standard error goes to the log too
     process: subprocess.Popen | None = None
     stopped_on_purpose: bool = False
     _channel: grpc.Channel | None = field(default=None, repr=False)
@@ -157,11 +175,15 @@ class Node:
     def start(self) -> Node:
         self.stopped_on_purpose = False
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-        with open(self.log_path, "ab") as log:
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(open(self.log_path, "ab"))
+            stderr = subprocess.STDOUT
+            if self.stderr_path is not None:
+                stderr = files.enter_context(open(self.stderr_path, "ab"))
             self.process = subprocess.Popen(
                 [TWISTD, "-n", "--pidfile=", "jobsched", *self.args],
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=stderr,
                 stdin=subprocess.DEVNULL,
                 cwd=str(self.log_path.parent),
                 env=env,
@@ -237,13 +259,15 @@ class Node:
         body: object = None,
         raw: bytes | None = None,
         timeout: float = 30,
+        content_type: str = "application/json",
     ) -> HttpAnswer:
-        """One HTTP request to the node (a JSON `body`, or `raw` bytes sent as JSON)."""
+        """One HTTP request to the node (a JSON `body`, or `raw` bytes sent as
+        `content_type`)."""
         self.check_alive()
         if self._pool is None:  # treq's shared default pool would outlive the test
             raise RuntimeError(f"node {self.node_id} is not attached to a test")
         data = _request_body(body, raw)
-        headers = {"Content-Type": ["application/json"]} if data is not None else None
+        headers = {"Content-Type": [content_type]} if data is not None else None
         response = await treq.request(
             method,
             self.url + path,
@@ -349,7 +373,10 @@ class NodeFactory:
         peers: str = "",
         grpc_port: int = 0,
         http_port: int = 0,
+        separate_stderr: bool = False,
     ) -> Node:
+        """Start a node; with `separate_stderr`, its standard error goes to
+        `node<id>.stderr` (Node.stderr_path) instead of into its log."""
         grpc_port = grpc_port or free_port()
         http_port = http_port or free_port()
         args = [
@@ -363,6 +390,8 @@ class NodeFactory:
             *extra_args,
         ]
         node = Node(node_id, grpc_port, http_port, self._workdir / f"node{node_id}.log", args)
+        if separate_stderr:
+            node.stderr_path = self._workdir / f"node{node_id}.stderr"
         if self._testcase is not None:
             node.attach(self._testcase)
         self.nodes.append(node.start())

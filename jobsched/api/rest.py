@@ -3,7 +3,10 @@
 Importing this module imports klein, which installs the default reactor; only
 jobsched.node imports it, lazily, from makeService (STACK-NOTES pitfall 1).
 
-Every error answer is JSON with `error` (the message of API.md) and `code` (API.md §4).
+Every error answer is JSON with `error` (the message of API.md) and `code` (API.md §4):
+a URL that is not UTF-8 and an error no route expected included (never Klein's text or
+Twisted's HTML). The node serves it with form parsing off (`SITE_OPTIONS`): a body is
+JSON or nothing, never parsed into query arguments.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import json
 from typing import Any
 
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.internet import defer
+from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 from zope.interface import implementer
@@ -43,6 +48,10 @@ EVENT_STREAM = b"text/event-stream; charset=utf-8"
 NO_LEADER_ERRORS = (errors.NotLeader, errors.NoLeader)
 TRANSFER_FAILED = "TRANSFER_FAILED"
 DRAIN_FAILED = "DRAIN_FAILED"
+SITE_OPTIONS = {"parsePOSTFormSubmission": False}
+"""Keyword arguments of the twisted.web Site serving the app."""
+
+log = Logger()
 
 
 @implementer(IWebApp)
@@ -50,6 +59,7 @@ class RestApi:
     """Routes of API.md section 3 over one node."""
 
     app = Klein()
+    app.url_map.merge_slashes = False  # `/api//jobs` is 404, not a redirect
 
     def __init__(
         self,
@@ -69,7 +79,7 @@ class RestApi:
         self._files = DashboardFiles()
 
     def resource(self):
-        return self.app.resource()
+        return _Resource(self.app, self)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -105,6 +115,20 @@ class RestApi:
     @app.handle_errors(MethodNotAllowed)
     def _wrong_method(self, request, failure):
         return self._error(request, errors.InvalidArgument("method not allowed"), 405)
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request, failure):
+        """A typed error no route caught gets its own answer; anything else is a bug:
+        logged, and answered 500 INTERNAL as JSON."""
+        if failure.check(errors.JobschedError):
+            return self._error(request, failure.value)
+        log.failure(
+            "REST {method} {path} failed", failure, method=request.method, path=request.path
+        )
+        return self._error(request, errors.JobschedError())
+
+    def bad_url(self, request):
+        return self._error(request, errors.InvalidArgument("URL is not valid UTF-8"))
 
     # ------------------------------------------------------------------ pages
 
@@ -174,7 +198,7 @@ class RestApi:
     @defer.inlineCallbacks
     def transfer_leader(self, request):
         try:
-            target = parse.transfer_target(parse.read_json(request))
+            target = parse.transfer_target(parse.read_json(request, empty={}))
         except errors.JobschedError as error:
             return self._error(request, error)
         try:
@@ -300,3 +324,21 @@ class RestApi:
         except errors.JobschedError as error:
             return self._error(request, error, **refused)
         return self._respond(request, 200, {"success": True, "error": None})
+
+
+class _Resource(KleinResource):
+    """Klein's resource, except that a URL whose host or path is not UTF-8 gets the
+    JSON error every other bad request gets (Klein answers it with bare text)."""
+
+    def __init__(self, app: Klein, rest: RestApi) -> None:
+        super().__init__(app)
+        self._rest = rest
+
+    def render(self, request):
+        try:
+            request.getRequestHostname().decode("utf-8")
+            for segment in request.prepath + request.postpath:
+                segment.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._rest.bad_url(request)
+        return super().render(request)
