@@ -1,16 +1,23 @@
 """The per-job live output buffer (cap, offsets, skipped, many readers, waiting for a
-change) and reading a job's output from a node's table and buffers, on a Clock."""
+change), reading a job's output from a node's table and buffers, and the router's
+"here, or the node running the job", on a Clock."""
+
+import uuid
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from jobsched import errors
 from jobsched.jobs.model import Job, JobStatus
+from jobsched.routing import Router
+from jobsched.worker import output_wire
 from jobsched.worker.live_output import (
     STDERR,
     STDOUT,
     LiveOutputs,
     OutputCursor,
     OutputPiece,
+    OutputRead,
 )
 from jobsched.worker.output_reader import LocalOutputReader, finished_output
 
@@ -184,3 +191,88 @@ class LocalOutputReaderTests(unittest.TestCase):
             JOB, "x", 0, status=JobStatus.RUNNING, assigned_worker=1, attempts=2
         )
         self.assertEqual(self.reader.read_now(JOB, OutputCursor()).pieces, ())
+
+
+class FakeApi:
+    def __init__(self, table):
+        self.table = table
+
+    def get_job(self, job_id):
+        job = self.table.get(job_id)
+        if job is None:
+            raise errors.NotFound("Job not found")
+        return job
+
+
+class FakePeers:
+    """IPeerClient: records calls; the test answers or fails them."""
+
+    def __init__(self):
+        self.calls = []
+
+    def knows(self, node_id):
+        return True
+
+    def internal(self, node_id, method, request, timeout):
+        d = defer.Deferred()
+        self.calls.append((node_id, method, request, timeout, d))
+        return d
+
+    def close(self):
+        pass
+
+
+class OutputRoutingTests(unittest.TestCase):
+    """Router.read_output: here, or the node the table says runs the job (never the
+    leader); a relay that fails reads here after a pause."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.outputs = LiveOutputs(self.clock, cap=100)
+        self.table = FakeTable(
+            Job(JOB, "x", 0, status=JobStatus.RUNNING, assigned_worker=3, attempts=1)
+        )
+        self.peers = FakePeers()
+        reader = LocalOutputReader(2, self.table, self.outputs)
+        self.router = Router(FakeApi(self.table), None, reader, self.peers, self.clock)
+
+    def test_a_job_running_elsewhere_is_read_from_its_worker(self):
+        reading = self.router.read_output(JOB, OutputCursor(1, 5, 0), wait=5)
+        node_id, method, request, timeout, call = self.peers.calls[0]
+        self.assertEqual((node_id, method, timeout), (3, "ReadJobOutput", 5 + 5.0))
+        self.assertEqual((request.attempt, request.stdout_offset, request.wait_ms), (1, 5, 5000))
+        answer = output_wire.read_response(
+            OutputRead(
+                (OutputPiece(STDOUT, b"hi", 5, 0, 1),), OutputCursor(1, 7, 0), JobStatus.RUNNING
+            )
+        )
+        call.callback(answer)
+        read = self.successResultOf(reading)
+        self.assertEqual(
+            (data(read.pieces), read.cursor, read.final), (b"hi", OutputCursor(1, 7), False)
+        )
+
+    def test_a_relayed_read_is_answered_here_and_never_passed_on(self):
+        reading = self.router.read_output(JOB, OutputCursor(), wait=5, relayed=True)
+        self.assertEqual(self.peers.calls, [])
+        self.clock.advance(5)
+        self.assertEqual(self.successResultOf(reading).pieces, ())
+
+    def test_an_unreachable_worker_means_nothing_new_after_a_pause(self):
+        reading = self.router.read_output(JOB, OutputCursor(), wait=5)
+        self.peers.calls[0][-1].errback(RuntimeError("connection refused"))
+        self.assertNoResult(reading)
+        self.clock.advance(0.5)
+        read = self.successResultOf(reading)
+        self.assertEqual((read.pieces, read.final, read.status), ((), False, JobStatus.RUNNING))
+
+    def test_a_finished_job_is_read_here(self):
+        self.table.jobs[JOB] = Job(JOB, "x", 0, status=JobStatus.COMPLETED, attempts=1, output="o")
+        read = self.successResultOf(self.router.read_output(JOB, OutputCursor(), wait=5))
+        self.assertEqual((data(read.pieces), read.final), (b"o", True))
+        self.assertEqual(self.peers.calls, [])
+
+    def test_an_unknown_job_is_not_found(self):
+        self.failureResultOf(
+            self.router.read_output(str(uuid.uuid4()), OutputCursor(), 5), errors.NotFound
+        )
