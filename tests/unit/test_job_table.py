@@ -18,6 +18,7 @@ from jobsched.jobs.table import (
     JobTable,
     ListQuery,
 )
+from tests.cases import add_cases
 
 T0 = 1_700_000_000_000
 _index = itertools.count(1)
@@ -68,22 +69,6 @@ def running_job(table, job_id, worker=1):
 
 def ids(jobs):
     return [job.job_id for job in jobs]
-
-
-def add_cases(cls, prefix, cases, check):
-    """Give cls one test method `<prefix>_<case name>` per case, each running check on it."""
-
-    def make_test(name, case):
-        def test(self):
-            check(self, case)
-
-        test.__name__ = f"{prefix}_{name}"
-        test.__doc__ = f"{check.__doc__} (case: {name.replace('_', ' ')})"
-        return test
-
-    for name, case in cases.items():
-        test = make_test(name, case)
-        setattr(cls, test.__name__, test)
 
 
 class InterfaceTests(unittest.TestCase):
