@@ -50,8 +50,8 @@ busy-test: install
 	$(BIN)/python tests/docker_engine.py install
 	$(BIN)/python tests/busy.py --runs $(RUNS) -- $(BIN)/pytest -q -ra tests
 
-# Line coverage of jobsched by the unit layer, then by the unit and integration layers
-# together, node processes included (figures in docs/testing.md).
+# Line coverage of jobsched by the unit layer, then by every layer (unit, integration,
+# e2e) together, node and CLI processes included (figures in docs/testing.md).
 coverage: install
 	$(BIN)/python tests/docker_engine.py install
 	rm -f .coverage .coverage.*
@@ -59,7 +59,7 @@ coverage: install
 	$(BIN)/coverage combine --rcfile=.coveragerc -q
 	$(BIN)/coverage report --rcfile=.coveragerc --format=total | sed 's/^/unit layer: /'
 	rm -f .coverage .coverage.*
-	cd tests && JOBSCHED_COVERAGE=1 COVERAGE_DATA_DIR=$(CURDIR) ../$(BIN)/coverage run --rcfile=../.coveragerc -m pytest -q unit integration
+	cd tests && JOBSCHED_COVERAGE=1 COVERAGE_DATA_DIR=$(CURDIR) ../$(BIN)/coverage run --rcfile=../.coveragerc -m pytest -q unit integration e2e
 	$(BIN)/coverage combine --rcfile=.coveragerc -q
 	$(BIN)/coverage report --rcfile=.coveragerc
 

@@ -29,6 +29,7 @@ from jobsched.interfaces import IExecutor, IFence
 from jobsched.jobs.model import JobResult, JobSpec
 from jobsched.worker.fence import Unfenced
 from jobsched.worker.fence_keeper import PROCESS_GROUP
+from jobsched.worker.live_output import STDERR, STDOUT, LiveOutput, LiveOutputs
 from jobsched.worker.results import (
     CANCELLED,
     STOPPED,
@@ -105,14 +106,15 @@ class _Readable:
 
 
 class _JobProcess:
-    """One job's child: capped stdout and stderr, and `ended`, which fires with the
-    exit code (128+n for a signal, as in the shell) once the child has exited and both
-    of its pipes are closed."""
+    """One job's child: capped stdout and stderr (handed to its live output as they
+    come), and `ended`, which fires with the exit code (128+n for a signal, as in the
+    shell) once the child has exited and both of its pipes are closed."""
 
-    def __init__(self, reactor, max_output_bytes: int) -> None:
+    def __init__(self, reactor, max_output_bytes: int, live: LiveOutput) -> None:
         self._reactor = reactor
         self.stdout = CappedBuffer(max_output_bytes)
         self.stderr = CappedBuffer(max_output_bytes)
+        self.live = live
         self.ended: Deferred = Deferred()
         self.pgid = 0
         self._open = 0
@@ -124,18 +126,19 @@ class _JobProcess:
         child = self._child = spawn(argv, env)
         self.pgid = child.pid
         exit_fd = os.pidfd_open(child.pid)
-        for pipe, sink in ((child.stdout, self.stdout), (child.stderr, self.stderr)):
+        pipes = ((child.stdout, self.stdout, STDOUT), (child.stderr, self.stderr, STDERR))
+        for pipe, sink, stream in pipes:
             fd = os.dup(pipe.fileno())
             pipe.close()
             os.set_blocking(fd, False)
-            self._watch(fd, partial(self._read, sink))
+            self._watch(fd, partial(self._read, sink, stream))
         self._watch(exit_fd, self._exited)
 
     def _watch(self, fd: int, on_read: Callable[[int], bool]) -> None:
         self._open += 1
         self._reactor.addReader(_Readable(self._reactor, fd, on_read))
 
-    def _read(self, sink: CappedBuffer, fd: int) -> bool:
+    def _read(self, sink: CappedBuffer, stream: str, fd: int) -> bool:
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -144,6 +147,7 @@ class _JobProcess:
             data = b""
         if data:
             sink.write(data)  # past the cap the data is dropped, the pipe still drained
+            self.live.write(stream, data)
             return False
         self._closed()
         return True
@@ -203,11 +207,16 @@ class ProcessExecutor:
         *,
         max_output_bytes: int = 65536,
         fence: IFence | None = None,
+        live_output: LiveOutputs | None = None,
         spawn: Spawn = spawn_job,
     ) -> None:
-        """`reactor` must provide IReactorFDSet and IReactorTime (for timeouts);
-        `spawn` starts a child (tests record what they start)."""
+        """`reactor` must provide IReactorFDSet and IReactorTime (for timeouts); the
+        output of each run goes to `live_output` as it comes; `spawn` starts a child
+        (tests record what they start)."""
         self._spawn = spawn
+        self._live = (
+            live_output if live_output is not None else LiveOutputs(reactor, max_output_bytes)
+        )
         self._reactor = reactor
         self._max_output_bytes = max_output_bytes
         self._fence = fence if fence is not None else Unfenced()
@@ -242,11 +251,13 @@ class ProcessExecutor:
             return succeed(killed(STOPPED, None, None))
         if spec.job_id in self._attempts:
             return fail(ValueError(f"job {spec.job_id} is already running here"))
-        process = _JobProcess(self._reactor, self._max_output_bytes)
+        live = self._live.open(spec.job_id, spec.attempt)
+        process = _JobProcess(self._reactor, self._max_output_bytes, live)
         started_at_ms = now_ms()
         try:
             process.start(self._spawn, ["sh", "-c", spec.command], self._env)
         except OSError as exc:
+            live.close()
             return succeed(killed(f"Could not start the job: {exc}", None, None))
         token = self._fence.run_started(PROCESS_GROUP, str(process.pgid), spec.job_id)
         attempt = _Attempt(process, started_at_ms, token)
@@ -276,6 +287,7 @@ class ProcessExecutor:
         if attempt.timer is not None and attempt.timer.active():
             attempt.timer.cancel()
         del self._attempts[job_id]
+        attempt.process.live.close()
         self._fence.run_ended(attempt.fence_token)
         delivered.callback(self._result(exit_code, attempt))
         # Only now: whoever waits for idleness may look at the results.

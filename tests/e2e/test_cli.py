@@ -12,29 +12,11 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
+from tests.cli_contract import STATUS_EXT_KEYS, STATUS_KEYS
 from tests.e2e.clirun import SharedCluster, TerminalRun, addr, parsed, run_cli
 from tests.integration.jobwait import wait_finished, wait_status
 from tests.nodeproc import wait_for
 
-STATUS_KEYS = [
-    "job_id",
-    "status",
-    "output",
-    "error",
-    "assigned_worker",
-    "executed_by",
-    "exit_code",
-    "created_at_ms",
-    "completed_at_ms",
-]
-STATUS_EXT_KEYS = [
-    "started_at_ms",
-    "image",
-    "timeout_seconds",
-    "attempts",
-    "output_truncated",
-    "attempt_history",
-]
 VALID_STATUSES = "Valid values: pending, running, completed, failed, cancelled"
 
 

@@ -20,6 +20,7 @@ from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.net.outbound import CallFailed, call_deferred
+from tests.cases import add_cases
 from tests.integration.jobwait import wait_finished
 from tests.nodeproc import Node, NodeFactory
 
@@ -88,18 +89,6 @@ class SharedNodeTestCase(unittest.TestCase):
         self.assertEqual(
             {job_id: finished_after.get(job_id) for job_id in finished_before}, finished_before
         )
-
-
-def add_cases(cls: type, prefix: str, cases: dict, check) -> None:
-    """One test method `<prefix>_<case name>` per case, each running `check(self, case)`."""
-    for name, case in cases.items():
-
-        async def test(self, case=case):
-            await check(self, case)
-
-        test.__name__ = f"{prefix}_{name}"
-        test.__doc__ = f"{check.__doc__} ({name.replace('_', ' ')})"
-        setattr(cls, test.__name__, test)
 
 
 INVALID_SUBMITS = {

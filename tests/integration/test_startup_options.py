@@ -19,6 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from jobsched.tokens import Role
+from tests.cases import add_cases
 from tests.nodeproc import REPO_ROOT, TWISTD, NodeFactory, free_port, wait_for
 from tests.pki import Pki, new_tokens, write_token_file
 
@@ -238,19 +239,15 @@ class NodeOptionEffectTests(unittest.TestCase):
         self.assertEqual(timed_out["attempt_history"][0]["outcome"], "timed_out")
 
 
-def add_cases(prefix: str, names, check) -> None:
-    """One StartupOptionTests method `<prefix>_<case name>` per bad option."""
-    for name in names:
-
-        async def test(self, case=BAD_OPTIONS[name]):
-            await check(self, case)
-
-        test.__name__ = f"{prefix}_{name}"
-        test.__doc__ = f"{check.__doc__} ({name.replace('_', ' ')})"
-        setattr(StartupOptionTests, test.__name__, test)
-
-
-add_cases("test_twistd_refuses", BAD_OPTIONS, StartupOptionTests.check_twistd_refuses)
 add_cases(
-    "test_jobsched_server_refuses", SERVER_BAD_OPTIONS, StartupOptionTests.check_server_refuses
+    StartupOptionTests,
+    "test_twistd_refuses",
+    BAD_OPTIONS,
+    StartupOptionTests.check_twistd_refuses,
+)
+add_cases(
+    StartupOptionTests,
+    "test_jobsched_server_refuses",
+    {name: BAD_OPTIONS[name] for name in SERVER_BAD_OPTIONS},
+    StartupOptionTests.check_server_refuses,
 )

@@ -7,26 +7,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched.cli import views
 from jobsched.cli.job_output import OutputChunk, OutputEnd, finished_output
 from jobsched.cli.outcome import exit_code_of, timed_out
-
-STATUS_KEYS = [
-    "job_id",
-    "status",
-    "output",
-    "error",
-    "assigned_worker",
-    "executed_by",
-    "exit_code",
-    "created_at_ms",
-    "completed_at_ms",
-]
-STATUS_EXT_KEYS = [
-    "started_at_ms",
-    "image",
-    "timeout_seconds",
-    "attempts",
-    "output_truncated",
-    "attempt_history",
-]
+from tests.cli_contract import STATUS_EXT_KEYS, STATUS_KEYS
 
 
 class JsonViewTests(unittest.TestCase):

@@ -20,6 +20,7 @@ from jobsched.config import (
     parse_peers,
 )
 from jobsched.tap import Options
+from tests.cases import add_cases
 from tests.pki import Pki, new_tokens, write_token_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -112,22 +113,6 @@ TWISTD_ERRORS = {
         "jobsched: error: unexpected argument 'stray' (all settings are --options)",
     ),
 }
-
-
-def add_cases(cls, prefix, cases, check):
-    """Give cls one test method `<prefix>_<case name>` per case, each running check on it."""
-
-    def make_test(name, case):
-        def test(self):
-            check(self, case)
-
-        test.__name__ = f"{prefix}_{name}"
-        test.__doc__ = f"{check.__doc__} (case: {name.replace('_', ' ')})"
-        return test
-
-    for name, case in cases.items():
-        test = make_test(name, case)
-        setattr(cls, test.__name__, test)
 
 
 def parse(**options: object) -> NodeConfig:

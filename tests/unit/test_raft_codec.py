@@ -17,6 +17,7 @@ from jobsched.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
+from tests.cases import add_cases
 
 BIG = 2**63 + 5  # uint64 values above int64 range
 
@@ -49,22 +50,6 @@ MESSAGES = {
     "install_snapshot_last_empty_chunk": InstallSnapshotRequest(5, 1, 100, 4, 262144, b"", True),
     "install_snapshot_response": InstallSnapshotResponse(5),
 }
-
-
-def add_cases(cls, prefix, cases, check):
-    """Give cls one test method `<prefix>_<case name>` per case, each running check on it."""
-
-    def make_test(name, case):
-        def test(self):
-            check(self, case)
-
-        test.__name__ = f"{prefix}_{name}"
-        test.__doc__ = f"{check.__doc__} (case: {name.replace('_', ' ')})"
-        return test
-
-    for name, case in cases.items():
-        test = make_test(name, case)
-        setattr(cls, test.__name__, test)
 
 
 class RoundTripTests(unittest.TestCase):

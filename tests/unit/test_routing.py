@@ -34,6 +34,7 @@ from jobsched.routing import (
     Router,
 )
 from jobsched.scheduler import Assigner
+from tests.cases import add_cases
 from tests.unit.test_cluster_api import build, cluster, committed, elected, wait_until
 
 SUBMISSION = SubmitRequest(
@@ -321,22 +322,6 @@ class ForwardedFromAFollowerTests(RouterTestCase):
         self.assertEqual(len(self.leader_client.calls), 1)
         self.leader_client.fail(error)
         self.assertIs(self.failureResultOf(answered, type(error)).value, error)
-
-
-def add_cases(cls, prefix, cases, check):
-    """Give cls one test method `<prefix>_<case name>` per case, each running check on it."""
-
-    def make_test(name, case):
-        def test(self):
-            check(self, case)
-
-        test.__name__ = f"{prefix}_{name}"
-        test.__doc__ = f"{check.__doc__} (case: {name.replace('_', ' ')})"
-        return test
-
-    for name, case in cases.items():
-        test = make_test(name, case)
-        setattr(cls, test.__name__, test)
 
 
 add_cases(

@@ -16,6 +16,7 @@ from jobsched.jobs.validation import (
     validate_image,
     validate_timeout,
 )
+from tests.cases import add_cases
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -69,22 +70,6 @@ INVALID_UUIDS = {
     "uuid_prefix_without_urn": "uuid:" + "0" * 32,
     "urn_with_braces": "urn:uuid:{" + "0" * 32 + "}",
 }
-
-
-def add_cases(cls, prefix, cases, check):
-    """Give cls one test method `<prefix>_<case name>` per case, each running check on it."""
-
-    def make_test(name, value):
-        def test(self):
-            check(self, value)
-
-        test.__name__ = f"{prefix}_{name}"
-        test.__doc__ = f"{check.__doc__} (case: {name.replace('_', ' ')})"
-        return test
-
-    for name, value in cases.items():
-        test = make_test(name, value)
-        setattr(cls, test.__name__, test)
 
 
 class CommandTests(unittest.TestCase):
