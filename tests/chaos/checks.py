@@ -14,6 +14,10 @@ from tests.chaos.runs import Run
 TERMINAL = ("completed", "failed", "cancelled")
 # The attempt history is in whole milliseconds of the same host clock as the ticks.
 CLOCK_ROUNDING_MS = 1.0
+# How long past the end of its attempt a run's last line may come: an attempt ends when
+# its result is taken, or when it is declared lost (by then its run must be dead:
+# docs/reliability.md, "The arithmetic"); a tick is written before that, or never.
+OUTLIVED_TOLERANCE_MS = 100.0
 
 
 def check_tables(tables: Mapping[int, list[dict]], acknowledged: Iterable[str]) -> list[str]:
@@ -71,8 +75,9 @@ def check_runs(
     job: dict, runs: list[Run], node_of_pid: Mapping[int, int], max_attempts: int
 ) -> RunCheck:
     """One job's runs against its attempt history: no two runs overlap in time, each
-    run belongs to an attempt on the node that ran it and no attempt ran twice, a job of
-    one attempt ran at most once, and a completed job's last attempt ran to its end."""
+    run belongs to an attempt on the node that ran it, no attempt ran twice, no run went
+    on after its attempt ended, a job of one attempt ran at most once, and a completed
+    job's last attempt ran to its end."""
     name = f"job {job['id']}"
     violations = []
     gaps = []
@@ -95,13 +100,20 @@ def check_runs(
         if node_id is None:
             violations.append(f"{name}: run {run.token} by an unknown process {run.node_pid}")
             continue
-        attempt = attempt_of(job["attempt_history"], node_id, run)
-        if attempt is None:
+        record = attempt_of(job["attempt_history"], node_id, run)
+        if record is None:
             violations.append(
                 f"{name}: run {run.token} on node {node_id} belongs to no attempt there"
             )
             continue
-        runs_of_attempt.setdefault(attempt, []).append(run.token)
+        runs_of_attempt.setdefault(record["attempt"], []).append(run.token)
+        finished = record["finished_at_ms"]
+        if finished is not None and run.last_ms > finished + OUTLIVED_TOLERANCE_MS:
+            violations.append(
+                f"{name}: run {run.token} on node {node_id} outlived its attempt "
+                f"{record['attempt']} ({record['outcome']}) by "
+                f"{(run.last_ms - finished) / 1000:.3f}s"
+            )
     for attempt, tokens in sorted(runs_of_attempt.items()):
         if len(tokens) > 1:
             violations.append(f"{name}: attempt {attempt} ran {len(tokens)} times ({tokens})")
@@ -117,9 +129,9 @@ def check_runs(
     return RunCheck(violations, gaps)
 
 
-def attempt_of(history: list[dict], node_id: int, run: Run) -> int | None:
+def attempt_of(history: list[dict], node_id: int, run: Run) -> dict | None:
     """The attempt a run on `node_id` belongs to: the latest attempt given to that node
-    that started (was assigned) before the run's first line."""
+    that started (was assigned) before the run's first line; its record."""
     candidates = [
         record
         for record in history
@@ -129,4 +141,4 @@ def attempt_of(history: list[dict], node_id: int, run: Run) -> int | None:
     ]
     if not candidates:
         return None
-    return max(candidates, key=lambda record: record["started_at_ms"])["attempt"]
+    return max(candidates, key=lambda record: record["started_at_ms"])

@@ -46,6 +46,10 @@ class Run:
     def first_ms(self) -> float:
         return self.first_ns / 1e6
 
+    @property
+    def last_ms(self) -> float:
+        return self.last_ns / 1e6
+
     def overlaps(self, other: Run) -> bool:
         return self.first_ns <= other.last_ns and other.first_ns <= self.last_ns
 

@@ -27,12 +27,12 @@ def job(status="completed", history=(), job_id="j1", **fields) -> dict:
     }
 
 
-def attempt(n: int, worker: int, started_ms: int, outcome="completed") -> dict:
+def attempt(n: int, worker: int, started_ms: int, outcome="completed", finished_ms=None) -> dict:
     return {
         "attempt": n,
         "worker": worker,
         "started_at_ms": started_ms,
-        "finished_at_ms": None,
+        "finished_at_ms": finished_ms,
         "outcome": outcome,
         "late": False,
     }
@@ -133,12 +133,23 @@ class RunCheckTests(unittest.TestCase):
         entry = job(status="failed", history=[attempt(1, 1, 1000, "lost")])
         self.assertEqual(check_runs(entry, [], NODES, max_attempts=1).violations, [])
 
+    def test_a_run_that_went_on_after_its_attempt_ended_is_a_violation(self):
+        entry = job(status="failed", history=[attempt(1, 1, 1000, "failed", finished_ms=3000)])
+        self.assertEqual(check_runs(entry, [run("a", 101, 1001, 3100)], NODES, 3).violations, [])
+        [violation] = check_runs(entry, [run("a", 101, 1001, 3500)], NODES, 3).violations
+        self.assertIn("outlived its attempt 1 (failed) by 0.500s", violation)
+
     def test_runs_belong_to_the_latest_attempt_on_their_node_that_began_before_them(self):
         history = [attempt(1, 1, 1000, "lost"), attempt(2, 2, 2000, "lost"), attempt(3, 1, 3000)]
-        self.assertEqual(attempt_of(history, 1, run("a", 101, 1500, 1600)), 1)
-        self.assertEqual(attempt_of(history, 1, run("b", 101, 3001, 3100)), 3)
-        self.assertEqual(attempt_of(history, 2, run("c", 102, 2000, 2100)), 2)
-        self.assertIsNone(attempt_of(history, 3, run("d", 103, 5000, 5100)))
+
+        def number(node_id, first_ms):
+            record = attempt_of(history, node_id, run("r", 100 + node_id, first_ms, first_ms))
+            return record and record["attempt"]
+
+        self.assertEqual(number(1, 1500), 1)
+        self.assertEqual(number(1, 3001), 3)
+        self.assertEqual(number(2, 2000), 2)
+        self.assertIsNone(number(3, 5000))
 
 
 class TableCheckTests(unittest.TestCase):
