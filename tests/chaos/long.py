@@ -129,6 +129,7 @@ class LongRun:
             workload = Workload(runs_dir, ticks, label=f"c{number}")
             chaos = Chaos(cluster, workload, self.rng, expiry, say=self.say)
             chaos.jobs_per_load = self.rng.randint(3, 9)
+            chaos.hold_after_takeover = lambda c: c.rng.uniform(0, c.worker_expiry)
             for step in range(planned):
                 if time.monotonic() >= deadline:
                     break

@@ -31,6 +31,9 @@ class Chaos:
     worker_expiry: float
     jobs_per_load: int = 6
     jobs_during_fault: int = 2
+    # How long a pause or a cut still lasts once the node's jobs run elsewhere: the
+    # paused node's runs (if the fence failed) then overlap the new ones for that long.
+    hold_after_takeover: Callable[[Chaos], float] = lambda chaos: chaos.worker_expiry / 2
     say: Callable[[str], None] = lambda line: None
     counts: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
@@ -138,7 +141,7 @@ async def kill(chaos: Chaos, role: str, restart_at_once: bool) -> None:
 
 async def pause_node(chaos: Chaos, role: str, seconds: float | None) -> None:
     """SIGSTOP the node process for `seconds`, or (None) until its jobs were taken back
-    by a leader that is not it; then SIGCONT."""
+    by a leader that is not it and a while longer; then SIGCONT."""
     target, jobs = await pick(chaos, role)
     what = f"{seconds:.1f}s" if seconds is not None else "past the takeover"
     chaos.say(f"pause {role} {target} ({len(jobs)} jobs) for {what}")
@@ -153,6 +156,7 @@ async def pause_node(chaos: Chaos, role: str, seconds: float | None) -> None:
                 await chaos.cluster.leader(timeout=TAKEOVER_SECONDS)
             await submit_during(chaos)
             await taken_back(chaos, target, jobs)
+            await pause(chaos.hold_after_takeover(chaos))
     finally:
         chaos.cluster.resume(target)
     chaos.say(f"  node {target} continued after {time.monotonic() - stopped:.1f}s")
@@ -160,7 +164,7 @@ async def pause_node(chaos: Chaos, role: str, seconds: float | None) -> None:
 
 async def cut_off(chaos: Chaos, role: str, seconds: float | None = None) -> None:
     """Cut the node off from its peers for `seconds`, or (None) until its jobs were
-    taken back by a leader that is not it; heal."""
+    taken back by a leader that is not it and a while longer; heal."""
     target, jobs = await pick(chaos, role)
     what = f"{seconds:.1f}s" if seconds is not None else "past the takeover"
     chaos.say(f"cut off {role} {target} ({len(jobs)} jobs) for {what}")
@@ -174,6 +178,7 @@ async def cut_off(chaos: Chaos, role: str, seconds: float | None = None) -> None
             await chaos.cluster.leader(timeout=TAKEOVER_SECONDS)
             await submit_during(chaos)
             await taken_back(chaos, target, jobs)
+            await pause(chaos.hold_after_takeover(chaos))
     finally:
         await chaos.cluster.heal()
     chaos.say(f"  node {target} healed after {time.monotonic() - cut_at:.1f}s")
