@@ -133,7 +133,7 @@ class LongRun:
             for step in range(planned):
                 if time.monotonic() >= deadline:
                     break
-                name = self.rng.choice(sorted(LONG_SCENARIOS))
+                name = self.rng.choice(self.args.scenarios)
                 self.say(f"cluster {number} step {step + 1}: {name}")
                 self.scenarios_run[name] += 1
                 await LONG_SCENARIOS[name](chaos)
@@ -243,6 +243,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="pauses per role and span")
     parser.add_argument("--seed", type=int, help="replay the choices of an earlier run")
     parser.add_argument("--report", help="also write the JSON report here")
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=sorted(LONG_SCENARIOS),
+        default=sorted(LONG_SCENARIOS),
+        metavar="NAME",
+        help=f"draw only from these ({', '.join(sorted(LONG_SCENARIOS))})",
+    )
     args = parser.parse_args(argv)
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))
 
