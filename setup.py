@@ -19,6 +19,8 @@ setup(
         # grapheme clusters for aligned, safely cut table columns (wcwidth)
         "rich==15.0.0",
         "wcwidth==0.9.4",
+        "cryptography==50.0.2",  # certificates: jobsched certs, node identities
+        "pyOpenSSL==26.4.0",  # HTTPS for REST (twisted's TLS)
     ],
     extras_require={
         "test": [
@@ -28,7 +30,8 @@ setup(
             "ruff==0.17.5",
             "coverage==7.17.3",
             "selenium==4.51.0",
-            "cryptography==50.0.2",  # a throwaway CA and certificates for the CLI's TLS test
+            "hypothesis==6.170.15",
+            "service-identity==26.1.0",  # the tests' HTTPS client checks host names
         ],
     },
     entry_points={"console_scripts": ["jobsched = jobsched.cli.main:main"]},

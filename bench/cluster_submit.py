@@ -9,9 +9,13 @@ the job's entry is committed). The clients share the machine's cores with the no
     .venv/bin/python -m bench.cluster_submit --quick --clients 32  # 1,000 jobs, a check
     .venv/bin/python -m bench.cluster_submit --command 'sleep 5'   # jobs hold their slots
     .venv/bin/python -m bench.cluster_submit --durable             # --data-dir per node
+    .venv/bin/python -m bench.cluster_submit --clients 32 --tls both  # plaintext, then mTLS
 
 With --durable, every node keeps its state in SQLite and the leader's storage commits
-(one fsync each) per written log entry are reported from its /metrics.
+(one fsync each) per written log entry are reported from its /metrics. With `--tls on`
+the cluster runs with mutual TLS (certificates made for the run) and the clients
+present a client certificate; `--tls both` measures each level without TLS and then
+with it, one after the other.
 
 Prints figures; asserts nothing.
 """
@@ -32,6 +36,7 @@ import grpc
 
 from bench.common import (
     Submitter,
+    client_tls,
     cpu_seconds,
     leader_address,
     machine_note,
@@ -40,12 +45,15 @@ from bench.common import (
 )
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+from jobsched.identity import TlsMaterial
+from jobsched.net.channels import open_channel
 
 WARMUP_JOBS = 200
 
 
 def _client_process(
     address: str,
+    tls: TlsMaterial | None,
     threads: int,
     first: int,
     count: int,
@@ -63,7 +71,7 @@ def _client_process(
     errors: list[str] = []
 
     def worker() -> None:
-        client = Submitter(address)
+        client = Submitter(address, tls)
         mine = []
         try:
             while True:
@@ -95,8 +103,8 @@ def _client_process(
     results.put((latencies, started, time.perf_counter(), errors, time.process_time() - cpu))
 
 
-def _warm_up(address: str, prefix: str, command: str) -> None:
-    client = Submitter(address)
+def _warm_up(address: str, tls: TlsMaterial | None, prefix: str, command: str) -> None:
+    client = Submitter(address, tls)
     try:
         for n in range(WARMUP_JOBS):
             client.submit(
@@ -107,15 +115,15 @@ def _warm_up(address: str, prefix: str, command: str) -> None:
         client.close()
 
 
-def _term(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
+def _term(address: str, tls: TlsMaterial | None) -> int:
+    with open_channel(address, tls) as channel:
         stub = pb_grpc.SchedulerServiceStub(channel)
         return stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=10).current_term
 
 
-def _completed(address: str) -> int:
+def _completed(address: str, tls: TlsMaterial | None) -> int:
     """How many jobs have completed, as the leader sees it now."""
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, tls) as channel:
         stub = pb_grpc.SchedulerServiceStub(channel)
         request = pb.ListJobsRequest(page_size=1, status_filter=pb.JOB_STATUS_COMPLETED)
         return stub.ListJobs(request, timeout=10).total_count
@@ -182,19 +190,20 @@ def _storage_counts(node) -> tuple:
     )
 
 
-def run_level(args, clients: int) -> dict:
-    """One concurrency level on a fresh cluster; returns its figures."""
+def run_level(args, clients: int, tls: bool) -> dict:
+    """One concurrency level on a fresh cluster (with mutual TLS or without); returns
+    its figures."""
     procs = args.client_procs or (1 if clients <= 8 else 2)
     procs = min(procs, clients)
     context = multiprocessing.get_context("spawn")
     node_args = list(args.node_args)
     if args.durable:
         node_args += ["--data-dir", "{workdir}/data{node_id}"]
-    with running_cluster(args.nodes, *node_args, keep_logs=args.keep_logs) as cluster:
-        address = leader_address(cluster)
+    with running_cluster(args.nodes, *node_args, keep_logs=args.keep_logs, tls=tls) as cluster:
+        address, credentials = leader_address(cluster), client_tls(cluster)
         leader = next(n for n in cluster.nodes.values() if n.grpc_address == address)
         prefix = f"c{clients}"
-        _warm_up(address, prefix, args.command)
+        _warm_up(address, credentials, prefix, args.command)
         ready, go, results = context.Queue(), context.Event(), context.Queue()
         share, extra = divmod(args.jobs, procs)
         workers, first = [], 0
@@ -204,7 +213,18 @@ def run_level(args, clients: int) -> dict:
             workers.append(
                 context.Process(
                     target=_client_process,
-                    args=(address, threads, first, count, prefix, args.command, ready, go, results),
+                    args=(
+                        address,
+                        credentials,
+                        threads,
+                        first,
+                        count,
+                        prefix,
+                        args.command,
+                        ready,
+                        go,
+                        results,
+                    ),
                 )
             )
             first += count
@@ -214,7 +234,7 @@ def run_level(args, clients: int) -> dict:
             ready.get(timeout=60)
         profilers = _start_profilers(args.py_spy, cluster, address, clients)
         note = machine_note()
-        cpu_before, term_before = _node_cpu(cluster), _term(address)
+        cpu_before, term_before = _node_cpu(cluster), _term(address, credentials)
         storage_before = _storage_counts(leader)
         go.set()
         outcomes = [results.get(timeout=600) for _ in workers]
@@ -229,12 +249,14 @@ def run_level(args, clients: int) -> dict:
         for worker in workers:
             worker.join(timeout=30)
         address = leader_address(cluster)
-        completed, elections = _completed(address), _term(address) - term_before
+        completed = _completed(address, credentials)
+        elections = _term(address, credentials) - term_before
     latencies = sorted(lat for outcome in outcomes for lat in outcome[0])
     errors = [error for outcome in outcomes for error in outcome[3]]
     elapsed = max(o[2] for o in outcomes) - min(o[1] for o in outcomes)
     return {
         "clients": clients,
+        "tls": tls,
         "procs": procs,
         "ok": len(latencies),
         "errors": errors,
@@ -279,6 +301,12 @@ def main() -> None:
         default="",
         help="record every node with py-spy (collapsed stacks) into DIR",
     )
+    parser.add_argument(
+        "--tls",
+        choices=("off", "on", "both"),
+        default="off",
+        help="mutual TLS: off, on, or both (each level without TLS, then with it)",
+    )
     parser.add_argument("node_args", nargs="*", help="extra node options, after --")
     args = parser.parse_args()
     if args.quick:
@@ -289,17 +317,19 @@ def main() -> None:
         f"# {args.nodes} nodes, {storage}, process executor; job: {args.command!r}; "
         f"{args.jobs} jobs per level"
     )
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
     print(
-        f"{'clients':>7} {'procs':>5} {'ok':>6} {'err':>4} {'submits/s':>9} "
+        f"{'clients':>7} {'tls':>4} {'procs':>5} {'ok':>6} {'err':>4} {'submits/s':>9} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'done':>6} {'terms':>5} "
         f"{'fsync/entry':>11}  "
         f"CPU ms/submit: leader+followers+jobs+clients   when / load"
     )
-    for clients in levels:
-        r = run_level(args, clients)
+    for clients, tls in ((clients, tls) for clients in levels for tls in modes):
+        r = run_level(args, clients, tls)
         cpu = "+".join(f"{ms:.2f}" for ms in r["cpu_ms"])
         print(
-            f"{r['clients']:>7} {r['procs']:>5} {r['ok']:>6} {len(r['errors']):>4} "
+            f"{r['clients']:>7} {'on' if r['tls'] else 'off':>4} {r['procs']:>5} "
+            f"{r['ok']:>6} {len(r['errors']):>4} "
             f"{r['rate']:>9.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['max']:>7.1f} "
             f"{r['completed']:>6} {r['elections']:>5} {r['commits_per_entry']:>11.3f}  "
             f"{cpu} = {sum(r['cpu_ms']):.2f}   "

@@ -23,7 +23,10 @@ import grpc
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+from jobsched.identity import TlsMaterial
+from jobsched.net.channels import open_channel
 from tests.nodeproc import Cluster, Node, NodeFactory
+from tests.pki import Pki
 
 RETRYABLE = (
     grpc.StatusCode.UNAVAILABLE,
@@ -34,13 +37,22 @@ RETRYABLE = (
 
 
 @contextlib.contextmanager
-def running_cluster(size: int, *extra_args: str, keep_logs: bool = False) -> Iterator[Cluster]:
+def running_cluster(
+    size: int, *extra_args: str, keep_logs: bool = False, tls: bool = False
+) -> Iterator[Cluster]:
     """`size` nodes with the process executor, up and with a leader; all of them
     stopped (by PID) on the way out. `{workdir}` in an argument becomes a temporary
-    directory (removed afterwards) and `{node_id}` each node's id."""
+    directory (removed afterwards) and `{node_id}` each node's id. With `tls` the nodes
+    run with mutual TLS (certificates made in the directory) and the cluster's nodes
+    carry the client certificate (`Node.credentials.tls`) a bench client presents."""
     workdir = Path(tempfile.mkdtemp(prefix="jobsched-bench-"))
-    factory = NodeFactory(workdir)
     extra_args = tuple(arg.replace("{workdir}", str(workdir)) for arg in extra_args)
+    credentials = None
+    if tls:
+        pki = Pki(workdir / "pki").nodes(*range(1, size + 1))
+        extra_args += tuple(pki.node_args())
+        credentials = pki.client("bench")
+    factory = NodeFactory(workdir, credentials=credentials)
     try:
         cluster = Cluster(factory, size, *extra_args)
         for node in cluster.nodes.values():
@@ -75,16 +87,24 @@ def leader_address(cluster: Cluster, timeout: float = 10, among: list[int] | Non
     return cluster.leader(timeout=timeout, among=among).grpc_address
 
 
-class Submitter:
-    """One client thread's view: a channel to the leader, re-pointed on a hint."""
+def client_tls(cluster: Cluster) -> TlsMaterial | None:
+    """The client certificate a bench client presents to `cluster` (None: plaintext)."""
+    credentials = next(iter(cluster.nodes.values())).credentials
+    return credentials.tls if credentials is not None else None
 
-    def __init__(self, address: str) -> None:
+
+class Submitter:
+    """One client thread's view: a channel to the leader, re-pointed on a hint; mutual
+    TLS with `tls` (a client certificate)."""
+
+    def __init__(self, address: str, tls: TlsMaterial | None = None) -> None:
+        self._tls = tls
         self._channels = {}
         self._stub = self._stub_for(address)
 
     def _stub_for(self, address: str) -> pb_grpc.SchedulerServiceStub:
         if address not in self._channels:
-            self._channels[address] = grpc.insecure_channel(address)
+            self._channels[address] = open_channel(address, self._tls)
         return pb_grpc.SchedulerServiceStub(self._channels[address])
 
     def submit(self, request: pb.SubmitJobRequest, deadline: float) -> str:

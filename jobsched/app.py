@@ -170,14 +170,17 @@ class ClusterAPI:
         return self._raft.propose(commands.batch_update(updates))
 
     def transfer_leadership(self, target_node_id: int) -> defer.Deferred:
-        """Deferred[(success, message, new_leader_id)] per API.md 2.8."""
-        return self._raft.transfer_leadership(target_node_id)
+        """Deferred[(success, message, new_leader_id)] per API.md 2.8; the leader picks
+        (target 0) among peers that do not drain, which would refuse to lead."""
+        draining = {peer for peer in self._config.peers if self._registry.is_draining(peer)}
+        return self._raft.transfer_leadership(target_node_id, frozenset(draining))
 
     @defer.inlineCallbacks
     def drain(self, wait_seconds: float = DRAIN_WAIT_SECONDS):
         """DrainNode (API.md 2.9): refuse new jobs, wait for this node's running jobs,
         hand leadership away if leading. Deferred[(success, message)]."""
         self._drain_flag.active = True
+        self._raft.refuse_leadership()
         deadline = self._clock.seconds() + wait_seconds
         node_id = self._config.node_id
         while self._table.jobs_running_on(node_id):

@@ -6,6 +6,7 @@ text is one line naming the option, so that start-up can stop with a clear messa
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import math
 import os
@@ -14,9 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
+from jobsched.identity import MAX_NODE_ID, CredentialError, TlsFiles, check_node_material
 from jobsched.images import image_allowed, is_valid_image_reference
+from jobsched.tokens import TokenFileError, read_tokens
 
-MAX_NODE_ID = 2**63 - 1
 MAX_CLUSTER_SIZE = 7
 EXECUTORS = ("docker", "process")
 LOG_FORMATS = ("text", "json")
@@ -79,6 +81,7 @@ class NodeConfig:
     ca_cert: str | None = None
     cert: str | None = None
     key: str | None = None
+    auth_token_file: str | None = None
     election_timeout_min: int = 150
     election_timeout_max: int = 300
     heartbeat_interval: int = 50
@@ -103,6 +106,7 @@ class NodeConfig:
         _check_int("--worker-slots", self.worker_slots, 1)
         _check_int("--max-output-bytes", self.max_output_bytes, 1)
         self._check_tls()
+        self._check_token_file()
         self._check_timings()
         _check_choice("--log-format", self.log_format, LOG_FORMATS)
         _check_int("--max-attempts", self.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
@@ -157,6 +161,29 @@ class NodeConfig:
                 raise ConfigError(option, "required with --tls")
             elif not os.path.isfile(path):
                 raise ConfigError(option, f"no such file: {path}")
+        if self.tls_files is not None:
+            try:
+                material = self.tls_files.read()
+                now = datetime.datetime.now(datetime.UTC)
+                check_node_material(material, self.node_id, now)
+            except CredentialError as error:
+                raise ConfigError(error.option, error.message) from None
+
+    def _check_token_file(self) -> None:
+        if self.auth_token_file is None:
+            return
+        if not self.tls:
+            raise ConfigError(
+                "--auth-token-file",
+                "needs --tls (without TLS tokens travel in clear and other nodes "
+                "cannot be told from clients)",
+            )
+        try:
+            tokens = read_tokens(self.auth_token_file)
+        except TokenFileError as error:
+            raise ConfigError("--auth-token-file", str(error)) from None
+        if not tokens:
+            raise ConfigError("--auth-token-file", f"holds no token: {self.auth_token_file}")
 
     def _check_timings(self) -> None:
         _check_int("--election-timeout-min", self.election_timeout_min, 1)
@@ -198,6 +225,13 @@ class NodeConfig:
     @property
     def cluster_size(self) -> int:
         return len(self.peers) + 1
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        """The node's TLS files with --tls, else None."""
+        if not self.tls:
+            return None
+        return TlsFiles(self.ca_cert, self.cert, self.key)
 
 
 def parse_address(option: str, text: str) -> PeerAddress:
@@ -345,6 +379,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "ca_cert": _parse_path,
     "cert": _parse_path,
     "key": _parse_path,
+    "auth_token_file": _parse_path,
     "election_timeout_min": _parse_positive_int,
     "election_timeout_max": _parse_positive_int,
     "heartbeat_interval": _parse_positive_int,

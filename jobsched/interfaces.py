@@ -118,8 +118,12 @@ class IRaftService(Interface):
     def peer_progress():
         """Return {peer_id: PeerProgress} as this node (if leader) knows it."""
 
-    def transfer_leadership(target_id=0):
-        """Hand leadership to `target_id` (0 = the best live peer); Deferred of
+    def refuse_leadership():
+        """Never stand for election from now on (a draining node); still vote and
+        follow."""
+
+    def transfer_leadership(target_id=0, exclude=frozenset()):
+        """Hand leadership to `target_id` (0 = the best live peer not in `exclude`); Deferred of
         (success, message, new_leader_id), success only once the target has won."""
 
     def add_observer(observer):

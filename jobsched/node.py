@@ -2,16 +2,18 @@
 
 The constructor only wires; `startService` does the I/O (opening storage, reaching the
 Docker engine, binding the gRPC port) and stops start-up with one line when one of
-them cannot be done. Start order: fence keeper, Raft, worker, dispatcher, heartbeats,
-gRPC server, event hub, REST site (stopped in reverse).
+them cannot be done. A durable write that fails later ends the process the same way
+(exit 1), for a supervisor to restart it from its data directory. Start order: fence
+keeper, Raft, worker, dispatcher, heartbeats, gRPC server, event hub, REST site
+(stopped in reverse).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import signal
 
-from twisted.application import internet
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -20,12 +22,14 @@ from twisted.web.server import Site
 from jobsched.api.event_hub import EventHub
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
 from jobsched.api.raft_servicer import RaftServicer
-from jobsched.api.rest import RestApi
+from jobsched.api.rest import SITE_OPTIONS, RestApi
 from jobsched.app import ClusterAPI, DrainFlag
 from jobsched.config import NodeConfig
 from jobsched.dispatch import Dispatcher
+from jobsched.identity import CredentialError
 from jobsched.jobs.table import JobTable
 from jobsched.logs import exit_with_error
+from jobsched.net.access import AccessPolicy
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
@@ -38,6 +42,7 @@ from jobsched.raft.transport import GrpcTransport
 from jobsched.registry import WorkerRegistry
 from jobsched.routing import Router
 from jobsched.scheduler import Assigner
+from jobsched.tokens import TokenFileError, TokenStore, read_tokens
 from jobsched.worker.fence import Fence, KeeperProcess
 from jobsched.worker.heartbeat import HeartbeatSender
 from jobsched.worker.reporting import ResultReporter
@@ -66,6 +71,16 @@ def build_executor(config: NodeConfig, reactor, fence: Fence):
     )
 
 
+def binds_beyond_this_host(config: NodeConfig) -> bool:
+    """Whether the node's ports are open to other hosts (any address but loopback)."""
+    if config.host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(config.host).is_loopback
+    except ValueError:  # a host name
+        return True
+
+
 def build_storage(config: NodeConfig, reactor):
     """The node's Raft storage provider (opened when Raft starts)."""
     if not config.data_dir:
@@ -85,7 +100,8 @@ class NodeService(MultiService):
         self.config = config
         self._reactor = reactor
         peers = {peer_id: str(peer) for peer_id, peer in config.peers.items()}
-        wire = Wire()
+        wire = self._wire = Wire(config.tls_files)
+        self.tokens = TokenStore() if config.auth_token_file else None
         self.fence = Fence(reactor, KeeperProcess(reactor))
         self.fence.setServiceParent(self)
         self.table = JobTable()
@@ -105,6 +121,8 @@ class NodeService(MultiService):
                 election_timeout_max=config.election_timeout_max / 1000,
                 heartbeat_interval=config.heartbeat_interval / 1000,
             ),
+            # Crash-only: a disk that fails a write ends the process, one line on stderr.
+            on_storage_failure=exit_with_error,
         )
         self.raft.setServiceParent(self)
 
@@ -162,17 +180,16 @@ class NodeService(MultiService):
             ],
             wire,
             reactor,
+            access=AccessPolicy(config.peers, config.tls, self.tokens),
         )
         self.grpc.setServiceParent(self)
         if config.dashboard_port:
             self.events = EventHub(self.table, self.raft, self.api, self.router, reactor)
             self.events.setServiceParent(self)
-            rest = RestApi(self.api, self.router, self.storage, self.events, streams)
-            site = Site(rest.resource())
+            rest = RestApi(self.api, self.router, self.storage, self.events, streams, self.tokens)
+            site = Site(rest.resource(), **SITE_OPTIONS)
             site.noisy = False
-            internet.TCPServer(config.dashboard_port, site, interface=config.host).setServiceParent(
-                self
-            )
+            wire.http_service(config.dashboard_port, site, config.host).setServiceParent(self)
 
     def startService(self) -> None:
         self.log.info(
@@ -191,11 +208,63 @@ class NodeService(MultiService):
             except EngineUnreachable as error:
                 exit_with_error(f"--executor docker: {error}")
             self.log.info("Executor: docker (default image {image})", image=self.config.image)
+        self._load_credentials()
         try:
             super().startService()
         except (StorageError, PortUnavailable) as error:
             exit_with_error(str(error))
         self._reactor.callWhenRunning(self._exit_zero_on_sigterm)
+        self._reactor.callWhenRunning(self._reload_tokens_on_sighup)
+
+    def _load_credentials(self) -> None:
+        """Read the TLS files and the tokens (one line and exit when one cannot serve);
+        warn when the node is open beyond this host without TLS."""
+        try:
+            self._wire.load()
+        except CredentialError as error:
+            exit_with_error(str(error))
+        if self.config.tls:
+            self.log.info("TLS on: mutual TLS for gRPC, HTTPS for REST")
+        elif binds_beyond_this_host(self.config):
+            self.log.warn(
+                "No TLS on {host}: anyone who reaches this address may call every API, "
+                "node-to-node ones included (see docs/operations.md)",
+                host=self.config.host,
+            )
+        if self.tokens is not None:
+            try:
+                self.tokens.replace(read_tokens(self.config.auth_token_file))
+            except TokenFileError as error:
+                exit_with_error(f"--auth-token-file: {error}")
+            self.log.info("Auth tokens: {summary}", summary=self.tokens.summary())
+
+    def _reload_tokens_on_sighup(self) -> None:
+        if self.tokens is not None:
+            signal.signal(
+                signal.SIGHUP,
+                lambda _signum, _frame: self._reactor.callFromThread(self.reload_tokens),
+            )
+
+    def reload_tokens(self) -> None:
+        """Read --auth-token-file again (SIGHUP); a file that cannot be used leaves
+        the tokens in force as they were. Logs counts, never tokens."""
+        path = self.config.auth_token_file
+        try:
+            pairs = read_tokens(path)
+            if not pairs:
+                raise TokenFileError("holds no token")
+        except TokenFileError as error:
+            self.log.warn(
+                "Auth tokens not reloaded from {path} ({reason}); keeping {summary}",
+                path=path,
+                reason=str(error),
+                summary=self.tokens.summary(),
+            )
+            return
+        self.tokens.replace(pairs)
+        self.log.info(
+            "Auth tokens reloaded from {path}: {summary}", path=path, summary=self.tokens.summary()
+        )
 
     def _exit_zero_on_sigterm(self) -> None:
         """SIGTERM/SIGINT start the graceful stop below and the process exits 0 (twistd's
@@ -219,6 +288,7 @@ class NodeService(MultiService):
         finish (then kill and report them failed), deliver results, close storage."""
         self.log.info("Stopping: no new jobs; handing over and finishing running jobs")
         self._drain_flag.active = True
+        self.raft.refuse_leadership()
         if self.api.is_leader() and self.config.peers:
             transfer = self.api.transfer_leadership(0)
             transfer.addTimeout(SHUTDOWN_TRANSFER_SECONDS, self._reactor)

@@ -22,18 +22,21 @@ _DOCS = {
     "port": "gRPC port",
     "dashboard-port": "REST + dashboard port (0 = off)",
     "peers": "the other nodes as id:host:port,... (IPv6 as id:[addr]:port)",
-    "advertise-addr": "this node's client address as others dial it [default: host:port]",
+    "advertise-addr": "this node's gRPC address as its cluster status shows it to clients "
+    "(peers dial the addresses in their own --peers) [default: host:port]",
     "data-dir": "durable storage directory [default: none, state kept in memory]",
     "executor": "job executor: docker or process (development only, no isolation)",
-    "image": "default job image",
+    "image": "default job image (the process executor records it but runs no image)",
     "allowed-images": "comma-separated glob patterns of images jobs may use [default: any]",
     "job-timeout": "default per-job timeout, seconds",
     "max-job-timeout": "maximum per-job timeout a client may ask for, seconds",
     "worker-slots": "jobs this node runs at once",
     "max-output-bytes": "bytes of stdout and of stderr kept per job",
-    "ca-cert": "CA certificate (PEM) for mutual TLS",
-    "cert": "this node's certificate (PEM) for mutual TLS",
-    "key": "this node's private key (PEM) for mutual TLS",
+    "ca-cert": "CA certificate(s) (PEM) that issued the nodes' and clients' certificates",
+    "cert": "this node's certificate (PEM, SAN URI jobsched://node/<id> and DNS jobsched)",
+    "key": "this node's private key (PEM, unencrypted)",
+    "auth-token-file": "bearer tokens with roles, lines `ROLE TOKEN` (admin, submit, read); "
+    "needs --tls; re-read on SIGHUP [default: none, no tokens]",
     "election-timeout-min": "lower bound of the random election timeout, ms",
     "election-timeout-max": "upper bound of the random election timeout, ms",
     "heartbeat-interval": "leader heartbeat interval, ms",
@@ -44,7 +47,10 @@ _DOCS = {
     "nothing before it is dropped",
 }
 
-_FLAGS = {"tls": "mutual TLS for all gRPC (needs --ca-cert, --cert and --key)"}
+_FLAGS = {
+    "tls": "mutual TLS for all gRPC, HTTPS for REST and the dashboard (needs --ca-cert, "
+    "--cert and --key)"
+}
 
 
 def _parameters() -> list[list[str | None]]:

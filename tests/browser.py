@@ -12,12 +12,14 @@ reactor stays free for whatever the page talks to.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import unittest
+from collections.abc import Sequence
 from pathlib import Path
 
 from twisted.internet import threads
@@ -71,10 +73,26 @@ def require_browser() -> None:
     raise unittest.SkipTest(f"no browser: {reason}")
 
 
-class Browser:
-    """One headless Chromium with a fresh profile."""
+def spki_hash(certificate: Path) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate: how Chromium's
+    --ignore-certificate-errors-spki-list names a certificate to accept."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
 
-    def __init__(self) -> None:
+    cert = x509.load_pem_x509_certificate(certificate.read_bytes())
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return base64.b64encode(digest.finalize()).decode()
+
+
+class Browser:
+    """One headless Chromium with a fresh profile; it accepts the HTTPS certificates
+    in `trusted` (a test CA it does not know) and no others."""
+
+    def __init__(self, trusted: Sequence[Path] = ()) -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -84,14 +102,17 @@ class Browser:
         for flag in FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self._profile}")
+        if trusted:
+            hashes = ",".join(spki_hash(path) for path in trusted)
+            options.add_argument(f"--ignore-certificate-errors-spki-list={hashes}")
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         self.driver.set_page_load_timeout(60)
         self.driver.set_script_timeout(30)
 
     @classmethod
-    async def start(cls) -> Browser:
-        return await threads.deferToThread(cls)
+    async def start(cls, trusted: Sequence[Path] = ()) -> Browser:
+        return await threads.deferToThread(cls, trusted)
 
     async def call(self, function, *args):
         """Run `function(*args)` (selenium calls) in a thread; its result."""

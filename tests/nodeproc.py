@@ -9,51 +9,78 @@ wait on, a node that exited without the test stopping it fails at once with its 
 
 Scripts that run no reactor (bench/) use the blocking twins: `wait_until`, `http`,
 `Node.get`, `Node.wait_ready` and `Cluster.leader`.
+
+Nodes of a TLS cluster are given the test client's `ClientCredentials` (tests/pki.py):
+gRPC then goes over mutual TLS with its certificate, REST over HTTPS checked against
+the CA, and both carry its token unless a call says otherwise (`token=`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import inspect
 import json
 import os
+import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import unittest
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import treq
 from twisted.internet import defer, reactor, task
+from twisted.internet import ssl as twisted_ssl
 from twisted.trial.unittest import TestCase
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from jobsched._proto import scheduler_pb2_grpc
-from jobsched.net.channels import Wire
+from jobsched.net.access import AUTHORIZATION
+from jobsched.net.channels import TLS_CHANNEL_OPTIONS, open_channel
 from jobsched.net.outbound import call_deferred
+from tests.pki import ClientCredentials
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_CHARS = 3000
 
 _HANDED_OUT: set = set()
+PORTS_FROM = 20000
 
 
 def free_port() -> int:
-    """A free port on 127.0.0.1 that this process has not handed out before (the kernel
-    may offer a just-closed port again, and two nodes must never get the same one)."""
+    """A free port on 127.0.0.1 that this process has not handed out before (two nodes
+    must never get the same one), below the kernel's ephemeral range: a port from that
+    range may be taken as the source port of some outbound connection between the
+    moment it is handed out and the moment a node binds it."""
+    below = _ephemeral_range_start()
     while True:
+        port = random.randrange(PORTS_FROM, below)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class DeadNode(AssertionError):
@@ -130,6 +157,23 @@ def _request_body(body: object, raw: bytes | None) -> bytes | None:
     return raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
 
 
+class _Default:
+    """The node's own token (of its ClientCredentials), for calls that name none."""
+
+
+DEFAULT = _Default()
+
+
+def client_channel(address: str, credentials: ClientCredentials | None) -> grpc.Channel:
+    """A gRPC channel as a client with `credentials` opens it (None: plaintext)."""
+    if credentials is None:
+        return open_channel(address)
+    if credentials.tls is None:  # TLS, but no certificate to present
+        plain = grpc.ssl_channel_credentials(credentials.ca_cert)
+        return grpc.secure_channel(address, plain, options=TLS_CHANNEL_OPTIONS)
+    return open_channel(address, credentials.tls)
+
+
 @dataclass
 class Node:
     """One node process, and the clients a test (or a script) talks to it with."""
@@ -139,8 +183,10 @@ class Node:
     http_port: int
     log_path: Path
     args: list[str]
+    stderr_path: Path | None = None  # None: standard error goes to the log too
     process: subprocess.Popen | None = None
     stopped_on_purpose: bool = False
+    credentials: ClientCredentials | None = None
     _channel: grpc.Channel | None = field(default=None, repr=False)
     _pool: HTTPConnectionPool | None = field(default=None, repr=False)
 
@@ -150,18 +196,28 @@ class Node:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.credentials is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    def _token(self, token: str | _Default | None) -> str | None:
+        if isinstance(token, _Default):
+            return self.credentials.token if self.credentials is not None else None
+        return token
 
     # -- the process -------------------------------------------------------------------
 
     def start(self) -> Node:
         self.stopped_on_purpose = False
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-        with open(self.log_path, "ab") as log:
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(open(self.log_path, "ab"))
+            stderr = subprocess.STDOUT
+            if self.stderr_path is not None:
+                stderr = files.enter_context(open(self.stderr_path, "ab"))
             self.process = subprocess.Popen(
                 [TWISTD, "-n", "--pidfile=", "jobsched", *self.args],
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=stderr,
                 stdin=subprocess.DEVNULL,
                 cwd=str(self.log_path.parent),
                 env=env,
@@ -237,19 +293,25 @@ class Node:
         body: object = None,
         raw: bytes | None = None,
         timeout: float = 30,
+        content_type: str = "application/json",
+        token: str | _Default | None = DEFAULT,
     ) -> HttpAnswer:
-        """One HTTP request to the node (a JSON `body`, or `raw` bytes sent as JSON)."""
+        """One HTTP request to the node (a JSON `body`, or `raw` bytes sent as
+        `content_type`), with the node's token or `token` (None: no token)."""
         self.check_alive()
         if self._pool is None:  # treq's shared default pool would outlive the test
             raise RuntimeError(f"node {self.node_id} is not attached to a test")
         data = _request_body(body, raw)
-        headers = {"Content-Type": ["application/json"]} if data is not None else None
+        headers = {"Content-Type": [content_type]} if data is not None else {}
+        token = self._token(token)
+        if token is not None:
+            headers["Authorization"] = [f"Bearer {token}"]
         response = await treq.request(
             method,
             self.url + path,
             data=data,
             headers=headers,
-            pool=self._pool,
+            agent=self._agent(),
             timeout=timeout,
         )
         payload = await response.content()
@@ -259,12 +321,31 @@ class Node:
         }
         return HttpAnswer.parse(response.code, headers, payload)
 
-    def call(self, method: str, request, timeout: float = 30) -> defer.Deferred:
+    def _agent(self) -> Agent:
+        """treq's agent on the test's pool; HTTPS checked against the CA for TLS."""
+        if self.credentials is None:
+            return Agent(reactor, pool=self._pool)
+        trust = twisted_ssl.Certificate.loadPEM(self.credentials.ca_cert)
+        policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
+        return Agent(reactor, contextFactory=policy, pool=self._pool)
+
+    def call(
+        self,
+        method: str,
+        request,
+        timeout: float = 30,
+        token: str | _Default | None = DEFAULT,
+    ) -> defer.Deferred:
         """A unary gRPC call by method name (SchedulerService, else InternalService):
         a Deferred of the response, or a CallFailed with `.code` and `.details`."""
         self.check_alive()
         stub = getattr(self.scheduler, method, None) or getattr(self.internal, method)
-        return call_deferred(reactor, stub, request, timeout)
+        return call_deferred(reactor, stub, request, timeout, self.call_metadata(token))
+
+    def call_metadata(self, token: str | _Default | None = DEFAULT) -> tuple:
+        """gRPC metadata carrying the node's token or `token` (None: none)."""
+        token = self._token(token)
+        return ((AUTHORIZATION, f"Bearer {token}"),) if token is not None else ()
 
     async def until_ready(self, timeout: float = 60) -> None:
         """Wait until /health/ready answers 200 (a node that exits fails at once)."""
@@ -288,7 +369,7 @@ class Node:
     @property
     def channel(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = Wire().open_channel(self.grpc_address)
+            self._channel = client_channel(self.grpc_address, self.credentials)
         return self._channel
 
     def _close_channel(self) -> None:
@@ -307,7 +388,11 @@ class Node:
     # -- blocking twins for scripts without a reactor ------------------------------------
 
     def get(self, path: str) -> HttpAnswer:
-        return http("GET", self.url + path)
+        credentials = self.credentials
+        if credentials is None:
+            return http("GET", self.url + path)
+        context = ssl.create_default_context(cadata=credentials.ca_cert.decode())
+        return http("GET", self.url + path, context=context, token=credentials.token)
 
     def wait_ready(self, timeout: float = 20) -> None:
         def ready():
@@ -327,18 +412,27 @@ class Node:
 class NodeFactory:
     """Starts nodes in one working directory and kills every one of them afterwards."""
 
-    def __init__(self, workdir: Path, testcase: TestCase | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        testcase: TestCase | None = None,
+        credentials: ClientCredentials | None = None,
+    ) -> None:
         self._workdir = workdir
         self._testcase = testcase
+        self.credentials = credentials
         self.nodes: list[Node] = []
 
     @classmethod
-    def for_test(cls, testcase: TestCase) -> NodeFactory:
+    def for_test(
+        cls, testcase: TestCase, credentials: ClientCredentials | None = None
+    ) -> NodeFactory:
         """A factory whose nodes log to a directory of `testcase` and are attached to it;
-        the test's cleanup kills them all by PID, even when the test fails."""
+        the test's cleanup kills them all by PID, even when the test fails. With
+        `credentials` the test talks to them as that client (a TLS cluster)."""
         workdir = Path(testcase.mktemp()).resolve()
         workdir.mkdir(parents=True)
-        factory = cls(workdir, testcase)
+        factory = cls(workdir, testcase, credentials)
         testcase.addCleanup(factory.kill_all)
         return factory
 
@@ -349,7 +443,10 @@ class NodeFactory:
         peers: str = "",
         grpc_port: int = 0,
         http_port: int = 0,
+        separate_stderr: bool = False,
     ) -> Node:
+        """Start a node; with `separate_stderr`, its standard error goes to
+        `node<id>.stderr` (Node.stderr_path) instead of into its log."""
         grpc_port = grpc_port or free_port()
         http_port = http_port or free_port()
         args = [
@@ -362,7 +459,10 @@ class NodeFactory:
             *(["--peers", peers] if peers else []),
             *extra_args,
         ]
-        node = Node(node_id, grpc_port, http_port, self._workdir / f"node{node_id}.log", args)
+        log_path = self._workdir / f"node{node_id}.log"
+        node = Node(node_id, grpc_port, http_port, log_path, args, credentials=self.credentials)
+        if separate_stderr:
+            node.stderr_path = self._workdir / f"node{node_id}.stderr"
         if self._testcase is not None:
             node.attach(self._testcase)
         self.nodes.append(node.start())
@@ -371,6 +471,36 @@ class NodeFactory:
     def kill_all(self) -> None:
         for node in self.nodes:
             node.reap()
+
+
+class ClassShared:
+    """Something the tests of one class share (a cluster, a browser): made by the first
+    test that asks, ended after the class's last test, or at exit when a selection of
+    tests ran only some of them."""
+
+    def __init__(self, make: Callable[[], Awaitable], end: Callable[[object], None]) -> None:
+        self._make = make
+        self._end = end
+        self._value = None
+        self._left = 0
+
+    async def get(self, testcase: unittest.TestCase):
+        if self._value is None:
+            self._left = len(unittest.TestLoader().getTestCaseNames(type(testcase)))
+            self._value = await self._make()
+            atexit.register(self.end)
+        testcase.addCleanup(self._used)
+        return self._value
+
+    def _used(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self.end()
+
+    def end(self) -> None:
+        value, self._value = self._value, None
+        if value is not None:
+            self._end(value)
 
 
 def peers_arg(node_id: int, ports: dict) -> str:
@@ -514,15 +644,23 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
 
 
 def http(
-    method: str, url: str, body: object = None, raw: bytes | None = None, timeout: float = 10
+    method: str,
+    url: str,
+    body: object = None,
+    raw: bytes | None = None,
+    timeout: float = 10,
+    context: ssl.SSLContext | None = None,
+    token: str | None = None,
 ) -> HttpAnswer:
     """One blocking HTTP request (scripts only); status, headers and the body."""
     data = _request_body(body, raw)
     request = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             status, headers, payload = response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         status, headers, payload = error.code, dict(error.headers), error.read()

@@ -18,7 +18,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.api.status import abort_with
 from jobsched.app import DRAIN_WAIT_SECONDS, SubmitRequest
-from jobsched.errors import JobschedError
+from jobsched.errors import InvalidArgument, JobschedError
 from jobsched.interfaces import IClusterAPI, IDispatcher, IRouter
 from jobsched.jobs import wire
 from jobsched.jobs.model import JobStatus
@@ -46,7 +46,13 @@ def translates_errors(handler: Callable) -> Callable:
 
 
 def _status_or_none(number: int) -> JobStatus | None:
-    return JobStatus(number) if number else None
+    """The status a filter names (0 = any); an unknown number is refused."""
+    if not number:
+        return None
+    try:
+        return JobStatus(number)
+    except ValueError:
+        raise InvalidArgument(f"unknown status_filter {number}") from None
 
 
 class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
@@ -102,8 +108,9 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     async def StreamJobs(self, request, context) -> None:
         """Every matching job in creation order, a page at a time from the reactor; a
         write the reader does not take within the stall bound drops the stream."""
+        status = _status_or_none(request.status_filter)  # refused before streaming
         with self._streams.slot():
-            infos = self._job_infos(_status_or_none(request.status_filter))
+            infos = self._job_infos(status)
             try:
                 async with contextlib.aclosing(infos):
                     async for info in infos:

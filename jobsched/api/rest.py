@@ -3,17 +3,29 @@
 Importing this module imports klein, which installs the default reactor; only
 jobsched.node imports it, lazily, from makeService (STACK-NOTES pitfall 1).
 
-Every error answer is JSON with `error` (the message of API.md) and `code` (API.md §4).
+Every error answer is JSON with `error` (the message of API.md) and `code` (API.md §4):
+a URL that is not UTF-8 and an error no route expected included (never Klein's text or
+Twisted's HTML). The node serves it with form parsing off (`SITE_OPTIONS`): a body is
+JSON or nothing, never parsed into query arguments.
+
+Every route declares who may call it (`needs`): with `--auth-token-file`, a bearer
+token of at least that role (401 without a known token, 403 for a lower role), or
+anyone (`needs(None)`: health, the dashboard's own files). A route that declares
+nothing stops the node from building its REST site.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.internet import defer
+from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 from zope.interface import implementer
@@ -27,6 +39,7 @@ from jobsched.api.status import http_status
 from jobsched.interfaces import IClusterAPI, IEventHub, IRouter, IWebApp
 from jobsched.jobs import validation
 from jobsched.jobs.table import ListQuery
+from jobsched.tokens import Role, TokenStore
 
 SECURITY_HEADERS = {
     b"X-Content-Type-Options": b"nosniff",
@@ -42,6 +55,34 @@ EVENT_STREAM = b"text/event-stream; charset=utf-8"
 NO_LEADER_ERRORS = (errors.NotLeader, errors.NoLeader)
 TRANSFER_FAILED = "TRANSFER_FAILED"
 DRAIN_FAILED = "DRAIN_FAILED"
+SITE_OPTIONS = {"parsePOSTFormSubmission": False}
+"""Keyword arguments of the twisted.web Site serving the app."""
+
+log = Logger()
+
+ROUTE_ROLES: dict[str, Role | None] = {}
+"""Route (endpoint name) -> the role a token needs for it, None for anyone."""
+
+
+def needs(role: Role | None) -> Callable:
+    """Declare who may call the route below (see the module docstring)."""
+
+    def declare(handler: Callable) -> Callable:
+        ROUTE_ROLES[handler.__name__] = role
+        if role is None:
+            return handler
+
+        @functools.wraps(handler)
+        def guarded(self, request, *args, **kwargs):
+            try:
+                self._authorize(request, role)
+            except errors.JobschedError as error:
+                return self._refuse(request, error)
+            return handler(self, request, *args, **kwargs)
+
+        return guarded
+
+    return declare
 
 
 @implementer(IWebApp)
@@ -49,6 +90,7 @@ class RestApi:
     """Routes of API.md section 3 over one node."""
 
     app = Klein()
+    app.url_map.merge_slashes = False  # `/api//jobs` is 404, not a redirect
 
     def __init__(
         self,
@@ -57,16 +99,34 @@ class RestApi:
         storage=None,
         events: IEventHub | None = None,
         streams=None,
+        tokens: TokenStore | None = None,
     ) -> None:
         self._api = api
         self._router = router
         self._storage = storage
         self._events = events
         self._streams = streams
+        self._tokens = tokens
         self._files = DashboardFiles()
 
     def resource(self):
-        return self.app.resource()
+        undeclared = sorted(set(self.app.endpoints) - set(ROUTE_ROLES))
+        if undeclared:
+            raise RuntimeError(f"REST routes without an access rule: {', '.join(undeclared)}")
+        return _Resource(self.app, self)
+
+    def _authorize(self, request, role: Role) -> None:
+        """Raise Unauthenticated / PermissionDenied unless the request's bearer token
+        may do what needs `role` (nothing to check without tokens)."""
+        if self._tokens is None:
+            return
+        header = request.getHeader(b"authorization")
+        self._tokens.authorize(header.decode("latin-1") if header else None, role)
+
+    def _refuse(self, request, error: errors.JobschedError):
+        if isinstance(error, errors.Unauthenticated):
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="jobsched"')
+        return self._error(request, error)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -103,13 +163,29 @@ class RestApi:
     def _wrong_method(self, request, failure):
         return self._error(request, errors.InvalidArgument("method not allowed"), 405)
 
+    @app.handle_errors(Exception)
+    def _unexpected(self, request, failure):
+        """A typed error no route caught gets its own answer; anything else is a bug:
+        logged, and answered 500 INTERNAL as JSON."""
+        if failure.check(errors.JobschedError):
+            return self._error(request, failure.value)
+        log.failure(
+            "REST {method} {path} failed", failure, method=request.method, path=request.path
+        )
+        return self._error(request, errors.JobschedError())
+
+    def bad_url(self, request):
+        return self._error(request, errors.InvalidArgument("URL is not valid UTF-8"))
+
     # ------------------------------------------------------------------ pages
 
     @app.route("/", methods=["GET"])
+    @needs(None)
     def index(self, request):
         return self._dashboard_file(request, "index.html")
 
     @app.route("/dashboard/<string:name>", methods=["GET"])
+    @needs(None)
     def dashboard_file(self, request, name):
         return self._dashboard_file(request, name)
 
@@ -127,6 +203,7 @@ class RestApi:
         return body
 
     @app.route("/api/events", methods=["GET"])
+    @needs(Role.READ)
     def events(self, request):
         """Server-sent events: job and cluster changes as they apply (event_hub.py)."""
         if self._events is None:
@@ -140,15 +217,18 @@ class RestApi:
             return self._error(request, error)
 
     @app.route("/metrics", methods=["GET"])
+    @needs(Role.READ)
     def metrics(self, request):
         body = render_metrics(self._api, self._storage, self._streams)
         return self._respond(request, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     @app.route("/health/live", methods=["GET"])
+    @needs(None)
     def live(self, request):
         return self._respond(request, 200, {"status": "ok"})
 
     @app.route("/health/ready", methods=["GET"])
+    @needs(None)
     def ready(self, request):
         if self._api.is_ready():
             leader_id = self._api.raft_status().leader_id
@@ -158,6 +238,7 @@ class RestApi:
     # ------------------------------------------------------------------ cluster
 
     @app.route("/api/cluster", methods=["GET"])
+    @needs(Role.READ)
     @defer.inlineCallbacks
     def cluster(self, request):
         raft_status = self._api.raft_status()
@@ -168,10 +249,11 @@ class RestApi:
         return self._respond(request, 200, cluster_json(raft_status, view))
 
     @app.route("/api/cluster/transfer-leader", methods=["POST"])
+    @needs(Role.ADMIN)
     @defer.inlineCallbacks
     def transfer_leader(self, request):
         try:
-            target = parse.transfer_target(parse.read_json(request))
+            target = parse.transfer_target(parse.read_json(request, empty={}))
         except errors.JobschedError as error:
             return self._error(request, error)
         try:
@@ -185,6 +267,7 @@ class RestApi:
         return self._respond(request, 200, {**body, "error": None})
 
     @app.route("/api/nodes/self/drain", methods=["POST"])
+    @needs(Role.ADMIN)
     @defer.inlineCallbacks
     def drain(self, request):
         success, message = yield self._api.drain()
@@ -194,6 +277,7 @@ class RestApi:
         return self._respond(request, 200, {"success": True, "message": message, "error": None})
 
     @app.route("/api/raft/log", methods=["GET"])
+    @needs(Role.READ)
     @defer.inlineCallbacks
     def raft_log(self, request):
         try:
@@ -207,6 +291,7 @@ class RestApi:
     # ------------------------------------------------------------------ jobs
 
     @app.route("/api/jobs", methods=["GET"])
+    @needs(Role.READ)
     def list_jobs(self, request):
         try:
             query = parse.list_query(request)
@@ -230,6 +315,7 @@ class RestApi:
                 return
 
     @app.route("/api/jobs", methods=["POST"])
+    @needs(Role.SUBMIT)
     @defer.inlineCallbacks
     def submit(self, request):
         refused = {"success": False, "job_id": None}
@@ -246,6 +332,7 @@ class RestApi:
         )
 
     @app.route("/api/jobs/<string:job_id>", methods=["GET"])
+    @needs(Role.READ)
     def get_job(self, request, job_id):
         if validation.parse_uuid(job_id) is None:
             return self._error(request, errors.InvalidArgument("invalid job id"))
@@ -263,6 +350,7 @@ class RestApi:
         request.setHeader(b"X-Applied-Index", str(applied).encode())
 
     @app.route("/api/jobs/<string:job_id>", methods=["DELETE"])
+    @needs(Role.SUBMIT)
     @defer.inlineCallbacks
     def cancel(self, request, job_id):
         refused = {"success": False}
@@ -275,3 +363,21 @@ class RestApi:
         except errors.JobschedError as error:
             return self._error(request, error, **refused)
         return self._respond(request, 200, {"success": True, "error": None})
+
+
+class _Resource(KleinResource):
+    """Klein's resource, except that a URL whose host or path is not UTF-8 gets the
+    JSON error every other bad request gets (Klein answers it with bare text)."""
+
+    def __init__(self, app: Klein, rest: RestApi) -> None:
+        super().__init__(app)
+        self._rest = rest
+
+    def render(self, request):
+        try:
+            request.getRequestHostname().decode("utf-8")
+            for segment in request.prepath + request.postpath:
+                segment.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._rest.bad_url(request)
+        return super().render(request)

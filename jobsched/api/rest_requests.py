@@ -21,16 +21,16 @@ SUBMIT_FIELDS = ("command", "image", "timeout_seconds", "idempotency_key", "max_
 STATUS_BY_LABEL = {status.label: status for status in JobStatus}
 
 
-def read_json(request) -> Any:
-    """The request body as JSON (None for an empty body)."""
+def read_json(request, empty: Any = None) -> Any:
+    """The request body as JSON; `empty` for an empty body (a JSON `null` is None)."""
     body = request.content.read(MAX_BODY_BYTES + 1)
     if len(body) > MAX_BODY_BYTES:
         raise errors.TooLarge()
     if not body.strip():
-        return None
+        return empty
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise errors.InvalidArgument("request body is not valid JSON") from None
 
 
@@ -48,14 +48,14 @@ def submit_request(body: Any) -> SubmitRequest:
     image = body.get("image")
     if image is not None and not isinstance(image, str):
         raise errors.InvalidArgument("image must be a string")
-    key = body.get("idempotency_key") or ""
-    if not isinstance(key, str):
+    key = body.get("idempotency_key")
+    if key is not None and not isinstance(key, str):  # null is absent; false is no key
         raise errors.InvalidArgument("idempotency_key must be a string")
     return SubmitRequest(
         command=command,
         image=image,
         timeout_seconds=_body_int(body, "timeout_seconds"),
-        idempotency_key=key,
+        idempotency_key=key or "",
         max_attempts=_body_int(body, "max_attempts"),
     )
 
@@ -70,12 +70,16 @@ def _body_int(body: dict, name: str) -> int:
 
 
 def transfer_target(body: Any) -> int:
-    """POST /api/cluster/transfer-leader: the target node id (0 = let the leader pick)."""
-    if body is None:
-        return 0
+    """POST /api/cluster/transfer-leader: the target node id (0 or none = let the leader
+    pick); any other field is refused by name. An empty body reads as `{}`."""
     if not isinstance(body, dict):
         raise errors.InvalidArgument("request body must be a JSON object")
-    target = body.get("target_node_id") or 0
+    for name in body:
+        if name != "target_node_id":
+            raise errors.InvalidArgument(f"unknown field: {name}")
+    target = body.get("target_node_id")
+    if target is None:
+        return 0
     if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= MAX_INT64:
         raise errors.InvalidArgument("target_node_id must be a non-negative integer")
     return target
@@ -98,9 +102,10 @@ def int_arg(request, name: str, default: int = 0, maximum: int = MAX_INT64) -> i
         return default
     if not raw.isascii() or not raw.isdigit():
         raise errors.InvalidArgument(f"{name} must be a non-negative integer")
-    if int(raw) > maximum:
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > len(str(maximum)) or int(digits) > maximum:  # int() takes 4300 digits
         raise errors.InvalidArgument(f"{name} must be at most {maximum}")
-    return int(raw)
+    return int(digits)
 
 
 def last_event_id(request) -> int | None:

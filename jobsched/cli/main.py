@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     namespace, rest = parser.parse_known_args(args)
     if namespace.command == "server":
         return namespace.func(rest)
+    if namespace.command == "certs":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return namespace.func(namespace)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

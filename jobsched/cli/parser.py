@@ -14,15 +14,18 @@ from __future__ import annotations
 import argparse
 
 from jobsched import __version__
+from jobsched.cli import certs
 
-DOCS = "docs/cli.md"
 DESCRIPTION = "A distributed batch-job scheduler: run a node, or talk to a cluster."
-EPILOG = f"""\
+EPILOG = """\
 Client options (-a, -o, --token, ...) may come before or after any command.
 Run `jobsched COMMAND --help` for a command's own options.
 
-Documentation: {DOCS} in the jobsched source tree lists every command, option,
-JSON key and exit code; the README's "Getting started" walks through a first job."""
+Documentation, in the jobsched source tree (docs/):
+  getting-started.md  one node, a first job with this command, a 3-node cluster
+  cli.md              every command, option, JSON key and exit code
+  api.md              the gRPC and REST APIs, errors and their codes
+  operations.md       running a cluster: restarts, drain, backups, upgrades, TLS"""
 
 SERVER_DESCRIPTION = (
     "Run a cluster node, exactly as `twistd -n jobsched [options]` (without a pidfile). "
@@ -291,4 +294,5 @@ def build_parser(run_server) -> argparse.ArgumentParser:
     server.set_defaults(func=run_server)
     _add_job_commands(commands)
     _add_cluster_commands(commands)
+    certs.add_parser(commands)
     return parser

@@ -155,9 +155,10 @@ def _command_sections(parser: argparse.ArgumentParser) -> list[str]:
         if group_name == "server":
             continue
         sections.append(f"### `jobsched {group_name}` — {group_help}\n")
-        for name, (_help, command) in _subcommands(group).items():
+        for name, (help_text, command) in _subcommands(group).items():
             path = f"{group_name} {name}"
-            lines = [f"#### `{_usage(path, command)}`", "", command.description, ""]
+            description = command.description or help_text
+            lines = [f"#### `{_usage(path, command)}`", "", description, ""]
             rows = _option_rows(command, client=False)
             if rows:
                 lines += ["| option | meaning |", "|---|---|", *rows, ""]

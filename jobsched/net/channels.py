@@ -1,29 +1,111 @@
 """Wire: the one place that opens gRPC channels and listening ports.
 
-Every outbound channel (to peers, to the leader) and the node's server port are made
-here, so that transport security is decided in one place.
+Every outbound channel (to peers, to the leader), the node's gRPC port and its REST
+port are made here, so that transport security is decided in one place. With TLS
+files, gRPC is mutual TLS both ways (this node's certificate is its identity as a
+server and as a client; the other end must hold a certificate of the same CA) and
+REST is HTTPS with the node's certificate (browsers present none; tokens authorize
+there). Peers verify the name `jobsched` (jobsched.identity.SERVER_NAME).
 """
 
 from __future__ import annotations
 
 import grpc
+from twisted.application import internet
+from twisted.application.service import IService
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
+
+from jobsched.identity import SERVER_NAME, TlsFiles, TlsMaterial
 
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    # grpc also gives each connection attempt this long: 100 ms failed on a busy node
+    # ("timed out before receiving SETTINGS frame"), so at least a second.
+    ("grpc.min_reconnect_backoff_ms", 1000),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+TLS_CHANNEL_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", SERVER_NAME)]
+
+
+def open_channel(address: str, tls: TlsMaterial | None = None) -> grpc.Channel:
+    """A channel to a node's gRPC address (`host:port`): plaintext, or mutual TLS
+    presenting `tls.cert` and verifying the node as `jobsched` against `tls.ca_cert`."""
+    if tls is None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(tls.ca_cert, tls.key, tls.cert)
+    return grpc.secure_channel(address, credentials, options=TLS_CHANNEL_OPTIONS)
 
 
 class Wire:
-    """Opens the channels and ports of one node (plaintext on 127.0.0.1 by default)."""
+    """Opens the channels and ports of one node: plaintext without TLS files, mutual
+    TLS (and HTTPS) with them. The files are read by `load` (start-up), or on first
+    use."""
+
+    def __init__(self, tls: TlsFiles | None = None) -> None:
+        self._files = tls
+        self._material: TlsMaterial | None = None
+
+    @property
+    def secure(self) -> bool:
+        return self._files is not None
+
+    def load(self) -> None:
+        """Read the TLS files (CredentialError naming the option of one that cannot
+        be read); nothing to do without TLS."""
+        if self._files is not None and self._material is None:
+            self._material = self._files.read()
+
+    def _tls(self) -> TlsMaterial | None:
+        self.load()
+        return self._material
 
     def open_channel(self, address: str) -> grpc.Channel:
         """A channel to a node's gRPC address (`host:port`)."""
-        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return open_channel(address, self._tls())
 
-    def add_port(self, server: grpc.Server, bind: str) -> int:
+    def add_port(self, server: grpc.aio.Server, bind: str) -> int:
         """Listen on `bind` (`host:port`); returns the port bound (0 if it failed)."""
-        return server.add_insecure_port(bind)
+        tls = self._tls()
+        if tls is None:
+            return server.add_insecure_port(bind)
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)], root_certificates=tls.ca_cert, require_client_auth=True
+        )
+        return server.add_secure_port(bind, credentials)
+
+    def http_service(self, port: int, site, interface: str) -> IService:
+        """The service that serves `site` on `interface:port`: HTTP, or HTTPS with
+        this node's certificate (TLS 1.2 or later; no client certificate asked)."""
+        if self._files is None:
+            return internet.TCPServer(port, site, interface=interface)
+        return internet.SSLServer(port, site, _ServerTlsContext(self), interface=interface)
+
+    def https_options(self):
+        """twisted CertificateOptions serving this node's certificate."""
+        from twisted.internet import ssl
+
+        tls = self._tls()
+        identity = ssl.PrivateCertificate.loadPEM(tls.cert + b"\n" + tls.key)
+        return ssl.CertificateOptions(
+            privateKey=identity.privateKey.original,
+            certificate=identity.original,
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        )
+
+
+@implementer(IOpenSSLContextFactory)
+class _ServerTlsContext:
+    """A server context factory that reads the TLS files when the port is opened
+    (service start), not when the service is built."""
+
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+        self._options = None
+
+    def getContext(self):
+        if self._options is None:
+            self._options = self._wire.https_options()
+        return self._options.getContext()

@@ -7,7 +7,7 @@ flight and the Deferred always fires on the reactor (DESIGN.md 2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from twisted.internet import defer
@@ -48,13 +48,18 @@ class CallFailed(Exception):
 
 
 def call_deferred(
-    reactor: IReactorFromThreads, method: Callable, request, timeout: float
+    reactor: IReactorFromThreads,
+    method: Callable,
+    request,
+    timeout: float,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> defer.Deferred:
-    """Start `method(request)` and return a Deferred of its response (or CallFailed).
+    """Start `method(request)` (with `metadata`, if any) and return a Deferred of its
+    response (or CallFailed).
 
     Cancelling the Deferred cancels the call.
     """
-    future = method.future(request, timeout=timeout)
+    future = method.future(request, timeout=timeout, metadata=tuple(metadata) or None)
     result = defer.Deferred(lambda _d: future.cancel())
 
     def settle(done) -> None:

@@ -19,8 +19,9 @@ from zope.interface import implementer
 
 from jobsched.config import format_address
 from jobsched.interfaces import IApiServer
+from jobsched.net.access import AccessPolicy
 from jobsched.net.channels import Wire
-from jobsched.net.interceptors import MalformedRequestInterceptor
+from jobsched.net.interceptors import AccessInterceptor, MalformedRequestInterceptor
 from jobsched.net.loop import EventLoopThread
 
 Registration = Callable[[grpc.aio.Server], None]
@@ -38,7 +39,8 @@ class PortUnavailable(RuntimeError):
 
 @implementer(IApiServer)
 class GrpcServerService(Service):
-    """Serves the registered services on `host:port` (127.0.0.1 by default)."""
+    """Serves the registered services on `host:port` (127.0.0.1 by default), through
+    the wire's port (plaintext or mutual TLS); `access` decides who may call what."""
 
     log = Logger()
 
@@ -49,6 +51,7 @@ class GrpcServerService(Service):
         registrations: Sequence[Registration],
         wire: Wire,
         reactor=None,
+        access: AccessPolicy | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -56,6 +59,7 @@ class GrpcServerService(Service):
         self._registrations = list(registrations)
         self._wire = wire
         self._reactor = reactor
+        self._access = access
         self._loop: EventLoopThread | None = None
         self._server: grpc.aio.Server | None = None
         self.port = port
@@ -72,12 +76,14 @@ class GrpcServerService(Service):
             self._loop.join(START_SECONDS)
             self._loop = None
             raise
-        self.log.info("gRPC listening on {bind}", bind=self._bind)
+        security = "mutual TLS" if self._wire.secure else "plaintext"
+        self.log.info("gRPC listening on {bind} ({security})", bind=self._bind, security=security)
 
     async def _start(self) -> int:
-        server = grpc.aio.server(
-            interceptors=[MalformedRequestInterceptor()], options=SERVER_OPTIONS
-        )
+        interceptors = [MalformedRequestInterceptor()]
+        if self._access is not None:
+            interceptors.insert(0, AccessInterceptor(self._access))
+        server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         for register in self._registrations:
             register(server)
         try:

@@ -180,6 +180,8 @@ class RaftCore:
         self.applied_index = snap_index
         self.role = FOLLOWER
         self.leader_id = 0
+        # False on a draining node: it votes and follows, but never stands for election.
+        self.may_lead = True
 
         self._emitted_index = snap_index
         self._durable_index = self.log.last_index
@@ -252,7 +254,10 @@ class RaftCore:
                 else:
                     self._broadcast_heartbeat(now)
         elif now >= self._election_due:
-            self._campaign(now, pre_vote=True)
+            if self.may_lead:
+                self._campaign(now, pre_vote=True)
+            else:
+                self._reset_election_timer(now)
         self._check_transfer(now)
 
     def propose(self, command: bytes, now: float) -> LogEntry:
@@ -742,7 +747,8 @@ class RaftCore:
 
     def _on_timeout_now(self, req: TimeoutNowRequest, now: float) -> TimeoutNowResponse:
         if (
-            req.term == self.term
+            self.may_lead
+            and req.term == self.term
             and self.role == FOLLOWER
             and self.leader_id != 0
             and req.leader_id == self.leader_id

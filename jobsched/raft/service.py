@@ -4,6 +4,10 @@ It owns the timers, makes the core's writes durable before anything that promise
 durability leaves the node, sends the core's messages through the transport, applies
 committed entries to the state machine and wakes the proposals waiting on them.
 Everything here runs on the reactor thread; nothing blocks.
+
+A failed durable write is final: the service fails every waiting proposal, stops
+serving, logs one line and calls `on_storage_failure` with it (the node ends the
+process there, so that a supervisor restarts it from what is on disk).
 """
 
 from __future__ import annotations
@@ -78,7 +82,10 @@ class _Waiter:
 
 @implementer(IRaftService)
 class RaftService(Service):
-    """IRaftService: consensus for the rest of the node, driven by the reactor."""
+    """IRaftService: consensus for the rest of the node, driven by the reactor.
+
+    `on_storage_failure(message)` is called once, when a durable write fails, with one
+    line naming what failed (for SqliteStorage: the file and the OS error)."""
 
     def __init__(
         self,
@@ -92,6 +99,7 @@ class RaftService(Service):
         rng: random.Random | None = None,
         timings: RaftTimings = RaftTimings(),
         limits: RaftLimits = RaftLimits(),
+        on_storage_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.peers = dict(peers)
@@ -103,6 +111,7 @@ class RaftService(Service):
         self._state_machine = state_machine
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
+        self._on_storage_failure = on_storage_failure
         self._core: RaftCore | None = None
         self._failed = False
         self._last_applied = 0
@@ -118,6 +127,7 @@ class RaftService(Service):
         self._transfer: defer.Deferred | None = None
         self._pending_compaction: tuple[int, bytes] | None = None
         self._seen_role: tuple[str, int, int] | None = None
+        self._may_lead = True
         self._acknowledged: dict[int, tuple[int, float]] = {}  # peer -> (term, sent at)
 
     # ------------------------------------------------------------------ lifecycle
@@ -132,9 +142,10 @@ class RaftService(Service):
 
     def _start_core(self, stored: StoredState) -> None:
         now = self._clock.seconds()
-        self._core = RaftCore(
+        self._core = core = RaftCore(
             self.node_id, self.peers, stored, now, self._rng, self.timings, self.limits
         )
+        core.may_lead = self._may_lead
         if stored.snapshot is not None:
             self._state_machine.restore(stored.snapshot.data)
         self._last_applied = self._core.applied_index
@@ -254,8 +265,15 @@ class RaftService(Service):
         start = max(start_index, self._core.log.first_index)
         return self._core.log.slice(start, start + limit)
 
-    def transfer_leadership(self, target_id: int = 0) -> defer.Deferred:
-        """Hand leadership to `target_id` (0 = best live peer).
+    def refuse_leadership(self) -> None:
+        """From now on this node never stands for election (it drains); it still votes,
+        follows and replicates."""
+        self._may_lead = False
+        if self._core is not None:
+            self._core.may_lead = False
+
+    def transfer_leadership(self, target_id: int = 0, exclude=frozenset()) -> defer.Deferred:
+        """Hand leadership to `target_id` (0 = the best live peer not in `exclude`).
 
         Fires with (success, message, new_leader_id); success only once the target won.
         """
@@ -266,7 +284,7 @@ class RaftService(Service):
             return defer.succeed((False, f"Unknown target node {target_id}", 0))
         if self._transfer is not None:
             return defer.succeed((False, "A leadership transfer is already in progress", 0))
-        target = target_id or self._best_transfer_target()
+        target = target_id or self._best_transfer_target(exclude)
         if not target:
             return defer.succeed((False, "No peers available for transfer", 0))
         core.transfer_leadership(target, self._clock.seconds())
@@ -274,12 +292,13 @@ class RaftService(Service):
         self._step()
         return d
 
-    def _best_transfer_target(self) -> int:
+    def _best_transfer_target(self, exclude) -> int:
         now = self._clock.seconds()
         live = [
             (p.match_index, -peer)
             for peer, p in self._core.progress().items()
-            if p.last_contact is not None
+            if peer not in exclude
+            and p.last_contact is not None
             and now - p.last_contact < self.timings.election_timeout_max
         ]
         return -max(live)[1] if live else 0
@@ -405,9 +424,14 @@ class RaftService(Service):
         return d
 
     def _storage_failed(self, failure) -> None:
+        """Nothing more is acknowledged: fail the waiters, step down, stop serving,
+        then report the failure (once) to whoever ends the process."""
         if self._failed:
             return
-        log.failure("Raft storage write failed; this node stops serving", failure)
+        message = failure.getErrorMessage()
+        log.critical(
+            "Raft storage failed, this node stops: {reason}", reason=message, node=self.node_id
+        )
         self._failed = True
         self._stop_timers()
         self._fail_everything(StorageFailed)
@@ -415,6 +439,8 @@ class RaftService(Service):
             self._core.step_down(self._clock.seconds())
             self._core.take_ready()
         self._notify("role")
+        if self._on_storage_failure is not None:
+            self._on_storage_failure(message)
 
     def _send(self, peer: int, request) -> None:
         core = self._core

@@ -5,11 +5,13 @@ returns). Writes are prepared on the reactor and group-committed by one dedicate
 thread: everything requested in one reactor turn, plus everything queued while a
 transaction is in flight, goes into one transaction, and each write's Deferred fires on
 the reactor once its transaction has committed. A failed transaction breaks the store:
-that write and every later one errback. Every record carries a CRC-32 checked on load.
+that write and every later one errback with a StorageError naming the file and the OS
+error behind it. Every record carries a CRC-32 checked on load.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import struct
@@ -35,6 +37,11 @@ log = Logger()
 
 DATA_FILE_NAME = "raft.sqlite3"
 FORMAT = "jobsched-raft-1"
+PROBE_FILE_NAME = ".raft-write-probe"
+PROBE_BYTES = 64 * 1024
+
+# SQLite result codes of a disk that fails (the extended IOERR codes start alike).
+_DISK_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -66,6 +73,11 @@ class StorageError(Exception):
 
     The message is one line naming the file, fit to show an operator as is.
     """
+
+
+def _is_disk_error(error: sqlite3.Error) -> bool:
+    """Whether SQLite's code says the disk failed (full, I/O, read-only, cannot open)."""
+    return (getattr(error, "sqlite_errorname", None) or "").startswith(_DISK_ERRORS)
 
 
 def _checksum(first: int, second: int, payload: bytes = b"") -> int:
@@ -146,7 +158,7 @@ class SqliteStorage:
             # Used by the writer thread after load() returns, never by two at once.
             conn = self._connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
-            raise self._error(f"cannot open ({e})") from None
+            raise self._disk_error("cannot open", e) from None
         try:
             self._check(conn)
             if not self._tables(conn):
@@ -163,6 +175,8 @@ class SqliteStorage:
         except sqlite3.DatabaseError as e:
             if getattr(e, "sqlite_errorname", "") == "SQLITE_NOTADB":
                 raise self._error(f"not a jobsched data file ({e})") from None
+            if _is_disk_error(e):
+                raise self._disk_error("cannot read", e) from None
             raise self._error(f"damaged database ({e})") from None
         if problems != ["ok"]:
             raise self._error(f"damaged database ({problems[0]})")
@@ -170,7 +184,7 @@ class SqliteStorage:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as e:
-            raise self._error(f"cannot configure the database ({e})") from None
+            raise self._disk_error("cannot configure the database", e) from None
         if mode.lower() != "wal":
             raise self._error(f"cannot switch to WAL mode (journal mode is {mode})")
 
@@ -192,12 +206,15 @@ class SqliteStorage:
             )
             conn.execute("COMMIT")
         except sqlite3.Error as e:
-            raise self._error(f"cannot create the data file ({e})") from None
-        directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+            raise self._disk_error("cannot create the data file", e) from None
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as e:
+            raise self._error(f"cannot sync its directory: {e.strerror}") from None
 
     def _check_meta(self, conn: sqlite3.Connection) -> None:
         if "meta" not in self._tables(conn):
@@ -229,7 +246,7 @@ class SqliteStorage:
                 "SELECT idx, term, command, crc FROM entries ORDER BY idx"
             ).fetchall()
         except sqlite3.Error as e:
-            raise self._error(f"cannot read ({e})") from None
+            raise self._disk_error("cannot read", e) from None
         valid = [_intact(*row) for row in rows]
         keep = len(rows)
         while keep and not valid[keep - 1]:
@@ -259,10 +276,40 @@ class SqliteStorage:
             conn.execute(_DELETE_FROM, (from_index,))
             conn.execute("COMMIT")
         except sqlite3.Error as e:
-            raise self._error(f"cannot truncate the torn tail ({e})") from None
+            raise self._disk_error("cannot truncate the torn tail", e) from None
 
     def _error(self, reason: str) -> StorageError:
         return StorageError(f"{self.path}: {' '.join(reason.split())}")
+
+    def _disk_error(self, what: str, error: sqlite3.Error) -> StorageError:
+        """`<file>: <what>: <OS error> (<SQLite's message>)`. SQLite reports only its own
+        code ("database or disk is full", "disk I/O error"); the OS error is what a probe
+        write beside the file meets now, or ENOSPC for SQLITE_FULL (its cause in the unix
+        VFS) when the probe gets through."""
+        cause = self._probe_write() if _is_disk_error(error) else None
+        if cause is None and getattr(error, "sqlite_errorname", None) == "SQLITE_FULL":
+            cause = os.strerror(errno.ENOSPC)
+        if cause is None:
+            return self._error(f"{what} ({error})")
+        return self._error(f"{what}: {cause} ({error})")
+
+    def _probe_write(self) -> str | None:
+        """Write, sync and remove a small file in the data file's directory (blocks);
+        the OS error's text if that fails, else None."""
+        probe = os.path.join(os.path.dirname(os.path.abspath(self.path)), PROBE_FILE_NAME)
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                data = memoryview(bytes(PROBE_BYTES))
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as e:
+            return e.strerror or str(e)
+        return None
 
     # ------------------------------------------------------------------ writes
 
@@ -349,7 +396,7 @@ class SqliteStorage:
                 with suppress(sqlite3.Error):  # the store is broken either way
                     conn.execute("ROLLBACK")
             if isinstance(e, sqlite3.Error):
-                raise self._error(f"write failed ({e})") from None
+                raise self._disk_error("write failed", e) from None
             raise
         return True
 

@@ -132,7 +132,8 @@ class ProcessExecutor:
     def start(self) -> Deferred:
         self.log.warn(
             "Executor `process`: jobs run as this node's user with NO isolation "
-            "(no container, no limits); use it for development only"
+            "(no container, no limits, job images recorded but not used); "
+            "use it for development only"
         )
         return succeed(None)
 

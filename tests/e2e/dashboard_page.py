@@ -7,67 +7,55 @@ them with `DashboardPage.until`, which polls them from a thread with a deadline.
 
 from __future__ import annotations
 
-import atexit
 import tempfile
-import unittest
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from twisted.internet import threads
 
+from jobsched.tokens import Role
 from tests.browser import Browser
-from tests.nodeproc import Cluster, NodeFactory, wait_for
+from tests.nodeproc import ClassShared, Cluster, NodeFactory, wait_for
+from tests.pki import Pki, new_tokens, write_token_file
 
 PAGE_READY_SECONDS = 60
-
-
-class ClassShared:
-    """Something the tests of one class share (a cluster, a browser): made by the first
-    test that asks, ended after the class's last test, or at exit when a selection of
-    tests ran only some of them."""
-
-    def __init__(self, make: Callable[[], Awaitable], end: Callable[[object], None]) -> None:
-        self._make = make
-        self._end = end
-        self._value = None
-        self._left = 0
-
-    async def get(self, testcase: unittest.TestCase):
-        if self._value is None:
-            self._left = len(unittest.TestLoader().getTestCaseNames(type(testcase)))
-            self._value = await self._make()
-            atexit.register(self.end)
-        testcase.addCleanup(self._used)
-        return self._value
-
-    def _used(self) -> None:
-        self._left -= 1
-        if self._left <= 0:
-            self.end()
-
-    def end(self) -> None:
-        value, self._value = self._value, None
-        if value is not None:
-            self._end(value)
 
 
 class SharedCluster:
     """A 3-node cluster (process executor) for one test class; its nodes are killed by
     PID after the class's last test. `prepare(workdir)` may write the nodes' data
-    directories before they start."""
+    directories before they start. With `secure`, the nodes run with TLS and tokens
+    (`tokens`, one per role; the tests' own client uses the admin one) and
+    `certificates` lists their certificate files."""
 
-    def __init__(self, *extra_args: str, prepare: Callable[[Path], Awaitable] | None = None):
+    def __init__(
+        self,
+        *extra_args: str,
+        prepare: Callable[[Path], Awaitable] | None = None,
+        secure: bool = False,
+    ):
         self._extra_args = extra_args
         self._prepare = prepare
+        self._secure = secure
         self._factory: NodeFactory | None = None
         self._shared = ClassShared(self._start, self._stop)
+        self.tokens: dict[Role, str] = {}
+        self.certificates: list[Path] = []
 
     async def _start(self) -> Cluster:
         workdir = Path(tempfile.mkdtemp(prefix="jobsched-dashboard-"))
         if self._prepare is not None:
             await self._prepare(workdir)
-        self._factory = NodeFactory(workdir)
         args = [arg.replace("{workdir}", str(workdir)) for arg in self._extra_args]
+        credentials = None
+        if self._secure:
+            pki = Pki(workdir / "pki").nodes(1, 2, 3)
+            self.certificates = [pki.node(node_id)[0] for node_id in (1, 2, 3)]
+            self.tokens = new_tokens()
+            token_file = write_token_file(workdir / "tokens", self.tokens)
+            args += [*pki.node_args(), "--auth-token-file", str(token_file)]
+            credentials = pki.client(token=self.tokens[Role.ADMIN])
+        self._factory = NodeFactory(workdir, credentials=credentials)
         return Cluster(self._factory, 3, *args)
 
     def _stop(self, _cluster: Cluster) -> None:
@@ -84,10 +72,15 @@ class SharedCluster:
 
 
 class SharedBrowser:
-    """One headless Chromium for a test class."""
+    """One headless Chromium for a test class; `trusting` (a SharedCluster with TLS)
+    names the certificates it accepts for HTTPS, asked when the browser starts."""
 
-    def __init__(self) -> None:
-        self._shared = ClassShared(Browser.start, lambda browser: browser.quit())
+    def __init__(self, trusting: SharedCluster | None = None) -> None:
+        def start():
+            trusted = trusting.certificates if trusting is not None else []
+            return Browser.start(trusted)
+
+        self._shared = ClassShared(start, lambda browser: browser.quit())
 
     async def get(self, testcase) -> Browser:
         return await self._shared.get(testcase)

@@ -532,7 +532,7 @@ class ClientWithoutClusterTests(CliTestCase):
         self.assertRegex(version.stdout, r"^jobsched \d+\.\d+\.\d+\n$")
         helped = await run_cli("--help")
         self.assertOk(helped)
-        self.assertIn("docs/cli.md", helped.stdout)
+        self.assertIn("cli.md", helped.stdout)
         usage = await run_cli("job", "frobnicate")
         self.assertEqual(usage.returncode, 2, usage)
         self.assertIn("invalid choice: 'frobnicate'", usage.stderr)

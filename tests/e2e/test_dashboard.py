@@ -1,9 +1,10 @@
 """The dashboard in headless Chromium against real 3-node clusters.
 
-Three clusters in all: one shared by the tests of DashboardTests, one that loses its
-leader, one that starts with 10,000 finished jobs. Every test ends by checking that the
-page's own code logged no error (failed requests a test provokes are `network` entries
-and do not count). Screenshots of the main views: see tests/browser.py screenshot_dir.
+Four clusters in all: one shared by the tests of DashboardTests, one with TLS and
+tokens, one that loses its leader, one that starts with 10,000 finished jobs. Every
+test ends by checking that the page's own code logged no error (failed requests a test
+provokes are `network` entries and do not count). Screenshots of the main views: see
+tests/browser.py screenshot_dir.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import os
 import time
 import uuid
 
-from twisted.internet import reactor, task
-from twisted.protocols import policies
+from twisted.internet import reactor
 from twisted.trial import unittest
-from twisted.web import proxy, resource, server
 
+from jobsched.tokens import Role
 from tests.browser import require_browser
 from tests.e2e.dashboard_page import DashboardPage, SharedBrowser, SharedCluster
 from tests.e2e.seeded_table import finished_jobs, write_data_dirs
@@ -237,78 +237,61 @@ class DashboardTests(BrowserTestCase):
         await page.until(lambda: page.log_indexes()[0] >= shown[0], UI_SECONDS, "the latest")
         await self.assert_clean(page)
 
+
+class TokenTests(BrowserTestCase):
+    """The page of a TLS cluster with tokens (--auth-token-file), over HTTPS."""
+
+    cluster = SharedCluster(secure=True)
+    browser = SharedBrowser(trusting=cluster)
+
     async def test_a_token_is_asked_once_and_sent_on_every_request(self):
         nodes, browser = await self.shared()
-        gate = TokenGate("s3cret", nodes.nodes[1].http_port)
-        port = reactor.listenTCP(0, gate.site, interface="127.0.0.1")
-        self.addCleanup(gate.close)
-        self.addCleanup(port.stopListening)
+        follower = await self.a_follower()
+        self.assertTrue(follower.url.startswith("https://"))
         self.addCleanup(browser.call, browser.driver.get, "about:blank")
-        page = DashboardPage(browser, f"http://127.0.0.1:{port.getHost().port}/")
+        page = DashboardPage(browser, follower.url + "/")
         await browser.call(browser.driver.get, page.url)
+        await self.answer_the_token_question(page, "not-a-token-of-this-cluster")
         await page.until(
-            lambda: page.script("return document.getElementById('token-dialog').open"),
+            lambda: (
+                "not accepted"
+                in page.script("return document.getElementById('token-error').textContent")
+            ),
             UI_SECONDS,
-            "the token question",
+            "the refusal shown",
         )
-        await browser.call(page.driver.find_element("id", "token-input").send_keys, "s3cret")
-        await browser.call(page.click, "#token-ok")
+        admin = self.cluster.tokens[Role.ADMIN]
+        await self.answer_the_token_question(page, admin, clear=True)
         await page.until(page.ready, UI_SECONDS, "the page to be live with the token")
         self.assertFalse(
             await browser.call(page.script, "return document.getElementById('token-dialog').open")
         )
         self.assertEqual(
             await browser.call(page.script, "return sessionStorage.getItem('jobsched.token')"),
-            "s3cret",
+            admin,
         )
-        self.assertIn("/api/events", gate.authorized)
-        self.assertIn("/api/jobs", gate.authorized)
+        await page.browser.call(page.submit, "echo behind a token")  # forwarded to the leader
+        job_id = await page.until(
+            lambda: page.job_id_for("echo behind a token"), UI_SECONDS, "the job's row"
+        )
+        await page.until(
+            lambda: page.status_of(job_id) == "completed", JOB_SECONDS, "the job to complete"
+        )
         self.assertEqual(await browser.call(page.console_errors), [])
+        logs = "".join(node.log_text() for node in nodes.nodes.values())
+        self.assertNotIn(admin, logs)
 
-
-class TokenGate(resource.Resource):
-    """A reverse proxy to a node that answers 401 to API calls without the token (a
-    stand-in for the nodes' own tokens, BEHAVIOUR §7). `close` ends every connection
-    it holds, both sides (an event stream never ends by itself)."""
-
-    isLeaf = True
-
-    def __init__(self, token: str, node_port: int) -> None:
-        super().__init__()
-        self._expected = f"Bearer {token}".encode()
-        self._node_port = node_port
-        self.authorized: set[str] = set()
-        self._connections: list = []
-        gate = self
-
-        class Upstream(proxy.ProxyClientFactory):
-            def buildProtocol(self, addr):
-                protocol = super().buildProtocol(addr)
-                gate._connections.append(protocol)
-                return protocol
-
-        self._upstream = Upstream
-        site = server.Site(self)
-        site.noisy = False
-        self.site = policies.WrappingFactory(site)  # knows its connections
-
-    def render(self, request):
-        path = request.path.decode()
-        if path.startswith("/api/"):
-            if request.getHeader(b"authorization") != self._expected:
-                request.setResponseCode(401)
-                request.setHeader(b"Content-Type", b"application/json")
-                return b'{"error": "Authentication required", "code": "UNAUTHENTICATED"}'
-            self.authorized.add(path)
-        upstream = proxy.ReverseProxyResource("127.0.0.1", self._node_port, request.path)
-        upstream.proxyClientFactoryClass = self._upstream
-        return upstream.render(request)
-
-    def close(self):
-        for connection in [*self._connections, *self.site.protocols]:
-            if connection.transport is not None:
-                connection.transport.abortConnection()
-        return task.deferLater(reactor, 0.1, lambda: None)
+    async def answer_the_token_question(self, page, token: str, clear: bool = False) -> None:
+        await page.until(
+            lambda: page.script("return document.getElementById('token-dialog').open"),
+            UI_SECONDS,
+            "the token question",
+        )
+        field = await page.browser.call(page.driver.find_element, "id", "token-input")
+        if clear:
+            await page.browser.call(field.clear)
+        await page.browser.call(field.send_keys, token)
+        await page.browser.call(page.click, "#token-ok")
 
 
 class LeaderLossTests(BrowserTestCase):

@@ -1,6 +1,7 @@
 """`make run` as the README gives it: a development node with the process executor."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,6 +24,20 @@ def kill_process_group(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait(timeout=30)
+
+
+def readme_cli_lines() -> list[list[str]]:
+    """The commands of the README's "Getting started" block, as argument lists after
+    `.venv/bin/jobsched` (comments dropped)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("## Getting started", 1)[1].split("```", 2)[1]
+    prefix = ".venv/bin/jobsched "
+    commands = []
+    for line in block.splitlines():
+        command = line.split("  #", 1)[0].strip()
+        if command.startswith(prefix):
+            commands.append(shlex.split(command[len(prefix) :]))
+    return commands
 
 
 class MakeRunTests(unittest.TestCase):
@@ -78,10 +93,29 @@ class MakeRunTests(unittest.TestCase):
 
         job = await wait_for(finished, 60, "the curl job to complete")
         self.assertEqual(job["output"], "hello from make run\n")
-        # the README's first CLI job, with the CLI's default address
-        cli = await run_cli("job", "submit", "--wait", "seq 1 3")
-        self.assertEqual((cli.returncode, cli.stdout), (0, "1\n2\n3\n"), cli)
+        await self.check_readme_quick_start()
 
         log_text = log_path.read_text()
         self.assertIn("Executor `process`", log_text)
         self.assertIn("NO isolation", log_text)
+
+    async def check_readme_quick_start(self) -> None:
+        """Every CLI line of the README's quick start, in order, with the CLI's default
+        address; `<id>` is the id the first submit printed."""
+        lines = readme_cli_lines()
+        self.assertGreaterEqual(len(lines), 6)
+        job_id = None
+        for args in lines:
+            if job_id is not None:
+                args = [job_id if arg == "<id>" else arg for arg in args]
+            result = await run_cli(*args)
+            self.assertEqual(result.returncode, 0, (args, result))
+            if job_id is None:
+                self.assertIn("Job submitted successfully!", result.stdout)
+                job_id = result.stdout.split("Job ID: ")[1].split()[0]
+            if args[:2] == ["job", "wait"]:
+                self.assertEqual(result.stdout, "hello\n")
+            if args[:3] == ["job", "submit", "--wait"]:
+                self.assertEqual(result.stdout, "1\n2\n3\n")
+            if args[:2] == ["job", "status"]:
+                self.assertIn("COMPLETED", result.stdout)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
@@ -439,6 +440,29 @@ class ReadErrorTests(SharedNodeTestCase):
             (bad.status, bad.body),
             (400, {"error": "Invalid page token", "code": "INVALID_ARGUMENT"}),
         )
+
+    async def test_an_unknown_status_filter_is_refused(self):
+        self.assertEqual(
+            await self.call_error("ListJobs", pb.ListJobsRequest(status_filter=99)),
+            (grpc.StatusCode.INVALID_ARGUMENT, "unknown status_filter 99"),
+        )
+
+        def stream():
+            return list(self.node.scheduler.StreamJobs(pb.StreamJobsRequest(status_filter=-1)))
+
+        with self.assertRaises(grpc.RpcError) as caught:
+            await deferToThread(stream)
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(caught.exception.details(), "unknown status_filter -1")
+
+    async def test_a_form_body_is_not_parsed_as_a_form(self):
+        # A malformed multipart body once got a bare 400 from the HTTP layer; the node
+        # reads every body as JSON (or nothing) and answers as JSON.
+        for form in ("multipart/form-data; boundary=x", "application/x-www-form-urlencoded"):
+            answer = await self.node.rest("POST", "/api/jobs", raw=b"[[]]", content_type=form)
+            self.assertEqual(answer.status, 400)
+            self.assertEqual(answer.body["code"], "INVALID_ARGUMENT")
+            self.assertEqual(answer.body["error"], "request body must be a JSON object")
 
     async def test_unknown_routes_get_json_404(self):
         answer = await self.node.rest("GET", "/no/such/route")

@@ -1,5 +1,6 @@
 """Durable nodes (--data-dir): SIGKILL at any moment loses nothing acknowledged."""
 
+import errno
 import os
 import random
 import subprocess
@@ -255,3 +256,78 @@ class DockerRestartTests(unittest.TestCase):
         await wait_for(container_gone, 30, "the leftover container to be removed")
         again = await node.call("SubmitJob", pb.SubmitJobRequest(command="echo back"))
         self.assertEqual((await wait_finished(node, again.job_id)).output, "back\n")
+
+
+TMPFS_BYTES = 2 * 1024 * 1024
+
+
+def fill(path: Path) -> None:
+    """Write zeros to `path` until its file system is full."""
+    with open(path, "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(bytes(4096))
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+
+
+class FullDiskTests(unittest.TestCase):
+    """A node whose --data-dir fills up exits at once with one line naming the file and
+    the OS error; restarted once space is freed, it has every acknowledged job."""
+
+    timeout = 180
+
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("mounting a small tmpfs needs root (CI runs as root)")
+        self.disk = Path(self.mktemp()).resolve() / "disk"
+        self.disk.mkdir(parents=True)
+        mount = ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(self.disk)]
+        subprocess.run(mount, check=True, capture_output=True)
+        self.addCleanup(subprocess.run, ["umount", str(self.disk)], check=True)
+        self.nodes = NodeFactory.for_test(self)  # its nodes are killed before the umount
+
+    async def submit(self, node, n: int) -> str | None:
+        """SubmitJob `echo <n>`; its id once acknowledged, None if refused or unanswered."""
+        request = pb.SubmitJobRequest(command=f"echo full-disk-{n}")
+        try:
+            return (await node.call("SubmitJob", request, 10)).job_id
+        except CallFailed:
+            return None
+
+    async def test_a_full_data_dir_ends_the_node_and_a_restart_keeps_every_acked_job(self):
+        data_file = self.disk / "data" / "raft.sqlite3"
+        node = self.nodes.start(
+            "--executor", "process", "--data-dir", str(data_file.parent), separate_stderr=True
+        )
+        await node.until_ready()
+        acked = [await self.submit(node, n) for n in range(20)]
+        self.assertNotIn(None, acked)
+        await deferToThread(fill, self.disk / "filler")
+
+        node.stopped_on_purpose = True  # the node is expected to end by itself now
+        n = len(acked)
+        deadline = time.monotonic() + 30
+        while node.is_running() and time.monotonic() < deadline:
+            job_id = await self.submit(node, n)
+            if job_id is not None:
+                acked.append(job_id)
+            n += 1
+        await wait_for(lambda: not node.is_running(), 30, "the node to exit")
+
+        self.assertEqual(node.process.returncode, 1)
+        stderr = [line for line in node.stderr_path.read_text().splitlines() if line.strip()]
+        self.assertEqual(len(stderr), 1, stderr)
+        self.assertTrue(stderr[0].startswith(f"jobsched: error: {data_file}: write failed: "))
+        self.assertIn("No space left on device", stderr[0])
+        reason = stderr[0].removeprefix("jobsched: error: ")
+        self.assertIn(f"Raft storage failed, this node stops: {reason}", node.log_text())
+
+        (self.disk / "filler").unlink()
+        node.kill()  # already gone: this reaps it and drops the channel to the dead process
+        node.start()
+        await node.until_ready()
+        for job_id in acked:
+            status = await node.call("GetJobStatus", pb.GetJobStatusRequest(job_id=job_id))
+            self.assertEqual(status.job_id, job_id)

@@ -18,7 +18,9 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from tests.nodeproc import REPO_ROOT, TWISTD, NodeFactory, free_port
+from jobsched.tokens import Role
+from tests.nodeproc import REPO_ROOT, TWISTD, NodeFactory, free_port, wait_for
+from tests.pki import Pki, new_tokens, write_token_file
 
 DEADLINE_SECONDS = 60
 
@@ -156,6 +158,26 @@ class StartupOptionTests(unittest.TestCase):
         )
         self.assertNotIn("Traceback", result.stderr + result.stdout)
 
+    async def test_security_options_that_cannot_work_stop_the_node_with_one_line(self):
+        pki = Pki(self.workdir / "pki").nodes(1, 2)
+        tls = [arg.replace("{node_id}", "1") for arg in pki.node_args()]
+        tokens = new_tokens()
+        good = write_token_file(self.workdir / "tokens", tokens)
+        bad = self.workdir / "bad-tokens"
+        bad.write_text(f"# tokens\nadmin {tokens[Role.ADMIN]}\nroot {tokens[Role.READ]}\n")
+        cases = [
+            (["--auth-token-file", str(good)], "--auth-token-file: needs --tls"),
+            ([*tls, "--auth-token-file", str(bad)], "--auth-token-file: line 3: the role must be"),
+            ([*tls, "--auth-token-file", str(self.workdir / "none")], "--auth-token-file: cannot"),
+            ([*tls, "--node-id", "2"], "--cert: is node 1's certificate, not node 2's"),
+            (["--tls"], "--ca-cert: required with --tls"),
+        ]
+        for options, expected in cases:
+            result = await self.start([TWISTD, "-n", "jobsched", *options])
+            self.assertOneLineError(result, expected)
+            for token in tokens.values():
+                self.assertNotIn(token, result.stderr)
+
     async def test_json_log_format_writes_one_json_object_per_line(self):
         node = NodeFactory.for_test(self).start("--executor", "process", "--log-format", "json")
         await node.until_ready()
@@ -164,6 +186,56 @@ class StartupOptionTests(unittest.TestCase):
         records = [json.loads(line) for line in lines]
         self.assertTrue(any("starting: gRPC" in record.get("log_format", "") for record in records))
         self.assertTrue(all(record["log_level"]["name"] != "debug" for record in records))
+
+
+class NodeOptionEffectTests(unittest.TestCase):
+    """Options no other test exercises end to end take effect (no option that does
+    nothing): --advertise-addr, --job-timeout, --max-output-bytes, --worker-slots."""
+
+    timeout = 120
+
+    async def test_each_option_changes_what_the_node_does(self):
+        advertised = f"127.0.0.1:{free_port()}"
+        node = NodeFactory.for_test(self).start(
+            "--executor",
+            "process",
+            "--advertise-addr",
+            advertised,
+            "--job-timeout",
+            "1",
+            "--max-output-bytes",
+            "8",
+            "--worker-slots",
+            "1",
+        )
+        await node.until_ready()
+        view = (await node.rest("GET", "/api/cluster")).body
+        self.assertEqual(view["nodes"][0]["address"], advertised)
+
+        async def submit(command: str, **fields) -> str:
+            answer = await node.rest("POST", "/api/jobs", {"command": command, **fields})
+            return answer.body["job_id"]
+
+        async def job(job_id: str) -> dict:
+            return (await node.rest("GET", f"/api/jobs/{job_id}")).body
+
+        async def finished(job_id: str) -> dict:
+            body = await job(job_id)
+            return body if body["status"] in ("completed", "failed") else None
+
+        async def running(job_id: str) -> bool:
+            return (await job(job_id))["status"] == "running"
+
+        sleeper = await submit("sleep 3", timeout_seconds=30)
+        queued = await submit("echo 0123456789")
+        await wait_for(lambda: running(sleeper), 30, "the sleeper to take the only slot")
+        self.assertEqual((await job(queued))["status"], "pending")
+        echoed = await wait_for(lambda: finished(queued), 60, "the echo to finish")
+        self.assertEqual((echoed["output"], echoed["output_truncated"]), ("01234567", True))
+        slow = await submit("sleep 10")  # the default timeout applies: 1 s
+        timed_out = await wait_for(lambda: finished(slow), 60, "the timeout")
+        self.assertEqual(timed_out["status"], "failed")
+        self.assertEqual(timed_out["attempt_history"][0]["outcome"], "timed_out")
 
 
 def add_cases(prefix: str, names, check) -> None:

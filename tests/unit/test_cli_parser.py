@@ -5,12 +5,15 @@ import argparse
 import io
 from contextlib import redirect_stderr, redirect_stdout
 from importlib import import_module
+from pathlib import Path
 
 from twisted.trial import unittest
 
 from jobsched.cli.connection import ClientSettings, Target, parse_address
 from jobsched.cli.failures import EXIT_USAGE, CliFailure, UsageFailure
 from jobsched.cli.parser import build_parser
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_server(args):
@@ -107,7 +110,9 @@ class ClientOptionPlacementTests(unittest.TestCase):
         self.assertRegex(out, r"^jobsched \d+\.\d+")
         code, out, _err = self.usage_exit("--help")
         self.assertEqual(code, 0)
-        self.assertIn("docs/cli.md", out)
+        for doc in ("getting-started.md", "cli.md", "api.md", "operations.md"):
+            self.assertIn(doc, out)
+            self.assertTrue((REPO_ROOT / "docs" / doc).is_file(), doc)
         self.assertIn("before or after any command", out)
 
 

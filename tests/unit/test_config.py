@@ -20,6 +20,7 @@ from jobsched.config import (
     parse_peers,
 )
 from jobsched.tap import Options
+from tests.pki import Pki, new_tokens, write_token_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -168,6 +169,7 @@ class ParsingTests(ConfigTestCase):
         self.assertEqual(
             (config.tls, config.ca_cert, config.cert, config.key), (False, None, None, None)
         )
+        self.assertIsNone(config.auth_token_file)
         self.assertEqual((config.election_timeout_min, config.election_timeout_max), (150, 300))
         self.assertEqual(config.heartbeat_interval, 50)
         self.assertEqual(config.log_format, "text")
@@ -180,9 +182,10 @@ class ParsingTests(ConfigTestCase):
 
     def test_parses_every_option(self):
         tmp_path = self.make_directory()
-        files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
-        for path in files.values():
-            path.write_text("pem")
+        pki = Pki(tmp_path / "pki")
+        cert, key = pki.node(2)
+        files = {"ca": pki.ca_path, "cert": cert, "key": key}
+        tokens = write_token_file(tmp_path / "tokens", new_tokens())
         config = parse(
             node_id="2",
             host="0.0.0.0",
@@ -202,6 +205,7 @@ class ParsingTests(ConfigTestCase):
             ca_cert=str(files["ca"]),
             cert=str(files["cert"]),
             key=str(files["key"]),
+            auth_token_file=str(tokens),
             election_timeout_min="1000",
             election_timeout_max="2000",
             heartbeat_interval="100",
@@ -227,6 +231,7 @@ class ParsingTests(ConfigTestCase):
         self.assertEqual(config.max_output_bytes, 1024)
         self.assertTrue(config.tls)
         self.assertEqual(config.key, str(files["key"]))
+        self.assertEqual(config.auth_token_file, str(tokens))
         self.assertEqual((config.election_timeout_min, config.election_timeout_max), (1000, 2000))
         self.assertEqual((config.heartbeat_interval, config.log_format), (100, "json"))
         self.assertEqual((config.worker_expiry, config.max_attempts), (0.5, 5))
@@ -387,6 +392,84 @@ class FileOptionTests(ConfigTestCase):
             key=str(pem),
         )
         self.assertConfigError("^--cert: given without --tls", cert=str(pem))
+
+    def tls_options(self, node_id: int = 1, pki: Pki | None = None) -> dict:
+        pki = pki or Pki(self.make_directory())
+        cert, key = pki.node(node_id)
+        return {"tls": 1, "ca_cert": str(pki.ca_path), "cert": str(cert), "key": str(key)}
+
+    def test_tls_files_of_this_node_are_accepted(self):
+        config = parse(node_id="1", **self.tls_options(1))
+        self.assertEqual(config.tls_files.cert, config.cert)
+
+    def test_another_nodes_certificate_is_refused(self):
+        self.assertConfigError(
+            "^--cert: is node 2's certificate, not node 1's$", node_id="1", **self.tls_options(2)
+        )
+
+    def test_a_certificate_of_another_ca_is_refused(self):
+        options = self.tls_options(1)
+        options["ca_cert"] = str(Pki(self.make_directory()).ca_path)
+        self.assertConfigError("^--cert: was not issued by --ca-cert$", **options)
+
+    def test_a_key_of_another_certificate_is_refused(self):
+        pki = Pki(self.make_directory())
+        options = self.tls_options(1, pki)
+        options["key"] = str(pki.node(2)[1])
+        self.assertConfigError("^--key: is not the key of --cert$", **options)
+
+    def test_files_that_are_not_pem_are_refused(self):
+        junk = self.make_directory() / "junk.pem"
+        junk.write_text("not a certificate")
+        for option, message in (
+            ("ca_cert", "--ca-cert: holds no PEM certificate"),
+            ("cert", "--cert: is not a PEM certificate"),
+            ("key", "--key: is not an unencrypted PEM private key"),
+        ):
+            options = self.tls_options(1)
+            options[option] = str(junk)
+            self.assertConfigError(f"^{message}$", **options)
+
+    def test_a_client_certificate_is_no_node_certificate(self):
+        pki = Pki(self.make_directory())
+        client = pki.client()
+        cert, key = self.make_directory() / "c.pem", self.make_directory() / "k.pem"
+        cert.write_bytes(client.tls.cert)
+        key.write_bytes(client.tls.key)
+        options = {"tls": 1, "ca_cert": str(pki.ca_path), "cert": str(cert), "key": str(key)}
+        self.assertConfigError("^--cert: names no node", **options)
+
+    def test_tokens_need_tls(self):
+        tokens = write_token_file(self.make_directory() / "tokens", new_tokens())
+        self.assertConfigError(
+            r"^--auth-token-file: needs --tls \(without TLS tokens travel in clear",
+            auth_token_file=str(tokens),
+        )
+
+    def test_a_bad_token_file_names_its_line_and_never_its_text(self):
+        directory = self.make_directory()
+        cases = {
+            "admin only-one-word-and-more extra\n": "line 1: expected `ROLE TOKEN`",
+            "# comment\n\nroot abcdefghijklmnopqrstuvwxyz\n": "line 3: the role must be",
+            "read short\n": "line 1: a token is at least 16",
+            "read abcdefghijklmnopqrstuvwxyz\nadmin abcdefghijklmnopqrstuvwxyz\n": (
+                "line 2: repeats the token"
+            ),
+            "# nothing but a comment\n": "holds no token",
+        }
+        for text, message in cases.items():
+            path = directory / "tokens"
+            path.write_text(text)
+            with self.assertRaises(ConfigError) as caught:
+                parse(auth_token_file=str(path), **self.tls_options())
+            self.assertIn(f"--auth-token-file: {message}", str(caught.exception))
+            for word in ("only-one-word", "abcdefghijkl", "short", "root"):
+                self.assertNotIn(word, str(caught.exception))
+        self.assertConfigError(
+            "^--auth-token-file: cannot read .*missing",
+            auth_token_file=str(directory / "missing"),
+            **self.tls_options(),
+        )
 
     def test_data_dir_is_created(self):
         target = self.make_directory() / "a" / "b"

@@ -26,6 +26,7 @@ from jobsched.interfaces import IRaftService, IRaftStorage, IRaftTransport, ISta
 from jobsched.raft import codec
 from jobsched.raft.messages import LogEntry, VoteRequest
 from jobsched.raft.service import RaftLimits, RaftService, RaftTimings
+from jobsched.raft.sqlite_storage import StorageError
 from jobsched.raft.storage import MemoryStorage, StoredState
 
 LATENCY = 0.002
@@ -80,16 +81,31 @@ class StallingStorage:
         return defer.succeed(None)
 
 
+DISK_FULL = "/data/raft.sqlite3: write failed: No space left on device (database or disk is full)"
+
+
 @implementer(IRaftStorage)
 class FailingStorage(MemoryStorage):
-    """A store that fails every append once `broken` is set."""
+    """A store whose every write fails, as SqliteStorage's do, once `broken` is set."""
 
     broken = False
 
-    def append(self, entries):
+    def _fails(self, write, *args):
         if self.broken:
-            return defer.fail(OSError("disk full"))
-        return MemoryStorage.append(self, entries)
+            return defer.fail(StorageError(DISK_FULL))
+        return write(self, *args)
+
+    def save_hard_state(self, term, voted_for):
+        return self._fails(MemoryStorage.save_hard_state, term, voted_for)
+
+    def append(self, entries):
+        return self._fails(MemoryStorage.append, entries)
+
+    def truncate(self, from_index):
+        return self._fails(MemoryStorage.truncate, from_index)
+
+    def save_snapshot(self, index, term, data):
+        return self._fails(MemoryStorage.save_snapshot, index, term, data)
 
 
 class Network:
@@ -169,6 +185,7 @@ class Cluster:
         self.timings = timings
         self.limits = limits
         self.storages = {i: storage_factory() for i in self.ids}
+        self.storage_failures: dict = {i: [] for i in self.ids}  # messages reported
         self.machines: dict = {}
         self.nodes: dict = {}
         for i in self.ids:
@@ -188,6 +205,7 @@ class Cluster:
             random.Random(self.rng.random()),
             self.timings,
             self.limits,
+            on_storage_failure=self.storage_failures[node_id].append,
         )
         self.nodes[node_id] = self.network.nodes[node_id] = node
         node.startService()
@@ -520,8 +538,8 @@ class ProposalErrorTests(unittest.TestCase):
         self.assertFalse(node.status().has_quorum)
         self.assertEqual(cluster.machines[1].values, [])
         self.failureResultOf(node.propose(command(2)), StorageFailed)
-        # The service logs the failed write once, as it stops serving.
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        cluster.run(2.0)  # no timer fires any more: no election, no further write
+        self.assertEqual(cluster.storage_failures[1], [DISK_FULL])
 
     def test_follower_with_stalled_disk_never_acknowledges(self):
         storages = iter([MemoryStorage(), MemoryStorage(), StallingStorage()])
@@ -536,6 +554,66 @@ class ProposalErrorTests(unittest.TestCase):
         # entry never commits and the leader, hearing from no majority, steps down.
         self.failureResultOf(d, LeadershipLost)
         self.assertEqual(cluster.machines[leader.node_id].values, [])
+
+
+class StorageFailureTests(unittest.TestCase):
+    """A failed durable write is reported once, with the store's message, and nothing
+    written after it is acknowledged (the node ends its process on that report)."""
+
+    def setUp(self) -> None:
+        self.events: list = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def critical_lines(self) -> list[str]:
+        return [
+            formatEvent(event)
+            for event in self.events
+            if event.get("log_level") == LogLevel.critical
+            and event.get("log_namespace") == "jobsched.raft.service"
+        ]
+
+    def test_every_waiting_proposal_fails_and_the_report_comes_once(self):
+        cluster = Cluster(1, storage_factory=FailingStorage)
+        node = cluster.nodes[1]
+        cluster.run(0.31)
+        cluster.storages[1].broken = True
+        waiting = [node.propose(command(i)) for i in range(5)]  # one write, one failure
+        cluster.run(0.1)
+        for d in waiting:
+            self.failureResultOf(d, StorageFailed)
+        self.failureResultOf(node.handle(None), StorageFailed)
+        self.assertEqual(cluster.storage_failures[1], [DISK_FULL])
+        self.assertEqual(cluster.machines[1].values, [])
+        self.assertEqual(
+            self.critical_lines(), [f"Raft storage failed, this node stops: {DISK_FULL}"]
+        )
+
+    def test_a_follower_whose_disk_fails_never_acknowledges_the_entry(self):
+        cluster = Cluster(3, seed=21, storage_factory=FailingStorage)
+        leader = cluster.leader()
+        broken, healthy = (i for i in cluster.ids if i != leader.node_id)
+        cluster.storages[broken].broken = True
+        d = leader.propose(command(7))
+        cluster.run(0.5)
+        self.assertEqual(self.successResultOf(d), leader.status().last_log_index)
+        self.assertEqual(cluster.storage_failures[broken], [DISK_FULL])
+        self.assertEqual(cluster.storage_failures[healthy], [])
+        self.assertEqual(cluster.machines[broken].values, [])
+        self.assertEqual(cluster.machines[healthy].values, [7])
+        progress = leader.peer_progress()
+        self.assertLess(progress[broken].match_index, leader.status().last_log_index)
+
+    def test_without_a_callback_the_service_only_stops_serving(self):
+        storage, clock = FailingStorage(), task.Clock()
+        node = RaftService(1, {}, address(1), storage, None, Recorder(), clock)
+        node.startService()
+        clock.advance(1.0)
+        self.assertEqual(node.status().role, "leader")
+        storage.broken = True
+        self.failureResultOf(node.propose(command(1)), StorageFailed)
+        self.assertEqual(node.status().role, "follower")
+        self.failureResultOf(node.propose(command(2)), StorageFailed)
 
 
 class CompactionTests(unittest.TestCase):
@@ -581,6 +659,49 @@ class CompactionTests(unittest.TestCase):
         self.assertIsNone(error.leader_address)
         self.assertIsNone(follower.status().leader_address)
         self.assertEqual(error.message, "Not the leader. Leader unknown, retry later")
+
+
+class DrainingNodeTests(unittest.TestCase):
+    """A node that refuses leadership (it drains) votes and follows, never leads."""
+
+    def test_a_node_refusing_leadership_never_wins_an_election(self):
+        for seed in range(1, 6):
+            cluster = Cluster(3, seed=seed)
+            leader = cluster.leader()
+            refusing, other = [n for n in cluster.nodes.values() if n is not leader]
+            refusing.refuse_leadership()
+            cluster.stop(leader.node_id)
+            cluster.run_until(lambda other=other: other.status().role == "leader")
+            cluster.run_until(lambda r=refusing, o=other: r.status().leader_id == o.node_id)
+            self.assertEqual(refusing.status().role, "follower")
+
+    def test_alone_with_a_dead_leader_it_does_not_campaign(self):
+        cluster = Cluster(3, seed=4)
+        leader = cluster.leader()
+        refusing, other = [n for n in cluster.nodes.values() if n is not leader]
+        refusing.refuse_leadership()
+        term = refusing.status().current_term
+        cluster.stop(leader.node_id)
+        cluster.stop(other.node_id)
+        cluster.run(3.0)
+        self.assertEqual(refusing.status().current_term, term)
+
+    def test_a_transfer_never_picks_or_reaches_it(self):
+        cluster = Cluster(3, seed=13)
+        leader = cluster.leader()
+        refusing, other = sorted(
+            (n for n in cluster.nodes.values() if n is not leader), key=lambda n: n.node_id
+        )
+        refusing.refuse_leadership()
+        picked = leader.transfer_leadership(0, exclude=frozenset({refusing.node_id}))
+        cluster.run(0.5)
+        self.assertEqual(self.successResultOf(picked)[2], other.node_id)
+        new_leader = cluster.nodes[other.node_id]
+        named = new_leader.transfer_leadership(refusing.node_id)
+        cluster.run(3.0)
+        success, _message, _leader = self.successResultOf(named)
+        self.assertFalse(success)
+        self.assertNotEqual(refusing.status().role, "leader")
 
 
 class RoleLogTests(unittest.TestCase):

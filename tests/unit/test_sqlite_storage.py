@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -12,7 +13,12 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from jobsched.raft.sqlite_storage import DATA_FILE_NAME, SqliteStorage, StorageError
+from jobsched.raft.sqlite_storage import (
+    DATA_FILE_NAME,
+    PROBE_FILE_NAME,
+    SqliteStorage,
+    StorageError,
+)
 from jobsched.raft.storage import StoredState
 from tests.unit.test_storage_contract import entries, entry
 
@@ -23,19 +29,30 @@ def the_reactor():
     return reactor
 
 
+DISK_IO_ERROR = ("SQLITE_IOERR_WRITE", "disk I/O error")
+DISK_FULL = ("SQLITE_FULL", "database or disk is full")
+
+
+def sqlite_error(name: str, message: str) -> sqlite3.OperationalError:
+    """The error SQLite raises with result code `name`."""
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorname = name
+    return error
+
+
 class ControlledConnection(sqlite3.Connection):
     """A real connection whose COMMIT can be held at a gate or made to fail (a disk
-    that stalls or reports an I/O error)."""
+    that stalls, or SQLite's code and message of a failing disk in `fail_commits`)."""
 
     gate: threading.Event | None = None
-    fail_commits = False
+    fail_commits: tuple[str, str] | None = None
 
     def execute(self, sql, *args):
         if sql == "COMMIT":
             if self.gate is not None:
                 self.gate.wait(10)
             if self.fail_commits:
-                raise sqlite3.OperationalError("disk I/O error")
+                raise sqlite_error(*self.fail_commits)
         return super().execute(sql, *args)
 
 
@@ -141,7 +158,7 @@ class FailingDiskTests(SqliteStorageTestCase):
         connector = ControlledConnector()
         store, _ = self.open_store(connect=connector)
         await store.append([entry(1)])
-        connector.connection.fail_commits = True
+        connector.connection.fail_commits = DISK_IO_ERROR
         in_failed_commit = [store.append([entry(2)]), store.save_hard_state(1, 1)]
         for d in in_failed_commit:
             with self.assertRaises(StorageError) as caught:
@@ -149,13 +166,47 @@ class FailingDiskTests(SqliteStorageTestCase):
             self.assertRegex(
                 str(caught.exception), "^" + re.escape(f"{self.data_file}: write failed")
             )
-        connector.connection.fail_commits = False
+        connector.connection.fail_commits = None
         with self.assertRaises(StorageError):
             await store.append([entry(2)])
         self.assertEqual(store.commit_count, 1)
         await store.close()
         _, state = self.open_store()
         self.assertEqual(state, StoredState(entries=[entry(1)]))
+
+    async def failed_write(self, error: tuple[str, str]) -> str:
+        """The message of a write whose COMMIT fails with SQLite's `error`."""
+        connector = ControlledConnector()
+        store, _ = self.open_store(connect=connector)
+        connector.connection.fail_commits = error
+        with self.assertRaises(StorageError) as caught:
+            await store.append([entry(1)])
+        return str(caught.exception)
+
+    async def test_a_full_disk_is_named_by_its_os_error(self):
+        self.assertEqual(
+            await self.failed_write(DISK_FULL),
+            f"{self.data_file}: write failed: No space left on device (database or disk is full)",
+        )
+
+    async def test_the_os_error_is_the_one_a_probe_write_meets(self):
+        # The data directory vanishes under the open file: SQLite says only "disk I/O
+        # error"; writing beside the file says what the OS says.
+        connector = ControlledConnector()
+        store, _ = self.open_store(connect=connector)
+        shutil.rmtree(self.data_dir)
+        connector.connection.fail_commits = DISK_IO_ERROR
+        with self.assertRaises(StorageError) as caught:
+            await store.append([entry(1)])
+        self.assertEqual(
+            str(caught.exception),
+            f"{self.data_file}: write failed: No such file or directory (disk I/O error)",
+        )
+
+    async def test_no_os_error_is_invented_when_the_disk_takes_writes(self):
+        message = await self.failed_write(DISK_IO_ERROR)
+        self.assertEqual(message, f"{self.data_file}: write failed (disk I/O error)")
+        self.assertNotIn(PROBE_FILE_NAME, os.listdir(self.data_dir))  # the probe is gone
 
     async def test_writes_after_close_fail(self):
         store, _ = self.open_store()
