@@ -18,6 +18,7 @@ from tests.chaos.workload import Workload
 from tests.nodeproc import pause
 
 TAKEOVER_SECONDS = 90  # generous: the cores are shared
+DRAINED_ELECTION_SECONDS = 30  # observed, not checked: a leader after a drain and a kill
 LOAD_SECONDS = 60
 
 
@@ -185,9 +186,10 @@ async def cut_off(chaos: Chaos, role: str, seconds: float | None = None) -> None
 
 
 async def drain_then_elections(chaos: Chaos, rounds: int = 3) -> None:
-    """Drain a follower, then kill the leader (restarting it) until the drained node
-    wins an election or `rounds` elections went to others; note what happened, and
-    restart the drained node (draining lasts until then). Observed, not checked."""
+    """Drain a follower, then kill the leader (restarting it once another leads) until
+    the drained node wins an election, no leader comes, or `rounds` elections went to
+    others; note what happened, and restart the drained node (draining lasts until
+    then). Observed, not checked."""
     await load(chaos)
     leader = (await chaos.cluster.leader()).node_id
     drained = chaos.rng.choice([n for n in chaos.cluster.healthy() if n != leader])
@@ -198,7 +200,20 @@ async def drain_then_elections(chaos: Chaos, rounds: int = 3) -> None:
     for _ in range(rounds):
         chaos.cluster.kill(leader)
         chaos.counts["kills"] += 1
-        new_leader = (await chaos.cluster.leader(timeout=TAKEOVER_SECONDS)).node_id
+        try:
+            new_leader = (await chaos.cluster.leader(timeout=DRAINED_ELECTION_SECONDS)).node_id
+        except AssertionError:
+            views = await chaos.cluster.views()
+            chaos.counts["no leader while a drained node was up"] += 1
+            chaos.notes.append(
+                f"no leader for {DRAINED_ELECTION_SECONDS}s after node {leader} was killed, "
+                f"with node {drained} drained: "
+                + "; ".join(f"node {n}: {_raft_state(v)}" for n, v in sorted(views.items()))
+            )
+            chaos.say(chaos.notes[-1])
+            await chaos.cluster.restart(leader)  # a third node again: it can elect
+            chaos.counts["restarts"] += 1
+            break
         await chaos.cluster.restart(leader)
         chaos.counts["restarts"] += 1
         chaos.counts["elections after a drain"] += 1
@@ -216,6 +231,13 @@ async def drain_then_elections(chaos: Chaos, rounds: int = 3) -> None:
     chaos.counts["kills"] += 1
     await chaos.cluster.restart(drained)
     chaos.counts["restarts"] += 1
+
+
+def _raft_state(view: dict) -> str:
+    return (
+        f"{view['role']} in term {view['current_term']}, log {view['log_length']}, "
+        f"commit {view['commit_index']}"
+    )
 
 
 Scenario = Callable[[Chaos], Awaitable[None]]
