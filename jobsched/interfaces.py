@@ -295,6 +295,11 @@ class IRouter(Interface):
     def send_heartbeat(request, timeout):
         """Deferred firing once the leader took this worker's heartbeat."""
 
+    def read_output(job_id, cursor, wait, relayed=False):
+        """Deferred[OutputRead]: a job's output after `cursor`, read here or from the node
+        running the job (never passed on when `relayed`), waiting up to `wait` seconds
+        for something new."""
+
 
 class ILeaderClient(Interface):
     """Calls to the leader this node currently knows (jobsched.net.leader)."""
@@ -305,6 +310,20 @@ class ILeaderClient(Interface):
 
     def internal(method, request, timeout=0):
         """Deferred of InternalService.`method` answered by the leader."""
+
+    def close():
+        """Close the channels."""
+
+
+class IPeerClient(Interface):
+    """Calls to another cluster member by node id (jobsched.net.peers)."""
+
+    def knows(node_id):
+        """Whether `node_id` is a configured peer."""
+
+    def internal(node_id, method, request, timeout):
+        """Deferred of InternalService.`method` answered by peer `node_id` (CallFailed
+        when it could not be had)."""
 
     def close():
         """Close the channels."""

@@ -21,6 +21,7 @@ from twisted.web.server import Site
 
 from jobsched.api.event_hub import EventHub
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
+from jobsched.api.output_sse import OutputFeeds
 from jobsched.api.raft_servicer import RaftServicer
 from jobsched.api.rest import SITE_OPTIONS, RestApi
 from jobsched.app import ClusterAPI, DrainFlag
@@ -33,6 +34,7 @@ from jobsched.net.access import AccessPolicy
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
+from jobsched.net.peers import PeerClient
 from jobsched.net.server import GrpcServerService, PortUnavailable
 from jobsched.net.streams import StreamLimits
 from jobsched.raft.service import RaftService, RaftTimings
@@ -45,6 +47,8 @@ from jobsched.scheduler import Assigner
 from jobsched.tokens import TokenFileError, TokenStore, read_tokens
 from jobsched.worker.fence import Fence, KeeperProcess
 from jobsched.worker.heartbeat import HeartbeatSender
+from jobsched.worker.live_output import LiveOutputs
+from jobsched.worker.output_reader import LocalOutputReader
 from jobsched.worker.reporting import ResultReporter
 from jobsched.worker.service import WorkerService
 
@@ -53,12 +57,18 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 SHUTDOWN_FLUSH_SECONDS = 5.0
 
 
-def build_executor(config: NodeConfig, reactor, fence: Fence):
-    """The executor the config asks for (no I/O yet); its runs are under `fence`."""
+def build_executor(config: NodeConfig, reactor, fence: Fence, live_output: LiveOutputs):
+    """The executor the config asks for (no I/O yet); its runs are under `fence`, their
+    output goes to `live_output` as it comes."""
     if config.executor == "process":
         from jobsched.worker.process import ProcessExecutor
 
-        return ProcessExecutor(reactor, max_output_bytes=config.max_output_bytes, fence=fence)
+        return ProcessExecutor(
+            reactor,
+            max_output_bytes=config.max_output_bytes,
+            fence=fence,
+            live_output=live_output,
+        )
     from jobsched.worker.docker import DockerExecutor
 
     return DockerExecutor(
@@ -68,6 +78,7 @@ def build_executor(config: NodeConfig, reactor, fence: Fence):
         slots=config.worker_slots,
         cluster_label=f"node-{config.node_id}",
         fence=fence,
+        live_output=live_output,
     )
 
 
@@ -130,9 +141,18 @@ class NodeService(MultiService):
         registry = WorkerRegistry(reactor, config.worker_expiry)
         self.api = ClusterAPI(config, self.raft, self.table, registry, drain_flag, reactor)
         self.leader = LeaderClient(lambda: self.raft.status().leader_address, wire, reactor)
-        self.router = Router(self.api, self.leader)
+        self.live_output = LiveOutputs(reactor, config.max_output_bytes)
+        self.table.add_listener(self.live_output.job_changed)
+        self.peers = PeerClient(peers, wire, reactor)
+        self.router = Router(
+            self.api,
+            self.leader,
+            LocalOutputReader(config.node_id, self.table, self.live_output),
+            self.peers,
+            reactor,
+        )
 
-        self.executor = build_executor(config, reactor, self.fence)
+        self.executor = build_executor(config, reactor, self.fence, self.live_output)
         self.reporter = ResultReporter(self.router, reactor)
         self.worker = WorkerService(
             config.node_id,
@@ -175,7 +195,7 @@ class NodeService(MultiService):
             config.port,
             [
                 SchedulerServicer(self.api, self.router, bridge, streams).register,
-                InternalServicer(self.api, self.dispatcher, bridge).register,
+                InternalServicer(self.api, self.dispatcher, bridge, self.router).register,
                 RaftServicer(self.raft, bridge).register,
             ],
             wire,
@@ -186,7 +206,10 @@ class NodeService(MultiService):
         if config.dashboard_port:
             self.events = EventHub(self.table, self.raft, self.api, self.router, reactor)
             self.events.setServiceParent(self)
-            rest = RestApi(self.api, self.router, self.storage, self.events, streams, self.tokens)
+            outputs = OutputFeeds(self.router, reactor)
+            rest = RestApi(
+                self.api, self.router, self.storage, self.events, streams, self.tokens, outputs
+            )
             site = Site(rest.resource(), **SITE_OPTIONS)
             site.noisy = False
             wire.http_service(config.dashboard_port, site, config.host).setServiceParent(self)
@@ -298,4 +321,5 @@ class NodeService(MultiService):
         yield self.reporter.flush(SHUTDOWN_FLUSH_SECONDS)
         yield super().stopService()
         self.leader.close()
+        self.peers.close()
         self.transport.close()

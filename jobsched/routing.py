@@ -1,34 +1,58 @@
-"""Router: the one place that decides "here, or at the leader".
+"""Router: the one place that decides "here, or at the leader" (or, for a running
+job's output, "here, or at the node running it").
 
 Writes from REST, the cluster and log views, worker results and worker heartbeats all
 come through here. On the leader they are answered by this node's ClusterAPI (or, for
 heartbeats, need no call at all); on a follower they go to the leader through the
 LeaderClient, and the leader's answer (or typed error) comes back unchanged.
+
+A job's output is read from this node's table once the job is over (every node holds
+it) and from the live buffer of the node running it while it runs: that node, never the
+leader, is asked when it is another one, so the leader's loss does not cut a stream.
 """
 
 from __future__ import annotations
 
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.app import ClusterView, LogEntryView, LogView, NodeView, SubmitRequest
-from jobsched.interfaces import IClusterAPI, ILeaderClient, IRouter
+from jobsched.interfaces import IClusterAPI, ILeaderClient, IPeerClient, IRouter
 from jobsched.jobs import validation
 from jobsched.jobs.model import JobStatus
+from jobsched.worker import output_wire
+from jobsched.worker.live_output import OutputCursor, OutputRead
+from jobsched.worker.output_reader import LocalOutputReader
 
 FORWARDED_WRITE_TIMEOUT_SECONDS = 8.0
 RESULTS_TIMEOUT_SECONDS = 8.0
 TRANSFER_TIMEOUT_SECONDS = 15.0
+OUTPUT_CALL_MARGIN_SECONDS = 5.0
+"""A relayed output read may take its wait plus this before it counts as failed."""
+OUTPUT_RETRY_SECONDS = 0.5
+"""After a failed relayed read, how long the next read waits (the worker may be gone;
+the table will say where the job went)."""
 
 
 @implementer(IRouter)
 class Router:
     """Answers here when this node leads, else asks the leader."""
 
-    def __init__(self, api: IClusterAPI, leader: ILeaderClient) -> None:
+    def __init__(
+        self,
+        api: IClusterAPI,
+        leader: ILeaderClient,
+        output: LocalOutputReader | None = None,
+        peers: IPeerClient | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self._api = api
         self._leader = leader
+        self._output = output
+        self._peers = peers
+        self._clock = clock
 
     def submit(self, request: SubmitRequest) -> defer.Deferred:
         """Deferred[(job_id, status label)] of the committed job."""
@@ -98,6 +122,38 @@ class Router:
         if self._api.is_leader():
             return defer.succeed(None)
         return self._leader.internal("WorkerHeartbeat", request, timeout)
+
+    def read_output(
+        self, job_id: str, cursor: OutputCursor, wait: float, relayed: bool = False
+    ) -> defer.Deferred:
+        """Deferred[OutputRead] after `cursor`: from this node unless the job runs on
+        another one (and this read is not itself relayed), then from that node."""
+        return defer.maybeDeferred(self._read_output, job_id, cursor, wait, relayed)
+
+    def _read_output(self, job_id: str, cursor: OutputCursor, wait: float, relayed: bool):
+        job = self._api.get_job(job_id)
+        if self._output is None:
+            return defer.succeed(OutputRead((), cursor, job.status, job.exit_code))
+        elsewhere = job.status is JobStatus.RUNNING and not self._output.runs_here(job)
+        if relayed or not elsewhere or self._peers is None:
+            return self._output.read(job.job_id, cursor, wait)
+        request = output_wire.read_request(job.job_id, cursor, wait)
+        call = self._peers.internal(
+            job.assigned_worker, "ReadJobOutput", request, wait + OUTPUT_CALL_MARGIN_SECONDS
+        )
+        call.addCallback(output_wire.read_of_response)
+        call.addErrback(self._relay_failed, job.job_id, cursor, wait)
+        return call
+
+    def _relay_failed(self, failure, job_id: str, cursor: OutputCursor, wait: float):
+        """The node running the job did not answer: read here after a pause (nothing
+        new unless the table moved on meanwhile)."""
+        if failure.check(defer.CancelledError):
+            return failure
+        pause = min(wait, OUTPUT_RETRY_SECONDS)
+        if pause <= 0 or self._clock is None:
+            return self._output.read_now(job_id, cursor)
+        return task.deferLater(self._clock, pause, self._output.read_now, job_id, cursor)
 
 
 def _cluster_view_from_wire(reply: pb.GetClusterStatusResponse) -> ClusterView:

@@ -172,6 +172,40 @@ class JobInfo(_message.Message):
     exit_code: int
     def __init__(self, job_id: _Optional[str] = ..., command: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., assigned_worker: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., completed_at_ms: _Optional[int] = ..., image: _Optional[str] = ..., executed_by: _Optional[int] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
+class StreamJobOutputRequest(_message.Message):
+    __slots__ = ("job_id", "follow", "stdout_offset", "stderr_offset", "attempt")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    follow: bool
+    stdout_offset: int
+    stderr_offset: int
+    attempt: int
+    def __init__(self, job_id: _Optional[str] = ..., follow: _Optional[bool] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class JobOutputChunk(_message.Message):
+    __slots__ = ("stream", "data", "offset", "final", "status", "exit_code", "skipped", "attempt")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    stream: str
+    data: bytes
+    offset: int
+    final: bool
+    status: JobStatus
+    exit_code: int
+    skipped: int
+    attempt: int
+    def __init__(self, stream: _Optional[str] = ..., data: _Optional[bytes] = ..., offset: _Optional[int] = ..., final: _Optional[bool] = ..., status: _Optional[_Union[JobStatus, str]] = ..., exit_code: _Optional[int] = ..., skipped: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+
 class GetClusterStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -261,6 +295,40 @@ class DrainNodeResponse(_message.Message):
     success: bool
     message: str
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ReadJobOutputRequest(_message.Message):
+    __slots__ = ("job_id", "attempt", "stdout_offset", "stderr_offset", "live_done", "wait_ms")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIVE_DONE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    stdout_offset: int
+    stderr_offset: int
+    live_done: bool
+    wait_ms: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., live_done: _Optional[bool] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class ReadJobOutputResponse(_message.Message):
+    __slots__ = ("chunks", "attempt", "stdout_offset", "stderr_offset", "live_done", "status", "exit_code")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIVE_DONE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[JobOutputChunk]
+    attempt: int
+    stdout_offset: int
+    stderr_offset: int
+    live_done: bool
+    status: JobStatus
+    exit_code: int
+    def __init__(self, chunks: _Optional[_Iterable[_Union[JobOutputChunk, _Mapping]]] = ..., attempt: _Optional[int] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., live_done: _Optional[bool] = ..., status: _Optional[_Union[JobStatus, str]] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class GetJobOutputRequest(_message.Message):
     __slots__ = ("job_id",)

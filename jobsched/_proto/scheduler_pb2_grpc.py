@@ -81,6 +81,11 @@ class SchedulerServiceStub:
                 request_serializer=jobsched_dot___proto_dot_scheduler__pb2.DrainNodeRequest.SerializeToString,
                 response_deserializer=jobsched_dot___proto_dot_scheduler__pb2.DrainNodeResponse.FromString,
                 _registered_method=True)
+        self.StreamJobOutput = channel.unary_stream(
+                '/scheduler.SchedulerService/StreamJobOutput',
+                request_serializer=jobsched_dot___proto_dot_scheduler__pb2.StreamJobOutputRequest.SerializeToString,
+                response_deserializer=jobsched_dot___proto_dot_scheduler__pb2.JobOutputChunk.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -142,6 +147,12 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamJobOutput(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +200,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.DrainNode,
                     request_deserializer=jobsched_dot___proto_dot_scheduler__pb2.DrainNodeRequest.FromString,
                     response_serializer=jobsched_dot___proto_dot_scheduler__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'StreamJobOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJobOutput,
+                    request_deserializer=jobsched_dot___proto_dot_scheduler__pb2.StreamJobOutputRequest.FromString,
+                    response_serializer=jobsched_dot___proto_dot_scheduler__pb2.JobOutputChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +462,33 @@ class SchedulerService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def StreamJobOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scheduler.SchedulerService/StreamJobOutput',
+            jobsched_dot___proto_dot_scheduler__pb2.StreamJobOutputRequest.SerializeToString,
+            jobsched_dot___proto_dot_scheduler__pb2.JobOutputChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class InternalServiceStub:
     """---------------------------------------------------------------- node-to-node
@@ -473,6 +516,11 @@ class InternalServiceStub:
                 request_serializer=jobsched_dot___proto_dot_scheduler__pb2.ForwardJobStatusRequest.SerializeToString,
                 response_deserializer=jobsched_dot___proto_dot_scheduler__pb2.ForwardJobStatusResponse.FromString,
                 _registered_method=True)
+        self.ReadJobOutput = channel.unary_unary(
+                '/scheduler.InternalService/ReadJobOutput',
+                request_serializer=jobsched_dot___proto_dot_scheduler__pb2.ReadJobOutputRequest.SerializeToString,
+                response_deserializer=jobsched_dot___proto_dot_scheduler__pb2.ReadJobOutputResponse.FromString,
+                _registered_method=True)
 
 
 class InternalServiceServicer:
@@ -498,6 +546,12 @@ class InternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadJobOutput(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -515,6 +569,11 @@ def add_InternalServiceServicer_to_server(servicer, server):
                     servicer.ForwardJobStatus,
                     request_deserializer=jobsched_dot___proto_dot_scheduler__pb2.ForwardJobStatusRequest.FromString,
                     response_serializer=jobsched_dot___proto_dot_scheduler__pb2.ForwardJobStatusResponse.SerializeToString,
+            ),
+            'ReadJobOutput': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadJobOutput,
+                    request_deserializer=jobsched_dot___proto_dot_scheduler__pb2.ReadJobOutputRequest.FromString,
+                    response_serializer=jobsched_dot___proto_dot_scheduler__pb2.ReadJobOutputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -600,6 +659,33 @@ class InternalService:
             '/scheduler.InternalService/ForwardJobStatus',
             jobsched_dot___proto_dot_scheduler__pb2.ForwardJobStatusRequest.SerializeToString,
             jobsched_dot___proto_dot_scheduler__pb2.ForwardJobStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadJobOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scheduler.InternalService/ReadJobOutput',
+            jobsched_dot___proto_dot_scheduler__pb2.ReadJobOutputRequest.SerializeToString,
+            jobsched_dot___proto_dot_scheduler__pb2.ReadJobOutputResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,11 +25,17 @@ from jobsched.jobs.model import JobStatus
 from jobsched.jobs.table import ListQuery
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.streams import STREAM_TURN_MESSAGES, StreamLimits
+from jobsched.worker import output_wire
 
 STREAM_PAGE_SIZE = 100
 TRANSFER_HOP_SECONDS = 10.0
 """A transfer takes at most its 2 s catch-up deadline plus the target's election."""
 DRAIN_HOP_SECONDS = DRAIN_WAIT_SECONDS + TRANSFER_HOP_SECONDS
+OUTPUT_WAIT_SECONDS = 5.0
+"""How long one read of a followed job's output waits for something new (the stream
+then asks again, so a reader that went away is noticed within this)."""
+OUTPUT_HOP_SECONDS = OUTPUT_WAIT_SECONDS + 10.0
+MAX_READ_WAIT_MS = 30_000
 
 
 def translates_errors(handler: Callable) -> Callable:
@@ -136,6 +142,34 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
                 return
 
     @translates_errors
+    async def StreamJobOutput(self, request, context) -> None:
+        """A job's output from the request's offsets; with `follow`, as it is produced
+        until the job is over; a last chunk with `final` set (docs/api.md)."""
+        with self._streams.slot():
+            chunks = self._output_chunks(request)
+            try:
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        await self._streams.write(context, chunk)
+            except JobschedError as error:
+                await abort_with(context, error)
+
+    async def _output_chunks(self, request) -> AsyncIterator[pb.JobOutputChunk]:
+        cursor = output_wire.cursor_of_request(request)
+        wait = OUTPUT_WAIT_SECONDS if request.follow else 0.0
+        while True:
+            read = await self._bridge.call(
+                self._router.read_output, request.job_id, cursor, wait, timeout=OUTPUT_HOP_SECONDS
+            )
+            for piece in read.pieces:
+                await self._streams.pace(1)
+                yield output_wire.piece_chunk(piece)
+            cursor = read.cursor
+            if read.final or not (request.follow or read.pieces):
+                yield output_wire.final_chunk(read)
+                return
+
+    @translates_errors
     async def GetClusterStatus(self, request, context):
         view = await self._bridge.call(self._router.cluster_status)
         return pb.GetClusterStatusResponse(
@@ -192,10 +226,17 @@ def _list_query(request: pb.ListJobsRequest) -> ListQuery:
 class InternalServicer(pb_grpc.InternalServiceServicer):
     """Node-to-node InternalService."""
 
-    def __init__(self, api: IClusterAPI, dispatcher: IDispatcher, bridge: ReactorBridge) -> None:
+    def __init__(
+        self,
+        api: IClusterAPI,
+        dispatcher: IDispatcher,
+        bridge: ReactorBridge,
+        router: IRouter | None = None,
+    ) -> None:
         self._api = api
         self._dispatcher = dispatcher
         self._bridge = bridge
+        self._router = router
 
     def register(self, server) -> None:
         pb_grpc.add_InternalServiceServicer_to_server(self, server)
@@ -221,6 +262,21 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
             request.applied_index,
         )
         return pb.WorkerHeartbeatResponse()
+
+    @translates_errors
+    async def ReadJobOutput(self, request, context):
+        """One read of a job's output from this node alone (the relay of another node's
+        StreamJobOutput)."""
+        wait = min(request.wait_ms, MAX_READ_WAIT_MS) / 1000
+        read = await self._bridge.call(
+            self._router.read_output,
+            request.job_id,
+            output_wire.cursor_of_read_request(request),
+            wait,
+            True,
+            timeout=wait + 10.0,
+        )
+        return output_wire.read_response(read)
 
     @translates_errors
     async def ForwardJobStatus(self, request, context):

@@ -35,6 +35,7 @@ from jobsched.api import rest_requests as parse
 from jobsched.api.dashboard_files import DashboardFiles
 from jobsched.api.json_views import cluster_json, job_json, raft_log_json
 from jobsched.api.metrics import render_metrics
+from jobsched.api.output_sse import OutputFeeds, cursor_of_event_id
 from jobsched.api.status import http_status
 from jobsched.interfaces import IClusterAPI, IEventHub, IRouter, IWebApp
 from jobsched.jobs import validation
@@ -100,6 +101,7 @@ class RestApi:
         events: IEventHub | None = None,
         streams=None,
         tokens: TokenStore | None = None,
+        outputs: OutputFeeds | None = None,
     ) -> None:
         self._api = api
         self._router = router
@@ -107,6 +109,7 @@ class RestApi:
         self._events = events
         self._streams = streams
         self._tokens = tokens
+        self._outputs = outputs
         self._files = DashboardFiles()
 
     def resource(self):
@@ -342,6 +345,29 @@ class RestApi:
             return self._error(request, errors.NotFound("job not found"))
         self._set_applied_index(request)
         return self._respond(request, 200, job_json(job))
+
+    @app.route("/api/jobs/<string:job_id>/output", methods=["GET"])
+    @needs(Role.READ)
+    def job_output(self, request, job_id):
+        """A job's output as server-sent events; with `follow=1` as it is produced,
+        until the job is over (output_sse.py)."""
+        if self._outputs is None:
+            return self._error(request, errors.NotFound("not found"))
+        if validation.parse_uuid(job_id) is None:
+            return self._error(request, errors.InvalidArgument("invalid job id"))
+        try:
+            follow = parse.flag_arg(request, "follow")
+            cursor = cursor_of_event_id(request.getHeader(b"last-event-id"))
+            if cursor is None:
+                cursor = parse.output_cursor(request)
+            self._api.get_job(job_id)
+            self._respond(request, 200, b"", EVENT_STREAM)
+            request.setHeader(b"X-Accel-Buffering", b"no")
+            return self._outputs.open(request, job_id, follow, cursor)
+        except errors.NotFound:
+            return self._error(request, errors.NotFound("job not found"))
+        except errors.JobschedError as error:
+            return self._error(request, error)
 
     def _set_applied_index(self, request) -> None:
         """The position of a read in the event stream: it holds every event whose id

@@ -13,6 +13,7 @@ from jobsched import errors
 from jobsched.app import SubmitRequest
 from jobsched.jobs.model import JobStatus
 from jobsched.jobs.table import ListQuery
+from jobsched.worker.live_output import OutputCursor
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_UINT32 = 2**32 - 1
@@ -106,6 +107,26 @@ def int_arg(request, name: str, default: int = 0, maximum: int = MAX_INT64) -> i
     if len(digits) > len(str(maximum)) or int(digits) > maximum:  # int() takes 4300 digits
         raise errors.InvalidArgument(f"{name} must be at most {maximum}")
     return int(digits)
+
+
+def flag_arg(request, name: str) -> bool:
+    """A yes/no query parameter: `1`/`true`/`yes` or `0`/`false`/`no` (absent: no)."""
+    raw = (text_arg(request, name) or "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise errors.InvalidArgument(f"{name} must be 1 or 0")
+
+
+def output_cursor(request) -> OutputCursor:
+    """GET /api/jobs/{id}/output: where to start (`attempt`, `stdout_offset`,
+    `stderr_offset`; absent: the start of the current attempt)."""
+    return OutputCursor(
+        int_arg(request, "attempt", maximum=MAX_UINT32),
+        int_arg(request, "stdout_offset"),
+        int_arg(request, "stderr_offset"),
+    )
 
 
 def last_event_id(request) -> int | None:

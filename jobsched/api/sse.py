@@ -22,7 +22,7 @@ MAX_PAUSED_SECONDS = 60.0
 KEEPALIVE = b": keepalive\n\n"
 
 
-def frame(kind: str, data: object, event_id: int | None = None) -> bytes:
+def frame(kind: str, data: object, event_id: int | str | None = None) -> bytes:
     """One SSE event: `id` (when given), `event` and a one-line JSON `data`."""
     head = f"id: {event_id}\n" if event_id is not None else ""
     body = json.dumps(data, separators=(",", ":"))

@@ -149,9 +149,10 @@ class Connection:
         except grpc.RpcError as error:
             raise self._translate(error, timeout) from None
 
-    def stream(self, method: str, request) -> Iterator:
-        """The messages of a server stream, failing as `call` does."""
-        timeout = self.settings.timeout_for(method)
+    def stream(self, method: str, request, follow: bool = False) -> Iterator:
+        """The messages of a server stream, failing as `call` does. A stream that
+        `follow`s something (a running job's output) has no deadline."""
+        timeout = None if follow else self.settings.timeout_for(method)
         try:
             yield from getattr(self._stub, method)(
                 request, timeout=timeout, metadata=self._metadata()

@@ -10,9 +10,15 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched.cli import tables, views
 from jobsched.cli.connection import Connection, Target
 from jobsched.cli.context import CommandContext
-from jobsched.cli.failures import CliFailure
-from jobsched.cli.job_output import STDERR, STDOUT, finished_output, print_output
-from jobsched.cli.outcome import exit_code_of, timed_out
+from jobsched.cli.failures import EXIT_INTERRUPTED, CliExit, CliFailure
+from jobsched.cli.job_output import (
+    STDERR,
+    STDOUT,
+    finished_output,
+    print_output,
+    streamed_output,
+)
+from jobsched.cli.outcome import exit_code_of, exit_code_of_end, timed_out
 from jobsched.cli.redirect import call_leader
 from jobsched.cli.waiting import wait_until_final
 from jobsched.jobs import validation
@@ -160,15 +166,44 @@ def _list_pages(connection: Connection, args, status_filter: int) -> tuple[list,
 
 
 def logs(args: argparse.Namespace, context: CommandContext) -> int:
-    """A final job's output (GetJobStatus); live output (-f) needs StreamJobOutput."""
-    with Connection(context.settings) as connection:
-        job = connection.call("GetJobStatus", pb.GetJobStatusRequest(job_id=args.job_id))
+    """A job's output so far (StreamJobOutput); with -f, followed until the job is
+    final, ending with its exit code."""
+    printer = context.printer
     streams = frozenset(
         {STDOUT} if args.stdout_only else {STDERR} if args.stderr_only else {STDOUT, STDERR}
     )
-    if print_output(context.printer, finished_output(job), streams) is None:
-        context.printer.notice(
-            f"Job {job.job_id} is {views.status_name(job.status)}: its output is "
-            "available once it finishes"
+    request = pb.StreamJobOutputRequest(job_id=args.job_id, follow=args.follow)
+    with Connection(context.settings) as connection:
+        chunks = connection.stream("StreamJobOutput", request, follow=args.follow)
+        try:
+            end = print_output(printer, streamed_output(chunks, printer.notice), streams)
+        except KeyboardInterrupt:
+            cancel_hint = context.command_line("job", "cancel", args.job_id)
+            printer.notice(f"Stopped following; the job goes on. Cancel it with: {cancel_hint}")
+            raise CliExit(EXIT_INTERRUPTED) from None
+    if end is None or not end.is_final:
+        if args.follow:
+            raise CliFailure(f"The output stream of job {args.job_id} ended before the job did")
+        follow = context.command_line("job", "logs", "-f", args.job_id)
+        state = f"is {end.status}" if end is not None else "is not final"
+        printer.notice(f"Job {args.job_id} {state}; follow its output with: {follow}")
+        return 0
+    if not args.follow:
+        return 0
+    if end.status == "FAILED" and end.exit_code is None:
+        return _exit_code_from_status(context, args.job_id)
+    return exit_code_of_end(end)
+
+
+def _exit_code_from_status(context: CommandContext, job_id: str) -> int:
+    """A job that failed without a code timed out (124) or not (1): its attempt
+    history tells, once this node's table has the job final too."""
+    with Connection(context.settings) as connection:
+        job = wait_until_final(
+            connection,
+            job_id,
+            context.printer,
+            resume_hint=context.command_line("job", "wait", job_id),
+            cancel_hint=context.command_line("job", "cancel", job_id),
         )
-    return 0
+    return exit_code_of(job)

@@ -33,3 +33,15 @@ def exit_code_of(job: pb.GetJobStatusResponse) -> int:
     if job.HasField("exit_code") and 1 <= job.exit_code <= 255:
         return job.exit_code
     return EXIT_FAILURE
+
+
+def exit_code_of_end(end) -> int:
+    """The exit code for the end of a followed stream (an `OutputEnd`) whose job
+    completed, was cancelled, or failed with a code of its own."""
+    if end.status == "CANCELLED":
+        return EXIT_CANCELLED
+    if end.status == "COMPLETED":
+        return 0
+    if end.exit_code is not None and 1 <= end.exit_code <= 255:
+        return end.exit_code
+    return EXIT_FAILURE

@@ -225,10 +225,18 @@ def _add_job_commands(commands) -> None:
         jobs,
         "logs",
         "job_commands.logs",
-        "print a finished job's output",
-        "Print a finished job's stdout (to stdout) and stderr (to stderr).",
+        "print a job's output, or follow it",
+        "Print a job's stdout (to stdout) and stderr (to stderr) as far as it has got; "
+        "with -f, follow it while the job runs and exit with the job's exit code "
+        "(124 timed out, 125 cancelled, 1 failed without a code).",
     )
     logs.add_argument("job_id", metavar="ID", help=JOB_ID_HELP)
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="follow the output until the job is final (any node serves it)",
+    )
     only = logs.add_mutually_exclusive_group()
     only.add_argument("--stdout-only", action="store_true", help="only the job's stdout")
     only.add_argument("--stderr-only", action="store_true", help="only the job's stderr")

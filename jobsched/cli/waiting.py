@@ -1,8 +1,10 @@
 """Waiting for a job to become final (`job submit --wait`, `job wait`).
 
-There is no streaming RPC for a job's progress yet, so GetJobStatus is polled with a
-short backoff (0.1 s growing to 1 s); switch to StreamJobOutput once it exists. On a
-terminal a spinner with the elapsed time runs on stderr; piped, nothing is shown.
+GetJobStatus is polled with a short backoff (0.1 s growing to 1 s). StreamJobOutput
+would wake sooner, but the waiter needs the whole status in the end (the JSON object,
+the attempt history that tells a timeout), which its final chunk does not carry, and
+it would carry all the output only to drop it. On a terminal a spinner with the
+elapsed time runs on stderr; piped, nothing is shown.
 """
 
 from __future__ import annotations

@@ -289,12 +289,15 @@ class JobTable:
     def _apply_update_job_status(self, cmd: scheduler_pb2.UpdateJobStatusCommand) -> Job | None:
         """Also applies a JobStatusUpdate: same field names and meanings.
 
-        A result of an attempt already declared lost only marks that attempt late."""
+        Only the worker an attempt was assigned to can finish it. A result of an attempt
+        already declared lost only marks that attempt late."""
         job = self._find(cmd.job_id)
         if job is None or cmd.status not in (JobStatus.COMPLETED, JobStatus.FAILED):
             return None
         if job.status is not JobStatus.RUNNING or (cmd.attempt and cmd.attempt != job.attempts):
-            self._mark_late(job, cmd.attempt)
+            self._mark_late(job, cmd.attempt, cmd.executed_by)
+            return None
+        if cmd.executed_by != job.assigned_worker:
             return None
         status = JobStatus(cmd.status)
         self._set_status(job, status)
@@ -312,11 +315,16 @@ class JobTable:
         job.output_truncated = cmd.output_truncated
         return self._changed("finished", job)
 
-    def _mark_late(self, job: Job, attempt: int) -> None:
-        """The result of `attempt` came after that attempt was declared lost: say so
-        in its record (it did run) and change nothing else."""
+    def _mark_late(self, job: Job, attempt: int, worker: int) -> None:
+        """The result of `attempt` came from its worker after that attempt was declared
+        lost: say so in its record (it did run) and change nothing else."""
         for n, record in enumerate(job.attempt_history):
-            if record.attempt == attempt and record.outcome is Outcome.LOST and not record.late:
+            if (
+                record.attempt == attempt
+                and record.worker == worker
+                and record.outcome is Outcome.LOST
+                and not record.late
+            ):
                 history = list(job.attempt_history)
                 history[n] = dataclasses.replace(record, late=True)
                 job.attempt_history = tuple(history)

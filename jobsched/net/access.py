@@ -31,6 +31,7 @@ SCHEDULER_ROLES: dict[str, Role] = {
     "GetJobStatus": Role.READ,
     "ListJobs": Role.READ,
     "StreamJobs": Role.READ,
+    "StreamJobOutput": Role.READ,
     "GetClusterStatus": Role.READ,
     "GetRaftLogEntries": Role.READ,
     "SubmitJob": Role.SUBMIT,
@@ -48,6 +49,7 @@ NODE_CLAIMS: dict[str, Callable[[Message], Iterable[int]]] = {
     INTERNAL + "WorkerHeartbeat": lambda request: [request.node_id],
     INTERNAL + "ForwardJobStatus": lambda request: {u.executed_by for u in request.updates},
     INTERNAL + "GetJobOutput": lambda request: [],
+    INTERNAL + "ReadJobOutput": lambda request: [],
 }
 """The node ids each node-to-node method's request claims to come from."""
 

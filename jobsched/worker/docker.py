@@ -8,7 +8,8 @@ interrupted) stays on the reactor thread; a pool thread only sees an attempt's
 `threading.Event`.
 
 Output is read from the container's attach stream while it runs, capped as it
-arrives and drained past the cap; containers have no log driver, so a chatty job
+arrives and drained past the cap, and each frame is handed to the reactor for the
+attempt's live output (followers see it as it comes); containers have no log driver, so a chatty job
 fills neither the engine's disk nor this process's memory. A timeout, a cancel and
 a stop all work the same way: a reactor-side kill by container name, after which
 the stream ends and the run reports why the job was interrupted. Each container's name
@@ -40,6 +41,7 @@ from jobsched.interfaces import IExecutor, IFence
 from jobsched.jobs.model import JobResult, JobSpec, JobStatus
 from jobsched.worker.fence import Unfenced
 from jobsched.worker.fence_keeper import CONTAINER
+from jobsched.worker.live_output import STDERR, STDOUT, LiveOutput, LiveOutputs
 from jobsched.worker.results import (
     CANCELLED,
     STOPPED,
@@ -72,6 +74,7 @@ class _Attempt:
     timed_out: bool = False
     timer: IDelayedCall | None = None
     fence_token: int = 0
+    live: LiveOutput | None = None
 
     def interrupt(self, reason: str, timed_out: bool = False) -> None:
         if not self.reason:
@@ -131,9 +134,13 @@ class DockerExecutor:
         cluster_label: str = "jobsched",
         docker_client_factory: Callable[..., docker.DockerClient] = docker.from_env,
         fence: IFence | None = None,
+        live_output: LiveOutputs | None = None,
     ) -> None:
         self._reactor = reactor
         self._fence = fence if fence is not None else Unfenced()
+        self._live = (
+            live_output if live_output is not None else LiveOutputs(reactor, max_output_bytes)
+        )
         self._image = image
         self._max_output_bytes = max_output_bytes
         self._slots = slots
@@ -186,6 +193,7 @@ class DockerExecutor:
         if spec.job_id in self._attempts:
             return fail(ValueError(f"job {spec.job_id} is already running here"))
         attempt = _Attempt(spec, container_name(spec.job_id))
+        attempt.live = self._live.open(spec.job_id, spec.attempt)
         attempt.fence_token = self._fence.run_started(CONTAINER, attempt.name, spec.job_id)
         self._attempts[spec.job_id] = attempt
         delivered: Deferred = Deferred()
@@ -221,7 +229,9 @@ class DockerExecutor:
             attempt.timer = self._reactor.callLater(
                 timeout, self._time_out, attempt, timed_out_message(timeout)
             )
-        d = self._in_pool(self._run_blocking, attempt.spec, attempt.name, attempt.interrupted)
+        d = self._in_pool(
+            self._run_blocking, attempt.spec, attempt.name, attempt.interrupted, attempt.live
+        )
         d.addCallback(self._explain_interruption, attempt)
         return d
 
@@ -243,6 +253,7 @@ class DockerExecutor:
         if attempt.timer is not None and attempt.timer.active():
             attempt.timer.cancel()
         del self._attempts[attempt.spec.job_id]
+        attempt.live.close()
         self._fence.run_ended(attempt.fence_token)
         delivered.callback(outcome)
         # Only now: whoever waits for idleness may look at the results.
@@ -277,7 +288,9 @@ class DockerExecutor:
 
     # -- pool threads ---------------------------------------------------------
 
-    def _run_blocking(self, spec: JobSpec, name: str, interrupted: threading.Event) -> JobResult:
+    def _run_blocking(
+        self, spec: JobSpec, name: str, interrupted: threading.Event, live: LiveOutput
+    ) -> JobResult:
         image = spec.image or self._image
         try:
             self._ensure_image(image)
@@ -288,7 +301,7 @@ class DockerExecutor:
         if interrupted.is_set():
             return killed("", None, None)  # the reactor side supplies the reason
         try:
-            return self._run_container(spec, image, name, interrupted)
+            return self._run_container(spec, image, name, interrupted, live)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             return killed(f"Docker error: {exc}", None, None)
 
@@ -301,7 +314,12 @@ class DockerExecutor:
             self._client.images.pull(image)
 
     def _run_container(
-        self, spec: JobSpec, image: str, name: str, interrupted: threading.Event
+        self,
+        spec: JobSpec,
+        image: str,
+        name: str,
+        interrupted: threading.Event,
+        live: LiveOutput,
     ) -> JobResult:
         container = self._client.containers.create(
             image,
@@ -337,12 +355,21 @@ class DockerExecutor:
                 for out, err in frames:
                     stdout.write(out or b"")
                     stderr.write(err or b"")
+                    self._hand_over(live, out, err)
             finally:
                 frames.close()
             exit_code = self._client.api.wait(container.id)["StatusCode"]
             return exited(exit_code, stdout, stderr, started_at_ms)
         finally:
             self._remove_blocking(container.id)
+
+    def _hand_over(self, live: LiveOutput, out: bytes | None, err: bytes | None) -> None:
+        """Give one frame to the live output, on the reactor (before the run's result,
+        which reaches the reactor the same way)."""
+        if out:
+            self._reactor.callFromThread(live.write, STDOUT, out)
+        if err:
+            self._reactor.callFromThread(live.write, STDERR, err)
 
     def _kill_blocking(self, name: str) -> None:
         try:

@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 import jobsched
 from jobsched.interfaces import IFence
+from jobsched.worker.fence_keeper import LOG_FD as KEEPER_LOG_FD
 
 KEEPER_GRACE_SECONDS = 0.2
 FENCE_MARGIN_SECONDS = 1.0
@@ -116,7 +117,7 @@ class KeeperProcess:
                 sys.executable,
                 [sys.executable, "-m", KEEPER_MODULE],
                 env=_keeper_environment(),
-                childFDs={0: read_fd, 1: "r", 2: 2},
+                childFDs={0: read_fd, 1: "r", 2: 2, KEEPER_LOG_FD: 1},
             )
         finally:
             os.close(read_fd)

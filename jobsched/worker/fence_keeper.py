@@ -16,9 +16,10 @@ out, a run registered is killed at once. A container registered before it exists
 looked for again every KILL_RETRY_SECONDS while the lease stays out. When the node's
 end of the pipe closes (the node died, however), the keeper kills every run it still
 holds, looks for missing containers for GIVE_UP_SECONDS more, and exits. Each kill is
-one line: on stdout (the node logs it) after a lease ran out, on stderr (the node's log
-file) after the node died. It imports nothing of Twisted, and Docker only once a
-container is registered, so it starts fast and depends on little.
+one line: on stdout (the node logs it) after a lease ran out, and after the node died
+on LOG_FD, the node's own standard output (its log under `twistd -n`). It imports
+nothing of Twisted, and Docker only once a container is registered, so it starts fast
+and depends on little.
 """
 
 from __future__ import annotations
@@ -229,12 +230,24 @@ def _writer(stream, prefix: str = "") -> Callable[[str], None]:
     return write
 
 
+LOG_FD = 3
+"""The node's standard output, handed to the keeper: where its kills go once the node
+is gone (the node's own error line stays alone on its stderr)."""
+
+
+def _node_log():
+    try:
+        return os.fdopen(LOG_FD, "w")
+    except OSError:  # started by hand, without the node's log
+        return sys.stderr
+
+
 def run(stdin_fd: int = 0, monotonic: Callable[[], float] = time.monotonic) -> None:
     """The keeper's loop: read the node's messages, kill on time, exit with the node."""
     keeper = FenceKeeper(
         {PROCESS_GROUP: ProcessGroupKiller(), CONTAINER: ContainerKiller()},
         report=_writer(sys.stdout),
-        last_words=_writer(sys.stderr, "jobsched fence keeper: "),
+        last_words=_writer(_node_log(), "jobsched fence keeper: "),
     )
     lines = LineBuffer()
     while True:

@@ -27,6 +27,7 @@ from jobsched.interfaces import IExecutor, IFence
 from jobsched.jobs.model import JobResult, JobSpec
 from jobsched.worker.fence import Unfenced
 from jobsched.worker.fence_keeper import PROCESS_GROUP
+from jobsched.worker.live_output import STDERR, STDOUT, LiveOutput, LiveOutputs
 from jobsched.worker.results import (
     CANCELLED,
     STOPPED,
@@ -55,11 +56,13 @@ def _kill_group(pgid: int) -> None:
 
 
 class _JobProcess(ProcessProtocol):
-    """Collects one job's capped stdout and stderr; fires `ended` once all is read."""
+    """Collects one job's capped stdout and stderr, hands them to its live output as
+    they come, and fires `ended` once all is read."""
 
-    def __init__(self, max_output_bytes: int) -> None:
+    def __init__(self, max_output_bytes: int, live: LiveOutput) -> None:
         self.stdout = CappedBuffer(max_output_bytes)
         self.stderr = CappedBuffer(max_output_bytes)
+        self.live = live
         self.ended: Deferred = Deferred()
         self.pgid = 0
 
@@ -69,9 +72,11 @@ class _JobProcess(ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.stdout.write(data)  # past the cap the data is dropped, the pipe still drained
+        self.live.write(STDOUT, data)
 
     def errReceived(self, data: bytes) -> None:
         self.stderr.write(data)
+        self.live.write(STDERR, data)
 
     def processExited(self, reason: Failure) -> None:
         # Background children of the shell would keep the pipes (and the job) open.
@@ -114,8 +119,10 @@ class ProcessExecutor:
         *,
         max_output_bytes: int = 65536,
         fence: IFence | None = None,
+        live_output: LiveOutputs | None = None,
     ) -> None:
-        """`reactor` must provide IReactorProcess and IReactorTime (for timeouts)."""
+        """`reactor` must provide IReactorProcess and IReactorTime (for timeouts); the
+        output of each run goes to `live_output` as it comes."""
         setsid = shutil.which("setsid")
         if setsid is None:
             raise RuntimeError("the process executor needs `setsid` (util-linux) on PATH")
@@ -123,6 +130,9 @@ class ProcessExecutor:
         self._reactor = reactor
         self._max_output_bytes = max_output_bytes
         self._fence = fence if fence is not None else Unfenced()
+        self._live = (
+            live_output if live_output is not None else LiveOutputs(reactor, max_output_bytes)
+        )
         # Jobs get PATH only, not the node's environment (which may hold secrets).
         self._env = {"PATH": os.environ.get("PATH", os.defpath)}
         self._attempts: dict[str, _Attempt] = {}
@@ -154,13 +164,15 @@ class ProcessExecutor:
             return succeed(killed(STOPPED, None, None))
         if spec.job_id in self._attempts:
             return fail(ValueError(f"job {spec.job_id} is already running here"))
-        process = _JobProcess(self._max_output_bytes)
+        live = self._live.open(spec.job_id, spec.attempt)
+        process = _JobProcess(self._max_output_bytes, live)
         started_at_ms = now_ms()
         try:
             self._reactor.spawnProcess(
                 process, self._setsid, [self._setsid, "sh", "-c", spec.command], env=self._env
             )
         except OSError as exc:
+            live.close()
             return succeed(killed(f"Could not start the job: {exc}", None, None))
         token = self._fence.run_started(PROCESS_GROUP, str(process.pgid), spec.job_id)
         attempt = _Attempt(process, started_at_ms, token)
@@ -190,6 +202,7 @@ class ProcessExecutor:
         if attempt.timer is not None and attempt.timer.active():
             attempt.timer.cancel()
         del self._attempts[job_id]
+        attempt.process.live.close()
         self._fence.run_ended(attempt.fence_token)
         delivered.callback(self._result(reason, attempt))
         # Only now: whoever waits for idleness may look at the results.

@@ -126,6 +126,31 @@ class DashboardTests(BrowserTestCase):
         self.assertEqual(answer.body["status"], "cancelled")
         await self.assert_clean(page)
 
+    async def test_a_running_jobs_output_shows_while_it_runs(self):
+        page = await self.page_on(await self.a_follower())
+        leader = await self.nodes.find_leader()
+        tag = uuid.uuid4().hex[:8]
+        command = f"for i in $(seq 1 40); do echo {tag} $i; sleep 0.2; done"
+        answer = await leader.rest("POST", "/api/jobs", {"command": command})
+        job_id = answer.body["job_id"]
+        await page.until(lambda: page.status_of(job_id) == "running", JOB_SECONDS, "it to run")
+        await page.browser.call(page.open_job, job_id)
+
+        def shown_while_running():
+            drawer = page.drawer()
+            lines = drawer["output"].splitlines()
+            return drawer["status"] == "running" and f"{tag} 3" in lines
+
+        await page.until(shown_while_running, UI_SECONDS, "lines in the drawer while it runs")
+        job = (await leader.rest("GET", f"/api/jobs/{job_id}")).body
+        self.assertEqual(job["status"], "running")  # shown live, not from the result
+        expected = "".join(f"{tag} {i}\n" for i in range(1, 41))
+        await page.until(
+            lambda: page.drawer()["output"] == expected, JOB_SECONDS, "the whole output"
+        )
+        await page.browser.call(page.close_job)
+        await self.assert_clean(page)
+
     async def test_a_followers_page_submits_and_cancels(self):
         page = await self.page_on(await self.a_follower())
         self.assertIn("follower", await page.browser.call(page.text, "served-by"))

@@ -49,6 +49,7 @@ QUERY_PARAMETERS = {
         "page_token",
     ],
     "/api/raft/log": ["start_index", "limit"],
+    "/api/jobs/<string:job_id>/output": ["follow", "attempt", "stdout_offset", "stderr_offset"],
 }
 SUBMIT_FIELDS = ["image", "timeout_seconds", "idempotency_key", "max_attempts"]
 MAX_BODY_BYTES = 64 * 1024
@@ -263,7 +264,17 @@ def encoded(value: bytes | str) -> str:
     return quote_from_bytes(value.encode() if isinstance(value, str) else value, safe="")
 
 
-NUMERIC_PARAMETERS = {"start_index", "limit", "worker", "created_after_ms", "created_before_ms"}
+NUMERIC_PARAMETERS = {
+    "start_index",
+    "limit",
+    "worker",
+    "created_after_ms",
+    "created_before_ms",
+    "follow",
+    "attempt",
+    "stdout_offset",
+    "stderr_offset",
+}
 STATUS_LABELS = [b"pending", b"running", b"completed", b"failed", b"cancelled", b"FAILED", b"x"]
 
 

@@ -9,6 +9,7 @@ and must be refused, leaving the job table and leadership as they were.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
@@ -21,8 +22,10 @@ from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
+from jobsched.cli.certs import make_client
 from jobsched.net.outbound import CallFailed, call_deferred
 from jobsched.tokens import Role
+from tests.e2e.clirun import run_cli
 from tests.integration.jobwait import wait_finished, wait_status
 from tests.nodeproc import (
     ClassShared,
@@ -32,7 +35,7 @@ from tests.nodeproc import (
     free_port,
     wait_for,
 )
-from tests.pki import ClientCredentials, Pki, new_tokens, write_token_file
+from tests.pki import TEST_DAYS, ClientCredentials, Pki, new_tokens, write_token_file
 
 JOB_SECONDS = 60
 
@@ -333,6 +336,45 @@ class TlsAndTokensTests(RefusalAssertions, unittest.TestCase):
         )
         self.assertEqual(answer.status, 200, answer.body)  # a follower had the leader do it
         self.assertNotEqual(answer.body["new_leader_id"], self.leader.node_id)
+
+    async def test_the_cli_over_mutual_tls_with_tokens(self):
+        """The `jobsched` command as a user runs it against this cluster: https, the CA,
+        a client certificate, a token; a follower redirects to the leader."""
+        pki, tokens = self.secure.pki, self.secure.tokens
+        client = pki.directory / "cli-client.pem"
+        client_key = pki.directory / "cli-client-key.pem"
+        if not client.exists():
+            make_client(pki.ca, "cli", days=TEST_DAYS).write(client, client_key)
+        tls = ["--ca-cert", str(pki.ca_path), "--cert", str(client), "--key", str(client_key)]
+        follower = f"https://{self.followers[0].grpc_address}"
+
+        submitted = await run_cli(
+            "-a", follower, *tls, "--token", tokens[Role.SUBMIT],
+            "job", "submit", "--wait", "echo over tls",
+        )  # fmt: skip
+        self.assertEqual((submitted.returncode, submitted.stdout), (0, "over tls\n"), submitted)
+        self.assertIn(
+            f"Redirecting to leader at https://{self.leader.grpc_address}", submitted.stderr
+        )
+
+        refused = await run_cli(
+            "-a", follower, *tls, "--token", tokens[Role.READ], "job", "submit", "echo no"
+        )  # fmt: skip
+        self.assertEqual(refused.returncode, 1, refused)
+        self.assertTrue(refused.stderr.startswith("Error: "), refused)
+        without_token = await run_cli("-a", follower, *tls, "cluster", "status")
+        self.assertEqual(without_token.returncode, 1, without_token)
+        without_certificate = await run_cli(
+            "-a", follower, "--ca-cert", str(pki.ca_path), "--token", tokens[Role.READ],
+            "cluster", "status",
+        )  # fmt: skip
+        self.assertEqual(without_certificate.returncode, 1, without_certificate)
+        status = await run_cli(
+            "-a", follower, *tls, "-o", "json", "cluster", "status",
+            JOBSCHED_TOKEN=tokens[Role.READ],
+        )  # fmt: skip
+        self.assertEqual(status.returncode, 0, status)
+        self.assertEqual(json.loads(status.stdout)["leader_id"], self.leader.node_id)
 
     async def test_only_admin_drains(self):
         node = self.followers[-1]

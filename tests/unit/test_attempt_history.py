@@ -212,6 +212,16 @@ class LateResultTests(unittest.TestCase):
         self.assertIs(table.get("a").status, JobStatus.PENDING)
         self.assertTrue(history(table)[0].late)
 
+    def test_a_late_result_in_another_workers_name_is_not_late(self):
+        table = JobTable()
+        submit(table)
+        assign(table, worker=1)
+        requeue(table)
+        report(table, attempt=1, worker=2)
+        self.assertFalse(history(table)[0].late)
+        report(table, attempt=1, worker=1)
+        self.assertTrue(history(table)[0].late)
+
     def test_late_result_of_a_job_failed_as_lost_keeps_it_failed(self):
         """max_attempts = 1: the job failed `worker <id> lost`; the late result shows
         that the attempt did run, and the job stays failed (it never runs twice)."""

@@ -4,9 +4,10 @@ from twisted.internet import task
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from jobsched.interfaces import IHeartbeatSender, IRaftTransport, IWebApp
+from jobsched.interfaces import IHeartbeatSender, IPeerClient, IRaftTransport, IWebApp
 from jobsched.net.channels import Wire
 from jobsched.net.leader import LeaderClient
+from jobsched.net.peers import PeerClient
 from jobsched.raft.transport import GrpcTransport
 from jobsched.routing import Router
 from jobsched.worker.heartbeat import HeartbeatSender
@@ -20,6 +21,13 @@ class ProvidedInterfacesTests(unittest.TestCase):
         transport = GrpcTransport({2: "127.0.0.1:1"}, Wire(), task.Clock())
         self.addCleanup(transport.close)
         self.assertTrue(verifyObject(IRaftTransport, transport))
+
+    def test_peer_client_provides_ipeer_client(self):
+        peers = PeerClient({2: "127.0.0.1:1"}, Wire(), task.Clock())
+        self.addCleanup(peers.close)
+        self.assertTrue(verifyObject(IPeerClient, peers))
+        self.assertTrue(peers.knows(2))
+        self.assertFalse(peers.knows(3))
 
     def test_rest_api_provides_iwebapp(self):
         from jobsched.api.rest import RestApi  # imports klein: only inside the test

@@ -242,10 +242,19 @@ class AssignTests(unittest.TestCase):
         for job_id in ("a", "b"):
             submit(table, job_id)
             assign(table, job_id, worker=1, assigned_at=T0 + 5)
-        job = finish(table, "a", worker=2, started=T0 + 7)
-        self.assertEqual((job.assigned_worker, job.executed_by, job.started_at_ms), (1, 2, T0 + 7))
+        job = finish(table, "a", worker=1, started=T0 + 7)
+        self.assertEqual((job.assigned_worker, job.executed_by, job.started_at_ms), (1, 1, T0 + 7))
         never_started = finish(table, "b", status=JobStatus.FAILED, exit_code=None, started=None)
         self.assertEqual((never_started.executed_by, never_started.started_at_ms), (1, None))
+
+    def test_only_the_assigned_worker_can_finish_an_attempt(self):
+        """A result in another node's name changes nothing (a confused or forged worker)."""
+        table = JobTable()
+        running_job(table, "a", worker=1)
+        before = table.snapshot()
+        self.assertIsNone(finish(table, "a", worker=2))
+        self.assertEqual(table.snapshot(), before)
+        self.assertEqual(finish(table, "a", worker=1).status, JobStatus.COMPLETED)
 
     def test_snapshot_keeps_the_assignment_worker_and_start(self):
         table = JobTable()
@@ -576,7 +585,7 @@ def build_mixed_table():
     for job_id, command, created in specs:
         submit(table, job_id, created=created, command=command)
     assign(table, "a", worker=1)
-    finish(table, "a", worker=2)  # assigned 1, executed by 2
+    finish(table, "a", worker=1)
     assign(table, "b", worker=2)
     assign(table, "c", worker=3)
     finish(table, "c", worker=3, status=JobStatus.FAILED, exit_code=1)
@@ -644,7 +653,7 @@ class ListFilterTests(unittest.TestCase):
     def test_list_filter_worker_matches_assigned_or_executed_by(self):
         table = build_mixed_table()
         self.assertEqual(listed(table, worker_id=1), ["a", "g"])
-        self.assertEqual(listed(table, worker_id=2), ["a", "b"])
+        self.assertEqual(listed(table, worker_id=2), ["b"])
         self.assertEqual(listed(table, worker_id=3), ["c"])
         self.assertEqual(listed(table, worker_id=9), [])
 
