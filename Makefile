@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit trial busy-test coverage screenshots proto clean
+.PHONY: install run test lint unit trial chaos busy-test coverage screenshots proto clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ screenshots: install
 trial: install
 	$(BIN)/python tests/docker_engine.py install
 	$(BIN)/python -m twisted.trial tests
+
+# The long chaos run: MINUTES of random kills, pauses and cuts on fresh 3-node clusters,
+# every invariant checked after each, then the SIGSTOP measurement (REPEATS per role and
+# span); prints a JSON report, exits non-zero on any violation (docs/testing.md).
+MINUTES ?= 10
+REPEATS ?= 10
+chaos: install
+	$(BIN)/python -m tests.chaos.long --minutes $(MINUTES) --repeats $(REPEATS)
 
 # The whole suite RUNS times in a row while two busy loops occupy the cores.
 RUNS ?= 3

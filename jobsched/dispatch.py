@@ -72,6 +72,8 @@ class Dispatcher(Service):
         self._registering: set[int] = set()
         self._requeueing: set[str] = set()
         self._missing: dict[tuple, float] = {}  # (job id, attempt) -> first seen missing
+        # (job id, attempt) -> a log index its assignment is at or below
+        self._assigned_by: dict[tuple, int] = {}
         self._leading_since = None
         self._last_check = 0.0
         self._in_flight = False
@@ -112,6 +114,7 @@ class Dispatcher(Service):
             self._leading_since = None
             self._registry.forget_all()
             self._missing.clear()
+            self._assigned_by.clear()
         self.request_round()
 
     def _on_job_event(self, event: str, job) -> None:
@@ -121,7 +124,13 @@ class Dispatcher(Service):
     # ------------------------------------------------------------------ workers
 
     def heartbeat(
-        self, node_id: int, running_job_ids, free_slots: int, draining: bool, incarnation: int
+        self,
+        node_id: int,
+        running_job_ids,
+        free_slots: int,
+        draining: bool,
+        incarnation: int,
+        applied_index: int = 0,
     ) -> None:
         """Record a remote worker's heartbeat; its first one registers it (replicated).
         Only the leader takes heartbeats (NotLeader elsewhere)."""
@@ -129,7 +138,7 @@ class Dispatcher(Service):
         if status.role != "leader":
             raise errors.NotLeader(status.leader_address)
         was_live = self._registry.record(
-            node_id, running_job_ids, free_slots, draining, incarnation
+            node_id, running_job_ids, free_slots, draining, incarnation, applied_index
         )
         if node_id not in self._table.workers() and node_id not in self._registering:
             self._registering.add(node_id)
@@ -264,12 +273,16 @@ class Dispatcher(Service):
         heard = max(self._leading_since, beat.received_at if beat else self._leading_since)
         return now - heard
 
-    def _reported_running(self, worker_id: int):
-        """Job ids the worker says it runs (or holds results of), or None if unknown."""
+    def _reported_running(self, worker_id: int, assigned_by: int):
+        """Job ids the worker says it runs (or holds results of), or None if it has not
+        said since it applied the log up to `assigned_by`: a beat sent before the worker
+        knew of an assignment cannot tell that the job is missing there."""
         if worker_id == self._node_id:
             return set(self._local_worker.running_job_ids())
         beat = self._registry.latest(worker_id)
-        return set(beat.running_job_ids) if beat else None
+        if beat is None or beat.applied_index < assigned_by:
+            return None
+        return set(beat.running_job_ids)
 
     def _excuse_own_pause(self, now: float) -> None:
         """This check came late: for that long this node did not run, and heard nobody.
@@ -290,27 +303,33 @@ class Dispatcher(Service):
     def _requeue_lost_jobs(self) -> None:
         """Take back the running jobs of workers silent for `worker_expiry` plus the
         fence margin, and jobs a live worker has not been running for `worker_expiry`
-        (e.g. killed by fencing while the worker and this leader were briefly apart)."""
+        (e.g. killed by fencing while the worker and this leader were briefly apart),
+        as told by beats sent after it had applied their assignment."""
         now = self._clock.seconds()
         self._excuse_own_pause(now)
         if not self._is_leader() or self._leading_since is None:
             return
         still_missing = {}
         lost_after = self._worker_expiry + FENCE_MARGIN_SECONDS
+        commit_index = self._raft.status().commit_index
+        assigned_by = {}
         for worker_id, jobs in self._table.running_by_worker().items():
             silent = worker_id != self._node_id and self._silent_for(worker_id, now) > lost_after
-            reported = self._reported_running(worker_id)
             for job in jobs:
+                attempt = (job.job_id, job.attempts)
+                # Its assignment was committed when this leader first saw it running.
+                assigned_by[attempt] = self._assigned_by.get(attempt, commit_index)
                 if not silent:
+                    reported = self._reported_running(worker_id, assigned_by[attempt])
                     if reported is None or job.job_id in reported:
                         continue
-                    attempt = (job.job_id, job.attempts)
                     missing_since = self._missing.get(attempt, now)
                     still_missing[attempt] = missing_since
                     if now - missing_since <= self._worker_expiry:
                         continue
                 self._requeue(job, worker_id, now)
         self._missing = still_missing
+        self._assigned_by = assigned_by
 
     def _requeue(self, job, worker_id: int, now: float) -> None:
         if job.job_id in self._requeueing:

@@ -23,6 +23,7 @@ class Heartbeat:
     free_slots: int
     draining: bool
     incarnation: int
+    applied_index: int = 0  # the worker's node had applied the log this far (0: unknown)
 
 
 class WorkerRegistry:
@@ -34,12 +35,23 @@ class WorkerRegistry:
         self._heartbeats: dict[int, Heartbeat] = {}
 
     def record(
-        self, node_id: int, running_job_ids, free_slots: int, draining: bool, incarnation: int
+        self,
+        node_id: int,
+        running_job_ids,
+        free_slots: int,
+        draining: bool,
+        incarnation: int,
+        applied_index: int = 0,
     ) -> bool:
         """Keep a heartbeat; returns whether the worker was live before it."""
         was_live = self.is_live(node_id)
         self._heartbeats[node_id] = Heartbeat(
-            self._clock.seconds(), tuple(running_job_ids), free_slots, draining, incarnation
+            self._clock.seconds(),
+            tuple(running_job_ids),
+            free_slots,
+            draining,
+            incarnation,
+            applied_index,
         )
         return was_live
 

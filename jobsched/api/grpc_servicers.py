@@ -282,6 +282,7 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
             request.free_slots,
             request.draining,
             request.incarnation,
+            request.applied_index,
         )
         return pb.WorkerHeartbeatResponse()
 

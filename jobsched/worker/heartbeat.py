@@ -92,6 +92,7 @@ class HeartbeatSender(Service):
             free_slots=self._worker.free_slots(),
             draining=self._is_draining(),
             incarnation=self._worker.incarnation,
+            applied_index=status.last_applied,
         )
         self._in_flight = True
         sent_at = self._clock.seconds()

@@ -66,11 +66,15 @@ class WorkerService(Service):
         self._killed_for_stop: set[str] = set()
 
     def running_job_ids(self):
-        """Jobs running here, and finished ones whose results are not yet committed
-        (the leader must not take those back)."""
-        return list(self._running) + [
-            job_id for job_id in self._reporter.queued_job_ids() if job_id not in self._running
-        ]
+        """Jobs running here, about to start here (assigned by an entry applied, taken
+        in the next reactor turn) or finished here with results not yet committed: the
+        leader must not take any of those back."""
+        listed = dict.fromkeys(self._running)
+        listed.update(dict.fromkeys(self._reporter.queued_job_ids()))
+        for job in self._table.jobs_running_on(self._node_id):
+            if self._taken.get(job.job_id, 0) < job.attempts:
+                listed[job.job_id] = None
+        return list(listed)
 
     @property
     def slots(self) -> int:

@@ -8,6 +8,7 @@ through the heartbeats the test hands the dispatcher.
 from __future__ import annotations
 
 import itertools
+import math
 
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
@@ -108,9 +109,11 @@ class Leader:
         update = commands.status_update(job_id, done, job.assigned_worker, job.attempts)
         self.propose(commands.batch_update([update]))
 
-    def beat(self, node_id, free_slots=4, running=None, draining=False, incarnation=None):
+    def beat(
+        self, node_id, free_slots=4, running=None, draining=False, incarnation=None, applied=None
+    ):
         """A heartbeat from `node_id`; by default it reports running what the table
-        assigns to it, as a healthy worker does."""
+        assigns to it, and having applied all the leader has, as a healthy worker does."""
         if running is None:
             running = [job.job_id for job in self.table.jobs_running_on(node_id)]
         self.dispatcher.heartbeat(
@@ -119,6 +122,7 @@ class Leader:
             free_slots,
             draining,
             incarnation if incarnation is not None else node_id * 1000,
+            applied if applied is not None else self.raft.status().last_applied,
         )
 
     def settle(self):
@@ -361,6 +365,45 @@ class LostWorkerTests(unittest.TestCase):
         self.assertEqual(node.table.get(dropped).attempts, 2)  # taken back and placed again
         self.assertEqual(node.table.get(kept).attempts, 1)
         self.assertEqual(node.placed([kept]), [2])
+
+    def test_a_beat_sent_before_the_worker_knew_of_a_job_does_not_make_it_missing(self):
+        """Found by the chaos run: a worker's last beat went out before it applied an
+        assignment, then the worker was paused. The job runs there under the lease of
+        that beat, so it may be taken back only as a silent worker's, the expiry plus
+        the fence margin after that beat: never as a live worker's missing job, which a
+        check running a little late took back sooner."""
+        node = Leader(slots=0)
+        node.beat(2)
+        node.settle()
+        # Just before a lost-worker check (once a second since the dispatcher started).
+        node.clock.advance(math.ceil(node.clock.seconds()) - node.clock.seconds() - 0.1)
+        beat_at = node.clock.seconds()
+        node.beat(2, running=[])
+        [job_id] = node.submit(1)  # assigned after the beat left the worker
+        node.settle()
+        self.assertEqual(node.placed([job_id]), [2])
+        requeued_at = None
+        while requeued_at is None and node.clock.seconds() < beat_at + 20:
+            step = 0.3 if node.clock.seconds() % 1.0 > 0.95 else 0.05  # some checks late
+            node.clock.advance(step)
+            node.settle()
+            if node.table.get(job_id).status is JobStatus.PENDING:
+                requeued_at = node.clock.seconds()
+        self.assertIsNotNone(requeued_at)
+        self.assertGreater(requeued_at - beat_at, LOST_AFTER)
+
+    def test_beats_that_do_not_say_what_the_worker_applied_never_make_a_job_missing(self):
+        node = Leader(slots=0)
+        node.beat(2)
+        node.settle()
+        [job_id] = node.submit(1)
+        node.settle()
+        for _ in range(20):
+            node.clock.advance(1.0)
+            node.beat(2, running=[], applied=0)  # a worker of an earlier version
+            node.settle()
+        self.assertEqual(node.placed([job_id]), [2])
+        self.assertEqual(node.table.get(job_id).attempts, 1)
 
 
 class LeaderPauseTests(unittest.TestCase):

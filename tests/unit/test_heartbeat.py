@@ -178,6 +178,7 @@ class BeatTests(unittest.TestCase):
         self.assertEqual(request.free_slots, 2)
         self.assertIs(request.draining, True)
         self.assertEqual(request.incarnation, 424242)
+        self.assertEqual(request.applied_index, 10)  # what the node had applied
         self.assertLessEqual(timeout, 2.0)
         h.router.ack_all()
         h.run(10)

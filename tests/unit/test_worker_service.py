@@ -496,6 +496,18 @@ class FenceTests(unittest.TestCase):
         # the table still says running: the leader takes them back as lost
         self.assertIs(h.table.get("a").status, JobStatus.RUNNING)
 
+    def test_an_assignment_applied_but_not_yet_started_is_listed_as_running(self):
+        """The run starts in the next reactor turn; a heartbeat sent in between must not
+        tell the leader the job is missing here."""
+        h = Harness(slots=2)
+        h.submit("a")
+        h.assign("a")
+        self.assertEqual(h.executor.specs, [])
+        self.assertEqual((h.worker.running_job_ids(), h.worker.free_slots()), (["a"], 1))
+        h.settle()
+        self.assertEqual([spec.job_id for spec in h.executor.specs], ["a"])
+        self.assertEqual(h.worker.running_job_ids(), ["a"])
+
     def test_fence_with_nothing_running_does_nothing(self):
         h = Harness()
         h.worker.fence()
