@@ -47,6 +47,10 @@ FOLLOWER = "follower"
 PRE_CANDIDATE = "pre-candidate"
 CANDIDATE = "candidate"
 LEADER = "leader"
+# A draining node stands for election only after this many election timeouts in a row
+# without a leader: as a last resort, when no other node can win (e.g. their logs are
+# behind its own), and it hands leadership over as soon as a peer can take it.
+LAST_RESORT_TIMEOUTS = 3
 
 Request = AppendEntriesRequest | VoteRequest | InstallSnapshotRequest | TimeoutNowRequest
 Response = AppendEntriesResponse | VoteResponse | InstallSnapshotResponse | TimeoutNowResponse
@@ -187,8 +191,10 @@ class RaftCore:
         self.applied_index = snap_index
         self.role = FOLLOWER
         self.leader_id = 0
-        # False on a draining node: it votes and follows, but never stands for election.
+        # False on a draining node: it votes and follows, and stands for election only
+        # as a last resort (LAST_RESORT_TIMEOUTS).
         self.may_lead = True
+        self._timeouts_without_leader = 0
 
         self._emitted_index = snap_index
         self._durable_index = self.log.last_index
@@ -273,11 +279,26 @@ class RaftCore:
                 else:
                     self._broadcast_heartbeat(now)
         elif now >= self._election_due:
-            if self.may_lead:
+            if self.may_lead or self._timeouts_without_leader >= LAST_RESORT_TIMEOUTS:
                 self._campaign(now, pre_vote=True)
             else:
+                self._timeouts_without_leader += 1
                 self._reset_election_timer(now)
+        if self.role == LEADER and not self.may_lead and self._transfer is None:
+            self._hand_over(now)
         self._check_transfer(now)
+
+    def _hand_over(self, now: float) -> None:
+        """A draining leader (elected as a last resort) gives leadership to the live peer
+        furthest along; the transfer catches it up first."""
+        live = [
+            (progress.match_index, -peer)
+            for peer, progress in self._progress.items()
+            if progress.last_contact is not None
+            and now - progress.last_contact < self.timings.election_timeout_max
+        ]
+        if live:
+            self.transfer_leadership(-max(live)[1], now)
 
     def propose(self, command: bytes, now: float) -> LogEntry:
         """Append a command as leader and start replicating it; returns its entry."""
@@ -452,6 +473,7 @@ class RaftCore:
             self._set_role(FOLLOWER, leader_id)
             self._reset_election_timer(now)
         self._last_leader_contact = now
+        self._timeouts_without_leader = 0
 
     def _campaign(self, now: float, pre_vote: bool) -> None:
         self._reset_election_timer(now)

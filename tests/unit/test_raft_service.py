@@ -662,7 +662,8 @@ class CompactionTests(unittest.TestCase):
 
 
 class DrainingNodeTests(unittest.TestCase):
-    """A node that refuses leadership (it drains) votes and follows, never leads."""
+    """A node that refuses leadership (it drains) votes and follows; it leads only as a
+    last resort, when no other node can win, and then only until a peer can take over."""
 
     def test_a_node_refusing_leadership_never_wins_an_election(self):
         for seed in range(1, 6):
@@ -675,7 +676,7 @@ class DrainingNodeTests(unittest.TestCase):
             cluster.run_until(lambda r=refusing, o=other: r.status().leader_id == o.node_id)
             self.assertEqual(refusing.status().role, "follower")
 
-    def test_alone_with_a_dead_leader_it_does_not_campaign(self):
+    def test_alone_with_a_dead_leader_it_never_raises_the_term(self):
         cluster = Cluster(3, seed=4)
         leader = cluster.leader()
         refusing, other = [n for n in cluster.nodes.values() if n is not leader]
@@ -685,6 +686,32 @@ class DrainingNodeTests(unittest.TestCase):
         cluster.stop(other.node_id)
         cluster.run(3.0)
         self.assertEqual(refusing.status().current_term, term)
+
+    def test_it_leads_as_a_last_resort_and_hands_over(self):
+        """The other survivor's log is behind, so it cannot win: without the drained
+        node the cluster would stay leaderless until the dead leader came back."""
+        cluster = Cluster(3, seed=21)
+        leader = cluster.leader()
+        refusing, behind = sorted(
+            (n for n in cluster.nodes.values() if n is not leader), key=lambda n: n.node_id
+        )
+        refusing.refuse_leadership()
+        cluster.network.isolate(behind.node_id)
+        committed = leader.propose(command(7))
+        cluster.run(0.2)
+        self.successResultOf(committed)
+        cluster.stop(leader.node_id)
+        cluster.network.heal()
+        led = []
+        cluster.run_until(lambda: led.append(refusing.status().role) or (
+            behind.status().role == "leader"))  # fmt: skip
+        self.assertIn("leader", led)
+        cluster.run_until(lambda: refusing.status().leader_id == behind.node_id)
+        self.assertEqual(refusing.status().role, "follower")
+        d = behind.propose(command(8))
+        cluster.run(0.2)
+        self.successResultOf(d)
+        self.assertEqual(cluster.machines[refusing.node_id].values[-2:], [7, 8])
 
     def test_a_transfer_never_picks_or_reaches_it(self):
         cluster = Cluster(3, seed=13)
