@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -23,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from twisted.internet import threads
+
+from tests.host_packages import apt_install, running_in_ci
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -45,10 +46,6 @@ def screenshot_dir() -> Path:
     """Where screenshots go: $JOBSCHED_SCREENSHOTS (`make screenshots` sets it to
     docs/screenshots), else `screenshots/` in the run's scratch directory."""
     return Path(os.environ.get("JOBSCHED_SCREENSHOTS") or "screenshots").absolute()
-
-
-def running_in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def unavailable_reason() -> str | None:
@@ -142,13 +139,7 @@ def install() -> int:
     if CHROMIUM.exists() and CHROMEDRIVER.exists():
         print("chromium and chromium-driver are already installed")
         return 0
-    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in ([*apt, "update"], [*apt, "install", "-y", *PACKAGES]):
-        code = subprocess.call(command, env=env)
-        if code:
-            return code
-    return 0
+    return apt_install(*PACKAGES)
 
 
 if __name__ == "__main__":

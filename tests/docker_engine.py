@@ -29,6 +29,8 @@ from typing import NamedTuple
 import docker
 import docker.errors
 
+from tests.host_packages import apt_install, running_in_ci
+
 TEST_IMAGE = "jobsched-test/busybox:latest"
 BUSYBOX = Path("/bin/busybox")
 STATE_DIR = Path(__file__).resolve().parent.parent / ".test-docker"
@@ -155,10 +157,6 @@ _unavailable: str | None = None
 _prepare_lock = threading.Lock()
 
 
-def running_in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 def prepared_env() -> DockerTestEnv:
     """The engine and the test image, prepared on the first call of the process.
 
@@ -199,13 +197,7 @@ def install() -> int:
     if shutil.which("dockerd") and BUSYBOX.is_file():
         print("docker.io and busybox-static are already installed")
         return 0
-    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in ([*apt, "update"], [*apt, "install", "-y", "docker.io", "busybox-static"]):
-        code = subprocess.call(command, env=env)
-        if code:
-            return code
-    return 0
+    return apt_install("docker.io", "busybox-static")
 
 
 def _busybox_rootfs_tar() -> bytes:

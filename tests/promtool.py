@@ -7,17 +7,14 @@ skipped with the reason, except in CI (`CI=true`), where it must run.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import unittest
 
+from tests.host_packages import apt_install, running_in_ci
+
 PACKAGE = "prometheus"
-
-
-def running_in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def require_promtool() -> str:
@@ -47,16 +44,7 @@ def install() -> int:
     if shutil.which("promtool"):
         print("promtool is already installed")
         return 0
-    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (
-        [*apt, "update"],
-        [*apt, "install", "-y", "--no-install-recommends", PACKAGE],
-    ):
-        code = subprocess.call(command, env=env)
-        if code:
-            return code
-    return 0
+    return apt_install(PACKAGE, recommends=False)
 
 
 if __name__ == "__main__":
