@@ -25,10 +25,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -42,6 +38,8 @@ from bench.common import (
     machine_note,
     percentile,
     running_cluster,
+    start_profilers,
+    stop_profilers,
 )
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
@@ -130,46 +128,6 @@ def _completed(address: str, tls: TlsMaterial | None) -> int:
         return stub.ListJobs(request, timeout=10).total_count
 
 
-def _start_profilers(out_dir: str, cluster, address: str, clients: int) -> list:
-    """py-spy recording every node (GIL holders, collapsed stacks) into out_dir."""
-    if not out_dir:
-        return []
-    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    os.makedirs(out_dir, exist_ok=True)
-    profilers = []
-    for node in cluster.nodes.values():
-        role = "leader" if node.grpc_address == address else f"follower{node.node_id}"
-        output = os.path.join(out_dir, f"{role}-{clients}c.txt")
-        profilers.append(
-            subprocess.Popen(
-                [
-                    py_spy,
-                    "record",
-                    "--pid",
-                    str(node.process.pid),
-                    "--format",
-                    "raw",
-                    "--rate",
-                    "250",
-                    "--threads",
-                    "--gil",
-                    "--nonblocking",
-                    "--output",
-                    output,
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-        )
-    return profilers
-
-
-def _stop_profilers(profilers: list) -> None:
-    for profiler in profilers:
-        profiler.send_signal(signal.SIGINT)
-    for profiler in profilers:
-        profiler.wait(timeout=60)
-
-
 def _node_cpu(cluster) -> list[float]:
     """[leader's own, followers' own, jobs'] CPU seconds so far (jobs once reaped)."""
     leader = cluster.leader(timeout=10)
@@ -233,7 +191,20 @@ def run_level(args, clients: int, tls: bool) -> dict:
             worker.start()
         for _ in workers:  # every client process has imported and is waiting
             ready.get(timeout=60)
-        profilers = _start_profilers(args.py_spy, cluster, address, clients)
+        profilers = (
+            start_profilers(
+                args.py_spy,
+                {
+                    node.process.pid: (
+                        "leader" if node.grpc_address == address else f"follower{node.node_id}"
+                    )
+                    + f"-{clients}c"
+                    for node in cluster.nodes.values()
+                },
+            )
+            if args.py_spy
+            else []
+        )
         note = machine_note()
         cpu_before, term_before = _node_cpu(cluster), _term(address, credentials)
         storage_before = _storage_counts(leader)
@@ -246,7 +217,7 @@ def run_level(args, clients: int, tls: bool) -> dict:
             after - before
             for after, before in zip(_storage_counts(leader), storage_before, strict=False)
         )
-        _stop_profilers(profilers)
+        stop_profilers(profilers)
         for worker in workers:
             worker.join(timeout=30)
         address = leader_address(cluster)

@@ -14,6 +14,7 @@ import platform
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -150,3 +151,31 @@ def machine_note() -> str:
         f"{time.strftime('%Y-%m-%d %H:%M:%S')} · {os.cpu_count()} CPUs · "
         f"Python {platform.python_version()} · load {load}"
     )
+
+
+def start_profilers(out_dir: str, outputs: dict[int, str]) -> list[subprocess.Popen]:
+    """py-spy on each process (GIL holders, every thread, raw collapsed stacks) into
+    out_dir/<name>.txt, for `outputs` of pid -> name; for bench/profile_summary.py.
+    `--nonblocking` matters: a profiler that pauses a node causes elections."""
+    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    os.makedirs(out_dir, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                *(py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250"),
+                *("--threads", "--gil", "--nonblocking"),
+                *("--output", os.path.join(out_dir, f"{name}.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid, name in outputs.items()
+    ]
+
+
+def stop_profilers(profilers: list[subprocess.Popen]) -> None:
+    """Stop the profilers; each writes its file as it exits."""
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(timeout=60)

@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +38,13 @@ from collections.abc import Iterator
 import grpc
 
 from bench import etcd
-from bench.common import cpu_seconds, machine_note, running_cluster
+from bench.common import (
+    cpu_seconds,
+    machine_note,
+    running_cluster,
+    start_profilers,
+    stop_profilers,
+)
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from tests.nodeproc import REPO_ROOT, TWISTD, wait_until
@@ -130,7 +135,10 @@ def _measure(args, system: str, address: str, pids: list[int], clients: int, bat
         if client.stdout.readline().strip() != "ready":
             raise RuntimeError(f"{system} client did not start")
         if args.py_spy and system == "jobsched":
-            profilers = _start_profilers(args.py_spy, pids, f"{clients}c-{len(args.profiled)}")
+            label = f"{clients}c-{len(args.profiled)}"
+            names = {pid: f"follower{n}-{label}" for n, pid in enumerate(pids)}
+            names[pids[0]] = f"leader-{label}"  # the first pid is the leader's
+            profilers = start_profilers(args.py_spy, names)
             args.profiled.append(clients)
         note = machine_note()
         cpu_before = _server_cpu(pids)
@@ -139,40 +147,11 @@ def _measure(args, system: str, address: str, pids: list[int], clients: int, bat
         result = json.loads(client.stdout.readline())
         cpu = _server_cpu(pids) - cpu_before
     finally:
-        _stop_profilers(profilers)
+        stop_profilers(profilers)
         client.wait(timeout=60)
     result["cpu_ms"] = 1000 * cpu / max(1, result["writes"])
     result["note"] = note
     return result
-
-
-def _start_profilers(out_dir: str, pids: list[int], label: str) -> list:
-    """py-spy (GIL holders, every thread, collapsed stacks) on each node into out_dir;
-    the first pid is the leader's."""
-    py_spy = shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy"
-    os.makedirs(out_dir, exist_ok=True)
-    profilers = []
-    for n, pid in enumerate(pids):
-        role = "leader" if n == 0 else f"follower{n}"
-        output = os.path.join(out_dir, f"{role}-{label}.txt")
-        profilers.append(
-            subprocess.Popen(
-                [
-                    *(py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250"),
-                    *("--threads", "--gil", "--nonblocking", "--output", output),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    return profilers
-
-
-def _stop_profilers(profilers: list) -> None:
-    for profiler in profilers:
-        profiler.send_signal(signal.SIGINT)
-    for profiler in profilers:
-        profiler.wait(timeout=60)
 
 
 @contextlib.contextmanager
