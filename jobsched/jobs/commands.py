@@ -36,27 +36,9 @@ def job_to_submit(
     return submit
 
 
-def submit_job(
-    job_id: str,
-    command: str,
-    created_at_ms: int,
-    image: str = "",
-    timeout_seconds: int = 0,
-    idempotency_key: str = "",
-    max_attempts: int = 0,
-) -> bytes:
-    """A SubmitJob entry (see `job_to_submit`)."""
-    return entry(
-        submit_job=job_to_submit(
-            job_id,
-            command,
-            created_at_ms,
-            image,
-            timeout_seconds,
-            idempotency_key,
-            max_attempts,
-        )
-    )
+def submit_job(job_id: str, command: str, created_at_ms: int, **options) -> bytes:
+    """A SubmitJob entry; `options` as `job_to_submit` takes them."""
+    return entry(submit_job=job_to_submit(job_id, command, created_at_ms, **options))
 
 
 def submit_jobs(jobs: Iterable[scheduler_pb2.SubmitJobCommand]) -> bytes:
