@@ -21,7 +21,7 @@ setup(
         "wcwidth==0.9.4",
         "cryptography==50.0.2",  # certificates: jobsched certs, node identities
         "pyOpenSSL==26.4.0",  # HTTPS for REST (twisted's TLS)
-        "prometheus-client==0.26.0",
+        "prometheus-client==0.26.0",  # /metrics: histograms, counters, the exposition format
     ],
     extras_require={
         "test": [
