@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit trial chaos busy-test coverage screenshots proto clean
+.PHONY: install run test host-tools lint unit trial chaos busy-test coverage screenshots proto clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +18,16 @@ install: $(STAMP)
 run: install
 	$(BIN)/twistd -n --pidfile= jobsched --executor process --port 50051 --dashboard-port 8081
 
-# Lints, prepares a Docker engine and a local test image (tests/docker_engine.py) and
-# headless Chromium (tests/browser.py) and promtool (tests/promtool.py), then runs every test; exits non-zero on any
-# failure, and when pytest finds no test (exit 5).
-test: install lint
+# Lints, prepares what the tests need from the host (host-tools: a Docker engine and a
+# local test image, headless Chromium, promtool), then runs every test; exits non-zero
+# on any failure, and when pytest finds no test (exit 5).
+test: install lint host-tools
+	cd tests && ../$(BIN)/pytest -q -ra
+
+host-tools: install
 	$(BIN)/python tests/docker_engine.py install
 	$(BIN)/python tests/browser.py install
 	$(BIN)/python tests/promtool.py install
-	cd tests && ../$(BIN)/pytest -q -ra
 
 lint: install
 	$(BIN)/ruff check .
@@ -40,8 +42,7 @@ screenshots: install
 	cd tests && JOBSCHED_SCREENSHOTS=$(CURDIR)/docs/screenshots ../$(BIN)/pytest -q e2e/test_dashboard.py
 
 # The same suite under trial (Twisted's own runner); it counts the same tests as pytest.
-trial: install
-	$(BIN)/python tests/docker_engine.py install
+trial: install host-tools
 	$(BIN)/python -m twisted.trial tests
 
 # The long chaos run: MINUTES of random kills, pauses and cuts on fresh 3-node clusters,
@@ -54,8 +55,7 @@ chaos: install
 
 # The whole suite RUNS times in a row while two busy loops occupy the cores.
 RUNS ?= 3
-busy-test: install
-	$(BIN)/python tests/docker_engine.py install
+busy-test: install host-tools
 	$(BIN)/python tests/busy.py --runs $(RUNS) -- $(BIN)/pytest -q -ra tests
 
 # Line coverage of jobsched by the unit layer, then by every layer (unit, integration,
