@@ -100,6 +100,13 @@ class UnreadStreamsTests(unittest.TestCase):
 
         committed = await submit_all(leader, 30, prefix="during", concurrency=4)
         self.assertEqual(len(set(committed)), 30)
+        # A follower may apply a commit a moment after the leader answered the client.
+        commit_index = (await cluster.view(leader.node_id))["commit_index"]
+
+        async def follower_applied() -> bool:
+            return (await cluster.view(follower.node_id))["last_applied"] >= commit_index
+
+        await wait_for(follower_applied, 30, "the follower to apply the submits")
         for node in (follower, leader):
             for job_id in (job_ids[0], committed[-1]):
                 reply = await node.call(
