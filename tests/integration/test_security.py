@@ -168,6 +168,12 @@ class TlsAndTokensTests(RefusalAssertions, unittest.TestCase):
             workers.add(answer.executed_by)
         self.assertEqual(workers, {1, 2, 3})  # remote workers' results came over mTLS
         for follower in self.followers:  # REST over HTTPS, checked against the CA
+
+            async def shown_completed(follower=follower) -> bool:
+                answer = await follower.rest("GET", f"/api/jobs/{job_ids[0]}")
+                return answer.status == 200 and answer.body["status"] == "completed"
+
+            await wait_for(shown_completed, 30, "the follower to apply the result")
             answer = await follower.rest("GET", f"/api/jobs/{job_ids[0]}")
             self.assertEqual((answer.status, answer.body["output"]), (200, "tls 0\n"))
 
