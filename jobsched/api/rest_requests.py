@@ -38,11 +38,7 @@ def read_json(request, empty: Any = None) -> Any:
 def submit_request(body: Any) -> SubmitRequest:
     """POST /api/jobs: a JSON object with `command` and the optional fields of API.md
     §3.3 and §4; any other field is refused by name."""
-    if not isinstance(body, dict):
-        raise errors.InvalidArgument("request body must be a JSON object")
-    for name in body:
-        if name not in SUBMIT_FIELDS:
-            raise errors.InvalidArgument(f"unknown field: {name}")
+    _object_of(body, SUBMIT_FIELDS)
     command = body.get("command")
     if not isinstance(command, str):
         raise errors.InvalidArgument("command is required and must be a string")
@@ -64,11 +60,7 @@ def submit_request(body: Any) -> SubmitRequest:
 def submit_batch(body: Any) -> list[SubmitRequest]:
     """POST /api/jobs/batch: `{"jobs": [<as POST /api/jobs>, ...]}`; a job's error
     names its place, `job <i>: ...` (from 0)."""
-    if not isinstance(body, dict):
-        raise errors.InvalidArgument("request body must be a JSON object")
-    for name in body:
-        if name != "jobs":
-            raise errors.InvalidArgument(f"unknown field: {name}")
+    _object_of(body, ("jobs",))
     jobs = body.get("jobs")
     if not isinstance(jobs, list):
         raise errors.InvalidArgument("jobs is required and must be an array")
@@ -81,11 +73,21 @@ def submit_batch(body: Any) -> list[SubmitRequest]:
     return requests
 
 
-def _body_int(body: dict, name: str) -> int:
+def _object_of(body: Any, fields) -> None:
+    """`body` must be a JSON object naming no field outside `fields`."""
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("request body must be a JSON object")
+    for name in body:
+        if name not in fields:
+            raise errors.InvalidArgument(f"unknown field: {name}")
+
+
+def _body_int(body: dict, name: str, maximum: int = MAX_UINT32) -> int:
+    """A non-negative integer field up to `maximum`; 0 when absent or null."""
     value = body.get(name)
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UINT32:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
         raise errors.InvalidArgument(f"{name} must be a non-negative integer")
     return value
 
@@ -93,17 +95,8 @@ def _body_int(body: dict, name: str) -> int:
 def transfer_target(body: Any) -> int:
     """POST /api/cluster/transfer-leader: the target node id (0 or none = let the leader
     pick); any other field is refused by name. An empty body reads as `{}`."""
-    if not isinstance(body, dict):
-        raise errors.InvalidArgument("request body must be a JSON object")
-    for name in body:
-        if name != "target_node_id":
-            raise errors.InvalidArgument(f"unknown field: {name}")
-    target = body.get("target_node_id")
-    if target is None:
-        return 0
-    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= MAX_INT64:
-        raise errors.InvalidArgument("target_node_id must be a non-negative integer")
-    return target
+    _object_of(body, ("target_node_id",))
+    return _body_int(body, "target_node_id", MAX_INT64)
 
 
 def text_arg(request, name: str) -> str | None:
