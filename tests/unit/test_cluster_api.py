@@ -37,6 +37,7 @@ from jobsched.raft.service import RaftService
 from jobsched.raft.storage import MemoryStorage
 from jobsched.registry import WorkerRegistry
 from jobsched.routing import Router
+from tests.nodeproc import wait_for
 
 ADDRESSES = {n: PeerAddress("127.0.0.1", 50050 + n) for n in (1, 2, 3)}
 EXPIRY = 5.0
@@ -167,16 +168,9 @@ def committed(clock, deferred):
     return outcome[0]
 
 
-@defer.inlineCallbacks
-def wait_until(predicate, what, timeout=30.0):
+def wait_until(predicate, what, timeout=30.0) -> defer.Deferred:
     """Poll `predicate` on the real reactor until it holds; fail after `timeout` s."""
-    from twisted.internet import reactor
-
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        yield task.deferLater(reactor, 0.01, lambda: None)
+    return defer.ensureDeferred(wait_for(predicate, timeout, what, interval=0.01))
 
 
 class WritePathTests(unittest.TestCase):
