@@ -91,6 +91,10 @@ class RaftLimits:
     max_append_bytes: int = 1 << 20
     snapshot_chunk_bytes: int = 256 << 10
     max_inflight_appends: int = 1
+    # Committed entries handed out per Ready: a node far behind (just restarted, or
+    # paused) applies its backlog a slice at a time, answering peers in between.
+    max_apply_entries: int = 128
+    max_apply_bytes: int = 64 << 10
 
     def __post_init__(self) -> None:
         if (
@@ -100,6 +104,8 @@ class RaftLimits:
                 self.max_append_bytes,
                 self.snapshot_chunk_bytes,
                 self.max_inflight_appends,
+                self.max_apply_entries,
+                self.max_apply_bytes,
             )
             < 1
         ):
@@ -232,6 +238,11 @@ class RaftCore:
         """The node leadership is being handed to (0 = no transfer under way)."""
         return self._transfer.target if self._transfer else 0
 
+    @property
+    def commits_waiting(self) -> bool:
+        """Committed entries not handed out yet (more than one Ready's slice)."""
+        return self.commit_index > self._emitted_index
+
     def progress(self) -> dict[int, Progress]:
         """The leader's view of each follower ({} when not leader); read only."""
         return self._progress
@@ -273,6 +284,7 @@ class RaftCore:
                 for peer in self._progress:
                     self._tell_commit(peer)
             if now >= self._heartbeat_due:
+                self._excuse_own_pause(now - self._heartbeat_due, now)
                 self._heartbeat_due = now + self.timings.heartbeat_interval
                 if not self._quorum_active(now):
                     self._become_follower(self.term, 0, now)
@@ -397,9 +409,11 @@ class RaftCore:
     def take_ready(self) -> Ready | None:
         """Hand out everything collected since the last call (None when nothing)."""
         committed: list[LogEntry] = []
-        if self.commit_index > self._emitted_index:
-            committed = self.log.slice(self._emitted_index + 1, self.commit_index + 1)
-            self._emitted_index = self.commit_index
+        if self.commits_waiting:
+            start = self._emitted_index + 1
+            end = min(self.commit_index, self._emitted_index + self.limits.max_apply_entries)
+            committed = self.log.slice(start, end + 1, self.limits.max_apply_bytes)
+            self._emitted_index = committed[-1].index
         if not (
             self._hard_state_dirty
             or self._unstable
@@ -510,6 +524,18 @@ class RaftCore:
             self._send_append(peer, now)
         self._maybe_commit()
 
+    def _excuse_own_pause(self, late: float, now: float) -> None:
+        """The heartbeat tick came `late`: for that long this leader did not run, sent
+        nothing and so could hear nothing. Its pause is not the followers' silence:
+        every contact time moves forward by as much (no further than now), so that a
+        busy leader does not step down before it has read the answers waiting for it."""
+        if late <= self.timings.heartbeat_interval:
+            return
+        self._leader_since = min(now, self._leader_since + late)
+        for progress in self._progress.values():
+            if progress.last_contact is not None:
+                progress.last_contact = min(now, progress.last_contact + late)
+
     def _quorum_active(self, now: float) -> bool:
         window = self.timings.election_timeout_max
         if now - self._leader_since < window:
@@ -537,6 +563,10 @@ class RaftCore:
                 and now - self._last_leader_contact < self.timings.election_timeout_min
             )
             grant = known and not in_lease and req.term > self.term and up_to_date
+            if known and not in_lease and not up_to_date:
+                self._stand_sooner(now)
+            if grant and self.role == PRE_CANDIDATE and self._yields_to(req):
+                self._become_follower(self.term, 0, now)
             return VoteResponse(req.term if grant else self.term, grant)
         if req.term < self.term:
             return VoteResponse(self.term, False)
@@ -549,6 +579,21 @@ class RaftCore:
                 self._hard_state_dirty = True
             self._reset_election_timer(now)
         return VoteResponse(self.term, grant)
+
+    def _yields_to(self, req: VoteRequest) -> bool:
+        """Two nodes whose timers fired together would both pass their pre-votes and
+        split the real vote; the one with the shorter log, or with the higher id when
+        the logs are equal, steps back and lets the other stand."""
+        theirs = (req.last_log_term, req.last_log_index)
+        mine = (self.log.last_term, self.log.last_index)
+        return theirs > mine or (theirs == mine and req.candidate_id < self.node_id)
+
+    def _stand_sooner(self, now: float) -> None:
+        """A peer that lost its leader too asked for a vote its log cannot win: a
+        follower whose log is ahead stands at once instead of at its own, possibly
+        much later, timeout (which would cost the cluster a second election timeout)."""
+        if self.role == FOLLOWER and self.may_lead:
+            self._election_due = min(self._election_due, now)
 
     def _on_vote_response(
         self, peer_id: int, req: VoteRequest, resp: VoteResponse, now: float

@@ -306,6 +306,66 @@ class ElectionAndCommitTests(RaftCoreTestCase):
         self.assertTrue(granted.vote_granted)
         self.assertEqual((nodes[2].core.term, nodes[2].core.voted_for), (1, 1))
 
+    def test_follower_ahead_stands_when_a_stale_peer_asks_for_its_vote(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        nodes[1].core.propose(command(1), now)
+        messages = nodes[1].flush()
+        deliver(nodes, 1, [m for m in messages if m[0] == 2], now)  # node 3 misses it
+        del nodes[1]  # the leader dies
+        behind, ahead = nodes[3].core, nodes[2].core
+        now = behind.next_deadline()
+        self.assertLess(now, ahead.next_deadline())  # node 2 would stand later
+        behind.tick(now)
+        (_, request), _ = nodes[3].flush()
+        self.assertFalse(ahead.receive_request(request, now).vote_granted)
+        self.assertEqual(ahead.next_deadline(), now)
+        ahead.tick(now)
+        self.assertEqual(ahead.role, PRE_CANDIDATE)
+        pump(nodes, now)
+        self.assertEqual(ahead.role, LEADER)
+
+    def test_timers_firing_together_do_not_split_the_vote(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        del nodes[1]  # the leader dies; both followers' timers fire at the same moment
+        now += 0.3
+        for node in nodes.values():
+            node.core.tick(now)
+        requests = {i: node.flush() for i, node in nodes.items()}
+        self.assertEqual([n.core.role for n in nodes.values()], [PRE_CANDIDATE] * 2)
+        asks = [(src, m) for src, messages in requests.items() for m in messages if m[0] in nodes]
+        # Both requests arrive before either answer: each sees the other's pre-vote.
+        answers = [nodes[dst].core.receive_request(request, now) for _, (dst, request) in asks]
+        for (src, (dst, request)), answer in zip(asks, answers):
+            nodes[src].core.receive_response(dst, request, answer, now)
+        pump(nodes, now)
+        self.assertEqual((nodes[2].core.role, nodes[2].core.term), (LEADER, 2))
+        self.assertEqual((nodes[3].core.role, nodes[3].core.leader_id), (FOLLOWER, 2))
+
+    def test_a_leader_does_not_count_its_own_pause_against_followers(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        now = run(nodes, now, 1.0)
+        leader = nodes[1].core
+        now += 1.0  # the leader's process did not run for a second (so nobody heard it)
+        leader.tick(now)
+        self.assertEqual(leader.role, LEADER)
+        pump(nodes, now)
+        now = run(nodes, now, 1.0)
+        self.assertEqual((leader.role, leader.term), (LEADER, 1))
+        # Followers that stay silent while it runs still make it step down.
+        now = run(nodes, now, 0.4, blocked=lambda s, d: 1 in (s, d))
+        self.assertEqual(leader.role, FOLLOWER)
+
+    def test_follower_in_lease_does_not_stand_for_a_stale_peer(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        due = nodes[2].core.next_deadline()
+        stale = VoteRequest(5, 3, 0, 0, True)
+        self.assertFalse(nodes[2].core.receive_request(stale, now).vote_granted)
+        self.assertEqual(nodes[2].core.next_deadline(), due)
+
     def test_partitioned_node_rejoins_without_disrupting_leader(self):
         nodes = cluster(3)
         now = self.elect(nodes, 1)
