@@ -44,6 +44,11 @@ log = Logger()
 
 # The core's messages that promise nothing about this node's disk: sent at once.
 _SEND_BEFORE_DURABLE = (AppendEntriesRequest, InstallSnapshotRequest)
+# A follower heard from within this long still counts when the leader decides whether
+# compacting would cut off entries it needs: one that is busy installing a snapshot of
+# a large table (seconds, during which it cannot answer) must find the entries after
+# that snapshot still there, or it would need another snapshot, and another.
+COMPACTION_PATIENCE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ class RaftService(Service):
         self._observers: list[Callable[[str], None]] = []
         self._waiters: dict[int, _Waiter] = {}
         self._expiry_call = None
+        self._resume_call = None  # the next slice of a long backlog of commits
         self._timer = None
         self._timer_due = math.inf
         self._issued_seq = 0
@@ -166,10 +172,10 @@ class RaftService(Service):
         return self._storage.close()
 
     def _stop_timers(self) -> None:
-        for call in (self._timer, self._expiry_call):
+        for call in (self._timer, self._expiry_call, self._resume_call):
             if call is not None and call.active():
                 call.cancel()
-        self._timer = self._expiry_call = None
+        self._timer = self._expiry_call = self._resume_call = None
         self._timer_due = math.inf
 
     def _fail_everything(self, error_type) -> None:
@@ -342,7 +348,9 @@ class RaftService(Service):
     # ------------------------------------------------------------------ the loop
 
     def _step(self) -> None:
-        """Carry out everything the core has collected, then re-arm the timer."""
+        """Carry out everything the core has collected, then re-arm the timer. A long
+        backlog of commits is applied one slice per reactor turn, so that peers and
+        clients are answered in between."""
         if self._processing:
             return
         self._processing = True
@@ -352,10 +360,17 @@ class RaftService(Service):
                 if ready is None:
                     break
                 self._carry_out(ready)
+                if ready.committed and self._active and self._core.commits_waiting:
+                    self._resume_next_turn()
+                    break
         finally:
             self._processing = False
         if self._active:
             self._schedule_timer()
+
+    def _resume_next_turn(self) -> None:
+        if self._resume_call is None or not self._resume_call.active():
+            self._resume_call = self._clock.callLater(0, self._step)
 
     def _carry_out(self, ready: Ready) -> None:
         if ready.has_writes:
@@ -543,8 +558,9 @@ class RaftService(Service):
 
         A leader waits until every live follower has that snapshot's index: a follower
         whose next entries were compacted away needs the whole snapshot, which stalls
-        both ends for as long as the table is large. Followers silent for an election
-        timeout do not count, and a backlog of four thresholds compacts regardless.
+        both ends for as long as the table is large. Followers silent for
+        COMPACTION_PATIENCE_SECONDS do not count, and a backlog of four thresholds
+        compacts regardless.
         """
         core = self._core
         pending = self._pending_compaction
@@ -568,11 +584,10 @@ class RaftService(Service):
 
     def _live_follower_behind(self, index: int) -> bool:
         now = self._clock.seconds()
-        window = self.timings.election_timeout_max
         return any(
             p.match_index < index
             for p in self._core.progress().values()
-            if p.last_contact is not None and now - p.last_contact < window
+            if p.last_contact is not None and now - p.last_contact < COMPACTION_PATIENCE_SECONDS
         )
 
     def _fail_waiters(self, error_type) -> None:

@@ -6,6 +6,7 @@ mapping is exercised by every test here.
 
 from __future__ import annotations
 
+import collections
 import random
 
 from twisted.internet import defer, task
@@ -24,8 +25,13 @@ from jobsched.errors import (
 )
 from jobsched.interfaces import IRaftService, IRaftStorage, IRaftTransport, IStateMachine
 from jobsched.raft import codec
-from jobsched.raft.messages import LogEntry, VoteRequest
-from jobsched.raft.service import RaftLimits, RaftService, RaftTimings
+from jobsched.raft.messages import AppendEntriesRequest, LogEntry, VoteRequest
+from jobsched.raft.service import (
+    COMPACTION_PATIENCE_SECONDS,
+    RaftLimits,
+    RaftService,
+    RaftTimings,
+)
 from jobsched.raft.sqlite_storage import StorageError
 from jobsched.raft.storage import MemoryStorage, StoredState
 
@@ -116,6 +122,7 @@ class Network:
         self.nodes: dict = {}
         self.cut: set = set()
         self.delivered = 0
+        self.delivered_kinds: collections.Counter = collections.Counter()
         self.latency = LATENCY  # each way
 
     def isolate(self, node_id: int) -> None:
@@ -147,6 +154,7 @@ class Network:
             if self.blocked(src, dst):
                 return lost()
             self.delivered += 1
+            self.delivered_kinds[type(request).__name__] += 1
             self.nodes[dst].handle(codec.from_wire(wire)).addCallbacks(answer, lambda f: lost())
 
         self.clock.callLater(self.latency, arrive)
@@ -624,6 +632,7 @@ class CompactionTests(unittest.TestCase):
         leader = cluster.leader()
         lagging = next(i for i in cluster.ids if i != leader.node_id)
         cluster.stop(lagging)
+        cluster.run(COMPACTION_PATIENCE_SECONDS)  # long enough silent not to count
         for batch in range(11):
             ds = [leader.propose(command(batch * 100 + i)) for i in range(100)]
             cluster.run(0.05)
@@ -646,6 +655,27 @@ class CompactionTests(unittest.TestCase):
         self.successResultOf(d)
         self.assertEqual(cluster.machines[lagging].values[-1], 5000)
 
+    def test_a_follower_silent_for_seconds_keeps_the_entries_it_needs(self):
+        """A follower busy for a while (installing a large snapshot, say) catches up
+        from the log afterwards, instead of needing yet another snapshot."""
+        cluster = Cluster(3, seed=12)
+        leader = cluster.leader()
+        busy = next(i for i in cluster.ids if i != leader.node_id)
+        cluster.network.isolate(busy)
+        for batch in range(11):
+            [leader.propose(command(batch * 100 + i)) for i in range(100)]
+            cluster.run(0.05)
+        cluster.run(COMPACTION_PATIENCE_SECONDS / 2)
+        self.assertEqual(leader.status().last_applied, 1101)
+        self.assertEqual(leader.status().first_log_index, 1)  # not compacted yet
+        cluster.network.heal()
+        cluster.run(0.5)
+        self.assertEqual(cluster.machines[busy].values, list(range(1100)))
+        self.assertEqual(cluster.network.delivered_kinds["InstallSnapshotRequest"], 0)
+        [leader.propose(command(5000 + i)) for i in range(2)]
+        cluster.run(0.1)
+        self.assertEqual(leader.status().first_log_index, 1002)  # compacted once it could
+
     def test_no_hint_at_a_leader_not_heard_from_within_an_election_timeout(self):
         """Right after the leader dies, a follower must not send clients to it."""
         cluster = Cluster(3, seed=9)
@@ -659,6 +689,25 @@ class CompactionTests(unittest.TestCase):
         self.assertIsNone(error.leader_address)
         self.assertIsNone(follower.status().leader_address)
         self.assertEqual(error.message, "Not the leader. Leader unknown, retry later")
+
+
+class ApplyBacklogTests(unittest.TestCase):
+    """A follower far behind applies its backlog a slice per reactor turn."""
+
+    def test_a_long_backlog_is_applied_a_slice_per_turn(self):
+        clock = task.Clock()
+        machine = Recorder()
+        node = RaftService(2, {1: address(1)}, address(2), MemoryStorage(), None, machine, clock)
+        node.startService()
+        self.addCleanup(node.stopService)
+        backlog = [LogEntry(1, i + 1, command(i)) for i in range(300)]
+        answer = node.handle(AppendEntriesRequest(1, 1, 0, 0, backlog, 300))
+        self.assertTrue(self.successResultOf(answer).success)  # answered after one slice
+        limit = RaftLimits().max_apply_entries
+        self.assertEqual(machine.values, list(range(limit)))
+        clock.advance(0)  # the next turns (a task.Clock runs them all at once)
+        self.assertEqual(machine.values, list(range(300)))
+        self.assertEqual(node.status().last_applied, 300)
 
 
 class DrainingNodeTests(unittest.TestCase):
