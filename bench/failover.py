@@ -13,7 +13,8 @@ transfer: TransferLeadership to the next node in turn; times the RPC's round tri
     .venv/bin/python -m bench.failover --writers 32 --transfers 0   # under write load
 
 With --writers N, a client process keeps N closed-loop writers submitting `true` jobs
-to whichever node leads (following the not-leader hints) for the whole run.
+to whichever node leads (following the not-leader hints) for the whole run. The nodes
+run with no practical cap on queued jobs, so that no write is refused for capacity.
 
 Prints figures; asserts nothing.
 """
@@ -73,11 +74,23 @@ def first_commit_after(nodes: list[Node], deadline: float) -> float | None:
 
 
 def settle(cluster: Cluster) -> Node:
-    """Wait until every node is up, agrees on one leader and takes writes there."""
+    """Wait until every node is up, agrees on one leader, takes writes there and has
+    applied what the leader has committed (a node restarted empty installs the table
+    and catches up first: the next kill should find a healthy cluster, not a double
+    failure)."""
     leader = cluster.leader(timeout=30)
     with grpc.insecure_channel(leader.grpc_address) as channel:
         stub = pb_grpc.SchedulerServiceStub(channel)
         wait_until(lambda: _submit_once(stub, 5), 30, "a write on the leader")
+
+    def caught_up() -> bool:
+        view = leader.get("/api/cluster").body  # the leader first, then the others
+        if view["role"] != "leader":
+            return False
+        others = [node.get("/api/cluster").body for node in cluster.nodes.values()]
+        return all(other["last_applied"] >= view["commit_index"] for other in others)
+
+    wait_until(caught_up, 60, "every node to apply the leader's commits")
     return leader
 
 
@@ -87,7 +100,7 @@ def run_failover(cluster: Cluster, kills: int) -> list[float]:
         leader = settle(cluster)
         time.sleep(0.5)  # heartbeats flowing and every follower caught up
         survivors = [node for node in cluster.nodes.values() if node is not leader]
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         leader.kill()  # SIGKILL by PID, then reaped
         committed = first_commit_after(survivors, killed_at + 10)
         if committed is None:
@@ -95,7 +108,9 @@ def run_failover(cluster: Cluster, kills: int) -> list[float]:
         else:
             times.append(committed - killed_at)
             print(
-                f"  kill {n + 1}: node {leader.node_id} killed, first commit after "
+                f"  kill {n + 1}: node {leader.node_id} killed at "
+                f"{time.strftime('%H:%M:%S', time.localtime(killed_wall))}"
+                f".{int(killed_wall * 1000) % 1000:03d}, first commit after "
                 f"{1000 * times[-1]:.0f} ms",
                 flush=True,
             )
@@ -193,7 +208,10 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=0, help="closed-loop writers meanwhile")
     args = parser.parse_args()
     print(f"# 3 nodes, in memory, process executor; {args.writers} writers; {machine_note()}")
-    with running_cluster(3, keep_logs=args.keep_logs) as cluster:
+    # No cap on queued jobs: the writers' jobs pile up (they are submitted faster than
+    # they run), and at the cap a probe would wait for a place in the queue, not for
+    # the new leader.
+    with running_cluster(3, "--max-active-jobs", "1000000", keep_logs=args.keep_logs) as cluster:
         writers = start_writers(cluster, args.writers) if args.writers else None
         try:
             kills = run_failover(cluster, args.kills) if args.kills else []
