@@ -557,14 +557,11 @@ class RaftCore:
         known = req.candidate_id in self.peers
         up_to_date = self._log_up_to_date(req.last_log_index, req.last_log_term)
         if req.pre_vote:
-            in_lease = self.role == LEADER or (
-                self.leader_id != 0
-                and self._last_leader_contact is not None
-                and now - self._last_leader_contact < self.timings.election_timeout_min
-            )
+            lease_end = self._lease_end()
+            in_lease = self.role == LEADER or now < lease_end
             grant = known and not in_lease and req.term > self.term and up_to_date
-            if known and not in_lease and not up_to_date:
-                self._stand_sooner(now)
+            if known and self.role != LEADER:
+                self._stand_sooner(lease_end if in_lease else now, in_lease or not up_to_date)
             if grant and self.role == PRE_CANDIDATE and self._yields_to(req):
                 self._become_follower(self.term, 0, now)
             return VoteResponse(req.term if grant else self.term, grant)
@@ -588,12 +585,21 @@ class RaftCore:
         mine = (self.log.last_term, self.log.last_index)
         return theirs > mine or (theirs == mine and req.candidate_id < self.node_id)
 
-    def _stand_sooner(self, now: float) -> None:
-        """A peer that lost its leader too asked for a vote its log cannot win: a
-        follower whose log is ahead stands at once instead of at its own, possibly
-        much later, timeout (which would cost the cluster a second election timeout)."""
-        if self.role == FOLLOWER and self.may_lead:
-            self._election_due = min(self._election_due, now)
+    def _lease_end(self) -> float:
+        """Until when this follower refuses pre-votes: it heard a live leader lately."""
+        if self.leader_id == 0 or self._last_leader_contact is None:
+            return -math.inf
+        return self._last_leader_contact + self.timings.election_timeout_min
+
+    def _stand_sooner(self, at: float, should: bool) -> None:
+        """A peer that no longer hears the leader asked for a vote this node does not
+        give. Waiting for this node's own random timeout would then cost the cluster a
+        second election timeout, so it stands itself: at the end of its lease when it
+        still hears the leader (a live leader's next heartbeat cancels that), at once
+        when its log is ahead of the peer's. That holds for a pre-candidate too: the
+        peer may have refused its pre-vote a moment ago and would grant it now."""
+        if should and self.role in (FOLLOWER, PRE_CANDIDATE) and self.may_lead:
+            self._election_due = min(self._election_due, at)
 
     def _on_vote_response(
         self, peer_id: int, req: VoteRequest, resp: VoteResponse, now: float

@@ -358,13 +358,42 @@ class ElectionAndCommitTests(RaftCoreTestCase):
         now = run(nodes, now, 0.4, blocked=lambda s, d: 1 in (s, d))
         self.assertEqual(leader.role, FOLLOWER)
 
-    def test_follower_in_lease_does_not_stand_for_a_stale_peer(self):
+    def test_pre_candidate_ahead_stands_again_when_a_stale_peer_asks(self):
         nodes = cluster(3)
         now = self.elect(nodes, 1)
-        due = nodes[2].core.next_deadline()
+        nodes[1].core.propose(command(1), now)
+        deliver(nodes, 1, [m for m in nodes[1].flush() if m[0] == 2], now)  # 3 misses it
+        ahead, behind = nodes[2].core, nodes[3].core
+        early_at = ahead.next_deadline()
+        heartbeat = AppendEntriesRequest(1, 1, 1, 1, [], 1)
+        behind.receive_request(heartbeat, early_at - 0.05)  # the leader's last words
+        del nodes[1]
+        ahead.tick(early_at)
+        (_, early), _ = nodes[2].flush()
+        refusal = behind.receive_request(early, early_at)
+        self.assertFalse(refusal.vote_granted)
+        ahead.receive_response(3, early, refusal, early_at)
+        self.assertEqual(ahead.role, PRE_CANDIDATE)
+        asked_at = behind.next_deadline()  # its lease over, node 3 asks for votes
+        self.assertLess(asked_at, ahead.next_deadline())
+        behind.tick(asked_at)
+        (_, request), _ = nodes[3].flush()
+        self.assertFalse(ahead.receive_request(request, asked_at).vote_granted)
+        self.assertEqual(ahead.next_deadline(), asked_at)
+        ahead.tick(asked_at)
+        pump(nodes, asked_at)
+        self.assertEqual(ahead.role, LEADER)
+
+    def test_follower_asked_in_lease_stands_when_the_lease_ends_unless_the_leader_speaks(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        follower = nodes[2].core
         stale = VoteRequest(5, 3, 0, 0, True)
-        self.assertFalse(nodes[2].core.receive_request(stale, now).vote_granted)
-        self.assertEqual(nodes[2].core.next_deadline(), due)
+        self.assertFalse(follower.receive_request(stale, now + 0.01).vote_granted)
+        self.assertEqual(follower.next_deadline(), now + 0.15)  # not its own, later timer
+        now = run(nodes, now, 1.0)  # the leader's heartbeats push it back each time
+        self.assertEqual([(n.core.term, n.core.leader_id) for n in nodes.values()], [(1, 1)] * 3)
+        self.assertEqual(nodes[1].core.role, LEADER)
 
     def test_partitioned_node_rejoins_without_disrupting_leader(self):
         nodes = cluster(3)
