@@ -6,13 +6,16 @@ queue of jobs drains, against what this machine can do without jobsched.
 
 process executor:
   latency   one `true` job at a time on an idle 3-node cluster: SubmitJob sent → the
-            leader reports it completed (polled every millisecond), --jobs times
+            client learns it completed, --jobs times, two ways: pushed (the final
+            chunk of StreamJobOutput with follow, as `job logs -f` waits) and polled
+            (GetJobStatus every millisecond: a load of its own on the leader, which
+            slows the node running the job when that is the leader)
   drain     --queue `true` jobs submitted at once (SubmitJobs), time until the last
             is completed; against one process spawning and reaping `sh -c true` in a
             loop (the same count, measured in the same run)
 docker executor:
-  latency   `echo hi` in --image: submit → completed, against a bare
-            `docker run --rm` of the same image (and the executor's flags) timed here
+  latency   `echo hi` in --image: submit → completed (pushed, then polled), against
+            a bare `docker run --rm` of the same image (and the executor's flags)
 
 Every figure carries the load average. Prints; asserts nothing.
 """
@@ -51,19 +54,37 @@ DOCKER_FLAGS = [
 ]
 
 
-def _wait_completed(stub, job_id: str, deadline: float) -> pb.GetJobStatusResponse:
+def _polled_until_finished(stub, job_id: str) -> int:
+    """The job's final status, asking GetJobStatus every POLL_SECONDS."""
     request = pb.GetJobStatusRequest(job_id=job_id)
+    deadline = time.monotonic() + 60
     while True:
-        status = stub.GetJobStatus(request, timeout=10)
-        if status.status in (pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED):
+        status = stub.GetJobStatus(request, timeout=10).status
+        if status in (pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_FAILED):
             return status
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} not finished in time: {status}")
         time.sleep(POLL_SECONDS)
 
 
-def submit_to_completed(stub, command: str, count: int, image: str = "") -> list[float]:
-    """Seconds from sending SubmitJob to seeing the job completed, one job at a time."""
+def _pushed_when_finished(stub, job_id: str) -> int:
+    """The job's final status as the node pushes it: the last chunk of its followed
+    output (what `jobsched job logs -f` waits for) carries it."""
+    request = pb.StreamJobOutputRequest(job_id=job_id, follow=True)
+    for chunk in stub.StreamJobOutput(request, timeout=60):
+        if chunk.final:
+            return chunk.status
+    raise AssertionError(f"the output stream of job {job_id} ended without a final chunk")
+
+
+WATCHERS = {"pushed": _pushed_when_finished, "polled": _polled_until_finished}
+
+
+def submit_to_completed(
+    stub, command: str, count: int, image: str = "", watch: str = "pushed"
+) -> list[float]:
+    """Seconds from sending SubmitJob to learning the job completed, one job at a time."""
+    finished = WATCHERS[watch]
     times = []
     for _ in range(count):
         request = pb.SubmitJobRequest(command=command)
@@ -71,10 +92,10 @@ def submit_to_completed(stub, command: str, count: int, image: str = "") -> list
             request.image = image
         started = time.perf_counter()
         job_id = stub.SubmitJob(request, timeout=10).job_id
-        status = _wait_completed(stub, job_id, time.monotonic() + 60)
-        if status.status != pb.JOB_STATUS_COMPLETED:
-            raise AssertionError(f"job failed: {status}")
+        status = finished(stub, job_id)
         times.append(time.perf_counter() - started)
+        if status != pb.JOB_STATUS_COMPLETED:
+            raise AssertionError(f"job {job_id} did not complete: {status}")
     return sorted(times)
 
 
@@ -129,8 +150,9 @@ def run_process(args) -> None:
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.SchedulerServiceStub(channel)
             submit_to_completed(stub, "true", 5)  # warm up
-            times = submit_to_completed(stub, "true", args.jobs)
-            print(_line("submit → completed, `true`, idle cluster", times), flush=True)
+            for watch in WATCHERS:
+                times = submit_to_completed(stub, "true", args.jobs, watch=watch)
+                print(_line(f"submit → completed, `true`, {watch}", times), flush=True)
             for _ in range(args.rounds):
                 local = local_spawn_seconds(args.queue)
                 drained = drain_seconds(stub, args.queue)
@@ -151,8 +173,9 @@ def run_docker(args) -> None:
             for _ in range(args.rounds):
                 bare = bare_docker_run(args.image, args.jobs)
                 print(_line(f"bare docker run --rm {args.image}", bare), flush=True)
-                times = submit_to_completed(stub, "echo hi", args.jobs, args.image)
-                print(_line("jobsched submit → completed, `echo hi`", times), flush=True)
+                for watch in WATCHERS:
+                    times = submit_to_completed(stub, "echo hi", args.jobs, args.image, watch)
+                    print(_line(f"jobsched submit → completed, `echo hi`, {watch}", times))
 
 
 def main() -> None:
