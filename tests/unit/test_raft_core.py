@@ -337,7 +337,7 @@ class ElectionAndCommitTests(RaftCoreTestCase):
         asks = [(src, m) for src, messages in requests.items() for m in messages if m[0] in nodes]
         # Both requests arrive before either answer: each sees the other's pre-vote.
         answers = [nodes[dst].core.receive_request(request, now) for _, (dst, request) in asks]
-        for (src, (dst, request)), answer in zip(asks, answers):
+        for (src, (dst, request)), answer in zip(asks, answers, strict=True):
             nodes[src].core.receive_response(dst, request, answer, now)
         pump(nodes, now)
         self.assertEqual((nodes[2].core.role, nodes[2].core.term), (LEADER, 2))
