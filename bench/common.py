@@ -144,6 +144,11 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return (utime + stime) / ticks, (cutime + cstime) / ticks
 
 
+def total_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of these live processes, with the children they reaped."""
+    return sum(sum(cpu_seconds(pid)) for pid in pids)
+
+
 def machine_note() -> str:
     """One line: date, CPUs, Python, load averages (other work shares this machine)."""
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())

@@ -39,11 +39,11 @@ import grpc
 
 from bench import etcd
 from bench.common import (
-    cpu_seconds,
     machine_note,
     running_cluster,
     start_profilers,
     stop_profilers,
+    total_cpu_seconds,
 )
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
@@ -103,11 +103,6 @@ def _cancel(address: str, job_ids: list[str]) -> None:
                 stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=10)
 
 
-def _server_cpu(pids: list[int]) -> float:
-    """CPU seconds so far of the processes, and of the children they reaped."""
-    return sum(sum(cpu_seconds(pid)) for pid in pids)
-
-
 def _measure(args, system: str, address: str, pids: list[int], clients: int, batch=0) -> dict:
     """One closed-loop run against `address`; figures plus the servers' CPU."""
     command = [
@@ -141,11 +136,11 @@ def _measure(args, system: str, address: str, pids: list[int], clients: int, bat
             profilers = start_profilers(args.py_spy, names)
             args.profiled.append(clients)
         note = machine_note()
-        cpu_before = _server_cpu(pids)
+        cpu_before = total_cpu_seconds(pids)
         client.stdin.write("go\n")
         client.stdin.flush()
         result = json.loads(client.stdout.readline())
-        cpu = _server_cpu(pids) - cpu_before
+        cpu = total_cpu_seconds(pids) - cpu_before
     finally:
         stop_profilers(profilers)
         client.wait(timeout=60)

@@ -3,6 +3,7 @@ queue of jobs drains, against what this machine can do without jobsched.
 
     .venv/bin/python -m bench.job_latency                     # process executor
     .venv/bin/python -m bench.job_latency --executor docker   # needs a Docker engine
+    .venv/bin/python -m bench.job_latency --worker-slots 8    # the drain with larger batches
 
 process executor:
   latency   one `true` job at a time on an idle 3-node cluster: SubmitJob sent → the
@@ -28,7 +29,7 @@ import time
 
 import grpc
 
-from bench.common import machine_note, percentile, running_cluster
+from bench.common import machine_note, percentile, running_cluster, total_cpu_seconds
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 
@@ -145,7 +146,7 @@ def _line(label: str, times: list[float]) -> str:
 
 
 def run_process(args) -> None:
-    with running_cluster(3) as cluster:
+    with running_cluster(3, "--worker-slots", str(args.worker_slots)) as cluster:
         address = cluster.leader(timeout=10).grpc_address
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.SchedulerServiceStub(channel)
@@ -153,12 +154,16 @@ def run_process(args) -> None:
             for watch in WATCHERS:
                 times = submit_to_completed(stub, "true", args.jobs, watch=watch)
                 print(_line(f"submit → completed, `true`, {watch}", times), flush=True)
+            pids = [node.process.pid for node in cluster.nodes.values()]
             for _ in range(args.rounds):
                 local = local_spawn_seconds(args.queue)
+                cpu_before = total_cpu_seconds(pids)
                 drained = drain_seconds(stub, args.queue)
+                cpu_ms = 1000 * (total_cpu_seconds(pids) - cpu_before) / args.queue
                 print(
-                    f"{args.queue} `true` jobs: cluster drains {args.queue / drained:7.0f}/s, "
-                    f"one process spawns and reaps `sh -c true` {args.queue / local:7.0f}/s "
+                    f"{args.queue} `true` jobs: cluster drains {args.queue / drained:7.0f}/s "
+                    f"({cpu_ms:.1f} ms CPU per job, nodes and their jobs), one process spawns "
+                    f"and reaps `sh -c true` {args.queue / local:7.0f}/s "
                     f"= {local / drained:.2f}x   {machine_note()}",
                     flush=True,
                 )
@@ -185,6 +190,9 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=500, help="jobs in the drain test")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--image", default="jobsched-test/busybox:latest")
+    parser.add_argument(
+        "--worker-slots", type=int, default=4, help="per node (process executor; default 4)"
+    )
     args = parser.parse_args()
     if args.executor == "process":
         run_process(args)
