@@ -98,7 +98,7 @@ def run_failover(cluster: Cluster, kills: int) -> list[float]:
     times = []
     for n in range(kills):
         leader = settle(cluster)
-        time.sleep(0.5)  # heartbeats flowing and every follower caught up
+        time.sleep(0.5)  # a steady state: heartbeats and writes flowing for a while
         survivors = [node for node in cluster.nodes.values() if node is not leader]
         killed_at, killed_wall = time.monotonic(), time.time()
         leader.kill()  # SIGKILL by PID, then reaped

@@ -560,8 +560,8 @@ class RaftCore:
             lease_end = self._lease_end()
             in_lease = self.role == LEADER or now < lease_end
             grant = known and not in_lease and req.term > self.term and up_to_date
-            if known and self.role != LEADER:
-                self._stand_sooner(lease_end if in_lease else now, in_lease or not up_to_date)
+            if known and self.role != LEADER and (in_lease or not up_to_date):
+                self._stand_sooner(lease_end if in_lease else now)
             if grant and self.role == PRE_CANDIDATE and self._yields_to(req):
                 self._become_follower(self.term, 0, now)
             return VoteResponse(req.term if grant else self.term, grant)
@@ -591,14 +591,14 @@ class RaftCore:
             return -math.inf
         return self._last_leader_contact + self.timings.election_timeout_min
 
-    def _stand_sooner(self, at: float, should: bool) -> None:
+    def _stand_sooner(self, at: float) -> None:
         """A peer that no longer hears the leader asked for a vote this node does not
         give. Waiting for this node's own random timeout would then cost the cluster a
         second election timeout, so it stands itself: at the end of its lease when it
         still hears the leader (a live leader's next heartbeat cancels that), at once
         when its log is ahead of the peer's. That holds for a pre-candidate too: the
         peer may have refused its pre-vote a moment ago and would grant it now."""
-        if should and self.role in (FOLLOWER, PRE_CANDIDATE) and self.may_lead:
+        if self.role in (FOLLOWER, PRE_CANDIDATE) and self.may_lead:
             self._election_due = min(self._election_due, at)
 
     def _on_vote_response(
