@@ -49,6 +49,16 @@ class IRaftTransport(Interface):
         """
 
 
+class IEventLoopUser(Interface):
+    """Something that runs on the gRPC server's event loop while that loop runs."""
+
+    def attach(loop):
+        """The loop has started (called on the reactor thread)."""
+
+    def detach():
+        """The loop is about to stop: let go of it (a coroutine, run on the loop)."""
+
+
 class IStateMachine(Interface):
     """The replicated state: changed only by applying committed entries, in order."""
 

@@ -39,6 +39,7 @@ from jobsched.net.leader import LeaderClient
 from jobsched.net.peers import PeerClient
 from jobsched.net.server import GrpcServerService, PortUnavailable
 from jobsched.net.streams import StreamLimits
+from jobsched.raft.append_streams import AppendStreams
 from jobsched.raft.service import RaftService, RaftTimings
 from jobsched.raft.sqlite_storage import SqliteStorage, StorageError
 from jobsched.raft.storage import MemoryStorage
@@ -120,7 +121,8 @@ class NodeService(MultiService):
         self.fence.setServiceParent(self)
         self.table = JobTable()
         self.storage = build_storage(config, reactor)
-        self.transport = GrpcTransport(peers, wire, reactor)
+        self.append_streams = AppendStreams(reactor, wire.open_aio_channel)
+        self.transport = GrpcTransport(peers, wire, reactor, streams=self.append_streams)
         self.raft = RaftService(
             node_id=config.node_id,
             peers=peers,
@@ -207,6 +209,7 @@ class NodeService(MultiService):
             wire,
             reactor,
             access=AccessPolicy(config.peers, config.tls, self.tokens),
+            loop_users=[self.append_streams],
         )
         self.grpc.setServiceParent(self)
         metrics.registry.register(StateCollector(self.api, self.worker, self.storage, streams))

@@ -770,6 +770,11 @@ class RaftServiceStub:
                 request_serializer=jobsched_dot___proto_dot_scheduler__pb2.InstallSnapshotRequest.SerializeToString,
                 response_deserializer=jobsched_dot___proto_dot_scheduler__pb2.InstallSnapshotResponse.FromString,
                 _registered_method=True)
+        self.AppendEntriesStream = channel.stream_stream(
+                '/scheduler.RaftService/AppendEntriesStream',
+                request_serializer=jobsched_dot___proto_dot_scheduler__pb2.AppendEntriesRequest.SerializeToString,
+                response_deserializer=jobsched_dot___proto_dot_scheduler__pb2.AppendEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class RaftServiceServicer:
@@ -799,6 +804,15 @@ class RaftServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendEntriesStream(self, request_iterator, context):
+        """AppendEntries over one long-lived stream per leader and follower: each request is
+        answered in order, as AppendEntries answers it. A leader falls back to
+        AppendEntries when a peer answers UNIMPLEMENTED (an older node).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -821,6 +835,11 @@ def add_RaftServiceServicer_to_server(servicer, server):
                     servicer.InstallSnapshot,
                     request_deserializer=jobsched_dot___proto_dot_scheduler__pb2.InstallSnapshotRequest.FromString,
                     response_serializer=jobsched_dot___proto_dot_scheduler__pb2.InstallSnapshotResponse.SerializeToString,
+            ),
+            'AppendEntriesStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AppendEntriesStream,
+                    request_deserializer=jobsched_dot___proto_dot_scheduler__pb2.AppendEntriesRequest.FromString,
+                    response_serializer=jobsched_dot___proto_dot_scheduler__pb2.AppendEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -931,6 +950,33 @@ class RaftService:
             '/scheduler.RaftService/InstallSnapshot',
             jobsched_dot___proto_dot_scheduler__pb2.InstallSnapshotRequest.SerializeToString,
             jobsched_dot___proto_dot_scheduler__pb2.InstallSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendEntriesStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/scheduler.RaftService/AppendEntriesStream',
+            jobsched_dot___proto_dot_scheduler__pb2.AppendEntriesRequest.SerializeToString,
+            jobsched_dot___proto_dot_scheduler__pb2.AppendEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

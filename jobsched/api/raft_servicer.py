@@ -1,5 +1,6 @@
 """RaftService over gRPC (inbound): decoded on the gRPC server's event loop, answered by
-the node's Raft on the reactor (through the bridge), encoded."""
+the node's Raft on the reactor (through the bridge), encoded. AppendEntriesStream
+answers a leader's AppendEntries one after the other on one long-lived stream."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from jobsched.raft import codec
 
 
 class RaftServicer(pb_grpc.RaftServiceServicer):
-    """RequestVote, AppendEntries, TimeoutNow, InstallSnapshot."""
+    """RequestVote, AppendEntries (one call each, or a stream of them), TimeoutNow,
+    InstallSnapshot."""
 
     def __init__(
         self, raft: IRaftService, bridge: ReactorBridge, metrics: NodeMetrics | None = None
@@ -36,6 +38,11 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
 
     async def AppendEntries(self, request, context):
         return await self._answer(request, context)
+
+    async def AppendEntriesStream(self, requests, context):
+        """Each request answered in order; an error ends the stream with its status."""
+        async for request in requests:
+            yield await self._answer(request, context)
 
     async def TimeoutNow(self, request, context):
         return await self._answer(request, context)

@@ -45,6 +45,7 @@ SCHEDULER_ROLES: dict[str, Role] = {
 NODE_CLAIMS: dict[str, Callable[[Message], Iterable[int]]] = {
     RAFT + "RequestVote": lambda request: [request.candidate_id],
     RAFT + "AppendEntries": lambda request: [request.leader_id],
+    RAFT + "AppendEntriesStream": lambda request: [request.leader_id],
     RAFT + "TimeoutNow": lambda request: [request.leader_id],
     RAFT + "InstallSnapshot": lambda request: [request.leader_id],
     INTERNAL + "WorkerHeartbeat": lambda request: [request.node_id],

@@ -39,6 +39,14 @@ def open_channel(address: str, tls: TlsMaterial | None = None) -> grpc.Channel:
     return grpc.secure_channel(address, credentials, options=TLS_CHANNEL_OPTIONS)
 
 
+def open_aio_channel(address: str, tls: TlsMaterial | None = None) -> grpc.aio.Channel:
+    """`open_channel` for grpc.aio: to be opened, used and closed on one event loop."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(tls.ca_cert, tls.key, tls.cert)
+    return grpc.aio.secure_channel(address, credentials, options=TLS_CHANNEL_OPTIONS)
+
+
 class Wire:
     """Opens the channels and ports of one node: plaintext without TLS files, mutual
     TLS (and HTTPS) with them. The files are read by `load` (start-up), or on first
@@ -65,6 +73,10 @@ class Wire:
     def open_channel(self, address: str) -> grpc.Channel:
         """A channel to a node's gRPC address (`host:port`)."""
         return open_channel(address, self._tls())
+
+    def open_aio_channel(self, address: str) -> grpc.aio.Channel:
+        """A grpc.aio channel to a node's gRPC address, on the running event loop."""
+        return open_aio_channel(address, self._tls())
 
     def add_port(self, server: grpc.aio.Server, bind: str) -> int:
         """Listen on `bind` (`host:port`); returns the port bound (0 if it failed)."""

@@ -53,8 +53,9 @@ def _refusing(behaviour):
 
 
 class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary-request handler's deserializer (see module docstring). The
-    handlers are coroutines (a server stream writes with `context.write`). Each
+    """Wraps every handler's deserializer (see module docstring). Unary-request
+    handlers are coroutines (a server stream writes with `context.write`); handlers of
+    a stream of requests are async generators. Each
     method's wrapped handler is made once and kept: the registered handlers never
     change while the server runs."""
 
@@ -73,14 +74,38 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _wrap(handler):
-    if handler is None or handler.request_streaming or handler.request_deserializer is None:
+    if handler is None or handler.request_deserializer is None:
         return handler
+    if handler.request_streaming:
+        if not handler.response_streaming:
+            return handler
+        return handler._replace(
+            request_deserializer=_lenient(handler.request_deserializer),
+            stream_stream=_refusing_in_stream(handler.stream_stream),
+        )
     behaviour_field = "unary_stream" if handler.response_streaming else "unary_unary"
     return handler._replace(
         request_deserializer=_lenient(handler.request_deserializer),
         response_serializer=_passing_bytes(handler.response_serializer),
         **{behaviour_field: _refusing(getattr(handler, behaviour_field))},
     )
+
+
+def _refusing_in_stream(behaviour):
+    """A stream of requests (its handler an async generator) ends with
+    INVALID_ARGUMENT at the first request that could not be decoded."""
+
+    async def handle(requests, context):
+        async def decoded():
+            async for request in requests:
+                if isinstance(request, _Malformed):
+                    await _refuse(request, context)
+                yield request
+
+        async for response in behaviour(decoded(), context):
+            yield response
+
+    return handle
 
 
 def _passing_bytes(serialize):
@@ -97,20 +122,35 @@ def _passing_bytes(serialize):
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
     """Refuses a call its AccessPolicy refuses (UNAUTHENTICATED or PERMISSION_DENIED,
-    with the code in the trailing metadata) before its handler runs. Put it first, so
+    with the code in the trailing metadata) before its handler runs; a stream of
+    requests is checked as it opens and at each request. Put it first, so
     that it sees the request as the next interceptors pass it on (a malformed one
     included, which is then refused by the handler)."""
 
     def __init__(self, policy: AccessPolicy) -> None:
         self._policy = policy
+        self._guarded_handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        if method in self._guarded_handlers:
+            return self._guarded_handlers[method]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        if handler.request_streaming or not self._policy.knows(method):
+        guarded = self._guarded_handlers[method] = self._guard(method, handler)
+        return guarded
+
+    def _guard(self, method: str, handler):
+        """The handler that checks each call first (made once per method)."""
+        if not self._policy.knows(method):
             return _refusing_handler(handler, method)
+        if handler.request_streaming:
+            if not handler.response_streaming:
+                return _refusing_handler(handler, method)
+            return handler._replace(
+                stream_stream=self._guarded_stream(method, handler.stream_stream)
+            )
         behaviour_field = "unary_stream" if handler.response_streaming else "unary_unary"
         return handler._replace(
             **{behaviour_field: self._guarded(method, getattr(handler, behaviour_field))}
@@ -125,6 +165,31 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             except JobschedError as error:
                 await _abort(context, error)
             return await behaviour(request, context)
+
+        return handle
+
+    def _guarded_stream(self, method: str, behaviour):
+        """Checks the caller when the stream opens and each request's claims as it
+        comes; the first refusal ends the stream."""
+        policy = self._policy
+
+        async def handle(requests, context):
+            caller = Caller.of(context)
+
+            async def checked():
+                async for request in requests:
+                    try:
+                        policy.check(method, caller, request)
+                    except JobschedError as error:
+                        await _abort(context, error)
+                    yield request
+
+            try:
+                policy.check(method, caller, None)
+            except JobschedError as error:
+                await _abort(context, error)
+            async for response in behaviour(checked(), context):
+                yield response
 
         return handle
 

@@ -58,6 +58,11 @@ class EventLoopThread:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop (once started)."""
+        return self._loop
+
     def submit(self, coroutine: Coroutine) -> concurrent.futures.Future:
         """Run `coroutine` on the loop; a thread-safe future of its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)

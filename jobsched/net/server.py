@@ -3,7 +3,8 @@
 The server is `grpc.aio` on an asyncio loop in a thread of its own. Handlers are
 coroutines that reach the reactor through the bridge (`net/bridge.py`), so a call
 that waits — for a commit, for the leader, for a stream's reader — holds no thread,
-and clients cannot crowd out Raft's RPCs on the same port.
+and clients cannot crowd out Raft's RPCs on the same port. Its `loop_users` (the
+outbound AppendEntries streams) use the loop while it runs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from jobsched.config import format_address
-from jobsched.interfaces import IApiServer
+from jobsched.interfaces import IApiServer, IEventLoopUser
 from jobsched.net.access import AccessPolicy
 from jobsched.net.channels import Wire
 from jobsched.net.interceptors import AccessInterceptor, MalformedRequestInterceptor
@@ -40,7 +41,8 @@ class PortUnavailable(RuntimeError):
 @implementer(IApiServer)
 class GrpcServerService(Service):
     """Serves the registered services on `host:port` (127.0.0.1 by default), through
-    the wire's port (plaintext or mutual TLS); `access` decides who may call what."""
+    the wire's port (plaintext or mutual TLS); `access` decides who may call what;
+    `loop_users` are attached to the loop once serving and detached before it stops."""
 
     log = Logger()
 
@@ -52,6 +54,7 @@ class GrpcServerService(Service):
         wire: Wire,
         reactor=None,
         access: AccessPolicy | None = None,
+        loop_users: Sequence[IEventLoopUser] = (),
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -60,6 +63,7 @@ class GrpcServerService(Service):
         self._wire = wire
         self._reactor = reactor
         self._access = access
+        self._loop_users = list(loop_users)
         self._loop: EventLoopThread | None = None
         self._server: grpc.aio.Server | None = None
         self.port = port
@@ -76,6 +80,8 @@ class GrpcServerService(Service):
             self._loop.join(START_SECONDS)
             self._loop = None
             raise
+        for user in self._loop_users:
+            user.attach(self._loop.loop)
         security = "mutual TLS" if self._wire.secure else "plaintext"
         self.log.info("gRPC listening on {bind} ({security})", bind=self._bind, security=security)
 
@@ -120,6 +126,8 @@ class GrpcServerService(Service):
         return stopped
 
     async def _stop(self) -> None:
+        for user in self._loop_users:
+            await user.detach()
         server, self._server = self._server, None
         if server is not None:
             await server.stop(STOP_GRACE_SECONDS)

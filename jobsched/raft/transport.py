@@ -1,4 +1,6 @@
-"""GrpcTransport: outbound Raft requests to peers over gRPC, as Deferreds."""
+"""GrpcTransport: outbound Raft requests to peers over gRPC, as Deferreds:
+AppendEntries on a stream per peer while the gRPC server's loop runs
+(raft/append_streams.py), everything else as unary calls."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from jobsched.interfaces import IRaftTransport
 from jobsched.net.channels import Wire
 from jobsched.net.outbound import call_deferred
 from jobsched.raft import codec, messages
+from jobsched.raft.append_streams import AppendStreams
 
 METHOD_BY_REQUEST = {
     messages.VoteRequest: "RequestVote",
@@ -31,12 +34,14 @@ class GrpcTransport:
         reactor,
         rpc_timeout: float = 0.5,
         snapshot_timeout: float = 1.0,
+        streams: AppendStreams | None = None,
     ) -> None:
         self._addresses = dict(peers)
         self._wire = wire
         self._reactor = reactor
         self._rpc_timeout = rpc_timeout
         self._snapshot_timeout = snapshot_timeout
+        self._streams = streams
         self._stubs: dict[int, pb_grpc.RaftServiceStub] = {}
         self._channels: dict[int, grpc.Channel] = {}
 
@@ -49,6 +54,14 @@ class GrpcTransport:
         return stub
 
     def send(self, peer_id: int, request) -> defer.Deferred:
+        streams = self._streams
+        if (
+            streams is not None
+            and isinstance(request, messages.AppendEntriesRequest)
+            and streams.serves(self._addresses[peer_id])
+        ):
+            sent = streams.send(self._addresses[peer_id], codec.to_wire(request), self._rpc_timeout)
+            return sent.addCallback(codec.from_wire)
         method = getattr(self._stub(peer_id), METHOD_BY_REQUEST[type(request)])
         timeout = (
             self._snapshot_timeout

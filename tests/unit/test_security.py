@@ -21,6 +21,7 @@ from jobsched import errors
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
+from jobsched.api.raft_servicer import RaftServicer
 from jobsched.api.rest import ROUTE_ROLES, RestApi
 from jobsched.cli.certs import CertError, make_ca, make_client, make_node
 from jobsched.cli.main import main
@@ -415,6 +416,7 @@ class TlsServerTests(unittest.TestCase):
         services = [
             SchedulerServicer(self.api, None, bridge).register,
             InternalServicer(self.api, None, bridge).register,
+            RaftServicer(None, bridge).register,
         ]
         access = AccessPolicy({2: None}, tls=True, tokens=store())
         self.server = GrpcServerService("127.0.0.1", 0, services, wire, reactor, access)
@@ -472,6 +474,27 @@ class TlsServerTests(unittest.TestCase):
         for credentials in (self.pki.no_certificate(), self.pki.foreign_client(), None):
             answer = yield self.call(credentials, "GetJobStatus", request, READ)
             self.assertCode(answer, grpc.StatusCode.UNAVAILABLE)
+
+    @defer.inlineCallbacks
+    def test_only_a_peer_may_open_a_stream_of_appends_and_only_as_itself(self):
+        request = pb.AppendEntriesRequest(term=1, leader_id=2).SerializeToString()
+
+        def blocking(credentials):
+            channel = client_channel(self.address, credentials)
+            try:
+                call = channel.stream_stream("/scheduler.RaftService/AppendEntriesStream")
+                return list(call(iter([request]), timeout=10))
+            except grpc.RpcError as error:
+                return error
+            finally:
+                channel.close()
+
+        refused = yield threads.deferToThread(blocking, self.pki.client())
+        self.assertCode(refused, grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("only cluster nodes", refused.details())
+        refused = yield threads.deferToThread(blocking, self.pki.as_node(3))
+        self.assertCode(refused, grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("node 3 is not a peer", refused.details())
 
     @defer.inlineCallbacks
     def test_a_malformed_request_of_a_stranger_is_refused_for_who_sent_it(self):
