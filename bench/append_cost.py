@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 
 import grpc
 
-from bench.common import cpu_seconds, machine_note
+from bench.common import cpu_seconds, machine_note, serving
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from tests.nodeproc import free_port
 
 REQUEST = pb.AppendEntriesRequest(
     term=3,
@@ -110,17 +107,8 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args.serve))
         return
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.append_cost", "--serve", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        if server.stdout.readline().strip() != "serving":
-            raise RuntimeError("the server did not start")
-        count = args.messages
+    count = args.messages
+    with serving("bench.append_cost") as (address, server):
         for _ in range(args.rounds):
             measure("unary AppendEntries", lambda: unary_calls(address, count), server.pid, count)
             measure(
@@ -129,9 +117,6 @@ def main() -> None:
                 server.pid,
                 count,
             )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,25 @@ def machine_note() -> str:
     )
 
 
+@contextlib.contextmanager
+def serving(module: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m <module> --serve PORT` in a process of its own, once it has printed
+    "serving": yields its address and process; terminated at the end."""
+    from tests.nodeproc import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", module, "--serve", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        if server.stdout.readline().strip() != "serving":
+            raise RuntimeError(f"the {module} server did not start")
+        yield f"127.0.0.1:{port}", server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def start_profilers(out_dir: str, outputs: dict[int, str]) -> list[subprocess.Popen]:
     """py-spy on each process (GIL holders, every thread, raw collapsed stacks) into
     out_dir/<name>.txt, for `outputs` of pid -> name; for bench/profile_summary.py.

@@ -21,10 +21,9 @@ import sys
 
 import grpc
 
-from bench.common import cpu_seconds, machine_note
+from bench.common import cpu_seconds, machine_note, serving
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from tests.nodeproc import free_port
 
 
 class NoOpScheduler(pb_grpc.SchedulerServiceServicer):
@@ -73,17 +72,9 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args.serve))
         return
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.grpc_floor", "--serve", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        if server.stdout.readline().strip() != "serving":
-            raise RuntimeError("the server did not start")
+    with serving("bench.grpc_floor") as (address, server):
         for clients in (int(level) for level in args.clients.split(",")):
-            result = measure(f"127.0.0.1:{port}", server.pid, clients, args.seconds)
+            result = measure(address, server.pid, clients, args.seconds)
             calls = max(1, result["calls"])
             print(
                 f"no-op grpc.aio SubmitJob, {clients:2d} clients: {result['rate']:7.0f} calls/s"
@@ -92,9 +83,6 @@ def main() -> None:
                 f" client {1000 * result['client_cpu'] / calls:.3f} ms   {machine_note()}",
                 flush=True,
             )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":
