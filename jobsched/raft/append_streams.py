@@ -10,13 +10,15 @@ batches (net/loop.Inbox).
 A stream answers in order, so answers are matched to requests first in, first out. A
 request not answered within its timeout fails, as a unary call would, and ends its
 stream (the next request opens another); a stream that ends with an error fails every
-request still on it. A peer that answers UNIMPLEMENTED (a node of an older version)
-is sent unary calls from then on.
+request still on it. A stream that ends before its first answer with UNIMPLEMENTED (a
+node of an older version) or INTERNAL (how grpc reports a write that raced with such
+an end) sends its peer unary calls for UNARY_SECONDS, then a stream is tried again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -31,18 +33,27 @@ from jobsched.net.loop import Inbox, wake_loop
 from jobsched.net.outbound import CallFailed
 
 METHOD = "/scheduler.RaftService/AppendEntriesStream"
+UNARY_SECONDS = 60.0
+NOT_SERVED = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL)
+"""How a stream to a peer that does not serve AppendEntriesStream ends."""
 
 
 @implementer(IEventLoopUser)
 class AppendStreams:
     """The streams of one node to its peers, by peer address."""
 
-    def __init__(self, reactor, open_channel: Callable[[str], grpc.aio.Channel]) -> None:
+    def __init__(
+        self,
+        reactor,
+        open_channel: Callable[[str], grpc.aio.Channel],
+        unary_seconds: float = UNARY_SECONDS,
+    ) -> None:
         self._reactor = reactor
         self._open_channel = open_channel
+        self._unary_seconds = unary_seconds
         self._to_reactor = Inbox(reactor.callFromThread)
         self._to_loop: Inbox | None = None
-        self._unary_only: set[str] = set()
+        self._unary_until: dict[str, float] = {}  # address -> time.monotonic()
         # Used on the loop thread only:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._streams: dict[str, _PeerStream] = {}
@@ -61,7 +72,9 @@ class AppendStreams:
 
     def serves(self, address: str) -> bool:
         """Whether a request to `address` goes on a stream (else: a unary call)."""
-        return self._to_loop is not None and address not in self._unary_only
+        if self._to_loop is None:
+            return False
+        return time.monotonic() >= self._unary_until.get(address, 0.0)
 
     def send(self, address: str, request: pb.AppendEntriesRequest, timeout: float):
         """A Deferred of the answer (pb.AppendEntriesResponse) or of a CallFailed."""
@@ -90,9 +103,12 @@ class AppendStreams:
             if channel is None:
                 channel = self._channels[address] = self._open_channel(address)
             stream = self._streams[address] = _PeerStream(
-                channel, self._settle, partial(self._unary_only.add, address)
+                channel, self._settle, partial(self._send_unary, address)
             )
         stream.write(request, outstanding)
+
+    def _send_unary(self, address: str) -> None:
+        self._unary_until[address] = time.monotonic() + self._unary_seconds
 
     def _end_stream_of(self, address: str, outstanding: _Outstanding) -> None:
         stream = self._streams.get(address)
@@ -107,7 +123,7 @@ class _PeerStream:
     """One AppendEntriesStream call: a task writing requests in order, a task reading
     answers and matching them to the requests waiting."""
 
-    def __init__(self, channel: grpc.aio.Channel, settle, on_unimplemented) -> None:
+    def __init__(self, channel: grpc.aio.Channel, settle, on_not_served) -> None:
         method = channel.stream_stream(
             METHOD,
             request_serializer=pb.AppendEntriesRequest.SerializeToString,
@@ -115,7 +131,8 @@ class _PeerStream:
         )
         self._call = method()
         self._settle = settle
-        self._on_unimplemented = on_unimplemented
+        self._on_not_served = on_not_served
+        self._answered = False
         self._waiting: deque[_Outstanding] = deque()
         self._outbox: asyncio.Queue = asyncio.Queue()
         self.ended = False
@@ -153,10 +170,10 @@ class _PeerStream:
         self.ended = True
         self._writer.cancel()
         self._call.cancel()
+        if not self._answered and failure.code in NOT_SERVED:
+            self._on_not_served()  # first: a failed request may be sent again at once
         while self._waiting:
             self._settle(self._waiting.popleft(), failure)
-        if failure.code == grpc.StatusCode.UNIMPLEMENTED:
-            self._on_unimplemented()
 
     async def _answer_all(self) -> CallFailed:
         """Match answers to requests until the call ends; how it ended."""
@@ -165,6 +182,7 @@ class _PeerStream:
                 response = await self._call.read()
                 if response is grpc.aio.EOF:
                     return CallFailed(grpc.StatusCode.UNAVAILABLE, "the peer ended the stream")
+                self._answered = True
                 if self._waiting:
                     self._settle(self._waiting.popleft(), response)
         except grpc.RpcError as error:
