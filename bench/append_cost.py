@@ -17,10 +17,11 @@ import argparse
 import asyncio
 import threading
 import time
+from functools import partial
 
 import grpc
 
-from bench.common import cpu_seconds, machine_note, serving
+from bench.common import cpu_seconds, machine_note, serve_until_killed, serving
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 
@@ -42,15 +43,6 @@ class AnsweringRaft(pb_grpc.RaftServiceServicer):
     async def AppendEntriesStream(self, requests, context):
         async for _request in requests:
             yield ANSWER
-
-
-async def serve(port: int) -> None:
-    server = grpc.aio.server()
-    pb_grpc.add_RaftServiceServicer_to_server(AnsweringRaft(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    print("serving", flush=True)
-    await server.wait_for_termination()
 
 
 def unary_calls(address: str, count: int) -> None:
@@ -105,7 +97,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve))
+        register = partial(pb_grpc.add_RaftServiceServicer_to_server, AnsweringRaft())
+        asyncio.run(serve_until_killed(args.serve, register))
         return
     count = args.messages
     with serving("bench.append_cost") as (address, server):

@@ -158,6 +158,17 @@ def machine_note() -> str:
     )
 
 
+async def serve_until_killed(port: int, register) -> None:
+    """A grpc.aio server on 127.0.0.1:`port` with what `register(server)` adds; prints
+    "serving" once it answers (what `serving` waits for)."""
+    server = grpc.aio.server()
+    register(server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print("serving", flush=True)
+    await server.wait_for_termination()
+
+
 @contextlib.contextmanager
 def serving(module: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """`python -m <module> --serve PORT` in a process of its own, once it has printed

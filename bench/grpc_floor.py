@@ -18,10 +18,9 @@ import asyncio
 import json
 import subprocess
 import sys
+from functools import partial
 
-import grpc
-
-from bench.common import cpu_seconds, machine_note, serving
+from bench.common import cpu_seconds, machine_note, serve_until_killed, serving
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 
@@ -29,15 +28,6 @@ from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 class NoOpScheduler(pb_grpc.SchedulerServiceServicer):
     async def SubmitJob(self, request, context):
         return pb.SubmitJobResponse(job_id="0" * 36, created_at_ms=1)
-
-
-async def serve(port: int) -> None:
-    server = grpc.aio.server()
-    pb_grpc.add_SchedulerServiceServicer_to_server(NoOpScheduler(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    print("serving", flush=True)
-    await server.wait_for_termination()
 
 
 def measure(address: str, server_pid: int, clients: int, seconds: float) -> dict:
@@ -70,7 +60,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve))
+        register = partial(pb_grpc.add_SchedulerServiceServicer_to_server, NoOpScheduler())
+        asyncio.run(serve_until_killed(args.serve, register))
         return
     with serving("bench.grpc_floor") as (address, server):
         for clients in (int(level) for level in args.clients.split(",")):

@@ -30,21 +30,14 @@ CHANNEL_OPTIONS = [
 TLS_CHANNEL_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", SERVER_NAME)]
 
 
-def open_channel(address: str, tls: TlsMaterial | None = None) -> grpc.Channel:
+def open_channel(address: str, tls: TlsMaterial | None = None, api=grpc) -> grpc.Channel:
     """A channel to a node's gRPC address (`host:port`): plaintext, or mutual TLS
-    presenting `tls.cert` and verifying the node as `jobsched` against `tls.ca_cert`."""
+    presenting `tls.cert` and verifying the node as `jobsched` against `tls.ca_cert`.
+    With `api=grpc.aio`, a grpc.aio channel (opened, used and closed on one loop)."""
     if tls is None:
-        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return api.insecure_channel(address, options=CHANNEL_OPTIONS)
     credentials = grpc.ssl_channel_credentials(tls.ca_cert, tls.key, tls.cert)
-    return grpc.secure_channel(address, credentials, options=TLS_CHANNEL_OPTIONS)
-
-
-def open_aio_channel(address: str, tls: TlsMaterial | None = None) -> grpc.aio.Channel:
-    """`open_channel` for grpc.aio: to be opened, used and closed on one event loop."""
-    if tls is None:
-        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    credentials = grpc.ssl_channel_credentials(tls.ca_cert, tls.key, tls.cert)
-    return grpc.aio.secure_channel(address, credentials, options=TLS_CHANNEL_OPTIONS)
+    return api.secure_channel(address, credentials, options=TLS_CHANNEL_OPTIONS)
 
 
 class Wire:
@@ -76,7 +69,7 @@ class Wire:
 
     def open_aio_channel(self, address: str) -> grpc.aio.Channel:
         """A grpc.aio channel to a node's gRPC address, on the running event loop."""
-        return open_aio_channel(address, self._tls())
+        return open_channel(address, self._tls(), api=grpc.aio)
 
     def add_port(self, server: grpc.aio.Server, bind: str) -> int:
         """Listen on `bind` (`host:port`); returns the port bound (0 if it failed)."""

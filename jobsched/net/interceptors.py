@@ -95,14 +95,24 @@ def _refusing_in_stream(behaviour):
     """A stream of requests (its handler an async generator) ends with
     INVALID_ARGUMENT at the first request that could not be decoded."""
 
+    async def refuse_malformed(request, context) -> None:
+        if isinstance(request, _Malformed):
+            await _refuse(request, context)
+
+    return _checking_each(behaviour, refuse_malformed)
+
+
+def _checking_each(behaviour, check):
+    """A stream-stream handler that awaits `check(request, context)` on each request
+    before `behaviour` (an async generator) sees it; a check that aborts ends it."""
+
     async def handle(requests, context):
-        async def decoded():
+        async def checked():
             async for request in requests:
-                if isinstance(request, _Malformed):
-                    await _refuse(request, context)
+                await check(request, context)
                 yield request
 
-        async for response in behaviour(decoded(), context):
+        async for response in behaviour(checked(), context):
             yield response
 
     return handle
@@ -176,19 +186,14 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         async def handle(requests, context):
             caller = Caller.of(context)
 
-            async def checked():
-                async for request in requests:
-                    try:
-                        policy.check(method, caller, request)
-                    except JobschedError as error:
-                        await _abort(context, error)
-                    yield request
+            async def check(request, context) -> None:
+                try:
+                    policy.check(method, caller, request)
+                except JobschedError as error:
+                    await _abort(context, error)
 
-            try:
-                policy.check(method, caller, None)
-            except JobschedError as error:
-                await _abort(context, error)
-            async for response in behaviour(checked(), context):
+            await check(None, context)
+            async for response in _checking_each(behaviour, check)(requests, context):
                 yield response
 
         return handle
