@@ -4,6 +4,7 @@ queue of jobs drains, against what this machine can do without jobsched.
     .venv/bin/python -m bench.job_latency                     # process executor
     .venv/bin/python -m bench.job_latency --executor docker   # needs a Docker engine
     .venv/bin/python -m bench.job_latency --worker-slots 8    # the drain with larger batches
+    .venv/bin/python -m bench.job_latency --queue 2000 --py-spy DIR   # profile the drains
 
 process executor:
   latency   one `true` job at a time on an idle 3-node cluster: SubmitJob sent → the
@@ -29,7 +30,14 @@ import time
 
 import grpc
 
-from bench.common import machine_note, percentile, running_cluster, total_cpu_seconds
+from bench.common import (
+    machine_note,
+    percentile,
+    running_cluster,
+    start_profilers,
+    stop_profilers,
+    total_cpu_seconds,
+)
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 
@@ -154,12 +162,21 @@ def run_process(args) -> None:
             for watch in WATCHERS:
                 times = submit_to_completed(stub, "true", args.jobs, watch=watch)
                 print(_line(f"submit → completed, `true`, {watch}", times), flush=True)
+            leader_pid = cluster.leader(timeout=10).process.pid
             pids = [node.process.pid for node in cluster.nodes.values()]
-            for _ in range(args.rounds):
+            names = {pid: f"follower{n}" for n, pid in enumerate(pids)} | {leader_pid: "leader"}
+            for round_number in range(args.rounds):
                 local = local_spawn_seconds(args.queue)
+                profilers = []
+                if args.py_spy:
+                    outputs = {pid: f"drain{round_number}-{name}" for pid, name in names.items()}
+                    profilers = start_profilers(args.py_spy, outputs)
                 cpu_before = total_cpu_seconds(pids)
-                drained = drain_seconds(stub, args.queue)
-                cpu_ms = 1000 * (total_cpu_seconds(pids) - cpu_before) / args.queue
+                try:
+                    drained = drain_seconds(stub, args.queue)
+                    cpu_ms = 1000 * (total_cpu_seconds(pids) - cpu_before) / args.queue
+                finally:
+                    stop_profilers(profilers)
                 print(
                     f"{args.queue} `true` jobs: cluster drains {args.queue / drained:7.0f}/s "
                     f"({cpu_ms:.1f} ms CPU per job, nodes and their jobs), one process spawns "
@@ -192,6 +209,9 @@ def main() -> None:
     parser.add_argument("--image", default="jobsched-test/busybox:latest")
     parser.add_argument(
         "--worker-slots", type=int, default=4, help="per node (process executor; default 4)"
+    )
+    parser.add_argument(
+        "--py-spy", metavar="DIR", default="", help="profile each node's drains into DIR"
     )
     args = parser.parse_args()
     if args.executor == "process":
