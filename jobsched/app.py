@@ -26,7 +26,9 @@ from jobsched.registry import WorkerRegistry
 
 MAX_BATCH_JOBS = 1000
 ALLOWED_IMAGES_KEPT = 1000
-Placer = Callable[[list, int], Callable[[object], object] | None]
+Release = Callable[[object], object]
+Placer = Callable[[list, int], Release | None]
+ResultsPlacer = Callable[[list, int], tuple[list, Release]]
 PEER_LIVENESS_SECONDS = 3.0
 DRAIN_WAIT_SECONDS = 60.0
 DRAIN_POLL_SECONDS = 0.2
@@ -102,16 +104,17 @@ class ClusterAPI:
         self._drain_flag = drain_flag
         self._clock = clock
         self._placer: Placer | None = None
-        self._finishing: Callable | None = None
+        self._results_placer: ResultsPlacer | None = None
         self._images_allowed: set[str] = set()  # valid and allowed: checked once
 
-    def use_placer(self, placer: Placer, finishing: Callable | None = None) -> None:
+    def use_placer(self, placer: Placer, results_placer: ResultsPlacer | None = None) -> None:
         """Let `placer(jobs, now_ms)` assign new jobs in their submit entry when a
         worker has a free slot (the leader's dispatcher); it returns the release of
-        the slots it reserved, or None. `finishing(updates)` hears of results being
-        proposed (their slots free up) and returns their release."""
+        the slots it reserved, or None. `results_placer(updates, now_ms)` hears of
+        results being proposed (their slots free up) and returns the assignments to
+        propose with them and their release."""
         self._placer = placer
-        self._finishing = finishing
+        self._results_placer = results_placer
 
     @property
     def draining(self) -> bool:
@@ -227,18 +230,18 @@ class ClusterAPI:
 
     def accept_results(self, updates) -> defer.Deferred:
         """Finished attempts (UpdateJobStatusCommand messages) of any worker, committed
-        as one batch entry; only the leader accepts them."""
+        as one batch entry with the next assignments of the slots they free; only the
+        leader accepts them."""
         return defer.maybeDeferred(self._accept_results, list(updates))
 
     def _accept_results(self, updates: list) -> defer.Deferred | None:
         self._require_leader()
         if not updates:
             return None
-        release = self._finishing(updates) if self._finishing is not None else None
-        proposed = self._raft.propose(commands.batch_update(updates))
-        if release is not None:
-            proposed.addBoth(release)
-        return proposed
+        if self._results_placer is None:
+            return self._raft.propose(commands.batch_update(updates))
+        assignments, release = self._results_placer(updates, self._now_ms())
+        return self._raft.propose(commands.batch_update(updates, assignments)).addBoth(release)
 
     def transfer_leadership(self, target_node_id: int) -> defer.Deferred:
         """Deferred[(success, message, new_leader_id)] per API.md 2.8; the leader picks

@@ -3,10 +3,12 @@ jobs back from lost ones.
 
 It re-plans whenever something could change the answer (a job submitted or finished,
 a worker heard from, this node becoming leader) and proposes the Assigner's assignments
-in one AssignJobs entry, one planning round in flight at a time so no job is assigned
-twice. Jobs being submitted while no older job waits are placed at once (`place_new`)
-and assigned in their submit entry. Slots promised by a proposal not yet applied are
-reserved, so neither path gives a worker more jobs than it has slots. Once a
+in one AssignJobs entry, one planning round in flight at a time. Jobs being submitted
+while no older job waits are placed at once (`place_new`) and assigned in their submit
+entry; results being proposed free their slots at once (`results_proposed`), and the
+next pending jobs are assigned in the results' own entry. Slots promised by a proposal
+not yet applied are reserved and the jobs it assigns left out of other plans, so no
+path gives a worker more jobs than it has slots or assigns a job twice. Once a
 second it looks for running jobs whose worker has been silent for `worker_expiry`
 plus the fence margin (by then the worker's fence has killed them: docs/reliability.md)
 and proposes their requeue (or failure, when no attempt is left). Silence is the
@@ -79,7 +81,9 @@ class Dispatcher(Service):
         self._in_flight = False
         self._scheduled = None
         self._reserved: Counter[int] = Counter()  # worker -> slots promised, not applied
-        self._finishing: Counter[int] = Counter()  # worker -> results proposed, not applied
+        self._assigning: set[str] = set()  # jobs those proposals assign
+        # (worker, job id, attempt) -> proposals carrying that attempt's result
+        self._finishing: Counter[tuple] = Counter()
         self._lost_check = task.LoopingCall(self._requeue_lost_jobs)
         self._lost_check.clock = clock
 
@@ -161,19 +165,21 @@ class Dispatcher(Service):
             incarnation=self._local_worker.incarnation,
             local=True,
         )
-        for worker_id in self._reserved.keys() | self._finishing.keys():
+        finishing = Counter(worker_id for worker_id, _job, _attempt in self._finishing)
+        for worker_id in self._reserved.keys() | finishing.keys():
             if worker_id in views:
                 slots = views[worker_id].slots - self._reserved[worker_id]
-                slots += self._finishing[worker_id]
+                slots += finishing[worker_id]
                 views[worker_id] = replace(views[worker_id], slots=slots)
         return views
 
-    def results_proposed(self, updates) -> Callable[[object], object]:
-        """Results (UpdateJobStatusCommands) of running attempts are being committed:
-        plan now as if their slots were free, so that the next jobs are assigned in
-        the entries right after them instead of a round trip later. Returns the
-        release, to be called once the results are committed or refused."""
-        workers = []
+    def results_proposed(self, updates, now_ms: int) -> tuple[list, Callable]:
+        """Results (UpdateJobStatusCommands) of running attempts are being proposed:
+        their slots count as free from now on, and pending jobs are placed on them at
+        once, to be assigned in the results' own entry (a slot turns over with one
+        commit). Returns those AssignJobCommands (made at `now_ms`) and the release, to
+        be called with the entry's outcome once it is applied or refused."""
+        finishing = []
         for update in updates:
             job = self._table.get(update.job_id)
             if (
@@ -182,20 +188,21 @@ class Dispatcher(Service):
                 and job.attempts == update.attempt
                 and job.assigned_worker == update.executed_by
             ):
-                workers.append(job.assigned_worker)
-        for worker_id in workers:
-            self._finishing[worker_id] += 1
-        if workers:
-            self.request_round()
+                finishing.append((job.assigned_worker, job.job_id, job.attempts))
+        self._finishing.update(finishing)
+        assignments = []
+        if finishing and self.running and self._is_leader():
+            assignments = self._assigner.plan(self._table, self.workers(), now_ms, self._assigning)
+        release_assignments = self._hold(assignments)
 
         def release(outcome):
-            for worker_id in workers:
-                self._finishing[worker_id] -= 1
-                if self._finishing[worker_id] <= 0:
-                    del self._finishing[worker_id]
-            return outcome
+            for attempt in finishing:
+                self._finishing[attempt] -= 1
+                if self._finishing[attempt] <= 0:
+                    del self._finishing[attempt]
+            return release_assignments(outcome)
 
-        return release
+        return assignments, release
 
     def _reserve(self, worker_ids) -> Callable[[object], object]:
         """Hold a slot on each worker until the returned release is called (with the
@@ -209,6 +216,19 @@ class Dispatcher(Service):
                 if self._reserved[worker_id] <= 0:
                     del self._reserved[worker_id]
             return outcome
+
+        return release
+
+    def _hold(self, assignments) -> Callable[[object], object]:
+        """Reserve the slots of `assignments` (AssignJobCommands being proposed) and
+        keep their jobs out of other plans until the returned release is called."""
+        job_ids = {assignment.job_id for assignment in assignments}
+        self._assigning |= job_ids
+        release_slots = self._reserve([assignment.worker_id for assignment in assignments])
+
+        def release(outcome):
+            self._assigning -= job_ids
+            return release_slots(outcome)
 
         return release
 
@@ -244,13 +264,13 @@ class Dispatcher(Service):
         if self._in_flight or not self._is_leader():
             return
         assignments = self._assigner.plan(
-            self._table, self.workers(), int(self._clock.seconds() * 1000)
+            self._table, self.workers(), int(self._clock.seconds() * 1000), self._assigning
         )
         if not assignments:
             return
         self._in_flight = True
         proposal = self._raft.propose(commands.assign_jobs(assignments))
-        proposal.addBoth(self._reserve([a.worker_id for a in assignments]))
+        proposal.addBoth(self._hold(assignments))
         proposal.addCallbacks(self._round_done, self._round_failed, errbackArgs=(len(assignments),))
 
     def _round_done(self, _results) -> None:

@@ -223,9 +223,9 @@ class IWorker(Interface):
 class IScheduler(Interface):
     """The leader-side placement of pending jobs on live workers."""
 
-    def plan(table, workers, now_ms):
-        """Return the AssignJobCommands to propose now, stamped `now_ms` (pure, no side
-        effects)."""
+    def plan(table, workers, now_ms, being_assigned=frozenset()):
+        """Return the AssignJobCommands to propose now, stamped `now_ms`, for pending
+        jobs other than `being_assigned` (pure, no side effects)."""
 
     def place(table, workers, count):
         """Worker ids for up to `count` jobs being submitted, first job first (pure)."""

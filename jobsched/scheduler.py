@@ -1,8 +1,9 @@
 """Leader-side placement: which pending job goes to which worker now.
 
 The leader asks `Assigner.plan` whenever the answer could have changed and proposes the
-assignments it returns in one AssignJobs entry; `Assigner.place` picks workers for jobs
-being submitted while a slot is free, so that they are assigned in their submit entry.
+assignments it returns in one AssignJobs entry, or in the entry of the results that
+free their slots; `Assigner.place` picks workers for jobs being submitted while a slot
+is free, so that they are assigned in their submit entry.
 Running counts come from the replicated job table, so a new leader places jobs
 correctly without any state of its own.
 """
@@ -10,7 +11,7 @@ correctly without any state of its own.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
 from zope.interface import implementer
@@ -38,10 +39,15 @@ class Assigner:
     worker, whose results need no forwarding; then the lowest id)."""
 
     def plan(
-        self, table: IJobTable, workers: Mapping[int, WorkerView], now_ms: int
+        self,
+        table: IJobTable,
+        workers: Mapping[int, WorkerView],
+        now_ms: int,
+        being_assigned: Set[str] = frozenset(),
     ) -> list[scheduler_pb2.AssignJobCommand]:
         """Assignments, made at `now_ms`, for as many pending jobs as there are free
-        slots (oldest first).
+        slots (oldest first), leaving out the jobs `being_assigned` by proposals not
+        yet applied.
 
         Pure: reads the table, changes nothing. Costs O(W + A log W) for W workers and
         A assignments; only the pending jobs that can be placed are read.
@@ -49,7 +55,9 @@ class Assigner:
         heap, free_slots = _free_workers(table, workers)
         if not heap:
             return []
-        jobs = table.pending_jobs(limit=free_slots)
+        jobs = table.pending_jobs(limit=free_slots + len(being_assigned))
+        if being_assigned:
+            jobs = [job for job in jobs if job.job_id not in being_assigned][:free_slots]
         places = _take(heap, workers, len(jobs))
         return [
             commands.assignment(

@@ -599,10 +599,12 @@ class JobStatusUpdate(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., executed_by: _Optional[int] = ..., exit_code: _Optional[int] = ..., completed_at_ms: _Optional[int] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., started_at_ms: _Optional[int] = ..., attempt: _Optional[int] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
 class BatchUpdateJobStatusCommand(_message.Message):
-    __slots__ = ("updates",)
+    __slots__ = ("updates", "assignments")
     UPDATES_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     updates: _containers.RepeatedCompositeFieldContainer[JobStatusUpdate]
-    def __init__(self, updates: _Optional[_Iterable[_Union[JobStatusUpdate, _Mapping]]] = ...) -> None: ...
+    assignments: _containers.RepeatedCompositeFieldContainer[AssignJobCommand]
+    def __init__(self, updates: _Optional[_Iterable[_Union[JobStatusUpdate, _Mapping]]] = ..., assignments: _Optional[_Iterable[_Union[AssignJobCommand, _Mapping]]] = ...) -> None: ...
 
 class RegisterWorkerCommand(_message.Message):
     __slots__ = ("worker_id",)

@@ -120,13 +120,15 @@ def status_update(
 
 def batch_update(
     updates: Iterable[scheduler_pb2.UpdateJobStatusCommand],
+    assignments: Iterable[scheduler_pb2.AssignJobCommand] = (),
 ) -> bytes:
-    """One BatchUpdateJobStatus entry carrying several results (e.g. one forward call).
+    """One BatchUpdateJobStatus entry carrying several results (e.g. one forward call),
+    and the assignments of the slots they free, applied after them.
 
     JobStatusUpdate has the same fields and numbers as UpdateJobStatusCommand, so each
     update is carried over by its wire bytes.
     """
-    batch = scheduler_pb2.BatchUpdateJobStatusCommand()
+    batch = scheduler_pb2.BatchUpdateJobStatusCommand(assignments=assignments)
     for update in updates:
         batch.updates.append(scheduler_pb2.JobStatusUpdate.FromString(update.SerializeToString()))
     return entry(batch_update_job_status=batch)

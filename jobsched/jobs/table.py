@@ -261,7 +261,8 @@ class JobTable:
         of those, in order; assign_jobs: a list as for assign_job; cancel_job: the job
         afterwards (unchanged when terminal), None if unknown;
         assign_job / update_job_status: the job if the command took effect, else None;
-        batch_update_job_status: a list of those; register_worker and no-op: None.
+        batch_update_job_status: a list of those for its updates (its assignments, applied
+        after them, answer nobody); register_worker and no-op: None.
         """
         decoded = scheduler_pb2.Command.FromString(command)
         kind = decoded.WhichOneof("command_type")
@@ -403,7 +404,11 @@ class JobTable:
     def _apply_batch_update_job_status(
         self, cmd: scheduler_pb2.BatchUpdateJobStatusCommand
     ) -> list[Job | None]:
-        return [self._apply_update_job_status(update) for update in cmd.updates]
+        """The updates' results, in order; the assignments after them answer nobody."""
+        results = [self._apply_update_job_status(update) for update in cmd.updates]
+        for assignment in cmd.assignments:
+            self._apply_assign_job(assignment)
+        return results
 
     def _apply_cancel_job(self, cmd: scheduler_pb2.CancelJobCommand) -> Job | None:
         job = self._find(cmd.job_id)

@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 from jobsched import errors
 from jobsched._proto import scheduler_pb2
 from jobsched.dispatch import Dispatcher
-from jobsched.interfaces import IDispatcher, IWorker
+from jobsched.interfaces import IDispatcher, IRaftStorage, IWorker
 from jobsched.jobs import commands
 from jobsched.jobs.model import JobResult, JobStatus
 from jobsched.raft.storage import MemoryStorage
@@ -72,6 +72,31 @@ def dispatcher_of(node, slots=2, is_draining=lambda: False):
         node.clock,
         worker_expiry=EXPIRY,
     )
+
+
+@implementer(IRaftStorage)
+class HeldAppends(MemoryStorage):
+    """Memory storage whose log appends wait, while `holding`, until `let_go()`: the
+    proposals of that time stay uncommitted."""
+
+    holding = False
+
+    def __init__(self):
+        super().__init__()
+        self._held = []
+
+    def append(self, entries):
+        if not self.holding:
+            return super().append(entries)
+        waiting = defer.Deferred()
+        self._held.append((entries, waiting))
+        return waiting
+
+    def let_go(self):
+        self.holding = False
+        held, self._held = self._held, []
+        for entries, waiting in held:
+            super().append(entries).chainDeferred(waiting)
 
 
 class Leader:
@@ -691,28 +716,71 @@ class SubmitTimePlacementTests(unittest.TestCase):
         self.assertEqual(kinds.count("assign_jobs"), 1)
         self.assertNotIn("assign_job", kinds)
 
-    def test_a_result_being_committed_frees_its_slot_for_the_next_job_at_once(self):
+    def result_of(self, node, job_id, attempt=None):
+        done = JobResult(JobStatus.COMPLETED, 0, "", "", False, None, 2000)
+        attempt = node.table.get(job_id).attempts if attempt is None else attempt
+        return commands.status_update(job_id, done, LEADER, attempt)
+
+    def propose_results(self, node, updates):
+        """As the leader's API does: the results, with the assignments of the slots
+        they free, in one entry."""
+        assignments, release = node.dispatcher.results_proposed(updates, 7000)
+        node.raft.propose(commands.batch_update(updates, assignments)).addBoth(release)
+        return assignments
+
+    def test_the_next_job_is_assigned_in_the_entry_of_the_result_that_frees_its_slot(self):
         node = Leader(slots=1)
         first, second = node.submit(2)
         self.assertEqual(node.placed([first, second]), [LEADER, None])
-        job = node.table.get(first)
-        done = JobResult(JobStatus.COMPLETED, 0, "", "", False, None, 2000)
-        update = commands.status_update(first, done, LEADER, job.attempts)
         before = node.raft.status().last_log_index
-        release = node.dispatcher.results_proposed([update])
-        node.raft.propose(commands.batch_update([update])).addBoth(release)
+        assignments = self.propose_results(node, [self.result_of(node, first)])
+        self.assertEqual(
+            [(a.job_id, a.worker_id, a.attempt) for a in assignments], [(second, LEADER, 1)]
+        )
         node.settle()
+        self.assertEqual(node.table.get(first).status, JobStatus.COMPLETED)
         self.assertEqual(node.placed([second]), [LEADER])
+        self.assertEqual(node.table.get(second).started_at_ms, 7000)
         kinds = [e.WhichOneof("command_type") for e in self.entries_since(before, node)]
-        self.assertEqual(kinds, ["batch_update_job_status", "assign_jobs"])
+        self.assertEqual(kinds, ["batch_update_job_status"])  # one commit per turn of a slot
+        self.assertEqual(node.dispatcher.workers()[LEADER].slots, 1)
+
+    def test_jobs_being_assigned_by_a_round_are_not_assigned_again_with_results(self):
+        storage = HeldAppends()
+        node = Leader(slots=2, storage=storage)
+        running = node.submit(2)
+        waiting = node.submit(3)
+        storage.holding = True
+        node.beat(2, free_slots=1)
+        node.clock.advance(0)  # a round assigns waiting[0] to worker 2: not yet committed
+        self.assertEqual(node.placed(waiting), [None, None, None])
+        # while it is in flight, a result frees a slot here: the next job goes there
+        assignments = self.propose_results(node, [self.result_of(node, running[0])])
+        self.assertEqual([a.job_id for a in assignments], [waiting[1]])
+        storage.let_go()
+        node.settle()
+        self.assertEqual(node.placed(waiting), [2, LEADER, None])
+        self.assertEqual([node.table.get(job).attempts for job in waiting], [1, 1, 0])
+
+    def test_the_same_result_proposed_twice_frees_one_slot(self):
+        storage = HeldAppends()
+        node = Leader(slots=1, storage=storage)
+        first, *waiting = node.submit(3)
+        update = self.result_of(node, first)
+        storage.holding = True  # both proposals in flight at once
+        self.assertEqual(len(self.propose_results(node, [update])), 1)
+        self.assertEqual(self.propose_results(node, [update]), [])  # e.g. a resent forward
+        storage.let_go()
+        node.settle()
+        self.assertEqual(node.placed(waiting), [LEADER, None])
         self.assertEqual(node.dispatcher.workers()[LEADER].slots, 1)
 
     def test_a_result_of_another_attempt_frees_nothing(self):
         node = Leader(slots=1)
         first, second = node.submit(2)
-        done = JobResult(JobStatus.COMPLETED, 0, "", "", False, None, 2000)
-        stale = commands.status_update(first, done, LEADER, 7)
-        release = node.dispatcher.results_proposed([stale])
+        stale = self.result_of(node, first, attempt=7)
+        assignments, release = node.dispatcher.results_proposed([stale], 7000)
+        self.assertEqual(assignments, [])
         node.settle()
         self.assertEqual(node.placed([first, second]), [LEADER, None])
         release(None)
