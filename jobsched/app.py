@@ -22,6 +22,7 @@ from jobsched.interfaces import IClusterAPI, IJobTable, IRaftService
 from jobsched.jobs import commands, validation
 from jobsched.jobs.model import Job, JobStatus
 from jobsched.jobs.table import JobPage, ListQuery, RenderedPage, Renderer
+from jobsched.raft.service import propose_each
 from jobsched.registry import WorkerRegistry
 
 MAX_BATCH_JOBS = 1000
@@ -183,6 +184,9 @@ class ClusterAPI:
         self._require_room(len(checked))
         now_ms = self._now_ms()
         jobs = [self._submit_command(request, now_ms) for request in checked]
+        if not self._registry.every_node_applies(commands.BATCHED_FORMS):
+            # a node might not apply a SubmitJobs entry: one entry per job, in order
+            return propose_each(self._raft, [commands.entry(submit_job=job) for job in jobs])
         return self._propose_placed(jobs, now_ms, lambda: commands.submit_jobs(jobs))
 
     def _propose_placed(

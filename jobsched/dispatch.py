@@ -32,6 +32,7 @@ from jobsched import errors
 from jobsched.interfaces import IDispatcher, IJobTable, IRaftService, IScheduler, IWorker
 from jobsched.jobs import commands
 from jobsched.jobs.model import JobStatus
+from jobsched.raft.service import propose_each
 from jobsched.registry import WorkerRegistry
 from jobsched.scheduler import WorkerView
 from jobsched.worker.fence import FENCE_MARGIN_SECONDS
@@ -135,6 +136,7 @@ class Dispatcher(Service):
         draining: bool,
         incarnation: int,
         applied_index: int = 0,
+        entry_forms: int = 0,
     ) -> None:
         """Record a remote worker's heartbeat; its first one registers it (replicated).
         Only the leader takes heartbeats (NotLeader elsewhere)."""
@@ -142,7 +144,7 @@ class Dispatcher(Service):
         if status.role != "leader":
             raise errors.NotLeader(status.leader_address)
         was_live = self._registry.record(
-            node_id, running_job_ids, free_slots, draining, incarnation, applied_index
+            node_id, running_job_ids, free_slots, draining, incarnation, applied_index, entry_forms
         )
         if node_id not in self._table.workers() and node_id not in self._registering:
             self._registering.add(node_id)
@@ -192,7 +194,12 @@ class Dispatcher(Service):
         self._finishing.update(finishing)
         assignments = []
         if finishing and self.running and self._is_leader():
-            assignments = self._assigner.plan(self._table, self.workers(), now_ms, self._assigning)
+            if self._registry.every_node_applies(commands.BATCHED_FORMS):
+                assignments = self._assigner.plan(
+                    self._table, self.workers(), now_ms, self._assigning
+                )
+            else:  # a node might not apply assignments carried in a result entry
+                self.request_round()
         release_assignments = self._hold(assignments)
 
         def release(outcome):
@@ -237,7 +244,12 @@ class Dispatcher(Service):
         older job waits: sets `assignment` on as many as have a free slot, first job
         first. Returns the release of their reservations, to be called once the entry
         is committed or refused, or None when none was placed."""
-        if not self.running or not self._is_leader() or self._table.count(JobStatus.PENDING):
+        if (
+            not self.running
+            or not self._is_leader()
+            or self._table.count(JobStatus.PENDING)
+            or not self._registry.every_node_applies(commands.BATCHED_FORMS)
+        ):
             return None
         views = self.workers()
         places = self._assigner.place(self._table, views, len(jobs))
@@ -269,9 +281,18 @@ class Dispatcher(Service):
         if not assignments:
             return
         self._in_flight = True
-        proposal = self._raft.propose(commands.assign_jobs(assignments))
+        proposal = self._propose_assignments(assignments)
         proposal.addBoth(self._hold(assignments))
         proposal.addCallbacks(self._round_done, self._round_failed, errbackArgs=(len(assignments),))
+
+    def _propose_assignments(self, assignments):
+        """One AssignJobs entry, or while a node might not apply those, an AssignJob
+        entry each (the form every version applies)."""
+        if self._registry.every_node_applies(commands.BATCHED_FORMS):
+            return self._raft.propose(commands.assign_jobs(assignments))
+        return propose_each(
+            self._raft, [commands.entry(assign_job=assignment) for assignment in assignments]
+        )
 
     def _round_done(self, _results) -> None:
         self._in_flight = False

@@ -234,7 +234,9 @@ class IScheduler(Interface):
 class IDispatcher(Interface):
     """The leader's loop that places pending jobs and tracks remote workers."""
 
-    def heartbeat(node_id, running_job_ids, free_slots, draining, incarnation, applied_index=0):
+    def heartbeat(
+        node_id, running_job_ids, free_slots, draining, incarnation, applied_index=0, entry_forms=0
+    ):
         """Record a remote worker's heartbeat (registers it the first time); NotLeader
         on a node that does not lead."""
 

@@ -144,7 +144,7 @@ class NodeService(MultiService):
         self.raft.setServiceParent(self)
 
         drain_flag = self._drain_flag = DrainFlag()
-        registry = WorkerRegistry(reactor, config.worker_expiry)
+        registry = WorkerRegistry(reactor, config.worker_expiry, config.peers)
         self.api = ClusterAPI(config, self.raft, self.table, registry, drain_flag, reactor)
         self.leader = LeaderClient(lambda: self.raft.status().leader_address, wire, reactor)
         self.live_output = LiveOutputs(reactor, config.max_output_bytes)

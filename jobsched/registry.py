@@ -7,6 +7,7 @@ draining from here, and the cluster view reads which peers drain.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -24,14 +25,16 @@ class Heartbeat:
     draining: bool
     incarnation: int
     applied_index: int = 0  # the worker's node had applied the log this far (0: unknown)
+    entry_forms: int = 0  # the newest entry forms its node applies (0: from before forms)
 
 
 class WorkerRegistry:
     """Remote workers' latest heartbeats; live while heard from within `expiry`."""
 
-    def __init__(self, clock: IReactorTime, expiry: float) -> None:
+    def __init__(self, clock: IReactorTime, expiry: float, peers: Iterable[int] = ()) -> None:
         self._clock = clock
         self._expiry = expiry
+        self._peers = tuple(peers)
         self._heartbeats: dict[int, Heartbeat] = {}
 
     def record(
@@ -42,6 +45,7 @@ class WorkerRegistry:
         draining: bool,
         incarnation: int,
         applied_index: int = 0,
+        entry_forms: int = 0,
     ) -> bool:
         """Keep a heartbeat; returns whether the worker was live before it."""
         was_live = self.is_live(node_id)
@@ -52,8 +56,15 @@ class WorkerRegistry:
             draining,
             incarnation,
             applied_index,
+            entry_forms,
         )
         return was_live
+
+    def every_node_applies(self, forms: int) -> bool:
+        """Whether every peer's latest heartbeat (since `forget_all`) says its node
+        applies entries of `forms`; a peer not heard from might not."""
+        beats = self._heartbeats
+        return all(peer in beats and beats[peer].entry_forms >= forms for peer in self._peers)
 
     def latest(self, node_id: int) -> Heartbeat | None:
         return self._heartbeats.get(node_id)

@@ -361,20 +361,22 @@ class GetJobOutputResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., output: _Optional[str] = ..., error: _Optional[str] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class WorkerHeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "running_job_ids", "free_slots", "draining", "incarnation", "applied_index")
+    __slots__ = ("node_id", "running_job_ids", "free_slots", "draining", "incarnation", "applied_index", "entry_forms")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FORMS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     running_job_ids: _containers.RepeatedScalarFieldContainer[str]
     free_slots: int
     draining: bool
     incarnation: int
     applied_index: int
-    def __init__(self, node_id: _Optional[int] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ..., draining: _Optional[bool] = ..., incarnation: _Optional[int] = ..., applied_index: _Optional[int] = ...) -> None: ...
+    entry_forms: int
+    def __init__(self, node_id: _Optional[int] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ..., draining: _Optional[bool] = ..., incarnation: _Optional[int] = ..., applied_index: _Optional[int] = ..., entry_forms: _Optional[int] = ...) -> None: ...
 
 class WorkerHeartbeatResponse(_message.Message):
     __slots__ = ()

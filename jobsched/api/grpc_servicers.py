@@ -283,6 +283,7 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
             request.draining,
             request.incarnation,
             request.applied_index,
+            request.entry_forms,
         )
         return pb.WorkerHeartbeatResponse()
 

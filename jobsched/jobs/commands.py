@@ -12,6 +12,14 @@ from collections.abc import Iterable
 from jobsched._proto import scheduler_pb2
 from jobsched.jobs.model import JobResult
 
+# The newest entry forms this version writes and applies. 1: one job or one assignment
+# per entry, results in batches; 2: SubmitJobs and AssignJobs entries, and assignments
+# carried in submit and result entries. A node of an older version would skip what it
+# does not know, and its table would part from the others': a leader writes forms
+# above 1 only while every node says (in its heartbeats) that it applies them.
+ENTRY_FORMS = 2
+BATCHED_FORMS = 2
+
 
 def job_to_submit(
     job_id: str,

@@ -639,3 +639,15 @@ class RaftService(Service):
             del self._waiters[index]
             waiter.deferred.errback(CommitTimeout())
         self._schedule_expiry()
+
+
+def propose_each(raft: IRaftService, commands: list[bytes]) -> defer.Deferred:
+    """Propose `commands` as entries of their own, in order: a Deferred of their
+    results in that order, or of the first failure."""
+    proposals = [raft.propose(command) for command in commands]
+    return defer.gatherResults(proposals, consumeErrors=True).addErrback(_first_failure)
+
+
+def _first_failure(failure):
+    failure.trap(defer.FirstError)
+    return failure.value.subFailure

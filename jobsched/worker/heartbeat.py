@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.interfaces import IFence, IHeartbeatSender, IRaftService, IRouter, IWorker
+from jobsched.jobs import commands
 
 HEARTBEAT_INTERVAL_SECONDS = 2.0
 BEATS_PER_EXPIRY = 2.5
@@ -93,6 +94,7 @@ class HeartbeatSender(Service):
             draining=self._is_draining(),
             incarnation=self._worker.incarnation,
             applied_index=status.last_applied,
+            entry_forms=commands.ENTRY_FORMS,
         )
         self._in_flight = True
         sent_at = self._clock.seconds()

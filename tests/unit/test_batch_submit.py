@@ -7,10 +7,12 @@ from twisted.internet import task
 from twisted.trial import unittest
 
 from jobsched import errors
+from jobsched._proto.scheduler_pb2 import Command
 from jobsched.api import rest_requests
 from jobsched.app import MAX_BATCH_JOBS, SubmitRequest
 from jobsched.jobs import commands
 from jobsched.jobs.table import JobTable, ListQuery
+from jobsched.registry import WorkerRegistry
 from tests.unit.test_cluster_api import build, cluster, committed, elected
 
 
@@ -33,6 +35,16 @@ class SubmitManyTests(unittest.TestCase):
         self.assertEqual(listed, ["echo 1", "echo 2", "true"])
         self.assertEqual(len({job.job_id for job in jobs}), 3)
         self.assertEqual({job.created_at_ms for job in jobs}, {jobs[0].created_at_ms})
+
+    def test_with_a_node_of_an_older_version_each_job_gets_an_entry_of_its_own(self):
+        self.node.api._registry = WorkerRegistry(self.clock, 5.0, peers=(2,))
+        self.node.api._registry.record(2, [], 4, False, 2000, entry_forms=0)
+        before = self.node.raft.status().last_log_index
+        jobs = committed(self.clock, self.node.api.submit_many(batch("echo 1", "echo 2")))
+        self.assertEqual([job.command for job in jobs], ["echo 1", "echo 2"])
+        entries = self.node.raft.log_entries(before + 1, 10)
+        kinds = [Command.FromString(e.command).WhichOneof("command_type") for e in entries]
+        self.assertEqual(kinds, ["submit_job", "submit_job"])
 
     def test_server_defaults_fill_each_job(self):
         jobs = committed(self.clock, self.node.api.submit_many(batch("true")))

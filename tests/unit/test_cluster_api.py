@@ -95,7 +95,7 @@ class Node:
             rng=random.Random(7),
             timings=timings,
         )
-        self.registry = WorkerRegistry(clock, self.config.worker_expiry)
+        self.registry = WorkerRegistry(clock, self.config.worker_expiry, self.config.peers)
         self.drain_flag = DrainFlag()
         self.api = ClusterAPI(
             self.config, self.raft, self.table, self.registry, self.drain_flag, clock

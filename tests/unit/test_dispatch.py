@@ -102,9 +102,11 @@ class HeldAppends(MemoryStorage):
 class Leader:
     """An elected node 1: raft, table, worker registry and a started dispatcher."""
 
-    def __init__(self, slots=2, draining=False, storage=None, clock=None):
+    def __init__(self, slots=2, draining=False, storage=None, clock=None, peers=()):
         self.clock = clock or task.Clock()
         node = build(self.clock, storage, worker_expiry=EXPIRY)
+        if peers:  # the workers of a larger cluster (its Raft stays a cluster of one)
+            node.registry = WorkerRegistry(self.clock, EXPIRY, peers)
         self.raft, self.table, self.registry = node.raft, node.table, node.registry
         self.draining = draining
         self.dispatcher = dispatcher_of(node, slots, lambda: self.draining)
@@ -135,7 +137,14 @@ class Leader:
         self.propose(commands.batch_update([update]))
 
     def beat(
-        self, node_id, free_slots=4, running=None, draining=False, incarnation=None, applied=None
+        self,
+        node_id,
+        free_slots=4,
+        running=None,
+        draining=False,
+        incarnation=None,
+        applied=None,
+        entry_forms=commands.ENTRY_FORMS,
     ):
         """A heartbeat from `node_id`; by default it reports running what the table
         assigns to it, and having applied all the leader has, as a healthy worker does."""
@@ -148,6 +157,7 @@ class Leader:
             draining,
             incarnation if incarnation is not None else node_id * 1000,
             applied if applied is not None else self.raft.status().last_applied,
+            entry_forms,
         )
 
     def settle(self):
@@ -577,6 +587,59 @@ class LeadershipTests(unittest.TestCase):
         self.assertIsNone(leader.registry.latest(2))
         self.assertFalse(leader.registry.is_draining(2))
         self.assertNotIn(2, dispatcher.workers())
+
+
+class MixedVersionTests(unittest.TestCase):
+    """While a node might not apply the batched entry forms (its heartbeats say it is
+    of an older version, or it has not been heard from since this node leads), the
+    leader writes only the forms every version applies."""
+
+    def kinds_since(self, node, index):
+        return [
+            scheduler_pb2.Command.FromString(entry.command).WhichOneof("command_type")
+            for entry in node.raft.log_entries(index + 1, 1000)
+        ]
+
+    def test_an_older_node_gets_one_assignment_per_entry(self):
+        node = Leader(slots=1, peers=(2, 3))
+        node.beat(3)
+        node.beat(2, free_slots=2, entry_forms=0)  # a version from before entry forms
+        before = node.raft.status().last_log_index
+        jobs = node.submit(4)
+        node.settle()
+        self.assertEqual(sorted(map(str, node.placed(jobs))), ["1", "2", "2", "3"])
+        kinds = self.kinds_since(node, before)
+        self.assertNotIn("assign_jobs", kinds)
+        self.assertEqual(kinds.count("assign_job"), 4)
+
+    def test_an_older_node_gets_no_assignment_in_submit_or_result_entries(self):
+        node = Leader(slots=1, peers=(2,))
+        node.beat(2, free_slots=0, entry_forms=1)
+        jobs = [commands.job_to_submit(next(_names), "true", 1000)]
+        self.assertIsNone(node.dispatcher.place_new(jobs, 5000))
+        first, second = node.submit(2)
+        done = JobResult(JobStatus.COMPLETED, 0, "", "", False, None, 2000)
+        update = commands.status_update(first, done, LEADER, node.table.get(first).attempts)
+        assignments, release = node.dispatcher.results_proposed([update], 7000)
+        self.assertEqual(assignments, [])
+        node.raft.propose(commands.batch_update([update])).addBoth(release)
+        node.settle()
+        self.assertEqual(node.placed([second]), [LEADER])  # by a round of its own
+
+    def test_a_node_not_heard_from_counts_as_older(self):
+        node = Leader(slots=1, peers=(2, 3))
+        node.beat(2)
+        before = node.raft.status().last_log_index
+        jobs = node.submit(2)
+        node.settle()
+        self.assertEqual(node.placed(jobs), [LEADER, 2])
+        self.assertNotIn("assign_jobs", self.kinds_since(node, before))
+        node.beat(3)  # now every node applies the batched forms
+        more = node.submit(3)
+        node.beat(2, free_slots=3)
+        node.settle()
+        self.assertEqual(sorted(map(str, node.placed(more))), ["2", "3", "3"])
+        self.assertIn("assign_jobs", self.kinds_since(node, before))
 
 
 class WorkerRegistryTests(unittest.TestCase):

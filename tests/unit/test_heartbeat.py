@@ -179,6 +179,7 @@ class BeatTests(unittest.TestCase):
         self.assertIs(request.draining, True)
         self.assertEqual(request.incarnation, 424242)
         self.assertEqual(request.applied_index, 10)  # what the node had applied
+        self.assertEqual(request.entry_forms, 2)  # the entry forms this version applies
         self.assertLessEqual(timeout, 2.0)
         h.router.ack_all()
         h.run(10)
