@@ -54,6 +54,7 @@ class NodeView:
     role: str
     match_index: int
     draining: bool
+    entry_forms: int = 0  # the newest entry forms it applies, as known here (0: not known)
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,7 @@ class ClusterAPI:
                 role=status.role,
                 match_index=status.last_log_index,
                 draining=self.draining,
+                entry_forms=commands.ENTRY_FORMS,
             )
         ]
         for peer_id, peer in self._config.peers.items():
@@ -323,6 +325,7 @@ class ClusterAPI:
                     role=_peer_role(peer_id, status.leader_id, alive),
                     match_index=peer_state.match_index if peer_state else 0,
                     draining=self._registry.is_draining(peer_id),
+                    entry_forms=self._registry.entry_forms(peer_id),
                 )
             )
         nodes.sort(key=lambda node: node.node_id)

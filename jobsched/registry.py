@@ -60,6 +60,12 @@ class WorkerRegistry:
         )
         return was_live
 
+    def entry_forms(self, node_id: int) -> int:
+        """The entry forms the node's latest heartbeat named (0: none heard, or a
+        version from before forms were counted)."""
+        beat = self._heartbeats.get(node_id)
+        return beat.entry_forms if beat is not None else 0
+
     def every_node_applies(self, forms: int) -> bool:
         """Whether every peer's latest heartbeat (since `forget_all`) says its node
         applies entries of `forms`; a peer not heard from might not."""

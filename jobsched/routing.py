@@ -180,7 +180,9 @@ def _cluster_view_from_wire(reply: pb.GetClusterStatusResponse) -> ClusterView:
         reply.current_term,
         reply.leader_id,
         [
-            NodeView(n.node_id, n.address, n.is_alive, n.role, n.match_index, n.draining)
+            NodeView(
+                n.node_id, n.address, n.is_alive, n.role, n.match_index, n.draining, n.entry_forms
+            )
             for n in reply.nodes
         ],
     )

@@ -578,6 +578,17 @@ class Cluster:
         """/api/cluster of one node."""
         return (await self.nodes[node_id].rest("GET", "/api/cluster")).body
 
+    async def batching_leader(self, timeout: float = 30) -> Node:
+        """The leader, once it has heard every node say it applies the batched entry
+        forms (before that it writes one entry per job: docs/operations.md)."""
+
+        async def batching():
+            leader = await self.find_leader()
+            nodes = (await self.view(leader.node_id))["nodes"]
+            return leader if all(node["entry_forms"] >= 2 for node in nodes) else None
+
+        return await wait_for(batching, timeout, "the leader to hear every node's entry forms")
+
     async def find_leader(self, timeout: float = 60, among: list[int] | None = None) -> Node:
         """The node every live node (or those in `among`) agrees is the leader; with
         `among`, the leader must be one of them (a stale view of an old leader is not)."""

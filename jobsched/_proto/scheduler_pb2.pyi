@@ -233,20 +233,22 @@ class GetClusterStatusResponse(_message.Message):
     def __init__(self, current_term: _Optional[int] = ..., leader_id: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "address", "is_alive", "role", "match_index", "draining")
+    __slots__ = ("node_id", "address", "is_alive", "role", "match_index", "draining", "entry_forms")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IS_ALIVE_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FORMS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     address: str
     is_alive: bool
     role: str
     match_index: int
     draining: bool
-    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., is_alive: _Optional[bool] = ..., role: _Optional[str] = ..., match_index: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    entry_forms: int
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., is_alive: _Optional[bool] = ..., role: _Optional[str] = ..., match_index: _Optional[int] = ..., draining: _Optional[bool] = ..., entry_forms: _Optional[int] = ...) -> None: ...
 
 class GetRaftLogEntriesRequest(_message.Message):
     __slots__ = ("start_index", "limit")

@@ -119,6 +119,7 @@ class JobCommandTests(CliTestCase):
         path = self.mktemp()
         with open(path, "w") as file:
             file.write(f"echo {tag} 1\n\necho {tag} 2\necho {tag} 3\n")
+        self.leader = await self.cluster.batching_leader()
         result, _args = await self.via_follower("-o", "json", "job", "submit", "--file", path)
         self.assertOk(result)
         jobs = parsed(result)["jobs"]

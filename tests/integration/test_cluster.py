@@ -302,7 +302,7 @@ class FailoverTests(ClusterTestCase):
 
     async def test_a_batch_is_one_entry_and_a_follower_forwards_rest_batches(self):
         cluster = self.start_cluster(3)
-        leader = await cluster.find_leader()
+        leader = await cluster.batching_leader()
         follower = next(n for n in cluster.nodes.values() if n is not leader)
         with self.assertRaises(CallFailed) as caught:
             await follower.call(

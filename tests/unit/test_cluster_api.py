@@ -369,6 +369,13 @@ class ViewTests(unittest.TestCase):
         )
         self.assertEqual(second.match_index, follower.raft.status().last_log_index)
 
+    def test_views_show_the_entry_forms_each_node_applies_as_known_there(self):
+        leader, follower, _third = cluster(self, self.clock, size=3)
+        leader.registry.record(2, [], 4, False, 22, entry_forms=2)
+        leader.registry.record(3, [], 4, False, 33)  # a version from before forms
+        self.assertEqual([n.entry_forms for n in leader.api.cluster_view().nodes], [2, 2, 0])
+        self.assertEqual([n.entry_forms for n in follower.api.cluster_view().nodes], [0, 2, 0])
+
     def test_leader_view_shows_a_silent_peer_as_unknown(self):
         """Node 3 stops answering; node 1 still leads with node 2 and shows node 3 as
         not alive, role unknown, once it has been silent for over 3 s."""
