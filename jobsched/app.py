@@ -62,6 +62,7 @@ class ClusterView:
     current_term: int
     leader_id: int
     nodes: list[NodeView]
+    entry_forms: int = 1  # the entry forms the cluster writes (replicated)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class ClusterAPI:
         self._require_room(len(checked))
         now_ms = self._now_ms()
         jobs = [self._submit_command(request, now_ms) for request in checked]
-        if not self._registry.every_node_applies(commands.BATCHED_FORMS):
+        if self._table.entry_forms() < commands.BATCHED_FORMS:
             # a node might not apply a SubmitJobs entry: one entry per job, in order
             return propose_each(self._raft, [commands.entry(submit_job=job) for job in jobs])
         return self._propose_placed(jobs, now_ms, lambda: commands.submit_jobs(jobs))
@@ -329,7 +330,7 @@ class ClusterAPI:
                 )
             )
         nodes.sort(key=lambda node: node.node_id)
-        return ClusterView(status.current_term, status.leader_id, nodes)
+        return ClusterView(status.current_term, status.leader_id, nodes, self._table.entry_forms())
 
     def raft_log_view(self, start_index: int, limit: int) -> LogView:
         """GetRaftLogEntries on this node's log: limit 0 -> 100, capped at 1000;

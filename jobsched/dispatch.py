@@ -73,6 +73,7 @@ class Dispatcher(Service):
         self._worker_expiry = worker_expiry
         self._registry = registry
         self._registering: set[int] = set()
+        self._raising_forms = False
         self._requeueing: set[str] = set()
         self._missing: dict[tuple, float] = {}  # (job id, attempt) -> first seen missing
         # (job id, attempt) -> a log index its assignment is at or below
@@ -115,6 +116,7 @@ class Dispatcher(Service):
         if self._is_leader():
             if self._leading_since is None:
                 self._leading_since = self._clock.seconds()
+            self._raise_entry_forms()  # a cluster of one need not wait for heartbeats
         else:
             self._leading_since = None
             self._registry.forget_all()
@@ -150,11 +152,32 @@ class Dispatcher(Service):
             self._registering.add(node_id)
             registered = self._raft.propose(commands.register_worker(node_id))
             registered.addBoth(self._registered, node_id)
+        self._raise_entry_forms()
         if not was_live:
             self.request_round()
 
     def _registered(self, _result, node_id: int) -> None:
         self._registering.discard(node_id)  # a failure is retried by the next heartbeat
+
+    def _batched(self) -> bool:
+        """Whether the cluster writes the batched entry forms (commands.BATCHED_FORMS)."""
+        return self._table.entry_forms() >= commands.BATCHED_FORMS
+
+    def _raise_entry_forms(self) -> None:
+        """Once every node has said it applies this version's entry forms, commit that
+        the cluster writes them (a failure is retried at the next heartbeat)."""
+        if (
+            self._raising_forms
+            or self._table.entry_forms() >= commands.ENTRY_FORMS
+            or not self._registry.every_node_applies(commands.ENTRY_FORMS)
+        ):
+            return
+        self._raising_forms = True
+        raised = self._raft.propose(commands.entry_forms(commands.ENTRY_FORMS))
+        raised.addBoth(self._forms_raised)
+
+    def _forms_raised(self, _result) -> None:
+        self._raising_forms = False
 
     def workers(self) -> dict[int, WorkerView]:
         """Workers that may take jobs now: the leader's own worker (live while it leads)
@@ -194,7 +217,7 @@ class Dispatcher(Service):
         self._finishing.update(finishing)
         assignments = []
         if finishing and self.running and self._is_leader():
-            if self._registry.every_node_applies(commands.BATCHED_FORMS):
+            if self._batched():
                 assignments = self._assigner.plan(
                     self._table, self.workers(), now_ms, self._assigning
                 )
@@ -248,7 +271,7 @@ class Dispatcher(Service):
             not self.running
             or not self._is_leader()
             or self._table.count(JobStatus.PENDING)
-            or not self._registry.every_node_applies(commands.BATCHED_FORMS)
+            or not self._batched()
         ):
             return None
         views = self.workers()
@@ -288,7 +311,7 @@ class Dispatcher(Service):
     def _propose_assignments(self, assignments):
         """One AssignJobs entry, or while a node might not apply those, an AssignJob
         entry each (the form every version applies)."""
-        if self._registry.every_node_applies(commands.BATCHED_FORMS):
+        if self._batched():
             return self._raft.propose(commands.assign_jobs(assignments))
         return propose_each(
             self._raft, [commands.entry(assign_job=assignment) for assignment in assignments]

@@ -114,6 +114,9 @@ class IJobTable(IStateMachine):
     def workers():
         """Registered worker ids, ascending."""
 
+    def entry_forms():
+        """The Raft entry forms the cluster writes (replicated; see jobs.commands)."""
+
 
 class IRaftService(Interface):
     """Consensus as the rest of the node sees it (runs on the reactor)."""

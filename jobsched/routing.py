@@ -185,6 +185,7 @@ def _cluster_view_from_wire(reply: pb.GetClusterStatusResponse) -> ClusterView:
             )
             for n in reply.nodes
         ],
+        reply.entry_forms or 1,
     )
 
 

@@ -579,13 +579,12 @@ class Cluster:
         return (await self.nodes[node_id].rest("GET", "/api/cluster")).body
 
     async def batching_leader(self, timeout: float = 30) -> Node:
-        """The leader, once it has heard every node say it applies the batched entry
-        forms (before that it writes one entry per job: docs/operations.md)."""
+        """The leader, once the cluster writes the batched entry forms (from when every
+        node has said it applies them; before, one entry per job: docs/operations.md)."""
 
         async def batching():
             leader = await self.find_leader()
-            nodes = (await self.view(leader.node_id))["nodes"]
-            return leader if all(node["entry_forms"] >= 2 for node in nodes) else None
+            return leader if (await self.view(leader.node_id))["entry_forms"] >= 2 else None
 
         return await wait_for(batching, timeout, "the leader to hear every node's entry forms")
 

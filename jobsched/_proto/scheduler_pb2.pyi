@@ -223,14 +223,16 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterStatusResponse(_message.Message):
-    __slots__ = ("current_term", "leader_id", "nodes")
+    __slots__ = ("current_term", "leader_id", "nodes", "entry_forms")
     CURRENT_TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FORMS_FIELD_NUMBER: _ClassVar[int]
     current_term: int
     leader_id: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
-    def __init__(self, current_term: _Optional[int] = ..., leader_id: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+    entry_forms: int
+    def __init__(self, current_term: _Optional[int] = ..., leader_id: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., entry_forms: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
     __slots__ = ("node_id", "address", "is_alive", "role", "match_index", "draining", "entry_forms")
@@ -497,7 +499,7 @@ class LogEntry(_message.Message):
     def __init__(self, term: _Optional[int] = ..., index: _Optional[int] = ..., command: _Optional[bytes] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("submit_job", "update_job_status", "register_worker", "batch_update_job_status", "assign_job", "cancel_job", "requeue_job", "submit_jobs", "assign_jobs")
+    __slots__ = ("submit_job", "update_job_status", "register_worker", "batch_update_job_status", "assign_job", "cancel_job", "requeue_job", "submit_jobs", "assign_jobs", "entry_forms")
     SUBMIT_JOB_FIELD_NUMBER: _ClassVar[int]
     UPDATE_JOB_STATUS_FIELD_NUMBER: _ClassVar[int]
     REGISTER_WORKER_FIELD_NUMBER: _ClassVar[int]
@@ -507,6 +509,7 @@ class Command(_message.Message):
     REQUEUE_JOB_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_JOBS_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_JOBS_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FORMS_FIELD_NUMBER: _ClassVar[int]
     submit_job: SubmitJobCommand
     update_job_status: UpdateJobStatusCommand
     register_worker: RegisterWorkerCommand
@@ -516,7 +519,14 @@ class Command(_message.Message):
     requeue_job: RequeueJobCommand
     submit_jobs: SubmitJobsCommand
     assign_jobs: AssignJobsCommand
-    def __init__(self, submit_job: _Optional[_Union[SubmitJobCommand, _Mapping]] = ..., update_job_status: _Optional[_Union[UpdateJobStatusCommand, _Mapping]] = ..., register_worker: _Optional[_Union[RegisterWorkerCommand, _Mapping]] = ..., batch_update_job_status: _Optional[_Union[BatchUpdateJobStatusCommand, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJobCommand, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJobCommand, _Mapping]] = ..., requeue_job: _Optional[_Union[RequeueJobCommand, _Mapping]] = ..., submit_jobs: _Optional[_Union[SubmitJobsCommand, _Mapping]] = ..., assign_jobs: _Optional[_Union[AssignJobsCommand, _Mapping]] = ...) -> None: ...
+    entry_forms: EntryFormsCommand
+    def __init__(self, submit_job: _Optional[_Union[SubmitJobCommand, _Mapping]] = ..., update_job_status: _Optional[_Union[UpdateJobStatusCommand, _Mapping]] = ..., register_worker: _Optional[_Union[RegisterWorkerCommand, _Mapping]] = ..., batch_update_job_status: _Optional[_Union[BatchUpdateJobStatusCommand, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJobCommand, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJobCommand, _Mapping]] = ..., requeue_job: _Optional[_Union[RequeueJobCommand, _Mapping]] = ..., submit_jobs: _Optional[_Union[SubmitJobsCommand, _Mapping]] = ..., assign_jobs: _Optional[_Union[AssignJobsCommand, _Mapping]] = ..., entry_forms: _Optional[_Union[EntryFormsCommand, _Mapping]] = ...) -> None: ...
+
+class EntryFormsCommand(_message.Message):
+    __slots__ = ("forms",)
+    FORMS_FIELD_NUMBER: _ClassVar[int]
+    forms: int
+    def __init__(self, forms: _Optional[int] = ...) -> None: ...
 
 class AssignJobsCommand(_message.Message):
     __slots__ = ("assignments",)

@@ -187,6 +187,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             current_term=view.current_term,
             leader_id=view.leader_id,
             nodes=[pb.NodeInfo(**dataclasses.asdict(node)) for node in view.nodes],
+            entry_forms=view.entry_forms,
         )
 
     @translates_errors

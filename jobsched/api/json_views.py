@@ -67,6 +67,7 @@ def cluster_json(raft_status, view: ClusterView) -> dict:
         "first_log_index": raft_status.first_log_index,
         "has_quorum": raft_status.has_quorum,
         "nodes": [dataclasses.asdict(node) for node in view.nodes],
+        "entry_forms": view.entry_forms,
     }
 
 

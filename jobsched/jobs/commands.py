@@ -15,8 +15,9 @@ from jobsched.jobs.model import JobResult
 # The newest entry forms this version writes and applies. 1: one job or one assignment
 # per entry, results in batches; 2: SubmitJobs and AssignJobs entries, and assignments
 # carried in submit and result entries. A node of an older version would skip what it
-# does not know, and its table would part from the others': a leader writes forms
-# above 1 only while every node says (in its heartbeats) that it applies them.
+# does not know, and its table would part from the others': the cluster writes forms
+# above 1 only from an EntryForms entry on, which the leader proposes once every node
+# has said (in its heartbeats) that it applies them.
 ENTRY_FORMS = 2
 BATCHED_FORMS = 2
 
@@ -147,6 +148,11 @@ def cancel_job(job_id: str, cancelled_at_ms: int) -> bytes:
     return entry(
         cancel_job=scheduler_pb2.CancelJobCommand(job_id=job_id, cancelled_at_ms=cancelled_at_ms)
     )
+
+
+def entry_forms(forms: int) -> bytes:
+    """An EntryForms entry: the cluster writes entries of `forms` from here on."""
+    return entry(entry_forms=scheduler_pb2.EntryFormsCommand(forms=forms))
 
 
 def register_worker(worker_id: int) -> bytes:

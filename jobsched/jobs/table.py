@@ -222,6 +222,7 @@ class JobTable:
         # idempotency key -> (job id, created_at_ms of that job), oldest first
         self._keys: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._workers: set[int] = set()
+        self._entry_forms = 1  # the entry forms the cluster writes (jobs.commands)
         self._next_seq = 1
         # seq -> that job's snapshot record as UTF-8 JSON; dropped whenever the job
         # changes, so a snapshot re-encodes only the jobs changed since the last one.
@@ -262,7 +263,7 @@ class JobTable:
         afterwards (unchanged when terminal), None if unknown;
         assign_job / update_job_status: the job if the command took effect, else None;
         batch_update_job_status: a list of those for its updates (its assignments, applied
-        after them, answer nobody); register_worker and no-op: None.
+        after them, answer nobody); register_worker, entry_forms and no-op: None.
         """
         decoded = scheduler_pb2.Command.FromString(command)
         kind = decoded.WhichOneof("command_type")
@@ -442,6 +443,9 @@ class JobTable:
         job.completed_at_ms = cmd.failed_at_ms or None
         return self._changed("finished", job)
 
+    def _apply_entry_forms(self, cmd: scheduler_pb2.EntryFormsCommand) -> None:
+        self._entry_forms = max(self._entry_forms, cmd.forms)
+
     def _apply_register_worker(self, cmd: scheduler_pb2.RegisterWorkerCommand) -> None:
         if cmd.worker_id:
             self._workers.add(cmd.worker_id)
@@ -532,6 +536,10 @@ class JobTable:
         """Registered worker ids, ascending."""
         return sorted(self._workers)
 
+    def entry_forms(self) -> int:
+        """The entry forms the cluster writes: 1 until an EntryForms entry raised them."""
+        return self._entry_forms
+
     @property
     def last_seq(self) -> int:
         """The sequence number of the newest job (0 when empty): a stream's end mark."""
@@ -606,8 +614,8 @@ class JobTable:
     def snapshot(self) -> bytes:
         """The whole applied state as deterministic JSON (equal tables, equal bytes).
 
-        It is the compact, key-sorted JSON of {attempt_fields, fields, format,
-        idempotency_keys, jobs, next_seq, workers}, put together from cached per-job
+        It is the compact, key-sorted JSON of {attempt_fields, entry_forms, fields,
+        format, idempotency_keys, jobs, next_seq, workers}, put together from cached per-job
         records (arrays, SNAPSHOT_FORMAT): taken on the reactor every compaction, it
         must not re-encode a large table of finished jobs.
         """
@@ -622,6 +630,7 @@ class JobTable:
         head = _dumps(
             {
                 "attempt_fields": _ATTEMPT_FIELDS,
+                "entry_forms": self._entry_forms,
                 "fields": _RECORD_FIELDS,
                 "format": SNAPSHOT_FORMAT,
                 "idempotency_keys": keys,
@@ -660,6 +669,7 @@ class JobTable:
             for key, job_id, first_ms in state["idempotency_keys"]:
                 replacement._keys[key] = (job_id, first_ms)
             replacement._workers = set(state["workers"])
+            replacement._entry_forms = int(state.get("entry_forms", 1))
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a job table snapshot: {e}") from e
         listeners = self._listeners

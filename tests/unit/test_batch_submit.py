@@ -12,7 +12,6 @@ from jobsched.api import rest_requests
 from jobsched.app import MAX_BATCH_JOBS, SubmitRequest
 from jobsched.jobs import commands
 from jobsched.jobs.table import JobTable, ListQuery
-from jobsched.registry import WorkerRegistry
 from tests.unit.test_cluster_api import build, cluster, committed, elected
 
 
@@ -25,6 +24,8 @@ class SubmitManyTests(unittest.TestCase):
         self.clock = task.Clock()
         self.node = build(self.clock)
         elected(self.clock, self.node.raft)
+        # as a leader's dispatcher does once every node applies the batched forms
+        committed(self.clock, self.node.raft.propose(commands.entry_forms(2)))
 
     def test_a_batch_is_one_entry_answered_in_order(self):
         before = self.node.raft.status().last_log_index
@@ -36,13 +37,13 @@ class SubmitManyTests(unittest.TestCase):
         self.assertEqual(len({job.job_id for job in jobs}), 3)
         self.assertEqual({job.created_at_ms for job in jobs}, {jobs[0].created_at_ms})
 
-    def test_with_a_node_of_an_older_version_each_job_gets_an_entry_of_its_own(self):
-        self.node.api._registry = WorkerRegistry(self.clock, 5.0, peers=(2,))
-        self.node.api._registry.record(2, [], 4, False, 2000, entry_forms=0)
-        before = self.node.raft.status().last_log_index
-        jobs = committed(self.clock, self.node.api.submit_many(batch("echo 1", "echo 2")))
+    def test_until_the_cluster_writes_batched_forms_each_job_gets_an_entry(self):
+        node = build(self.clock)  # e.g. a node of an older version is in the cluster
+        elected(self.clock, node.raft)
+        before = node.raft.status().last_log_index
+        jobs = committed(self.clock, node.api.submit_many(batch("echo 1", "echo 2")))
         self.assertEqual([job.command for job in jobs], ["echo 1", "echo 2"])
-        entries = self.node.raft.log_entries(before + 1, 10)
+        entries = node.raft.log_entries(before + 1, 10)
         kinds = [Command.FromString(e.command).WhichOneof("command_type") for e in entries]
         self.assertEqual(kinds, ["submit_job", "submit_job"])
 

@@ -375,6 +375,10 @@ class ViewTests(unittest.TestCase):
         leader.registry.record(3, [], 4, False, 33)  # a version from before forms
         self.assertEqual([n.entry_forms for n in leader.api.cluster_view().nodes], [2, 2, 0])
         self.assertEqual([n.entry_forms for n in follower.api.cluster_view().nodes], [0, 2, 0])
+        self.assertEqual(leader.api.cluster_view().entry_forms, 1)  # what the cluster writes
+        committed(self.clock, leader.raft.propose(commands.entry_forms(2)))
+        self.clock.pump([0.05] * 5)
+        self.assertEqual(follower.api.cluster_view().entry_forms, 2)
 
     def test_leader_view_shows_a_silent_peer_as_unknown(self):
         """Node 3 stops answering; node 1 still leads with node 2 and shows node 3 as

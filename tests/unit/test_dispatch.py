@@ -626,6 +626,20 @@ class MixedVersionTests(unittest.TestCase):
         node.settle()
         self.assertEqual(node.placed([second]), [LEADER])  # by a round of its own
 
+    def test_a_leader_alone_writes_the_batched_forms_at_once(self):
+        node = Leader(slots=1)
+        self.assertEqual(node.table.entry_forms(), 2)
+
+    def test_once_raised_the_forms_stay_without_heartbeats(self):
+        node = Leader(slots=1, peers=(2,))
+        self.assertEqual(node.table.entry_forms(), 1)
+        node.beat(2)
+        node.settle()
+        self.assertEqual(node.table.entry_forms(), 2)
+        node.registry.forget_all()  # as after an election: nobody heard from yet
+        jobs = [commands.job_to_submit(next(_names), "true", 1000)]
+        self.assertIsNotNone(node.dispatcher.place_new(jobs, 5000))
+
     def test_a_node_not_heard_from_counts_as_older(self):
         node = Leader(slots=1, peers=(2, 3))
         node.beat(2)
