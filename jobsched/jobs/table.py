@@ -134,11 +134,12 @@ def _encode_raw(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(value) -> bytes:
     """Compact, key-sorted UTF-8 JSON: the snapshot encoding."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def _clamp_page_size(page_size: int) -> int:
@@ -178,6 +179,18 @@ def _matcher(query: ListQuery) -> Callable[[Job], bool] | None:
         )
 
     return match
+
+
+def _encoded_as_now(state: dict) -> bool:
+    """Whether a snapshot's job records are what `JobTable._snapshot_record` makes now
+    (same format and fields), so that they can seed the cache after a restore: else
+    the first compaction after it would re-encode every job, a stall of about a
+    second per 50,000 jobs on this machine."""
+    return (
+        state["format"] == SNAPSHOT_FORMAT
+        and state["fields"] == list(_RECORD_FIELDS)
+        and state["attempt_fields"] == list(_ATTEMPT_FIELDS)
+    )
 
 
 def _records(state: dict):
@@ -670,6 +683,10 @@ class JobTable:
                 replacement._keys[key] = (job_id, first_ms)
             replacement._workers = set(state["workers"])
             replacement._entry_forms = int(state.get("entry_forms", 1))
+            if _encoded_as_now(state):  # each job's record, as its next snapshot has it
+                replacement._snapshot_records = {
+                    values[-1]: _dumps(values) for values in state["jobs"]
+                }
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a job table snapshot: {e}") from e
         listeners = self._listeners

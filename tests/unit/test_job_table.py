@@ -876,6 +876,25 @@ class SnapshotTests(PagingTestCase):
         self.assertEqual(restored.snapshot(), table.snapshot())
         self.assertLess(len(table.snapshot()), len(older) * 0.7)  # arrays, not objects
 
+    def test_the_snapshot_after_a_restore_encodes_no_job_again(self):
+        """A restored table keeps each job's record as the snapshot had it: the first
+        compaction after a restore does not re-encode the whole table (a stall)."""
+        table = build_mixed_table()
+        data = table.snapshot()
+        restored = JobTable()
+        restored.restore(data)
+        encoded = []
+        original = JobTable._snapshot_record
+        self.patch(JobTable, "_snapshot_record", lambda *args: encoded.append(1) or original(*args))
+        self.assertEqual(restored.snapshot(), data)
+        self.assertEqual(encoded, [])
+        apply(restored, commands.cancel_job("e", T0 + 5))  # a change re-encodes that job
+        self.assertNotEqual(restored.snapshot(), data)
+        self.assertEqual(len(encoded), 1)
+        older = JobTable()
+        older.restore(json.dumps(as_format_1(data)).encode())  # records made anew
+        self.assertEqual(older.snapshot(), data)
+
     def test_a_record_of_the_wrong_length_is_refused(self):
         state = json.loads(build_mixed_table().snapshot())
         self.assertEqual(state["format"], 2)
