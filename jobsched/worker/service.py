@@ -104,8 +104,14 @@ class WorkerService(Service):
         return self._executor.stop()
 
     def fence(self) -> None:
-        """Kill every running job: this worker lost the leader long enough for the
-        leader to give its jobs to others. Their results are discarded."""
+        """This worker lost the leader long enough for the leader to give its jobs to
+        others: kill every running job (their results are discarded), and never start
+        the attempts assigned here that have not started yet (an assignment applied
+        after a pause may have been taken back already; the leader takes back what
+        this worker does not run)."""
+        for job in self._table.jobs_running_on(self._node_id):
+            if self._taken.get(job.job_id, 0) < job.attempts:
+                self._taken[job.job_id] = job.attempts
         if not self._running:
             return
         self.log.warn(

@@ -508,6 +508,23 @@ class FenceTests(unittest.TestCase):
         self.assertEqual([spec.job_id for spec in h.executor.specs], ["a"])
         self.assertEqual(h.worker.running_job_ids(), ["a"])
 
+    def test_an_assignment_not_yet_started_when_the_lease_ran_out_never_starts(self):
+        """A node resumed after a pause applies an assignment made while it was paused
+        (and perhaps already taken back by the leader), and its lease has run out: the
+        fence runs before the job would start, so it never does; the job is no longer
+        listed, and the leader takes it back."""
+        h = Harness(slots=2)
+        h.submit("a")
+        h.assign("a")  # applied; the run would start in the next reactor turn
+        h.worker.fence()
+        h.settle()
+        self.assertEqual(h.executor.specs, [])
+        self.assertEqual(h.worker.running_job_ids(), [])
+        h.apply(commands.requeue_job("a", 1, "worker 2 lost", 9000))
+        h.assign("a", attempt=2)  # given back to this worker later: runs
+        h.settle()
+        self.assertEqual([spec.attempt for spec in h.executor.specs], [2])
+
     def test_fence_with_nothing_running_does_nothing(self):
         h = Harness()
         h.worker.fence()
