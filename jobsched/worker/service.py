@@ -106,12 +106,13 @@ class WorkerService(Service):
     def fence(self) -> None:
         """This worker lost the leader long enough for the leader to give its jobs to
         others: kill every running job (their results are discarded), and never start
-        the attempts assigned here that have not started yet (an assignment applied
-        after a pause may have been taken back already; the leader takes back what
-        this worker does not run)."""
+        the attempts assigned to this process life that have not started yet (an
+        assignment applied after a pause may have been taken back already; the leader
+        takes back what this worker does not run). Those of an earlier life are still
+        reported failed as they are taken."""
         for job in self._table.jobs_running_on(self._node_id):
-            if self._taken.get(job.job_id, 0) < job.attempts:
-                self._taken[job.job_id] = job.attempts
+            if job.worker_incarnation == self.incarnation:
+                self._taken[job.job_id] = max(self._taken.get(job.job_id, 0), job.attempts)
         if not self._running:
             return
         self.log.warn(

@@ -516,10 +516,13 @@ class FenceTests(unittest.TestCase):
         h = Harness(slots=2)
         h.submit("a")
         h.assign("a")  # applied; the run would start in the next reactor turn
+        h.submit("old")
+        h.assign("old", incarnation=INCARNATION + 1)  # of an earlier life of this node
         h.worker.fence()
         h.settle()
         self.assertEqual(h.executor.specs, [])
         self.assertEqual(h.worker.running_job_ids(), [])
+        self.assertEqual([(u.job_id, u.error) for u in h.reported()], [("old", NODE_RESTARTED)])
         h.apply(commands.requeue_job("a", 1, "worker 2 lost", 9000))
         h.assign("a", attempt=2)  # given back to this worker later: runs
         h.settle()
