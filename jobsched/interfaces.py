@@ -157,6 +157,11 @@ class IRaftService(Interface):
         """Answer an inbound Raft request message; returns a Deferred of the response
         (it may wait for a durable write before answering)."""
 
+    def leader_disconnected(leader_id, term):
+        """The connection on which `leader_id` of `term` sent its entries closed: a
+        follower of that leader stops counting on it and stands for election at once
+        (pre-vote keeps a leader that other peers still hear)."""
+
 
 class IExecutor(Interface):
     """Runs one job attempt somewhere (a container, a process) off the reactor."""

@@ -40,9 +40,17 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
         return await self._answer(request, context)
 
     async def AppendEntriesStream(self, requests, context):
-        """Each request answered in order; an error ends the stream with its status."""
-        async for request in requests:
-            yield await self._answer(request, context)
+        """Each request answered in order; an error ends the stream with its status.
+        However the stream ends (the leader's process died, the network dropped it,
+        the leader closed it), Raft hears that its leader disconnected."""
+        sender = None
+        try:
+            async for request in requests:
+                sender = (request.leader_id, request.term)
+                yield await self._answer(request, context)
+        finally:
+            if sender is not None:
+                self._bridge.post(self._raft.leader_disconnected, *sender)
 
     async def TimeoutNow(self, request, context):
         return await self._answer(request, context)

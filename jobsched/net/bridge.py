@@ -63,6 +63,10 @@ class ReactorBridge:
             result.raiseException()
         return result
 
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """fn(*args) on the reactor, soon; nothing waits for it (any thread)."""
+        self._to_reactor.put(partial(fn, *args))
+
     def _inbox_of(self, loop: asyncio.AbstractEventLoop) -> Inbox:
         inbox = self._to_loops.get(loop)
         if inbox is None:

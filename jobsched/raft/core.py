@@ -323,6 +323,19 @@ class RaftCore:
             self._send_append(peer, now)
         return entry
 
+    def leader_disconnected(self, leader_id: int, term: int, now: float) -> None:
+        """The connection on which the leader of `term` sent this follower its entries
+        closed (its process ended, or the network dropped it). A follower of that
+        leader stops counting on it at once instead of after an election timeout of
+        silence: it grants pre-votes, and stands for election itself now. Pre-vote keeps
+        a live leader in place: a peer that still hears it refuses."""
+        self._now = now
+        if self.role != FOLLOWER or self.leader_id != leader_id or self.term != term:
+            return
+        self._last_leader_contact = None
+        if self.may_lead:
+            self._election_due = min(self._election_due, now)
+
     def receive_request(self, msg: Request, now: float) -> Response:
         """Answer a peer's request (hold the answer until the writes are durable)."""
         self._now = now

@@ -238,6 +238,19 @@ class RaftService(Service):
             return defer.fail(self._refusal())
         return self._when_durable().addCallback(lambda _: response)
 
+    def leader_disconnected(self, leader_id: int, term: int) -> None:
+        if not self._active:
+            return
+        core = self._core
+        if core.role == FOLLOWER and core.leader_id == leader_id and core.term == term:
+            log.info(
+                "The connection of leader {leader} closed; asking the peers for an election",
+                leader=leader_id,
+                node=self.node_id,
+            )
+        core.leader_disconnected(leader_id, term, self._clock.seconds())
+        self._step()
+
     def is_leader(self) -> bool:
         return self._core is not None and self._core.role == LEADER
 

@@ -193,6 +193,9 @@ class FailoverTests(ClusterTestCase):
         self.assertNotEqual(new_leader.node_id, leader.node_id)
         new_term = (await new_leader.rest("GET", "/api/cluster")).body["current_term"]
         self.assertGreater(new_term, old_term)
+        # The followers saw its connection close: they did not wait out an election timeout.
+        said = f"The connection of leader {leader.node_id} closed; asking the peers for an election"
+        self.assertTrue(any(said in node.log_text() for node in cluster.live_nodes()))
 
         self.assertLessEqual(set(acked), set(await job_table(new_leader)))
         reply = await new_leader.call("SubmitJob", pb.SubmitJobRequest(command="echo after"))

@@ -1,5 +1,6 @@
 """AppendEntries on one stream per peer (raft/append_streams.py) between two real
-grpc.aio servers on the real reactor: answers in order on one stream, an older peer
+grpc.aio servers on the real reactor: answers in order on one stream, the follower
+told when its leader's stream ends, an older peer
 (no AppendEntriesStream) served by unary calls for a while, a request not answered in time fails
 and the next one goes on a new stream, a follower's error ends the stream with its
 code, and a stream is refused what a unary call would be (a claimed leader that is no
@@ -38,6 +39,10 @@ class FollowerRaft:
 
     def __init__(self) -> None:
         self.seen: list[int] = []
+        self.disconnected: list[tuple[int, int]] = []
+
+    def leader_disconnected(self, leader_id: int, term: int) -> None:
+        self.disconnected.append((leader_id, term))
 
     def handle(self, request):
         if request.term == STUCK_TERM:
@@ -116,7 +121,8 @@ class AppendStreamTests(unittest.TestCase):
         self.addCleanup(transport.close)
         server = GrpcServerService("127.0.0.1", 0, [], Wire(), reactor, loop_users=[self.streams])
         server.startService()
-        self.addCleanup(server.stopService)
+        self.addCleanup(lambda: server.running and server.stopService())
+        self.leader_server = server
         return transport
 
     @defer.inlineCallbacks
@@ -128,6 +134,15 @@ class AppendStreamTests(unittest.TestCase):
         self.assertEqual([a.match_index for a in answers], [1, 2, 3, 4, 5])
         self.assertEqual(self.follower.seen, [1, 2, 3, 4, 5])
         self.assertEqual(self.servicer.unary_calls, 0)
+
+    @defer.inlineCallbacks
+    def test_the_follower_hears_when_its_leader_disconnects(self):
+        transport = self.start_leader(self.start_follower())
+        yield transport.send(FOLLOWER, append(1, term=4))
+        self.assertEqual(self.follower.disconnected, [])
+        yield self.leader_server.stopService()  # as when the leader's process ends
+        yield wait_until(lambda: self.follower.disconnected, "the follower heard it", 10)
+        self.assertEqual(self.follower.disconnected, [(LEADER, 4)])
 
     @defer.inlineCallbacks
     def test_an_older_peer_is_sent_unary_calls_for_a_while(self):

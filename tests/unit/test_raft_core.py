@@ -395,6 +395,42 @@ class ElectionAndCommitTests(RaftCoreTestCase):
         self.assertEqual([(n.core.term, n.core.leader_id) for n in nodes.values()], [(1, 1)] * 3)
         self.assertEqual(nodes[1].core.role, LEADER)
 
+    def test_followers_whose_leader_disconnected_elect_at_once(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        now = run(nodes, now, 0.1)
+        del nodes[1]  # the leader's process ends: its connections close at once
+        for node in nodes.values():
+            node.core.leader_disconnected(1, 1, now)
+        self.assertEqual([n.core.next_deadline() for n in nodes.values()], [now, now])
+        for node in nodes.values():
+            node.core.tick(now)
+        pump(nodes, now)
+        leaders = [n.core for n in nodes.values() if n.core.role == LEADER]
+        self.assertEqual([core.term for core in leaders], [2])
+
+    def test_one_follower_losing_its_connection_does_not_unseat_a_live_leader(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        now = run(nodes, now, 0.1)
+        follower = nodes[3].core
+        follower.leader_disconnected(1, 1, now)
+        self.assertFalse(follower.has_quorum(now))
+        now = run(nodes, now, 1.0)  # its pre-vote is refused; the leader's next words win it back
+        self.assertEqual([(n.core.term, n.core.leader_id) for n in nodes.values()], [(1, 1)] * 3)
+        self.assertEqual(nodes[1].core.role, LEADER)
+        self.assertTrue(follower.has_quorum(now))
+
+    def test_a_disconnection_of_another_leader_or_term_changes_nothing(self):
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        follower = nodes[2].core
+        deadline = follower.next_deadline()
+        follower.leader_disconnected(3, 1, now)
+        follower.leader_disconnected(1, 0, now)
+        self.assertEqual(follower.next_deadline(), deadline)
+        self.assertTrue(follower.has_quorum(now))
+
     def test_partitioned_node_rejoins_without_disrupting_leader(self):
         nodes = cluster(3)
         now = self.elect(nodes, 1)
