@@ -37,7 +37,13 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 SNAPSHOT_FORMAT = 2
 """2: each job a JSON array of its fields in the order the snapshot's `fields` names
-(attempts likewise, `attempt_fields`); 1 (still restored): each job a JSON object."""
+(attempts likewise, `attempt_fields`); 1: each job a JSON object. Both are restored.
+A table writes format 2 once its cluster writes entry forms 2 (a node of a version
+that applies them reads format 2, which came before them), format 1, which every
+version reads, until then: a node of an older version can install a newer node's
+snapshot during a rolling upgrade."""
+FORMS_FOR_SNAPSHOT_FORMAT = 2
+"""The entry forms from which a cluster's snapshots are written in SNAPSHOT_FORMAT."""
 
 Listener = Callable[[str, Job | None], None]
 
@@ -240,6 +246,7 @@ class JobTable:
         # seq -> that job's snapshot record as UTF-8 JSON; dropped whenever the job
         # changes, so a snapshot re-encodes only the jobs changed since the last one.
         self._snapshot_records: dict[int, bytes] = {}
+        self._records_format = SNAPSHOT_FORMAT  # the format of the cached records
         # renderer key -> seq -> that job rendered (render_page, render_all); dropped
         # whenever the job changes, like the snapshot records.
         self._renders: dict[str, dict[int, bytes]] = {}
@@ -628,38 +635,54 @@ class JobTable:
         """The whole applied state as deterministic JSON (equal tables, equal bytes).
 
         It is the compact, key-sorted JSON of {attempt_fields, entry_forms, fields,
-        format, idempotency_keys, jobs, next_seq, workers}, put together from cached per-job
-        records (arrays, SNAPSHOT_FORMAT): taken on the reactor every compaction, it
-        must not re-encode a large table of finished jobs.
+        format, idempotency_keys, jobs, next_seq, workers} (format 1: {format,
+        idempotency_keys, jobs, next_seq, workers}), put together from cached per-job
+        records: taken on the reactor every compaction, it must not re-encode a large
+        table of finished jobs.
         """
+        snapshot_format = self.snapshot_format()
+        if snapshot_format != self._records_format:
+            self._snapshot_records = {}
+            self._records_format = snapshot_format
         records = self._snapshot_records
         jobs = []
         for seq in self._order:
             record = records.get(seq)
             if record is None:
-                record = records[seq] = self._snapshot_record(seq)
+                record = records[seq] = self._snapshot_record(seq, snapshot_format)
             jobs.append(record)
         keys = [[key, job_id, first_ms] for key, (job_id, first_ms) in self._keys.items()]
-        head = _dumps(
-            {
-                "attempt_fields": _ATTEMPT_FIELDS,
-                "entry_forms": self._entry_forms,
-                "fields": _RECORD_FIELDS,
-                "format": SNAPSHOT_FORMAT,
-                "idempotency_keys": keys,
-            }
-        )[:-1]
+        if snapshot_format == 1:  # exactly as versions before format 2 wrote it
+            head = _dumps({"format": 1, "idempotency_keys": keys})[:-1]
+        else:
+            head = _dumps(
+                {
+                    "attempt_fields": _ATTEMPT_FIELDS,
+                    "entry_forms": self._entry_forms,
+                    "fields": _RECORD_FIELDS,
+                    "format": SNAPSHOT_FORMAT,
+                    "idempotency_keys": keys,
+                }
+            )[:-1]
         tail = _dumps({"next_seq": self._next_seq, "workers": sorted(self._workers)})[1:]
         return b"".join((head, b',"jobs":[', b",".join(jobs), b"],", tail))
 
-    def _snapshot_record(self, seq: int) -> bytes:
+    def snapshot_format(self) -> int:
+        """The format the next snapshot is written in (see SNAPSHOT_FORMAT)."""
+        return SNAPSHOT_FORMAT if self._entry_forms >= FORMS_FOR_SNAPSHOT_FORMAT else 1
+
+    def _snapshot_record(self, seq: int, snapshot_format: int) -> bytes:
         job = self._jobs[seq]
         record = {name: getattr(job, name) for name in _JOB_FIELDS}
         record["status"] = int(job.status)
-        record["attempt_history"] = [
-            [getattr(a, name) for name in _ATTEMPT_FIELDS] for a in job.attempt_history
-        ]
+        attempts = ([getattr(a, name) for name in _ATTEMPT_FIELDS] for a in job.attempt_history)
         record["seq"] = seq
+        if snapshot_format == 1:
+            record["attempt_history"] = [
+                dict(zip(_ATTEMPT_FIELDS, a, strict=True)) for a in attempts
+            ]
+            return _dumps(record)
+        record["attempt_history"] = list(attempts)
         return _dumps([record[name] for name in _RECORD_FIELDS])
 
     def restore(self, data: bytes) -> None:

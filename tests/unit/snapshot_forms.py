@@ -7,8 +7,10 @@ import json
 
 
 def as_format_1(data: bytes) -> dict:
-    """The decoded snapshot `data` (format 2) as a format-1 state."""
+    """The decoded snapshot `data` (either format) as a format-1 state."""
     state = json.loads(data)
+    if state["format"] == 1:
+        return state
     names, attempt_names = state.pop("fields"), state.pop("attempt_fields")
     jobs = []
     for values in state["jobs"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -578,9 +579,12 @@ class QueryTests(unittest.TestCase):
         self.assertEqual(table.running_counts(), {1: 1, 2: 1})
 
 
-def build_mixed_table():
-    """a..h with varied status, workers, commands and times."""
+def build_mixed_table(entry_forms: int = commands.ENTRY_FORMS):
+    """a..h with varied status, workers, commands and times, in a cluster that writes
+    `entry_forms` (today's by default: its snapshots are of SNAPSHOT_FORMAT)."""
     table = JobTable()
+    if entry_forms > 1:
+        apply(table, commands.entry_forms(entry_forms))
     specs = [
         ("a", "echo Hello", 100),
         ("b", "sleep 5", 200),
@@ -867,6 +871,31 @@ add_cases(
 
 class SnapshotTests(PagingTestCase):
     """snapshot/restore: byte-identical, deterministic, all or nothing."""
+
+    def test_a_cluster_of_older_entry_forms_writes_format_1_as_older_versions_read_it(self):
+        """Until every node applies entry forms 2, a node of a version from before
+        snapshot format 2 may have to install this table: each job an object of the
+        Job fields and its seq, and nothing else in the snapshot."""
+        table = build_mixed_table(entry_forms=1)
+        state = json.loads(table.snapshot())
+        self.assertEqual(
+            sorted(state), ["format", "idempotency_keys", "jobs", "next_seq", "workers"]
+        )
+        self.assertEqual(state["format"], 1)
+        job_fields = sorted([*(field.name for field in dataclasses.fields(Job)), "seq"])
+        self.assertEqual([sorted(job) for job in state["jobs"]], [job_fields] * len(table))
+        restored = JobTable()
+        restored.restore(table.snapshot())
+        for job_id in "abcdefgh":
+            self.assertEqual(restored.get(job_id), table.get(job_id))
+        self.assertEqual(restored.snapshot(), table.snapshot())
+
+    def test_snapshots_are_of_format_2_once_the_cluster_writes_entry_forms_2(self):
+        table = build_mixed_table(entry_forms=1)
+        self.assertEqual(json.loads(table.snapshot())["format"], 1)
+        apply(table, commands.entry_forms(2))
+        self.assertEqual(json.loads(table.snapshot())["format"], 2)
+        self.assertEqual(table.snapshot(), build_mixed_table().snapshot())
 
     def test_a_format_1_snapshot_of_an_older_node_restores_the_same_table(self):
         table = build_mixed_table()
