@@ -108,7 +108,7 @@ class Dispatcher(Service):
         self._scheduled = None
 
     def _is_leader(self) -> bool:
-        return self._raft.status().role == "leader"
+        return self._raft.is_leader()
 
     def _on_raft_event(self, event: str) -> None:
         if event != "role":
