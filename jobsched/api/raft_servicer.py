@@ -41,15 +41,22 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
 
     async def AppendEntriesStream(self, requests, context):
         """Each request answered in order; an error ends the stream with its status.
-        However the stream ends (the leader's process died, the network dropped it,
-        the leader closed it), Raft hears that its leader disconnected."""
+
+        A stream that ends between requests (the leader's process died, the network
+        dropped it, the leader closed it) tells Raft that its leader disconnected. One
+        that ends while a request waits for its answer does not: that is a leader
+        giving up on this node's late answer (this node stalled), not a leader gone."""
         sender = None
+        answering = False
         try:
             async for request in requests:
                 sender = (request.leader_id, request.term)
-                yield await self._answer(request, context)
+                answering = True
+                response = await self._answer(request, context)
+                answering = False
+                yield response
         finally:
-            if sender is not None:
+            if sender is not None and not answering:
                 self._bridge.post(self._raft.leader_disconnected, *sender)
 
     async def TimeoutNow(self, request, context):

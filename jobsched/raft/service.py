@@ -49,6 +49,10 @@ _SEND_BEFORE_DURABLE = (AppendEntriesRequest, InstallSnapshotRequest)
 # a large table (seconds, during which it cannot answer) must find the entries after
 # that snapshot still there, or it would need another snapshot, and another.
 COMPACTION_PATIENCE_SECONDS = 5.0
+# For such a follower the leader keeps at most this many compaction thresholds of
+# applied entries (32,000 by default, about 10 MB: more than single writes at this
+# machine's fastest rate fill in that patience), then compacts regardless.
+COMPACTION_BACKLOG_THRESHOLDS = 32
 
 
 @dataclass(frozen=True)
@@ -572,8 +576,8 @@ class RaftService(Service):
         A leader waits until every live follower has that snapshot's index: a follower
         whose next entries were compacted away needs the whole snapshot, which stalls
         both ends for as long as the table is large. Followers silent for
-        COMPACTION_PATIENCE_SECONDS do not count, and a backlog of four thresholds
-        compacts regardless.
+        COMPACTION_PATIENCE_SECONDS do not count, and a backlog of
+        COMPACTION_BACKLOG_THRESHOLDS thresholds compacts regardless.
         """
         core = self._core
         pending = self._pending_compaction
@@ -589,7 +593,8 @@ class RaftService(Service):
         if (
             core.role == LEADER
             and self._live_follower_behind(index)
-            and core.applied_index - core.log.snapshot_index <= 4 * self.limits.compaction_threshold
+            and core.applied_index - core.log.snapshot_index
+            <= COMPACTION_BACKLOG_THRESHOLDS * self.limits.compaction_threshold
         ):
             return
         self._pending_compaction = None

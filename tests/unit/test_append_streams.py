@@ -145,6 +145,15 @@ class AppendStreamTests(unittest.TestCase):
         self.assertEqual(self.follower.disconnected, [(LEADER, 4)])
 
     @defer.inlineCallbacks
+    def test_a_stream_the_leader_ends_for_a_late_answer_is_no_disconnection(self):
+        transport = self.start_leader(self.start_follower(), timeout=0.5)
+        yield self.assertFailure(transport.send(FOLLOWER, append(1, term=STUCK_TERM)), CallFailed)
+        yield transport.send(FOLLOWER, append(2, term=4))  # on a new stream
+        yield self.leader_server.stopService()
+        yield wait_until(lambda: self.follower.disconnected, "the follower heard it", 10)
+        self.assertEqual(self.follower.disconnected, [(LEADER, 4)])  # not (LEADER, STUCK_TERM)
+
+    @defer.inlineCallbacks
     def test_an_older_peer_is_sent_unary_calls_for_a_while(self):
         address = self.start_follower(older=True)
         transport = self.start_leader(address, unary_seconds=1.0)

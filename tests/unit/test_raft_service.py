@@ -27,6 +27,7 @@ from jobsched.interfaces import IRaftService, IRaftStorage, IRaftTransport, ISta
 from jobsched.raft import codec
 from jobsched.raft.messages import AppendEntriesRequest, LogEntry, VoteRequest
 from jobsched.raft.service import (
+    COMPACTION_BACKLOG_THRESHOLDS,
     COMPACTION_PATIENCE_SECONDS,
     RaftLimits,
     RaftService,
@@ -675,6 +676,28 @@ class CompactionTests(unittest.TestCase):
         [leader.propose(command(5000 + i)) for i in range(2)]
         cluster.run(0.1)
         self.assertEqual(leader.status().first_log_index, 1002)  # compacted once it could
+
+    def test_a_live_follower_keeps_a_long_backlog_but_not_an_endless_one(self):
+        """Single writes at a thousand a second fill four thresholds while a follower
+        installs a snapshot of 100,000 jobs (3 s): it must still find its entries; the
+        log stops growing for it at COMPACTION_BACKLOG_THRESHOLDS."""
+        threshold = 50
+        cluster = Cluster(3, seed=12, limits=RaftLimits(compaction_threshold=threshold))
+        leader = cluster.leader()
+        busy = next(i for i in cluster.ids if i != leader.node_id)
+        cluster.network.isolate(busy)
+        isolated_at = cluster.clock.seconds()
+        bound = COMPACTION_BACKLOG_THRESHOLDS * threshold
+        for batch in range(bound // 100):
+            [leader.propose(command(batch * 100 + i)) for i in range(100)]
+            cluster.run(0.01)
+        self.assertGreater(leader.status().last_applied, 4 * threshold)
+        self.assertEqual(leader.status().first_log_index, 1)  # kept for the busy follower
+        for i in range(threshold + 1):
+            leader.propose(command(bound + i))
+        cluster.run(0.05)
+        self.assertGreater(leader.status().first_log_index, 1)  # compacted regardless
+        self.assertLess(cluster.clock.seconds() - isolated_at, COMPACTION_PATIENCE_SECONDS)
 
     def test_no_hint_at_a_leader_not_heard_from_within_an_election_timeout(self):
         """Right after the leader dies, a follower must not send clients to it."""
