@@ -159,8 +159,8 @@ class IRaftService(Interface):
 
     def leader_disconnected(leader_id, term):
         """The connection on which `leader_id` of `term` sent its entries closed: a
-        follower of that leader stops counting on it and stands for election at once
-        (pre-vote keeps a leader that other peers still hear)."""
+        follower of that leader stands for election when its lease ends, not after its
+        own random timeout (pre-vote keeps a leader that other peers still hear)."""
 
 
 class IExecutor(Interface):

@@ -326,15 +326,16 @@ class RaftCore:
     def leader_disconnected(self, leader_id: int, term: int, now: float) -> None:
         """The connection on which the leader of `term` sent this follower its entries
         closed (its process ended, or the network dropped it). A follower of that
-        leader stops counting on it at once instead of after an election timeout of
-        silence: it grants pre-votes, and stands for election itself now. Pre-vote keeps
-        a live leader in place: a peer that still hears it refuses."""
+        leader stands for election when its lease ends (the shortest election timeout
+        after it last heard the leader) instead of after its own random timeout: no
+        sooner, so that no successor starts earlier than without this (the worker
+        fencing's arithmetic counts on it: docs/reliability.md). Pre-vote keeps a live
+        leader in place: a peer that still hears it refuses."""
         self._now = now
         if self.role != FOLLOWER or self.leader_id != leader_id or self.term != term:
             return
-        self._last_leader_contact = None
         if self.may_lead:
-            self._election_due = min(self._election_due, now)
+            self._election_due = min(self._election_due, self._lease_end())
 
     def receive_request(self, msg: Request, now: float) -> Response:
         """Answer a peer's request (hold the answer until the writes are durable)."""

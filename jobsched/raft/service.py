@@ -248,7 +248,7 @@ class RaftService(Service):
         core = self._core
         if core.role == FOLLOWER and core.leader_id == leader_id and core.term == term:
             log.info(
-                "The connection of leader {leader} closed; asking the peers for an election",
+                "Leader {leader} disconnected; standing for election unless it speaks again",
                 leader=leader_id,
                 node=self.node_id,
             )
