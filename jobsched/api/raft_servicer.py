@@ -4,6 +4,8 @@ answers a leader's AppendEntries one after the other on one long-lived stream.""
 
 from __future__ import annotations
 
+import asyncio
+
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.api.status import abort_with
 from jobsched.errors import JobschedError
@@ -11,6 +13,11 @@ from jobsched.interfaces import IRaftService
 from jobsched.metrics import NodeMetrics
 from jobsched.net.bridge import ReactorBridge
 from jobsched.raft import codec
+from jobsched.raft.transport import RPC_TIMEOUT_SECONDS
+
+GIVE_UP_FLOOR = RPC_TIMEOUT_SECONDS / 2
+"""A stream that ends sooner after its request came was not ended by a leader giving up
+on the answer (it waits RPC_TIMEOUT_SECONDS from sending)."""
 
 
 class RaftServicer(pb_grpc.RaftServiceServicer):
@@ -42,21 +49,23 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
     async def AppendEntriesStream(self, requests, context):
         """Each request answered in order; an error ends the stream with its status.
 
-        A stream that ends between requests (the leader's process died, the network
-        dropped it, the leader closed it) tells Raft that its leader disconnected. One
-        that ends while a request waits for its answer does not: that is a leader
-        giving up on this node's late answer (this node stalled), not a leader gone."""
+        A stream that ends (the leader's process died, the network dropped it, the
+        leader closed it) tells Raft that its leader disconnected, unless it ends while
+        a request has waited for its answer long enough for the leader to have given
+        up on this node (a stalled follower, not a leader gone)."""
+        clock = asyncio.get_running_loop().time
         sender = None
-        answering = False
+        answering_since = None
         try:
             async for request in requests:
                 sender = (request.leader_id, request.term)
-                answering = True
+                answering_since = clock()
                 response = await self._answer(request, context)
-                answering = False
+                answering_since = None
                 yield response
         finally:
-            if sender is not None and not answering:
+            given_up = answering_since is not None and clock() - answering_since >= GIVE_UP_FLOOR
+            if sender is not None and not given_up:
                 self._bridge.post(self._raft.leader_disconnected, *sender)
 
     async def TimeoutNow(self, request, context):

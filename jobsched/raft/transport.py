@@ -23,6 +23,10 @@ METHOD_BY_REQUEST = {
 }
 
 
+RPC_TIMEOUT_SECONDS = 0.5
+"""How long a leader waits for a follower's answer to AppendEntries or a vote."""
+
+
 @implementer(IRaftTransport)
 class GrpcTransport:
     """Sends Raft requests to peers over one gRPC channel per peer."""
@@ -32,7 +36,7 @@ class GrpcTransport:
         peers: dict[int, str],
         wire: Wire,
         reactor,
-        rpc_timeout: float = 0.5,
+        rpc_timeout: float = RPC_TIMEOUT_SECONDS,
         snapshot_timeout: float = 1.0,
         streams: AppendStreams | None = None,
     ) -> None:

@@ -40,12 +40,14 @@ class FollowerRaft:
     def __init__(self) -> None:
         self.seen: list[int] = []
         self.disconnected: list[tuple[int, int]] = []
+        self.stuck: list[int] = []  # requests left unanswered
 
     def leader_disconnected(self, leader_id: int, term: int) -> None:
         self.disconnected.append((leader_id, term))
 
     def handle(self, request):
         if request.term == STUCK_TERM:
+            self.stuck.append(request.prev_log_index)
             return defer.Deferred()
         if request.term == FAILING_TERM:
             raise RaftStopped()
@@ -152,6 +154,16 @@ class AppendStreamTests(unittest.TestCase):
         yield self.leader_server.stopService()
         yield wait_until(lambda: self.follower.disconnected, "the follower heard it", 10)
         self.assertEqual(self.follower.disconnected, [(LEADER, 4)])  # not (LEADER, STUCK_TERM)
+
+    @defer.inlineCallbacks
+    def test_a_leader_that_disconnects_while_its_request_is_answered_is_heard(self):
+        transport = self.start_leader(self.start_follower())
+        unanswered = transport.send(FOLLOWER, append(1, term=STUCK_TERM))
+        unanswered.addErrback(lambda failure: failure.trap(CallFailed))
+        yield wait_until(lambda: self.follower.stuck, "the request to arrive", 10)
+        yield self.leader_server.stopService()  # the leader's process ends meanwhile
+        yield wait_until(lambda: self.follower.disconnected, "the follower heard it", 10)
+        self.assertEqual(self.follower.disconnected, [(LEADER, STUCK_TERM)])
 
     @defer.inlineCallbacks
     def test_an_older_peer_is_sent_unary_calls_for_a_while(self):
