@@ -323,19 +323,21 @@ class RaftCore:
             self._send_append(peer, now)
         return entry
 
-    def leader_disconnected(self, leader_id: int, term: int, now: float) -> None:
+    def leader_disconnected(self, leader_id: int, term: int, now: float) -> bool:
         """The connection on which the leader of `term` sent this follower its entries
         closed (its process ended, or the network dropped it). A follower of that
         leader stands for election when its lease ends (the shortest election timeout
         after it last heard the leader) instead of after its own random timeout: no
         sooner, so that no successor starts earlier than without this (the worker
         fencing's arithmetic counts on it: docs/reliability.md). Pre-vote keeps a live
-        leader in place: a peer that still hears it refuses."""
+        leader in place: a peer that still hears it refuses. Returns whether this
+        node followed that leader."""
         self._now = now
         if self.role != FOLLOWER or self.leader_id != leader_id or self.term != term:
-            return
+            return False
         if self.may_lead:
             self._election_due = min(self._election_due, self._lease_end())
+        return True
 
     def receive_request(self, msg: Request, now: float) -> Response:
         """Answer a peer's request (hold the answer until the writes are durable)."""

@@ -245,14 +245,12 @@ class RaftService(Service):
     def leader_disconnected(self, leader_id: int, term: int) -> None:
         if not self._active:
             return
-        core = self._core
-        if core.role == FOLLOWER and core.leader_id == leader_id and core.term == term:
+        if self._core.leader_disconnected(leader_id, term, self._clock.seconds()):
             log.info(
                 "Leader {leader} disconnected; standing for election unless it speaks again",
                 leader=leader_id,
                 node=self.node_id,
             )
-        core.leader_disconnected(leader_id, term, self._clock.seconds())
         self._step()
 
     def is_leader(self) -> bool:
