@@ -78,7 +78,7 @@ def _supports(option: str) -> bool:
     return option in help_text
 
 
-def _fill_every_slot(address: str) -> list[str]:
+def fill_every_slot(address: str) -> list[str]:
     """Submit one long job per slot and wait until all of them run."""
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.SchedulerServiceStub(channel)
@@ -154,7 +154,7 @@ def _jobsched(args, mode: str) -> Iterator[tuple[str, list[int]]]:
     """A fresh 3-node cluster for one measurement (pending jobs pile up otherwise)."""
     with running_cluster(3, *_node_options(mode, args.large_cap)) as cluster:
         address = cluster.leader(timeout=10).grpc_address
-        busy = _fill_every_slot(address) if mode != "run" else []
+        busy = fill_every_slot(address) if mode != "run" else []
         nodes = sorted(cluster.nodes.values(), key=lambda node: node.grpc_address != address)
         try:
             yield address, [node.process.pid for node in nodes]
