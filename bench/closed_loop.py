@@ -16,12 +16,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import time
 
 import grpc
 
 from bench.common import percentile
+
+
+class ClientProcess:
+    """This client as a process of its own, started with `options` (as on its command
+    line) and warmed up; `measure()` sets it going and returns its JSON figures.
+    Closing it waits (60 s at most) for it to end, then kills it."""
+
+    def __init__(self, *options: str) -> None:
+        command = [sys.executable, "-m", "bench.closed_loop", *options]
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        if self._process.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError(f"the closed-loop client did not start: {command}")
+
+    def measure(self) -> dict:
+        self._process.stdin.write("go\n")
+        self._process.stdin.flush()
+        return json.loads(self._process.stdout.readline())
+
+    def close(self) -> None:
+        self._process.stdin.close()
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 def _etcd_call(channel, stub_dir: str):

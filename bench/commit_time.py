@@ -13,11 +13,9 @@ what the rest of a call (the client's request and answer through gRPC) costs.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import urllib.request
 
+from bench.closed_loop import ClientProcess
 from bench.common import machine_note, running_cluster
 from bench.compare import fill_every_slot
 
@@ -29,7 +27,7 @@ def commit_totals(base_url: str) -> tuple[float, float]:
     text = urllib.request.urlopen(base_url + "/metrics", timeout=10).read().decode()
     values = {}
     for line in text.splitlines():
-        if line.startswith(COMMIT_METRIC + "_sum") or line.startswith(COMMIT_METRIC + "_count"):
+        if line.startswith((COMMIT_METRIC + "_sum", COMMIT_METRIC + "_count")):
             name, value = line.rsplit(" ", 1)
             values[name.split("{")[0]] = float(value)
     return values[COMMIT_METRIC + "_sum"], values[COMMIT_METRIC + "_count"]
@@ -39,24 +37,17 @@ def one_round(args) -> dict:
     with running_cluster(3, "--worker-slots", "1") as cluster:
         leader = cluster.leader(timeout=10)
         fill_every_slot(leader.grpc_address)
-        command = [sys.executable, "-m", "bench.closed_loop", "--system", "jobsched"]
-        command += ["--address", leader.grpc_address, "--clients", str(args.clients)]
-        command += ["--seconds", str(args.seconds)]
-        client = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        if client.stdout.readline().strip() != "ready":
-            raise RuntimeError("the client did not start")
-        base_url = f"http://127.0.0.1:{leader.http_port}"
-        seconds_before, count_before = commit_totals(base_url)
-        client.stdin.write("go\n")
-        client.stdin.flush()
-        result = json.loads(client.stdout.readline())
-        seconds_after, count_after = commit_totals(base_url)
-        client.wait(timeout=60)
+        client = ClientProcess(
+            "--system", "jobsched", "--address", leader.grpc_address,
+            "--clients", str(args.clients), "--seconds", str(args.seconds),
+        )  # fmt: skip
+        try:
+            base_url = f"http://127.0.0.1:{leader.http_port}"
+            seconds_before, count_before = commit_totals(base_url)
+            result = client.measure()
+            seconds_after, count_after = commit_totals(base_url)
+        finally:
+            client.close()
     commits = count_after - count_before
     result["commit_ms"] = 1000 * (seconds_after - seconds_before) / max(1, commits)
     result["commits"] = commits

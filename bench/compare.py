@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -38,6 +37,7 @@ from collections.abc import Iterator
 import grpc
 
 from bench import etcd
+from bench.closed_loop import ClientProcess
 from bench.common import (
     machine_note,
     running_cluster,
@@ -105,30 +105,13 @@ def _cancel(address: str, job_ids: list[str]) -> None:
 
 def _measure(args, system: str, address: str, pids: list[int], clients: int, batch=0) -> dict:
     """One closed-loop run against `address`; figures plus the servers' CPU."""
-    command = [
-        sys.executable,
-        "-m",
-        "bench.closed_loop",
-        "--system",
-        system,
-        "--address",
-        address,
-        "--clients",
-        str(clients),
-        "--warmup",
-        str(args.warmup),
-        "--seconds",
-        str(args.seconds),
-        "--stubs",
-        args.stub_dir,
-        "--batch",
-        str(batch),
-    ]
-    client = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    client = ClientProcess(
+        "--system", system, "--address", address, "--clients", str(clients),
+        "--warmup", str(args.warmup), "--seconds", str(args.seconds),
+        "--stubs", args.stub_dir, "--batch", str(batch),
+    )  # fmt: skip
     profilers = []
     try:
-        if client.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"{system} client did not start")
         if args.py_spy and system == "jobsched":
             label = f"{clients}c-{len(args.profiled)}"
             names = {pid: f"follower{n}-{label}" for n, pid in enumerate(pids)}
@@ -137,13 +120,11 @@ def _measure(args, system: str, address: str, pids: list[int], clients: int, bat
             args.profiled.append(clients)
         note = machine_note()
         cpu_before = total_cpu_seconds(pids)
-        client.stdin.write("go\n")
-        client.stdin.flush()
-        result = json.loads(client.stdout.readline())
+        result = client.measure()
         cpu = total_cpu_seconds(pids) - cpu_before
     finally:
         stop_profilers(profilers)
-        client.wait(timeout=60)
+        client.close()
     result["cpu_ms"] = 1000 * cpu / max(1, result["writes"])
     result["note"] = note
     return result
