@@ -67,6 +67,8 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     dashboard_port: int = 8081
+    peer_port: int | None = 0
+    advertise_peer_port: int = 0
     peers: Mapping[int, PeerAddress] = field(default_factory=dict, hash=False)
     advertise_addr: str = ""
     data_dir: str | None = None
@@ -123,6 +125,13 @@ class NodeConfig:
         _check_int("--dashboard-port", self.dashboard_port, 0, 65535)
         if self.dashboard_port == self.port:
             raise ConfigError("--dashboard-port", f"must differ from --port ({self.port})")
+        if self.peer_port is not None:
+            _check_int("--peer-port", self.peer_port, 0, 65535)
+            if self.peer_port and self.peer_port in (self.port, self.dashboard_port):
+                raise ConfigError("--peer-port", "must differ from --port and --dashboard-port")
+        _check_int("--advertise-peer-port", self.advertise_peer_port, 0, 65535)
+        if self.advertise_peer_port and self.peer_port is None:
+            raise ConfigError("--advertise-peer-port", "needs a peer port (not --peer-port off)")
         advertise = self.advertise_addr or format_address(self.host, self.port)
         advertised = parse_address("--advertise-addr", advertise)
         object.__setattr__(self, "advertise_addr", str(advertised))
@@ -330,6 +339,13 @@ def _parse_positive_int(option: str, raw: Any) -> int:
     return _parse_int(option, raw, 1)
 
 
+def _parse_peer_port(option: str, raw: Any) -> int | None:
+    """A port, 0 (any free port) or `off` (None: no peer port, AppendEntries on gRPC)."""
+    if str(raw).strip() == "off":
+        return None
+    return _parse_int(option, raw, 0, 65535, context="a port, 0 or off")
+
+
 def _parse_seconds(option: str, raw: Any) -> float:
     text = str(raw).strip()
     try:
@@ -370,6 +386,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "node_id": lambda option, raw: _parse_int(option, raw, 1, MAX_NODE_ID),
     "port": lambda option, raw: _parse_int(option, raw, 1, 65535),
     "dashboard_port": lambda option, raw: _parse_int(option, raw, 0, 65535),
+    "peer_port": _parse_peer_port,
+    "advertise_peer_port": lambda option, raw: _parse_int(option, raw, 0, 65535),
     "peers": lambda option, raw: parse_peers(str(raw), option),
     "data_dir": _parse_data_dir,
     "allowed_images": _parse_patterns,

@@ -49,6 +49,23 @@ class IRaftTransport(Interface):
         """
 
 
+class IPeerLinks(Interface):
+    """AppendEntries to peers on their peer ports (outside gRPC)."""
+
+    def learn_port(peer_id, port):
+        """A peer's AppendEntries answer named its peer port (0: it has none)."""
+
+    def serves(peer_id):
+        """Whether AppendEntries to the peer go on its peer port now."""
+
+    def send(peer_id, request, timeout):
+        """Send a pb.AppendEntriesRequest; a Deferred of the pb.AppendEntriesResponse,
+        or of a CallFailed when it cannot be answered in `timeout` seconds."""
+
+    def close():
+        """Close every connection; requests waiting on them fail."""
+
+
 class IEventLoopUser(Interface):
     """Something that runs on the gRPC server's event loop while that loop runs."""
 
@@ -403,6 +420,6 @@ class IHeartbeatSender(Interface):
 
 
 class IApiServer(Interface):
-    """A network endpoint of a node (the gRPC server)."""
+    """A network endpoint of a node (the gRPC server, the peer port)."""
 
     port = Attribute("The port it listens on once started.")

@@ -96,6 +96,13 @@ class NodeMetrics:
             ["peer"],
             registry=registry,
         )
+        self.appends_received = Counter(
+            "jobsched_raft_appends_received",
+            "AppendEntries requests this node answered, by how they came: "
+            "peer_port, grpc_stream or grpc_call",
+            ["via"],
+            registry=registry,
+        )
         self.rpc_errors = Counter(
             "jobsched_grpc_errors",
             "gRPC calls this node answered with an error, by method and jobsched code",

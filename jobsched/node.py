@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import signal
+from collections.abc import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -23,6 +24,7 @@ from jobsched.api.event_hub import EventHub
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
 from jobsched.api.metrics import StateCollector
 from jobsched.api.output_sse import OutputFeeds
+from jobsched.api.peer_port import PeerPortService
 from jobsched.api.raft_servicer import RaftServicer
 from jobsched.api.rest import SITE_OPTIONS, RestApi
 from jobsched.app import ClusterAPI, DrainFlag
@@ -40,6 +42,7 @@ from jobsched.net.peers import PeerClient
 from jobsched.net.server import GrpcServerService, PortUnavailable
 from jobsched.net.streams import StreamLimits
 from jobsched.raft.append_streams import AppendStreams
+from jobsched.raft.peer_links import PeerLinks
 from jobsched.raft.service import RaftService, RaftTimings
 from jobsched.raft.sqlite_storage import SqliteStorage, StorageError
 from jobsched.raft.storage import MemoryStorage
@@ -122,7 +125,10 @@ class NodeService(MultiService):
         self.table = JobTable()
         self.storage = build_storage(config, reactor)
         self.append_streams = AppendStreams(reactor, wire.open_aio_channel)
-        self.transport = GrpcTransport(peers, wire, reactor, streams=self.append_streams)
+        links = PeerLinks(reactor, wire, {i: peer.host for i, peer in config.peers.items()})
+        self.transport = GrpcTransport(
+            peers, wire, reactor, streams=self.append_streams, links=links
+        )
         self.raft = RaftService(
             node_id=config.node_id,
             peers=peers,
@@ -198,17 +204,19 @@ class NodeService(MultiService):
 
         bridge = ReactorBridge(reactor)
         streams = StreamLimits(stall_seconds=config.stream_stall_timeout)
+        access = AccessPolicy(config.peers, config.tls, self.tokens)
+        peer_port = self._serve_peer_port(access)
         self.grpc = GrpcServerService(
             config.host,
             config.port,
             [
                 SchedulerServicer(self.api, self.router, bridge, streams, metrics).register,
                 InternalServicer(self.api, self.dispatcher, bridge, self.router, metrics).register,
-                RaftServicer(self.raft, bridge, metrics).register,
+                RaftServicer(self.raft, bridge, metrics, peer_port).register,
             ],
             wire,
             reactor,
-            access=AccessPolicy(config.peers, config.tls, self.tokens),
+            access=access,
             loop_users=[self.append_streams],
         )
         self.grpc.setServiceParent(self)
@@ -221,6 +229,25 @@ class NodeService(MultiService):
             site = Site(rest.resource(), **SITE_OPTIONS)
             site.noisy = False
             wire.http_service(config.dashboard_port, site, config.host).setServiceParent(self)
+
+    def _serve_peer_port(self, access: AccessPolicy) -> Callable[[], int]:
+        """Start the peer port with the node (unless --peer-port off); returns what
+        this node's AppendEntries answers name as its peer port."""
+        config = self.config
+        if config.peer_port is None:
+            return lambda: 0
+        service = PeerPortService(
+            self.raft,
+            access,
+            self._wire,
+            self._reactor,
+            config.host,
+            config.peer_port,
+            self.metrics,
+            advertise=config.advertise_peer_port,
+        )
+        service.setServiceParent(self)
+        return lambda: service.advertised_port
 
     def startService(self) -> None:
         self.log.info(

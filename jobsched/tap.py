@@ -21,6 +21,12 @@ _DOCS = {
     "host": "address to bind the gRPC and REST servers",
     "port": "gRPC port",
     "dashboard-port": "REST + dashboard port (0 = off)",
+    "peer-port": "port on which the leader sends this node its entries, framed on TCP "
+    "(mutual TLS with --tls); 0 = a free port, told to the leader; off = gRPC only "
+    "[default: 0]",
+    "advertise-peer-port": "the peer port this node names to its leader when it is "
+    "reached on another port than it binds (port forwarding, a proxy) "
+    "[default: the port bound]",
     "peers": "the other nodes as id:host:port,... (IPv6 as id:[addr]:port)",
     "advertise-addr": "this node's gRPC address as its cluster status shows it to clients "
     "(peers dial the addresses in their own --peers) [default: host:port]",

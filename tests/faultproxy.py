@@ -142,6 +142,9 @@ class _Inbound(_End):
     connection to the link's target."""
 
     def connectionMade(self) -> None:
+        self.pair(self.link.target_port)
+
+    def pair(self, target_port: int) -> None:
         if self.link.mode == "blackhole":
             self.closed = True
             self.transport.abortConnection()
@@ -150,8 +153,68 @@ class _Inbound(_End):
         self.transport.pauseProducing()
         outbound = _Outbound(self.link, self.reactor)
         outbound.other = self
-        endpoint = TCP4ClientEndpoint(self.reactor, HOST, self.link.target_port, timeout=5)
+        endpoint = TCP4ClientEndpoint(self.reactor, HOST, target_port, timeout=5)
         connectProtocol(endpoint, outbound).addErrback(lambda _: self.abort())
+
+    def paired(self) -> None:
+        """The connection to the target is up (before the flow starts)."""
+
+
+class _SortedInbound(_Inbound):
+    """A connection to a node's peer port: held until its first frame (a 4-byte length
+    and an AppendEntriesRequest) names the leader that sent it, then passed through the
+    link from that leader to the node, as the leader's gRPC calls are."""
+
+    def __init__(self, sorter: PeerPortSorter, reactor: Any) -> None:
+        super().__init__(None, reactor)
+        self.sorter = sorter
+        self.held = b""
+
+    def connectionMade(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.link is not None:
+            super().dataReceived(data)
+            return
+        self.held += data
+        if len(self.held) < 4:
+            return
+        size = int.from_bytes(self.held[:4], "big")
+        if len(self.held) < 4 + size:
+            return
+        from jobsched._proto import scheduler_pb2 as pb
+
+        try:
+            leader = pb.AppendEntriesRequest.FromString(self.held[4 : 4 + size]).leader_id
+        except Exception:  # not a frame of ours: let the node refuse it, unsorted
+            leader = 0
+        self.link = self.sorter.link_from(leader)
+        self.pair(self.sorter.target_port)
+
+    def paired(self) -> None:
+        held, self.held = self.held, b""
+        self.other.deliver(held)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.link is None:
+            self.closed = True
+            return
+        super().connectionLost(reason)
+
+
+class PeerPortSorter:
+    """One node's peer port behind the proxy: connections pass through the directed
+    link from the leader that sent them (a leader of no link: an unfaulted one)."""
+
+    def __init__(self, node: str, target_port: int, links: dict[str, Link]) -> None:
+        self.node = node
+        self.target_port = target_port
+        self._links = links
+        self._unsorted = Link(f"?->{node} (peer port)", target_port)
+
+    def link_from(self, leader: int) -> Link:
+        return self._links.get(link_name(leader, self.node), self._unsorted)
 
 
 class _Outbound(_End):
@@ -167,6 +230,7 @@ class _Outbound(_End):
         inbound.other = self
         self.transport.registerProducer(inbound.transport, True)
         inbound.transport.registerProducer(self.transport, True)
+        inbound.paired()
         inbound.transport.resumeProducing()
 
 
@@ -195,6 +259,9 @@ class ControlResource(Resource):
             if request.path == b"/links":
                 answer = self._add_link(body["name"], body["target_port"])
                 return self._answer(request, 200, answer)
+            if request.path == b"/peer-ports":
+                answer = self._add_sorter(str(body["node"]), int(body["target_port"]))
+                return self._answer(request, 200, answer)
             if request.path == b"/state":
                 self._set_state(body["links"], body["mode"], body.get("delay_ms", 0))
                 return self._answer(request, 200, {})
@@ -215,6 +282,15 @@ class ControlResource(Resource):
             "link {name}: :{port} -> :{target}", name=name, port=link.port, target=link.target_port
         )
         return {"port": link.port}
+
+    def _add_sorter(self, node: str, target_port: int) -> dict[str, Any]:
+        sorter = PeerPortSorter(node, target_port, self.links)
+        factory = Factory.forProtocol(lambda: _SortedInbound(sorter, self.reactor))
+        port = self.reactor.listenTCP(0, factory, interface=HOST).getHost().port
+        self.log.info(
+            "peer port of {node}: :{port} -> :{target}", node=node, port=port, target=target_port
+        )
+        return {"port": port}
 
     def _set_state(self, names: list[str], mode: str, delay_ms: int) -> None:
         unknown = [name for name in names if name not in self.links]
@@ -360,6 +436,22 @@ class FaultProxy:
                     entries.append(f"{j}:{HOST}:{self.add_link(link_name(i, j), port)}")
             peers[i] = ",".join(entries)
         return peers
+
+    def peer_port_args(self, real_ports: Mapping[int, int]) -> dict[int, list[str]]:
+        """Put each node's peer port (`real_ports[j]`, which node j binds) behind the
+        proxy: a connection to it passes through link "i->j" of the leader i its first
+        AppendEntries names. Returns each node's options: it binds the real port and
+        names the proxy's to its leaders."""
+        args = {}
+        for node, port in real_ports.items():
+            advertised = self._call("POST", "/peer-ports", {"node": node, "target_port": port})
+            args[node] = [
+                "--peer-port",
+                str(port),
+                "--advertise-peer-port",
+                str(advertised["port"]),
+            ]
+        return args
 
     def stop(self) -> None:
         """Kill the proxy by PID and wait for it; every link closes with it."""

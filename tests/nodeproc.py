@@ -537,12 +537,14 @@ class Cluster:
         *extra_args: str,
         peer_ports: Callable[[int], str] | None = None,
         grpc_ports: dict | None = None,
+        node_args: Callable[[int], list[str]] | None = None,
     ) -> None:
         self.grpc_ports = grpc_ports or {node_id: free_port() for node_id in range(1, size + 1)}
         self.nodes: dict[int, Node] = {}
         for node_id, port in self.grpc_ports.items():
             peers = peer_ports(node_id) if peer_ports else peers_arg(node_id, self.grpc_ports)
             args = [arg.replace("{node_id}", str(node_id)) for arg in extra_args]
+            args += node_args(node_id) if node_args else []
             self.nodes[node_id] = factory.start(
                 "--executor",
                 "process",

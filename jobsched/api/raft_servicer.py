@@ -1,10 +1,13 @@
 """RaftService over gRPC (inbound): decoded on the gRPC server's event loop, answered by
 the node's Raft on the reactor (through the bridge), encoded. AppendEntriesStream
-answers a leader's AppendEntries one after the other on one long-lived stream."""
+answers a leader's AppendEntries one after the other on one long-lived stream. Every
+AppendEntries answer names this node's peer port (api/peer_port.py), where the leader
+sends the next ones if it can."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.api.status import abort_with
@@ -25,11 +28,16 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
     InstallSnapshot."""
 
     def __init__(
-        self, raft: IRaftService, bridge: ReactorBridge, metrics: NodeMetrics | None = None
+        self,
+        raft: IRaftService,
+        bridge: ReactorBridge,
+        metrics: NodeMetrics | None = None,
+        peer_port: Callable[[], int] = lambda: 0,
     ) -> None:
         self._raft = raft
         self._bridge = bridge
         self._metrics = metrics if metrics is not None else NodeMetrics()
+        self._peer_port = peer_port
 
     async def _answer(self, request, context):
         try:
@@ -44,7 +52,13 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
         return await self._answer(request, context)
 
     async def AppendEntries(self, request, context):
-        return await self._answer(request, context)
+        return await self._answer_append(request, context, "grpc_call")
+
+    async def _answer_append(self, request, context, via: str):
+        self._metrics.appends_received.labels(via).inc()
+        response = await self._answer(request, context)
+        response.peer_port = self._peer_port()
+        return response
 
     async def AppendEntriesStream(self, requests, context):
         """Each request answered in order; an error ends the stream with its status.
@@ -60,7 +74,7 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
             async for request in requests:
                 sender = (request.leader_id, request.term)
                 answering_since = clock()
-                response = await self._answer(request, context)
+                response = await self._answer_append(request, context, "grpc_stream")
                 answering_since = None
                 yield response
         finally:

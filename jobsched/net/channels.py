@@ -18,9 +18,10 @@ from zope.interface import implementer
 
 from jobsched.identity import SERVER_NAME, TlsFiles, TlsMaterial
 
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.initial_reconnect_backoff_ms", 100),
     # grpc also gives each connection attempt this long: 100 ms failed on a busy node
     # ("timed out before receiving SETTINGS frame"), so at least a second.
@@ -88,17 +89,60 @@ class Wire:
             return internet.TCPServer(port, site, interface=interface)
         return internet.SSLServer(port, site, _ServerTlsContext(self), interface=interface)
 
-    def https_options(self):
-        """twisted CertificateOptions serving this node's certificate."""
+    def https_options(self, **verification):
+        """twisted CertificateOptions serving this node's certificate (TLS 1.2 or
+        later); `verification` adds CertificateOptions' client checks."""
         from twisted.internet import ssl
 
-        tls = self._tls()
-        identity = ssl.PrivateCertificate.loadPEM(tls.cert + b"\n" + tls.key)
+        identity = self._identity()
         return ssl.CertificateOptions(
             privateKey=identity.privateKey.original,
             certificate=identity.original,
             raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            **verification,
         )
+
+    def listen_peers(self, reactor, port: int, factory, interface: str):
+        """Listen on the peer port (`port` 0: any free one): TCP, or mutual TLS that
+        asks each leader for a certificate of the CA (the factory checks that it
+        names a peer). Returns the listening port."""
+        if self._tls() is None:
+            return reactor.listenTCP(port, factory, interface=interface)
+        options = self.https_options(
+            verify=True,
+            caCerts=[authority.original for authority in self._authorities()],
+            requireCertificate=True,
+        )
+        return reactor.listenSSL(port, factory, options, interface=interface)
+
+    def connect_peer(self, reactor, host: str, port: int, factory, timeout: float):
+        """Connect to a peer's peer port: TCP, or mutual TLS presenting this node's
+        certificate and verifying the peer's as `jobsched` against the CA."""
+        from twisted.internet import ssl
+
+        if self._tls() is None:
+            return reactor.connectTCP(host, port, factory, timeout=timeout)
+        options = ssl.optionsForClientTLS(
+            SERVER_NAME,
+            trustRoot=ssl.trustRootFromCertificates(self._authorities()),
+            clientCertificate=self._identity(),
+            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+        )
+        return reactor.connectSSL(host, port, factory, options, timeout=timeout)
+
+    def _identity(self):
+        from twisted.internet import ssl
+
+        tls = self._tls()
+        return ssl.PrivateCertificate.loadPEM(tls.cert + b"\n" + tls.key)
+
+    def _authorities(self) -> list:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+        from twisted.internet import ssl
+
+        bundle = x509.load_pem_x509_certificates(self._tls().ca_cert)
+        return [ssl.Certificate.loadPEM(cert.public_bytes(Encoding.PEM)) for cert in bundle]
 
 
 @implementer(IOpenSSLContextFactory)

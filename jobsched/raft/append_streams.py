@@ -79,21 +79,21 @@ class AppendStreams:
     def send(self, address: str, request: pb.AppendEntriesRequest, timeout: float):
         """A Deferred of the answer (pb.AppendEntriesResponse) or of a CallFailed."""
         to_loop = self._to_loop
-        outstanding = _Outstanding(self._reactor, timeout, partial(self._expired, address))
+        outstanding = Outstanding(self._reactor, timeout, partial(self._expired, address))
         if to_loop is None:
             outstanding.settle(CallFailed(grpc.StatusCode.UNAVAILABLE, "no event loop"))
         else:
             to_loop.put(partial(self._write, address, request, outstanding))
         return outstanding.deferred
 
-    def _expired(self, address: str, outstanding: _Outstanding) -> None:
+    def _expired(self, address: str, outstanding: Outstanding) -> None:
         to_loop = self._to_loop
         if to_loop is not None:
             to_loop.put(partial(self._end_stream_of, address, outstanding))
 
     # ------------------------------------------------------------------ loop thread
 
-    def _write(self, address: str, request, outstanding: _Outstanding) -> None:
+    def _write(self, address: str, request, outstanding: Outstanding) -> None:
         if self._to_loop is None:
             self._settle(outstanding, CallFailed(grpc.StatusCode.UNAVAILABLE, "stream closed"))
             return
@@ -110,12 +110,12 @@ class AppendStreams:
     def _send_unary(self, address: str) -> None:
         self._unary_until[address] = time.monotonic() + self._unary_seconds
 
-    def _end_stream_of(self, address: str, outstanding: _Outstanding) -> None:
+    def _end_stream_of(self, address: str, outstanding: Outstanding) -> None:
         stream = self._streams.get(address)
         if stream is not None and stream.holds(outstanding):
             stream.cancel()
 
-    def _settle(self, outstanding: _Outstanding, result) -> None:
+    def _settle(self, outstanding: Outstanding, result) -> None:
         self._to_reactor.put(partial(outstanding.settle, result))
 
 
@@ -133,17 +133,17 @@ class _PeerStream:
         self._settle = settle
         self._on_not_served = on_not_served
         self._answered = False
-        self._waiting: deque[_Outstanding] = deque()
+        self._waiting: deque[Outstanding] = deque()
         self._outbox: asyncio.Queue = asyncio.Queue()
         self.ended = False
         self._writer = asyncio.ensure_future(self._write_all())
         self._reader = asyncio.ensure_future(self._read_all())
 
-    def write(self, request, outstanding: _Outstanding) -> None:
+    def write(self, request, outstanding: Outstanding) -> None:
         self._waiting.append(outstanding)
         self._outbox.put_nowait(request)
 
-    def holds(self, outstanding: _Outstanding) -> bool:
+    def holds(self, outstanding: Outstanding) -> bool:
         return outstanding in self._waiting
 
     def cancel(self) -> None:
@@ -189,7 +189,7 @@ class _PeerStream:
             return CallFailed.from_rpc_error(error)
 
 
-class _Outstanding:
+class Outstanding:
     """One request on a stream, on the reactor: its Deferred and its deadline."""
 
     def __init__(self, reactor, timeout: float, on_expiry) -> None:

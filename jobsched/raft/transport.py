@@ -1,6 +1,7 @@
-"""GrpcTransport: outbound Raft requests to peers over gRPC, as Deferreds:
-AppendEntries on a stream per peer while the gRPC server's loop runs
-(raft/append_streams.py), everything else as unary calls."""
+"""GrpcTransport: outbound Raft requests to peers, as Deferreds. AppendEntries go on a
+peer's peer port once its answers name one (raft/peer_links.py), else on a gRPC stream
+per peer while the gRPC server's loop runs (raft/append_streams.py); everything else
+goes as unary gRPC calls."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from jobsched.net.channels import Wire
 from jobsched.net.outbound import call_deferred
 from jobsched.raft import codec, messages
 from jobsched.raft.append_streams import AppendStreams
+from jobsched.raft.peer_links import PeerLinks
 
 METHOD_BY_REQUEST = {
     messages.VoteRequest: "RequestVote",
@@ -39,6 +41,7 @@ class GrpcTransport:
         rpc_timeout: float = RPC_TIMEOUT_SECONDS,
         snapshot_timeout: float = 1.0,
         streams: AppendStreams | None = None,
+        links: PeerLinks | None = None,
     ) -> None:
         self._addresses = dict(peers)
         self._wire = wire
@@ -46,6 +49,7 @@ class GrpcTransport:
         self._rpc_timeout = rpc_timeout
         self._snapshot_timeout = snapshot_timeout
         self._streams = streams
+        self._links = links
         self._stubs: dict[int, pb_grpc.RaftServiceStub] = {}
         self._channels: dict[int, grpc.Channel] = {}
 
@@ -58,14 +62,8 @@ class GrpcTransport:
         return stub
 
     def send(self, peer_id: int, request) -> defer.Deferred:
-        streams = self._streams
-        if (
-            streams is not None
-            and isinstance(request, messages.AppendEntriesRequest)
-            and streams.serves(self._addresses[peer_id])
-        ):
-            sent = streams.send(self._addresses[peer_id], codec.to_wire(request), self._rpc_timeout)
-            return sent.addCallback(codec.from_wire)
+        if isinstance(request, messages.AppendEntriesRequest):
+            return self._send_append(peer_id, codec.to_wire(request))
         method = getattr(self._stub(peer_id), METHOD_BY_REQUEST[type(request)])
         timeout = (
             self._snapshot_timeout
@@ -75,7 +73,27 @@ class GrpcTransport:
         sent = call_deferred(self._reactor, method, codec.to_wire(request), timeout)
         return sent.addCallback(codec.from_wire)
 
+    def _send_append(self, peer_id: int, request) -> defer.Deferred:
+        address = self._addresses[peer_id]
+        links, streams = self._links, self._streams
+        if links is not None and links.serves(peer_id):
+            sent = links.send(peer_id, request, self._rpc_timeout)
+        elif streams is not None and streams.serves(address):
+            sent = streams.send(address, request, self._rpc_timeout)
+        else:
+            method = self._stub(peer_id).AppendEntries
+            sent = call_deferred(self._reactor, method, request, self._rpc_timeout)
+        if links is not None:
+            sent.addCallback(self._learn_port, peer_id)
+        return sent.addCallback(codec.from_wire)
+
+    def _learn_port(self, response, peer_id: int):
+        self._links.learn_port(peer_id, response.peer_port)
+        return response
+
     def close(self) -> None:
+        if self._links is not None:
+            self._links.close()
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()

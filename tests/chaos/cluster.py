@@ -44,10 +44,19 @@ class ChaosCluster:
         factory = NodeFactory.for_test(owner)  # its cleanup runs before the proxy's
         ports = {node_id: free_port() for node_id in range(1, size + 1)}
         peers = await deferToThread(proxy.cluster_peers, ports)
+        peer_ports = {node_id: free_port() for node_id in ports}
+        peer_port_args = await deferToThread(proxy.peer_port_args, peer_ports)
         extra = ["--worker-expiry", str(worker_expiry)]
         if durable:
             extra += ["--data-dir", str(workdir / "data{node_id}")]
-        cluster = Cluster(factory, size, *extra, peer_ports=peers.__getitem__, grpc_ports=ports)
+        cluster = Cluster(
+            factory,
+            size,
+            *extra,
+            peer_ports=peers.__getitem__,
+            grpc_ports=ports,
+            node_args=peer_port_args.__getitem__,
+        )
         chaos = cls(owner, proxy, cluster, durable)
         await chaos.leader()
         return chaos

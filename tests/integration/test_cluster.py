@@ -11,7 +11,7 @@ from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.net.channels import Wire
 from jobsched.net.outbound import CallFailed, call_deferred
 from tests.integration.jobwait import wait_finished, wait_status
-from tests.nodeproc import Cluster, Node, NodeFactory, pause, wait_for
+from tests.nodeproc import Cluster, Node, NodeFactory, metric_samples, pause, wait_for
 
 RETRYABLE = (
     grpc.StatusCode.UNAVAILABLE,
@@ -178,6 +178,33 @@ class ReplicationTests(ClusterTestCase):
             first_of_term.setdefault(term, command)
         # a no-op opens each term
         self.assertTrue(all(command == b"" for command in first_of_term.values()))
+
+    async def appends_received(self, node: Node) -> dict[str, float]:
+        samples = metric_samples((await node.rest("GET", "/metrics")).body)
+        prefix = "jobsched_raft_appends_received_total{via="
+        return {
+            name[len(prefix) + 1 : -2]: value
+            for name, value in samples.items()
+            if name.startswith(prefix)
+        }
+
+    async def check_followers_hear_appends_via(self, via: str, *extra_args: str) -> None:
+        cluster = self.start_cluster(3, *extra_args)
+        leader = await cluster.find_leader()
+        for job_id in await submit_all(leader, 20):
+            self.assertEqual((await wait_finished(leader, job_id)).status, pb.JOB_STATUS_COMPLETED)
+        for node in cluster.nodes.values():
+            if node is not leader:
+                received = await self.appends_received(node)
+                # a leader's first AppendEntries to each follower goes on gRPC
+                self.assertGreaterEqual(received.get(via, 0), 5, received)
+                self.assertLessEqual(sum(received.values()) - received[via], 3, received)
+
+    async def test_followers_get_their_entries_on_the_peer_port(self):
+        await self.check_followers_hear_appends_via("peer_port")
+
+    async def test_with_the_peer_port_off_entries_go_on_a_grpc_stream(self):
+        await self.check_followers_hear_appends_via("grpc_stream", "--peer-port", "off")
 
 
 class FailoverTests(ClusterTestCase):

@@ -28,7 +28,15 @@ class PartitionTests(unittest.TestCase):
     async def proxied_cluster(self, size: int) -> Cluster:
         ports = {node_id: free_port() for node_id in range(1, size + 1)}
         peers = await deferToThread(self.proxy.cluster_peers, ports)
-        return Cluster(self.nodes, size, peer_ports=peers.__getitem__, grpc_ports=ports)
+        peer_ports = {node_id: free_port() for node_id in ports}
+        peer_port_args = await deferToThread(self.proxy.peer_port_args, peer_ports)
+        return Cluster(
+            self.nodes,
+            size,
+            peer_ports=peers.__getitem__,
+            grpc_ports=ports,
+            node_args=peer_port_args.__getitem__,
+        )
 
     async def roles(self, cluster: Cluster, ids: list) -> dict:
         views = await cluster.views()

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
+import ssl
+import struct
 import tempfile
 import uuid
 from pathlib import Path
 
 import grpc
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
 from jobsched._proto import scheduler_pb2 as pb
@@ -33,6 +37,7 @@ from tests.nodeproc import (
     NodeFactory,
     client_channel,
     free_port,
+    metric_samples,
     wait_for,
 )
 from tests.pki import TEST_DAYS, ClientCredentials, Pki, new_tokens, write_token_file
@@ -57,6 +62,38 @@ async def rpc(
         return await call_deferred(reactor, stub, request, timeout, metadata)
     finally:
         channel.close()
+
+
+def peer_port_of(node) -> int:
+    """The peer port a node's log names."""
+    found = re.search(r"Peer port (\d+) on ", node.log_text())
+    if found is None:
+        raise AssertionError(f"node {node.node_id} logged no peer port")
+    return int(found.group(1))
+
+
+def peer_port_answer(
+    node, credentials: ClientCredentials, request: pb.AppendEntriesRequest, workdir: Path
+) -> bytes:
+    """What `node`'s peer port sends back to one framed request over TLS presenting
+    `credentials` (blocking; b"" when it closes the connection without an answer)."""
+    context = ssl.create_default_context(cadata=credentials.ca_cert.decode())
+    if credentials.tls is not None:
+        cert, key = workdir / f"peer-{uuid.uuid4().hex}.pem", workdir / "peer-key.pem"
+        cert.write_bytes(credentials.tls.cert)
+        key.write_bytes(credentials.tls.key)
+        context.load_cert_chain(cert, key)
+    frame = request.SerializeToString()
+    try:
+        address = ("127.0.0.1", peer_port_of(node))
+        with (
+            socket.create_connection(address, timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="jobsched") as conn,
+        ):
+            conn.sendall(struct.pack(">I", len(frame)) + frame)
+            return conn.recv(64)
+    except (ssl.SSLError, ConnectionResetError):
+        return b""
 
 
 def forged_result(job_id: str, worker: int) -> pb.ForwardJobStatusRequest:
@@ -176,6 +213,9 @@ class TlsAndTokensTests(RefusalAssertions, unittest.TestCase):
             await wait_for(shown_completed, 30, "the follower to apply the result")
             answer = await follower.rest("GET", f"/api/jobs/{job_ids[0]}")
             self.assertEqual((answer.status, answer.body["output"]), (200, "tls 0\n"))
+            metrics = metric_samples((await follower.rest("GET", "/metrics")).body)
+            on_peer_port = 'jobsched_raft_appends_received_total{via="peer_port"}'
+            self.assertGreater(metrics.get(on_peer_port, 0), 0, "the log came over mutual TLS")
 
     async def test_without_a_certificate_of_the_ca_there_is_no_connection(self):
         node = self.followers[0]
@@ -285,6 +325,17 @@ class TlsAndTokensTests(RefusalAssertions, unittest.TestCase):
         ]
         for node, credentials, stub, method, message in forged:
             await self.assertRefused(rpc(node, credentials, stub, method, message, token=admin))
+        forged_on_peer_ports = [
+            (self.followers[0], client, forged_entry(term, leader_id, after)),
+            (self.nodes.nodes[third], pki.as_node(other), forged_entry(term, leader_id, after)),
+            (self.followers[0], pki.as_node(9), forged_entry(term, 9, after)),
+            (self.followers[0], pki.no_certificate(), forged_entry(term, leader_id, after)),
+        ]
+        for node, credentials, message in forged_on_peer_ports:
+            answer = await threads.deferToThread(
+                peer_port_answer, node, credentials, message, self.secure.workdir
+            )
+            self.assertEqual(answer, b"", f"{node.node_id} answered a forged AppendEntries")
         for token in (None, "not-a-token-of-this-cluster", self.secure.tokens[Role.SUBMIT]):
             answer = await self.followers[0].rest("POST", "/api/nodes/self/drain", token=token)
             self.assertEqual(

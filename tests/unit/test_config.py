@@ -39,6 +39,9 @@ BAD_VALUES = {
     "port_fraction": ("port", "1.5"),
     "dashboard_port_negative": ("dashboard_port", "-1"),
     "dashboard_port_above_65535": ("dashboard_port", "70000"),
+    "peer_port_negative": ("peer_port", "-1"),
+    "peer_port_above_65535": ("peer_port", "70000"),
+    "peer_port_a_word_other_than_off": ("peer_port", "on"),
     "peers_without_port": ("peers", "2:nohost"),
     "peers_with_non_numeric_id": ("peers", "x:host:1"),
     "advertise_addr_without_port": ("advertise_addr", "nohost"),
@@ -73,6 +76,8 @@ CONFLICTS = {
     "job_timeout_above_max_job_timeout": ({"job_timeout": "7200"}, "--job-timeout"),
     "max_job_timeout_below_job_timeout": ({"max_job_timeout": "10"}, "--job-timeout"),
     "dashboard_port_same_as_port": ({"dashboard_port": "50051"}, "--dashboard-port"),
+    "peer_port_same_as_port": ({"peer_port": "50051"}, "--peer-port"),
+    "peer_port_same_as_dashboard_port": ({"peer_port": "8081"}, "--peer-port"),
     "election_timeout_max_not_above_min": (
         {"election_timeout_max": "150"},
         "--election-timeout-max",
@@ -145,6 +150,7 @@ class ParsingTests(ConfigTestCase):
             (config.host, config.port, config.dashboard_port), ("127.0.0.1", 50051, 8081)
         )
         self.assertEqual(config.peers, {})
+        self.assertEqual(config.peer_port, 0)
         self.assertEqual(config.advertise_addr, "127.0.0.1:50051")
         self.assertIsNone(config.data_dir)
         self.assertEqual((config.executor, config.image), ("docker", "alpine:latest"))
@@ -176,6 +182,7 @@ class ParsingTests(ConfigTestCase):
             host="0.0.0.0",
             port="7001",
             dashboard_port="0",
+            peer_port="7003",
             peers="1:10.0.0.1:7000, 3:node3.example.com:7002",
             advertise_addr="10.0.0.2:7001",
             data_dir=str(tmp_path / "data"),
@@ -201,6 +208,7 @@ class ParsingTests(ConfigTestCase):
         )
         self.assertEqual(config.node_id, 2)
         self.assertEqual((config.host, config.port, config.dashboard_port), ("0.0.0.0", 7001, 0))
+        self.assertEqual(config.peer_port, 7003)
         self.assertEqual(
             config.peers,
             {1: PeerAddress("10.0.0.1", 7000), 3: PeerAddress("node3.example.com", 7002)},
@@ -227,6 +235,10 @@ class ParsingTests(ConfigTestCase):
         self.assertEqual(parse(host="::1", port="7000").advertise_addr, "[::1]:7000")
         self.assertEqual(parse(host="[::1]").host, "::1")
         self.assertEqual(parse(host="node1.local", port="7000").advertise_addr, "node1.local:7000")
+
+    def test_peer_port_off_turns_it_off(self):
+        self.assertIsNone(parse(peer_port="off").peer_port)
+        self.assertEqual(parse(peer_port="0", dashboard_port="0").peer_port, 0)
 
     def test_format_address_brackets_ipv6_hosts(self):
         """The `host:port` the gRPC server binds and peers are dialled at."""

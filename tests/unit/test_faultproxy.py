@@ -283,6 +283,37 @@ class ControlApiTests(FaultProxyTestCase):
         proxy.heal_all()
         self.assertEqual({link["mode"] for link in proxy.links().values()}, {"heal"})
 
+    def test_a_peer_port_passes_each_leader_through_its_own_link(self) -> None:
+        """The first frame's leader_id picks the link: cutting 1->2 closes and refuses
+        leader 1's connections to node 2's peer port, not leader 3's."""
+        proxy = self.start_proxy()
+        echo_port = self.start_echo_server()
+        proxy.cluster_peers({1: 5001, 2: 5002, 3: 5003})
+        args = proxy.peer_port_args({2: echo_port})
+        self.assertEqual(args[2][:3], ["--peer-port", str(echo_port), "--advertise-peer-port"])
+        sorted_port = int(args[2][3])
+
+        def frame_of(leader: int) -> bytes:
+            message = scheduler_pb2.AppendEntriesRequest(term=1, leader_id=leader)
+            body = message.SerializeToString()
+            return len(body).to_bytes(4, "big") + body
+
+        with connect(sorted_port) as from_1, connect(sorted_port) as from_3:
+            for sock, leader in ((from_1, 1), (from_3, 3)):
+                sock.sendall(frame_of(leader))
+                self.assertEqual(receive(sock, len(frame_of(leader))), frame_of(leader))
+            proxy.partition([1], [2])
+            self.assertTrue(is_closed(from_1))
+            from_3.sendall(b"ping")
+            self.assertEqual(receive(from_3, 4), b"ping")
+        with connect(sorted_port) as again_1:
+            again_1.sendall(frame_of(1))
+            self.assertTrue(is_closed(again_1))
+        proxy.heal_all()
+        with connect(sorted_port) as healed_1:
+            healed_1.sendall(frame_of(1))
+            self.assertEqual(receive(healed_1, len(frame_of(1))), frame_of(1))
+
     def test_bad_commands_are_refused(self) -> None:
         proxy = self.start_proxy()
         proxy.add_link("a->b", 5001)
