@@ -12,6 +12,11 @@ control API changes a link's mode:
   rather than partition it, so a blackhole closes instead: gRPC calls over the link fail
   with UNAVAILABLE (or DEADLINE_EXCEEDED) until it heals and the channel reconnects.
 
+A node's peer port (where its leader sends AppendEntries outside gRPC) gets one
+listening port per node instead (``peer_port_args``): each connection there is held
+until its first frame names the leader that sent it, then passes through the link from
+that leader to the node, so a cut stops a leader's gRPC and peer-port traffic alike.
+
 `FaultProxy` is the client the tests use from the pytest process; it runs no reactor.
 Production nodes never import this module: they are only given link ports as peers.
 """

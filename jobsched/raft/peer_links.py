@@ -5,9 +5,11 @@ there, framed on one TCP (or mutual TLS) connection per peer, written and read o
 reactor: no gRPC call, event loop or thread hand-off per message. Answers come in
 order and are matched to requests first in, first out. A request not answered within
 its timeout fails and ends the connection (the next request opens another); a
-connection that ends fails every request still on it. A port that cannot be reached,
-or a connection the peer ends before its first answer, sends that peer's AppendEntries
-back to gRPC for RETRY_SECONDS, unless its answers name another port (it restarted).
+connection that ends fails every request still on it. When the peer's end closes (it
+stopped or restarted, perhaps on another port) its next AppendEntries go on gRPC, whose
+answer names its port again; a port that cannot be reached, or a connection the peer
+ends before its first answer, sends them to gRPC for RETRY_SECONDS, unless its answers
+name another port.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class PeerLinks:
         link = self._links.get(peer_id)
         if link is None or link.ended:
             port = self._ports[peer_id]
-            link = self._links[peer_id] = _Link(peer_id, port, self._unreachable)
+            link = self._links[peer_id] = _Link(peer_id, port, self._lost)
             self._wire.connect_peer(
                 self._reactor, self._hosts[peer_id], port, link, CONNECT_SECONDS
             )
@@ -90,11 +92,15 @@ class PeerLinks:
         if link is not None:
             link.end()
 
-    def _unreachable(self, link: _Link) -> None:
+    def _lost(self, link: _Link, answered: bool) -> None:
+        """The peer (or the network) ended a link: its next AppendEntries go on gRPC,
+        whose answer names its port again — at once if this one answered before (the
+        peer may have restarted on another port), after RETRY_SECONDS if not."""
         if self._ports.get(link.peer_id) == link.port:
             del self._ports[link.peer_id]
-        until = self._reactor.seconds() + self._retry_seconds
-        self._refused[link.peer_id] = (link.port, until)
+        if not answered:
+            until = self._reactor.seconds() + self._retry_seconds
+            self._refused[link.peer_id] = (link.port, until)
 
 
 class _Link(protocol.ClientFactory):
@@ -102,11 +108,11 @@ class _Link(protocol.ClientFactory):
 
     noisy = False
 
-    def __init__(self, peer_id: int, port: int, on_unreachable) -> None:
+    def __init__(self, peer_id: int, port: int, on_lost) -> None:
         self.peer_id = peer_id
         self.port = port
         self.ended = False
-        self._on_unreachable = on_unreachable
+        self._on_lost = on_lost
         self._connector = None
         self._connection: _LinkProtocol | None = None
         self._unsent: list[pb.AppendEntriesRequest] = []
@@ -170,8 +176,8 @@ class _Link(protocol.ClientFactory):
             return
         self.ended = True
         self._connection = None
-        if not self._answered and not self._ended_here:
-            self._on_unreachable(self)
+        if not self._ended_here:
+            self._on_lost(self, self._answered)
         if isinstance(reason.value, CallFailed):
             failure = reason.value
         else:

@@ -202,6 +202,27 @@ class PeerPortTests(unittest.TestCase):
             yield transport.send(FOLLOWER, append(5))
 
     @defer.inlineCallbacks
+    def test_a_follower_that_restarts_on_another_port_is_found_again(self):
+        self.start_follower()
+        transport = self.start_leader()
+        yield self.answered_on_the_peer_port(transport)
+        yield transport.send(FOLLOWER, append(2))
+        yield self.peer_port.stopService()  # its connection closes, as when it stops
+        yield wait_until(lambda: not self.links.serves(FOLLOWER), "the port forgotten", 10)
+        access = AccessPolicy({LEADER: None}, tls=False)
+        self.peer_port = PeerPortService(
+            self.follower, access, Wire(), self.reactor(), "127.0.0.1", 0, self.metrics
+        )
+        self.peer_port.startService()
+        for index in (3, 4):  # 3 on gRPC, whose answer names the new port; 4 there
+            answer = yield transport.send(FOLLOWER, append(index))
+            self.assertEqual(answer.match_index, index)
+        received = self.metrics.registry.get_sample_value(
+            "jobsched_raft_appends_received_total", {"via": "peer_port"}
+        )
+        self.assertEqual((received, self.servicer.unary_calls), (2, 2))
+
+    @defer.inlineCallbacks
     def test_a_claimed_leader_that_is_no_peer_is_refused_and_changes_nothing(self):
         self.start_follower()
         self.links = PeerLinks(self.reactor(), Wire(), {FOLLOWER: "127.0.0.1"})
