@@ -170,14 +170,14 @@ async def serve_until_killed(port: int, register) -> None:
 
 
 @contextlib.contextmanager
-def serving(module: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`python -m <module> --serve PORT` in a process of its own, once it has printed
+def serving(module: str, flag: str = "--serve") -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m <module> <flag> PORT` in a process of its own, once it has printed
     "serving": yields its address and process; terminated at the end."""
     from tests.nodeproc import free_port
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", module, "--serve", str(port)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", module, flag, str(port)], stdout=subprocess.PIPE, text=True
     )
     try:
         if server.stdout.readline().strip() != "serving":

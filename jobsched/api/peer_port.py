@@ -100,6 +100,7 @@ class _PeerPortFactory(protocol.ServerFactory):
         self.access = access
         self.reactor = reactor
         self.metrics = metrics
+        self.received = metrics.appends_received.labels("peer_port")
         self.service = service
         self.closing = False
         self.connections: set[_LeaderConnection] = set()
@@ -161,7 +162,7 @@ class _LeaderConnection(FramedMessages):
             return
         self._sender = (request.leader_id, request.term)
         self._answering_since = factory.reactor.seconds()
-        factory.metrics.appends_received.labels("peer_port").inc()
+        factory.received.inc()
         answered = defer.maybeDeferred(factory.raft.handle, decoded)
         answered.addCallbacks(self._answer, self._cannot_answer)
 
