@@ -82,6 +82,8 @@ async def stream_messages(address: str, count: int) -> None:
 class AnsweringAtOnce:
     """The Raft behind the bench's peer port: every AppendEntries succeeds at once."""
 
+    node_id = 2
+
     def handle(self, request):
         return messages.AppendEntriesResponse(
             term=request.term, success=True, match_index=request.prev_log_index + 1

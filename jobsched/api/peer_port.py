@@ -4,9 +4,11 @@
 It answers as AppendEntriesStream does on gRPC, at a fraction of the cost: no gRPC
 call, event loop or thread hand-off per message (docs/performance.md, "AppendEntries on
 the peer port"). The same access rules hold (net/access.py): a request must come from a
-configured peer, with TLS from that peer's node certificate. Anything else — a frame
-that does not decode, a refused sender, a Raft that cannot answer — ends the
-connection, and the leader sends its next request on gRPC or a new connection.
+configured peer, with TLS from that peer's node certificate; and a request must be
+addressed to this node (`to_node_id`: on one host, a port a restarted node left may be
+another node's now). Anything else — a frame that does not decode, a refused sender, a
+request for another node, a Raft that cannot answer — ends the connection, and the
+leader sends its next request on gRPC or a new connection.
 """
 
 from __future__ import annotations
@@ -159,6 +161,9 @@ class _LeaderConnection(FramedMessages):
             return
         except JobschedError as refused:
             self._refuse(refused.code)
+            return
+        if request.to_node_id != factory.raft.node_id:
+            self._refuse("FAILED_PRECONDITION")  # meant for a node that had this port
             return
         self._sender = (request.leader_id, request.term)
         self._answering_since = factory.reactor.seconds()

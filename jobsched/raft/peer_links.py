@@ -71,7 +71,8 @@ class PeerLinks:
         return peer_id in self._ports
 
     def send(self, peer_id: int, request: pb.AppendEntriesRequest, timeout: float):
-        """A Deferred of the answer (pb.AppendEntriesResponse) or of a CallFailed."""
+        """A Deferred of the answer (pb.AppendEntriesResponse) or of a CallFailed;
+        `request` is addressed to `peer_id` (its `to_node_id`)."""
         link = self._links.get(peer_id)
         if link is None or link.ended:
             port = self._ports[peer_id]
@@ -79,6 +80,7 @@ class PeerLinks:
             self._wire.connect_peer(
                 self._reactor, self._hosts[peer_id], port, link, CONNECT_SECONDS
             )
+        request.to_node_id = peer_id
         outstanding = Outstanding(self._reactor, timeout, link.expired)
         link.write(request, outstanding)
         return outstanding.deferred

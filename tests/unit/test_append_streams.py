@@ -37,6 +37,8 @@ class FollowerRaft:
     """Answers AppendEntries at once (match_index = prev_log_index + entries), and
     keeps the order it saw them in."""
 
+    node_id = FOLLOWER
+
     def __init__(self) -> None:
         self.seen: list[int] = []
         self.disconnected: list[tuple[int, int]] = []

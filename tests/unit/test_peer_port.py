@@ -235,6 +235,22 @@ class PeerPortTests(unittest.TestCase):
         self.assertFalse(self.links.serves(FOLLOWER), "ended before any answer")
 
     @defer.inlineCallbacks
+    def test_a_request_for_another_node_is_refused_and_sends_appends_back_to_grpc(self):
+        """As when a node restarted and another took the port it had (one host)."""
+        self.start_follower()
+        transport = self.start_leader()
+        yield self.answered_on_the_peer_port(transport)
+        self.links._hosts[3] = "127.0.0.1"
+        self.links.learn_port(3, self.peer_port.port)  # node 3 "had" this port
+        request = pb.AppendEntriesRequest(term=3, leader_id=LEADER, prev_log_index=2)
+        yield self.assertFailure(self.links.send(3, request, 5.0), CallFailed)
+        self.assertEqual(self.follower.seen, [1])
+        self.assertEqual(errors_counted(self.metrics, "FAILED_PRECONDITION"), 1)
+        self.assertFalse(self.links.serves(3))
+        answer = yield transport.send(FOLLOWER, append(2))
+        self.assertEqual((answer.match_index, self.follower.seen), (2, [1, 2]))
+
+    @defer.inlineCallbacks
     def test_frames_that_do_not_decode_or_are_too_long_end_the_connection(self):
         self.start_follower()
         rng = random.Random(20261203)
