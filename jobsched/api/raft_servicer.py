@@ -33,8 +33,10 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
         bridge: ReactorBridge,
         metrics: NodeMetrics | None = None,
         peer_port: Callable[[], int] = lambda: 0,
+        give_up_floor: float = GIVE_UP_FLOOR,
     ) -> None:
         self._raft = raft
+        self._give_up_floor = give_up_floor
         self._bridge = bridge
         self._metrics = metrics if metrics is not None else NodeMetrics()
         self._peer_port = peer_port
@@ -78,7 +80,8 @@ class RaftServicer(pb_grpc.RaftServiceServicer):
                 answering_since = None
                 yield response
         finally:
-            given_up = answering_since is not None and clock() - answering_since >= GIVE_UP_FLOOR
+            owed = clock() - answering_since if answering_since is not None else 0.0
+            given_up = owed >= self._give_up_floor
             if sender is not None and not given_up:
                 self._bridge.post(self._raft.leader_disconnected, *sender)
 

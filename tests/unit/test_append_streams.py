@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from jobsched._proto import scheduler_pb2 as pb
-from jobsched.api.raft_servicer import RaftServicer
+from jobsched.api.raft_servicer import GIVE_UP_FLOOR, RaftServicer
 from jobsched.errors import RaftStopped
 from jobsched.interfaces import IEventLoopUser
 from jobsched.net.access import AccessPolicy
@@ -98,11 +98,13 @@ def append(prev_log_index: int, term: int = 3, leader_id: int = LEADER):
 
 
 class AppendStreamTests(unittest.TestCase):
-    def start_follower(self, older: bool = False) -> str:
+    def start_follower(self, older: bool = False, give_up_floor: float = GIVE_UP_FLOOR) -> str:
         from twisted.internet import reactor
 
         self.follower = FollowerRaft()
-        self.servicer = CountingServicer(self.follower, ReactorBridge(reactor))
+        self.servicer = CountingServicer(
+            self.follower, ReactorBridge(reactor), give_up_floor=give_up_floor
+        )
         register = older_registration(self.servicer) if older else self.servicer.register
         access = AccessPolicy({LEADER: None}, tls=False)
         server = GrpcServerService("127.0.0.1", 0, [register], Wire(), reactor, access)
@@ -159,7 +161,9 @@ class AppendStreamTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_leader_that_disconnects_while_its_request_is_answered_is_heard(self):
-        transport = self.start_leader(self.start_follower())
+        """Within the floor after the request came: a floor of 30 s here, so that a busy
+        machine's slow stop of the leader cannot pass it."""
+        transport = self.start_leader(self.start_follower(give_up_floor=30.0))
         unanswered = transport.send(FOLLOWER, append(1, term=STUCK_TERM))
         unanswered.addErrback(lambda failure: failure.trap(CallFailed))
         yield wait_until(lambda: self.follower.stuck, "the request to arrive", 10)
