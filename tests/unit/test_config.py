@@ -42,6 +42,8 @@ BAD_VALUES = {
     "peer_port_negative": ("peer_port", "-1"),
     "peer_port_above_65535": ("peer_port", "70000"),
     "peer_port_a_word_other_than_off": ("peer_port", "on"),
+    "advertise_peer_port_above_65535": ("advertise_peer_port", "65536"),
+    "advertise_peer_port_off": ("advertise_peer_port", "off"),
     "peers_without_port": ("peers", "2:nohost"),
     "peers_with_non_numeric_id": ("peers", "x:host:1"),
     "advertise_addr_without_port": ("advertise_addr", "nohost"),
@@ -78,6 +80,10 @@ CONFLICTS = {
     "dashboard_port_same_as_port": ({"dashboard_port": "50051"}, "--dashboard-port"),
     "peer_port_same_as_port": ({"peer_port": "50051"}, "--peer-port"),
     "peer_port_same_as_dashboard_port": ({"peer_port": "8081"}, "--peer-port"),
+    "advertise_peer_port_without_a_peer_port": (
+        {"peer_port": "off", "advertise_peer_port": "7004"},
+        "--advertise-peer-port",
+    ),
     "election_timeout_max_not_above_min": (
         {"election_timeout_max": "150"},
         "--election-timeout-max",
@@ -183,6 +189,7 @@ class ParsingTests(ConfigTestCase):
             port="7001",
             dashboard_port="0",
             peer_port="7003",
+            advertise_peer_port="17003",
             peers="1:10.0.0.1:7000, 3:node3.example.com:7002",
             advertise_addr="10.0.0.2:7001",
             data_dir=str(tmp_path / "data"),
@@ -208,7 +215,7 @@ class ParsingTests(ConfigTestCase):
         )
         self.assertEqual(config.node_id, 2)
         self.assertEqual((config.host, config.port, config.dashboard_port), ("0.0.0.0", 7001, 0))
-        self.assertEqual(config.peer_port, 7003)
+        self.assertEqual((config.peer_port, config.advertise_peer_port), (7003, 17003))
         self.assertEqual(
             config.peers,
             {1: PeerAddress("10.0.0.1", 7000), 3: PeerAddress("node3.example.com", 7002)},
