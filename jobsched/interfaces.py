@@ -62,8 +62,22 @@ class IPeerLinks(Interface):
         """Send a pb.AppendEntriesRequest; a Deferred of the pb.AppendEntriesResponse,
         or of a CallFailed when it cannot be answered in `timeout` seconds."""
 
+    def take_results(handler):
+        """Take followers' worker results on the connections from now on:
+        `handler(caller, request)` (a net.access.Caller, a pb.ForwardJobStatusRequest)
+        returns a Deferred that fires once they are committed, or raises a typed error."""
+
     def close():
         """Close every connection; requests waiting on them fail."""
+
+
+class IPeerResults(Interface):
+    """A follower's worker results to its leader on the leader's peer-port connection."""
+
+    def send_results(request, timeout):
+        """Deferred that fires once the leader committed the pb.ForwardJobStatusRequest
+        (or fails with its typed error, or LeaderUnreachable); None when the current
+        leader has no connection here that takes results."""
 
 
 class IEventLoopUser(Interface):

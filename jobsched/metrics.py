@@ -103,6 +103,13 @@ class NodeMetrics:
             ["via"],
             registry=registry,
         )
+        self.results_received = Counter(
+            "jobsched_results_received",
+            "Deliveries of followers' worker results this node took as leader, by how "
+            "they came: peer_port or grpc",
+            ["via"],
+            registry=registry,
+        )
         self.rpc_errors = Counter(
             "jobsched_grpc_errors",
             "gRPC calls this node answered with an error, by method and jobsched code",

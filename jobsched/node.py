@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import random
 import signal
-from collections.abc import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -24,7 +23,7 @@ from jobsched.api.event_hub import EventHub
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
 from jobsched.api.metrics import StateCollector
 from jobsched.api.output_sse import OutputFeeds
-from jobsched.api.peer_port import PeerPortService
+from jobsched.api.peer_port import PeerPortService, results_taker
 from jobsched.api.raft_servicer import RaftServicer
 from jobsched.api.rest import SITE_OPTIONS, RestApi
 from jobsched.app import ClusterAPI, DrainFlag
@@ -125,7 +124,9 @@ class NodeService(MultiService):
         self.table = JobTable()
         self.storage = build_storage(config, reactor)
         self.append_streams = AppendStreams(reactor, wire.open_aio_channel)
-        links = PeerLinks(reactor, wire, {i: peer.host for i, peer in config.peers.items()})
+        self.links = links = PeerLinks(
+            reactor, wire, {i: peer.host for i, peer in config.peers.items()}
+        )
         self.transport = GrpcTransport(
             peers, wire, reactor, streams=self.append_streams, links=links
         )
@@ -156,12 +157,16 @@ class NodeService(MultiService):
         self.live_output = LiveOutputs(reactor, config.max_output_bytes)
         self.table.add_listener(self.live_output.job_changed)
         self.peers = PeerClient(peers, wire, reactor)
+        access = AccessPolicy(config.peers, config.tls, self.tokens)
+        self._peer_port_service = peer_port = self._peer_port(access)
+        links.take_results(results_taker(self.api, access, metrics))
         self.router = Router(
             self.api,
             self.leader,
             LocalOutputReader(config.node_id, self.table, self.live_output),
             self.peers,
             reactor,
+            peer_results=peer_port,
         )
 
         self.executor = build_executor(config, reactor, self.fence, self.live_output)
@@ -204,15 +209,13 @@ class NodeService(MultiService):
 
         bridge = ReactorBridge(reactor)
         streams = StreamLimits(stall_seconds=config.stream_stall_timeout)
-        access = AccessPolicy(config.peers, config.tls, self.tokens)
-        peer_port = self._serve_peer_port(access)
         self.grpc = GrpcServerService(
             config.host,
             config.port,
             [
                 SchedulerServicer(self.api, self.router, bridge, streams, metrics).register,
                 InternalServicer(self.api, self.dispatcher, bridge, self.router, metrics).register,
-                RaftServicer(self.raft, bridge, metrics, peer_port).register,
+                RaftServicer(self.raft, bridge, metrics, self._advertised_peer_port).register,
             ],
             wire,
             reactor,
@@ -230,12 +233,11 @@ class NodeService(MultiService):
             site.noisy = False
             wire.http_service(config.dashboard_port, site, config.host).setServiceParent(self)
 
-    def _serve_peer_port(self, access: AccessPolicy) -> Callable[[], int]:
-        """Start the peer port with the node (unless --peer-port off); returns what
-        this node's AppendEntries answers name as its peer port."""
+    def _peer_port(self, access: AccessPolicy) -> PeerPortService | None:
+        """The peer port, started with the node (None with --peer-port off)."""
         config = self.config
         if config.peer_port is None:
-            return lambda: 0
+            return None
         service = PeerPortService(
             self.raft,
             access,
@@ -247,7 +249,11 @@ class NodeService(MultiService):
             advertise=config.advertise_peer_port,
         )
         service.setServiceParent(self)
-        return lambda: service.advertised_port
+        return service
+
+    def _advertised_peer_port(self) -> int:
+        """What this node's AppendEntries answers name as its peer port (0: none)."""
+        return self._peer_port_service.advertised_port if self._peer_port_service else 0
 
     def startService(self) -> None:
         self.log.info(

@@ -19,7 +19,13 @@ from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.app import ClusterView, LogEntryView, LogView, NodeView, SubmitRequest
-from jobsched.interfaces import IClusterAPI, ILeaderClient, IPeerClient, IRouter
+from jobsched.interfaces import (
+    IClusterAPI,
+    ILeaderClient,
+    IPeerClient,
+    IPeerResults,
+    IRouter,
+)
 from jobsched.jobs import validation
 from jobsched.jobs.model import JobStatus
 from jobsched.worker import output_wire
@@ -47,8 +53,10 @@ class Router:
         output: LocalOutputReader | None = None,
         peers: IPeerClient | None = None,
         clock: IReactorTime | None = None,
+        peer_results: IPeerResults | None = None,
     ) -> None:
         self._api = api
+        self._peer_results = peer_results
         self._leader = leader
         self._output = output
         self._peers = peers
@@ -117,10 +125,16 @@ class Router:
         )
 
     def deliver_results(self, updates) -> defer.Deferred:
-        """Hand finished attempts to the leader; fires once they are committed."""
+        """Hand finished attempts to the leader; fires once they are committed. A
+        follower sends them back on its leader's peer-port connection when there is
+        one that takes them, else as a ForwardJobStatus call."""
         if self._api.is_leader():
             return self._api.accept_results(updates)
         request = pb.ForwardJobStatusRequest(updates=updates)
+        if self._peer_results is not None:
+            sent = self._peer_results.send_results(request, RESULTS_TIMEOUT_SECONDS)
+            if sent is not None:
+                return sent
         return self._leader.internal("ForwardJobStatus", request, RESULTS_TIMEOUT_SECONDS)
 
     def send_heartbeat(self, request, timeout: float) -> defer.Deferred:

@@ -396,6 +396,20 @@ class ForwardJobStatusResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class PeerFrame(_message.Message):
+    __slots__ = ("call_id", "results", "accepted", "error_code", "error_message")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    results: ForwardJobStatusRequest
+    accepted: bool
+    error_code: str
+    error_message: str
+    def __init__(self, call_id: _Optional[int] = ..., results: _Optional[_Union[ForwardJobStatusRequest, _Mapping]] = ..., accepted: _Optional[bool] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
 class VoteRequest(_message.Message):
     __slots__ = ("term", "candidate_id", "last_log_index", "last_log_term", "pre_vote")
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -419,7 +433,7 @@ class VoteResponse(_message.Message):
     def __init__(self, term: _Optional[int] = ..., vote_granted: _Optional[bool] = ...) -> None: ...
 
 class AppendEntriesRequest(_message.Message):
-    __slots__ = ("term", "leader_id", "prev_log_index", "prev_log_term", "entries", "leader_commit", "to_node_id")
+    __slots__ = ("term", "leader_id", "prev_log_index", "prev_log_term", "entries", "leader_commit", "to_node_id", "takes_results")
     TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     PREV_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -427,6 +441,7 @@ class AppendEntriesRequest(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LEADER_COMMIT_FIELD_NUMBER: _ClassVar[int]
     TO_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TAKES_RESULTS_FIELD_NUMBER: _ClassVar[int]
     term: int
     leader_id: int
     prev_log_index: int
@@ -434,7 +449,8 @@ class AppendEntriesRequest(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
     leader_commit: int
     to_node_id: int
-    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[int] = ..., prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., leader_commit: _Optional[int] = ..., to_node_id: _Optional[int] = ...) -> None: ...
+    takes_results: bool
+    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[int] = ..., prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., leader_commit: _Optional[int] = ..., to_node_id: _Optional[int] = ..., takes_results: _Optional[bool] = ...) -> None: ...
 
 class AppendEntriesResponse(_message.Message):
     __slots__ = ("term", "success", "match_index", "peer_port")

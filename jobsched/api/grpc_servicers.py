@@ -306,4 +306,5 @@ class InternalServicer(pb_grpc.InternalServiceServicer):
     @translates_errors
     async def ForwardJobStatus(self, request, context):
         await self._bridge.call(self._api.accept_results, request.updates)
+        self._metrics.results_received.labels("grpc").inc()
         return pb.ForwardJobStatusResponse()

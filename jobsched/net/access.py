@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from jobsched import errors
-from jobsched.identity import node_id_of_pem
+from jobsched.identity import node_id_of, node_id_of_pem
 from jobsched.tokens import Role, TokenStore
 
 SCHEDULER = "/scheduler.SchedulerService/"
@@ -79,6 +79,14 @@ class Caller:
         if not certificates:
             return cls(False, None, authorization)
         return cls(True, node_id_of_pem(certificates[0]), authorization)
+
+    @classmethod
+    def of_connection(cls, transport) -> Caller:
+        """The other end of a peer-port connection (TCP, or TLS with its certificate)."""
+        certificate = getattr(transport, "getPeerCertificate", lambda: None)()
+        if certificate is None:
+            return cls(False)
+        return cls(True, node_id_of(certificate.to_cryptography()))
 
 
 class AccessPolicy:

@@ -10,6 +10,10 @@ stopped or restarted, perhaps on another port) its next AppendEntries go on gRPC
 answer names its port again; a port that cannot be reached, or a connection the peer
 ends before its first answer, sends them to gRPC for RETRY_SECONDS, unless its answers
 name another port.
+
+Once the node takes them (`take_results`), its requests say so (`takes_results`) and
+a follower may send its worker results back on the connection as side frames
+(PeerFrame); each is answered, by call id, once the handler's commit is done.
 """
 
 from __future__ import annotations
@@ -19,18 +23,22 @@ from collections.abc import Mapping
 
 import grpc
 from google.protobuf.message import DecodeError
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2 as pb
+from jobsched.errors import JobschedError
 from jobsched.interfaces import IPeerLinks
+from jobsched.net.access import Caller
 from jobsched.net.frames import FramedMessages
 from jobsched.net.outbound import CallFailed
 from jobsched.raft.append_streams import Outstanding
 
 RETRY_SECONDS = 60.0
 CONNECT_SECONDS = 1.0
+log = Logger()
 
 
 @implementer(IPeerLinks)
@@ -51,6 +59,11 @@ class PeerLinks:
         self._ports: dict[int, int] = {}
         self._refused: dict[int, tuple[int, float]] = {}  # id -> (port, until)
         self._links: dict[int, _Link] = {}
+        self._results = None
+
+    def take_results(self, handler) -> None:
+        """Take followers' worker results on the links: `handler(caller, request)`."""
+        self._results = handler
 
     def learn_port(self, peer_id: int, port: int) -> None:
         """What an answer of `peer_id` said its peer port is (0: it has none)."""
@@ -76,11 +89,12 @@ class PeerLinks:
         link = self._links.get(peer_id)
         if link is None or link.ended:
             port = self._ports[peer_id]
-            link = self._links[peer_id] = _Link(peer_id, port, self._lost)
+            link = self._links[peer_id] = _Link(peer_id, port, self._lost, self._results)
             self._wire.connect_peer(
                 self._reactor, self._hosts[peer_id], port, link, CONNECT_SECONDS
             )
         request.to_node_id = peer_id
+        request.takes_results = link.results is not None
         outstanding = Outstanding(self._reactor, timeout, link.expired)
         link.write(request, outstanding)
         return outstanding.deferred
@@ -110,9 +124,10 @@ class _Link(protocol.ClientFactory):
 
     noisy = False
 
-    def __init__(self, peer_id: int, port: int, on_lost) -> None:
+    def __init__(self, peer_id: int, port: int, on_lost, results=None) -> None:
         self.peer_id = peer_id
         self.port = port
+        self.results = results
         self.ended = False
         self._on_lost = on_lost
         self._connector = None
@@ -140,7 +155,7 @@ class _Link(protocol.ClientFactory):
             return
         self._ended_here = True
         if self._connection is not None:
-            self._connection.transport.abortConnection()
+            self._connection.abort()
         elif self._connector is not None:
             self._connector.stopConnecting()
         self._failed(Failure(CallFailed(grpc.StatusCode.CANCELLED, "peer link closed")))
@@ -155,7 +170,7 @@ class _Link(protocol.ClientFactory):
 
     def connected(self, connection: _LinkProtocol) -> None:
         if self.ended:
-            connection.transport.abortConnection()
+            connection.abort()
             return
         self._connection = connection
         unsent, self._unsent = self._unsent, []
@@ -191,14 +206,45 @@ class _Link(protocol.ClientFactory):
 
 class _LinkProtocol(FramedMessages):
     def __init__(self, link: _Link) -> None:
+        super().__init__()
         self._link = link
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._link.connected(self)
 
-    def stringReceived(self, frame: bytes) -> None:
+    def frame_received(self, frame: bytes) -> None:
         try:
             self._link.answered(frame)
         except DecodeError:
-            self.transport.abortConnection()
+            self.abort()
+
+    def side_frame_received(self, frame: bytes) -> None:
+        """A follower's worker results: taken as a ForwardJobStatus call from the peer
+        is, and answered by call id once committed (or with the typed error)."""
+        take = self._link.results
+        try:
+            call = pb.PeerFrame.FromString(frame)
+        except DecodeError:
+            call = None
+        if take is None or call is None or not call.HasField("results"):
+            self.abort()
+            return
+        caller = Caller.of_connection(self.transport)
+        taken = defer.maybeDeferred(take, caller, call.results)
+        taken.addCallbacks(self._accepted, self._refused, (call.call_id,), None, (call.call_id,))
+
+    def _accepted(self, _committed, call_id: int) -> None:
+        self.send_side_message(pb.PeerFrame(call_id=call_id, accepted=True))
+
+    def _refused(self, failure: Failure, call_id: int) -> None:
+        if failure.check(JobschedError):
+            code, message = failure.value.code, failure.value.message
+        else:
+            log.failure(
+                "Peer port: results from node {peer} failed", failure, peer=self._link.peer_id
+            )
+            code, message = "INTERNAL", "internal error"
+        self.send_side_message(
+            pb.PeerFrame(call_id=call_id, error_code=code, error_message=message)
+        )

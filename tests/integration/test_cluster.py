@@ -179,32 +179,40 @@ class ReplicationTests(ClusterTestCase):
         # a no-op opens each term
         self.assertTrue(all(command == b"" for command in first_of_term.values()))
 
-    async def appends_received(self, node: Node) -> dict[str, float]:
+    async def counted_by_way(self, node: Node, counter: str) -> dict[str, float]:
         samples = metric_samples((await node.rest("GET", "/metrics")).body)
-        prefix = "jobsched_raft_appends_received_total{via="
+        prefix = counter + "{via="
         return {
             name[len(prefix) + 1 : -2]: value
             for name, value in samples.items()
             if name.startswith(prefix)
         }
 
-    async def check_followers_hear_appends_via(self, via: str, *extra_args: str) -> None:
-        cluster = self.start_cluster(3, *extra_args)
+    async def check_the_log_and_results_go_via(self, via: str, results_via: str, *args: str):
+        cluster = self.start_cluster(3, *args)
         leader = await cluster.find_leader()
-        for job_id in await submit_all(leader, 20):
-            self.assertEqual((await wait_finished(leader, job_id)).status, pb.JOB_STATUS_COMPLETED)
+        ran_on = []
+        for job_id in await submit_all(leader, 30):
+            finished = await wait_finished(leader, job_id)
+            self.assertEqual(finished.status, pb.JOB_STATUS_COMPLETED)
+            ran_on.append(finished.executed_by)
         for node in cluster.nodes.values():
             if node is not leader:
-                received = await self.appends_received(node)
+                received = await self.counted_by_way(node, "jobsched_raft_appends_received_total")
                 # a leader's first AppendEntries to each follower goes on gRPC
                 self.assertGreaterEqual(received.get(via, 0), 5, received)
                 self.assertLessEqual(sum(received.values()) - received[via], 3, received)
+        self.assertNotEqual(set(ran_on), {leader.node_id}, "every job ran on the leader")
+        taken = await self.counted_by_way(leader, "jobsched_results_received_total")
+        self.assertGreaterEqual(taken.get(results_via, 0), 1, taken)
+        # a result may go on gRPC while a new leader's first AppendEntries opens the way
+        self.assertLessEqual(sum(taken.values()) - taken[results_via], 2, taken)
 
-    async def test_followers_get_their_entries_on_the_peer_port(self):
-        await self.check_followers_hear_appends_via("peer_port")
+    async def test_followers_get_their_entries_and_send_results_on_the_peer_port(self):
+        await self.check_the_log_and_results_go_via("peer_port", "peer_port")
 
-    async def test_with_the_peer_port_off_entries_go_on_a_grpc_stream(self):
-        await self.check_followers_hear_appends_via("grpc_stream", "--peer-port", "off")
+    async def test_with_the_peer_port_off_entries_go_on_a_grpc_stream_results_in_calls(self):
+        await self.check_the_log_and_results_go_via("grpc_stream", "grpc", "--peer-port", "off")
 
 
 class FailoverTests(ClusterTestCase):

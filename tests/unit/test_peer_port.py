@@ -28,6 +28,7 @@ from jobsched.metrics import NodeMetrics
 from jobsched.net.access import AccessPolicy
 from jobsched.net.bridge import ReactorBridge
 from jobsched.net.channels import Wire
+from jobsched.net.frames import SIDE_FRAME
 from jobsched.net.outbound import CallFailed
 from jobsched.net.server import GrpcServerService, PortUnavailable
 from jobsched.raft.peer_links import PeerLinks
@@ -60,14 +61,17 @@ def unused_port() -> int:
         return probe.getsockname()[1]
 
 
-class PeerPortTests(unittest.TestCase):
-    def start_follower(self, wire: Wire | None = None, told_port=None) -> None:
-        """A follower serving RaftService on gRPC and its peer port; its gRPC answers
-        name `told_port()` (default: the peer port it listens on)."""
+class PeerPortHarness:
+    """A follower's peer port and a leader's links on 127.0.0.1, for a TestCase."""
+
+    def start_follower(self, wire: Wire | None = None, told_port=None, raft=None) -> None:
+        """A follower (`raft`, default a FollowerRaft) serving RaftService on gRPC and
+        its peer port; its gRPC answers name `told_port()` (default: the peer port it
+        listens on)."""
         from twisted.internet import reactor
 
         wire = wire or Wire()
-        self.follower = FollowerRaft()
+        self.follower = raft or FollowerRaft()
         self.metrics = NodeMetrics()
         access = AccessPolicy({LEADER: None}, tls=wire.secure)
         self.peer_port = PeerPortService(
@@ -106,6 +110,13 @@ class PeerPortTests(unittest.TestCase):
         self.assertTrue(self.links.serves(FOLLOWER))
         self.assertEqual(self.servicer.unary_calls, 1)
 
+    def reactor(self):
+        from twisted.internet import reactor
+
+        return reactor
+
+
+class PeerPortTests(PeerPortHarness, unittest.TestCase):
     def test_the_peer_port_provides_its_interface(self):
         self.start_follower()
         self.assertTrue(verifyObject(IApiServer, self.peer_port))
@@ -255,9 +266,12 @@ class PeerPortTests(unittest.TestCase):
         self.start_follower()
         rng = random.Random(20261203)
         frames = [struct.pack(">I", 3) + b"\xff\xff\xff", struct.pack(">I", 2**31 - 1)]
+        frames.append(struct.pack(">I", 2**32 - 1))  # a side frame, too long
         frames += [
-            struct.pack(">I", size) + rng.randbytes(size)
-            for size in (rng.randrange(1, 200) for _ in range(40))
+            struct.pack(">I", size | side) + rng.randbytes(size)
+            for size, side in (
+                (rng.randrange(1, 200), rng.choice([0, SIDE_FRAME])) for _ in range(60)
+            )
         ]
         endings = yield threads.deferToThread(self._each_frame_alone, frames)
         self.assertEqual(endings, [b""] * len(frames), "the follower closed each connection")
@@ -295,8 +309,3 @@ class PeerPortTests(unittest.TestCase):
         yield self.assertFailure(thief.send(FOLLOWER, claimed, 5.0), CallFailed)
         self.assertEqual(self.follower.seen, [1, 2])
         self.assertEqual(errors_counted(self.metrics, "PERMISSION_DENIED"), 1)
-
-    def reactor(self):
-        from twisted.internet import reactor
-
-        return reactor

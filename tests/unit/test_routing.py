@@ -20,7 +20,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched.api.grpc_servicers import InternalServicer, SchedulerServicer
 from jobsched.app import ClusterView, LogEntryView, LogView, NodeView, SubmitRequest
 from jobsched.dispatch import Dispatcher
-from jobsched.interfaces import ILeaderClient, IRouter
+from jobsched.interfaces import ILeaderClient, IPeerResults, IRouter
 from jobsched.jobs import commands
 from jobsched.jobs.model import JobResult, JobStatus
 from jobsched.net.bridge import ReactorBridge
@@ -71,6 +71,20 @@ class FakeLeaderClient:
 
     def fail(self, error):
         self._pending.pop(0).errback(error)
+
+
+@implementer(IPeerResults)
+class PeerResultsStub:
+    """IPeerResults: records each delivery; `answer` is what send_results returns."""
+
+    def __init__(self):
+        self.sent = []
+        self.answer = defer.Deferred()
+
+    def send_results(self, request, timeout):
+        if self.answer is not None:
+            self.sent.append((request, timeout))
+        return self.answer
 
 
 def result(status=JobStatus.COMPLETED):
@@ -305,6 +319,23 @@ class ForwardedFromAFollowerTests(RouterTestCase):
         self.assertNoResult(delivered)
         self.leader_client.answer(pb.ForwardJobStatusResponse())
         self.successResultOf(delivered)
+
+    def test_results_go_on_the_leaders_peer_port_connection_when_it_takes_them(self):
+        _leader, follower, _router = self.on_follower()
+        connection = PeerResultsStub()
+        self.assertTrue(verifyObject(IPeerResults, connection))
+        router = Router(follower.api, self.leader_client, peer_results=connection)
+        updates = [commands.status_update("j", result(), 2, 1)]
+        delivered = router.deliver_results(updates)
+        self.assertNothingForwarded()
+        [(request, timeout)] = connection.sent
+        self.assertEqual((list(request.updates), timeout), (updates, RESULTS_TIMEOUT_SECONDS))
+        connection.answer.callback(pb.ForwardJobStatusResponse())
+        self.successResultOf(delivered)
+        connection.answer = None  # no connection of the current leader takes them now
+        router.deliver_results(updates)
+        [(_service, method, _request, _timeout)] = self.leader_client.calls
+        self.assertEqual(method, "ForwardJobStatus")
 
     def test_heartbeat_is_forwarded_with_the_senders_timeout(self):
         _leader, _follower, router = self.on_follower()
