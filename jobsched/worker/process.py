@@ -14,6 +14,7 @@ learns of its exit through a pidfd, so nothing blocks and no SIGCHLD is needed.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -222,6 +223,9 @@ class ProcessExecutor:
         self._fence = fence if fence is not None else Unfenced()
         # Jobs get PATH only, not the node's environment (which may hold secrets).
         self._env = {"PATH": os.environ.get("PATH", os.defpath)}
+        # Found once: a child that searched PATH would try each directory in turn
+        # while the node waits for its exec (docs/performance.md, eighth pass).
+        self._shell = shutil.which("sh", path=self._env["PATH"]) or "sh"
         self._attempts: dict[str, _Attempt] = {}
         self._idle_waiters: list[Deferred] = []
         self._stopping = False
@@ -255,7 +259,7 @@ class ProcessExecutor:
         process = _JobProcess(self._reactor, self._max_output_bytes, live)
         started_at_ms = now_ms()
         try:
-            process.start(self._spawn, ["sh", "-c", spec.command], self._env)
+            process.start(self._spawn, [self._shell, "-c", spec.command], self._env)
         except OSError as exc:
             live.close()
             return succeed(killed(f"Could not start the job: {exc}", None, None))
