@@ -107,6 +107,11 @@ class AccessPolicy:
         """Whether there is a rule for `method` (a method without one is refused)."""
         return method in NODE_CLAIMS or _scheduler_method(method) in SCHEDULER_ROLES
 
+    def admits_anyone(self, method: str) -> bool:
+        """Whether every call of `method` is let through whoever makes it (a
+        SchedulerService method when no tokens are required): no need to check."""
+        return self._tokens is None and _scheduler_method(method) in SCHEDULER_ROLES
+
     def check(self, method: str, caller: Caller, request: object) -> None:
         """Return if `caller` may make this call; else raise Unauthenticated or
         PermissionDenied. `request` is the decoded request (its claims are checked

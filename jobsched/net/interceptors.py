@@ -155,6 +155,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         """The handler that checks each call first (made once per method)."""
         if not self._policy.knows(method):
             return _refusing_handler(handler, method)
+        if self._policy.admits_anyone(method):
+            return handler  # no check to make: no wrapper, no caller to look up per call
         if handler.request_streaming:
             if not handler.response_streaming:
                 return _refusing_handler(handler, method)

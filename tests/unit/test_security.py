@@ -327,6 +327,22 @@ class AccessPolicyTests(unittest.TestCase):
         for method in SCHEDULER_ROLES:
             no_tokens.check(SCHED + method, caller(None), None)
 
+    def test_only_methods_that_every_caller_passes_are_left_unchecked(self):
+        callers = [caller(2), caller(9), caller(None), caller(None, READ), caller(certified=False)]
+        no_tokens = AccessPolicy({2: None}, tls=True)
+        for policy in (self.tls, self.plain, no_tokens):
+            for service in pb.DESCRIPTOR.services_by_name.values():
+                for method in service.methods:
+                    name = f"/{service.full_name}/{method.name}"
+                    if not policy.admits_anyone(name):
+                        continue
+                    for who in callers:
+                        policy.check(name, who, None)
+        self.assertTrue(self.plain.admits_anyone(SCHED + "SubmitJob"))
+        self.assertFalse(self.tls.admits_anyone(SCHED + "ListJobs"))  # tokens decide
+        self.assertFalse(self.plain.admits_anyone(INTERNAL + "ForwardJobStatus"))
+        self.assertFalse(self.plain.admits_anyone(SCHED + "NoSuchMethod"))
+
 
 class FakeApi:
     def drain(self):
