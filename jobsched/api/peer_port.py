@@ -250,7 +250,7 @@ class _LeaderConnection(FramedMessages):
 
     def side_frame_received(self, frame: bytes) -> None:
         """The leader's answer to a delivery (one that timed out is ignored); a side
-        frame before any request was answered ends the connection."""
+        frame before any request was accepted ends the connection."""
         if self._sender is None:
             self._refuse("PERMISSION_DENIED")
             return
