@@ -124,9 +124,7 @@ class NodeService(MultiService):
         self.table = JobTable()
         self.storage = build_storage(config, reactor)
         self.append_streams = AppendStreams(reactor, wire.open_aio_channel)
-        self.links = links = PeerLinks(
-            reactor, wire, {i: peer.host for i, peer in config.peers.items()}
-        )
+        links = PeerLinks(reactor, wire, {i: peer.host for i, peer in config.peers.items()})
         self.transport = GrpcTransport(
             peers, wire, reactor, streams=self.append_streams, links=links
         )

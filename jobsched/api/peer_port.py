@@ -162,7 +162,6 @@ class _LeaderConnection(FramedMessages):
         self._factory = factory
         self._frames: deque[bytes] = deque()
         self._open = True
-        self._caller: Caller | None = None
         self._sender: tuple[int, int] | None = None
         self._answering_since: float | None = None
         self._answering_in_turn = False
@@ -194,7 +193,7 @@ class _LeaderConnection(FramedMessages):
         factory = self._factory
         try:
             request = pb.AppendEntriesRequest.FromString(frame)
-            factory.access.check(METHOD, self._caller_of(), request)
+            factory.access.check(METHOD, self.caller(), request)
             decoded = codec.from_wire(request)
         except DecodeError:
             self._refuse("INVALID_ARGUMENT")
@@ -278,11 +277,6 @@ class _LeaderConnection(FramedMessages):
         for answered, expiry in calls.values():
             expiry.cancel()
             answered.errback(errors.LeaderUnreachable("the leader's peer-port connection ended"))
-
-    def _caller_of(self) -> Caller:
-        if self._caller is None:
-            self._caller = Caller.of_connection(self.transport)
-        return self._caller
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
         """A leader's connection that ends tells Raft its leader disconnected, as a

@@ -13,6 +13,7 @@ import struct
 
 from twisted.internet import protocol
 
+from jobsched.net.access import Caller
 from jobsched.net.channels import MAX_MESSAGE_BYTES
 
 _LENGTH = struct.Struct("!I")
@@ -27,6 +28,7 @@ class FramedMessages(protocol.Protocol):
     MAX_LENGTH = MAX_MESSAGE_BYTES
 
     _ended = False
+    _caller: Caller | None = None
     _buffered = 0
     _needed = 4
 
@@ -35,6 +37,12 @@ class FramedMessages(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)  # each message leaves at once, as gRPC's do
+
+    def caller(self) -> Caller:
+        """Who is at the other end (with TLS, the certificate it showed); looked up once."""
+        if self._caller is None:
+            self._caller = Caller.of_connection(self.transport)
+        return self._caller
 
     def send_message(self, message) -> None:
         self._send(0, message.SerializeToString())

@@ -31,7 +31,6 @@ from zope.interface import implementer
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched.errors import JobschedError
 from jobsched.interfaces import IPeerLinks
-from jobsched.net.access import Caller
 from jobsched.net.frames import FramedMessages
 from jobsched.net.outbound import CallFailed
 from jobsched.raft.append_streams import Outstanding
@@ -220,8 +219,8 @@ class _LinkProtocol(FramedMessages):
             self.abort()
 
     def side_frame_received(self, frame: bytes) -> None:
-        """A follower's worker results: taken as a ForwardJobStatus call from the peer
-        is, and answered by call id once committed (or with the typed error)."""
+        """A follower's worker results: taken as a ForwardJobStatus call from that peer
+        would be, and answered by call id once committed (or with the typed error)."""
         take = self._link.results
         try:
             call = pb.PeerFrame.FromString(frame)
@@ -230,8 +229,7 @@ class _LinkProtocol(FramedMessages):
         if take is None or call is None or not call.HasField("results"):
             self.abort()
             return
-        caller = Caller.of_connection(self.transport)
-        taken = defer.maybeDeferred(take, caller, call.results)
+        taken = defer.maybeDeferred(take, self.caller(), call.results)
         taken.addCallbacks(self._accepted, self._refused, (call.call_id,), None, (call.call_id,))
 
     def _accepted(self, _committed, call_id: int) -> None:
