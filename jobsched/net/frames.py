@@ -53,6 +53,7 @@ class FramedMessages(protocol.Protocol):
     def _send(self, kind: int, payload: bytes) -> None:
         if not self._ended:  # nothing goes out once ended
             self.transport.write(_LENGTH.pack(kind | len(payload)) + payload)
+            _send_now(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -94,3 +95,13 @@ class FramedMessages(protocol.Protocol):
 
     def side_frame_received(self, frame: bytes) -> None:
         self.abort()
+
+
+def _send_now(transport) -> None:
+    """Hand what `transport` buffered to the kernel now rather than at the reactor's
+    next turn: the other end waits for it, and the rest of this turn (applying entries,
+    starting jobs) can take milliseconds. With TLS, the TCP connection is beneath it;
+    a transport that is no TCP connection (tests) sends as it does anyway."""
+    connection = getattr(transport, "transport", transport)
+    if getattr(connection, "connected", False) and hasattr(connection, "doWrite"):
+        connection.doWrite()

@@ -422,10 +422,11 @@ class RaftCore:
         self._election_due = math.inf
         self._check_transfer(now)
 
-    def take_ready(self) -> Ready | None:
-        """Hand out everything collected since the last call (None when nothing)."""
+    def take_ready(self, apply: bool = True) -> Ready | None:
+        """Hand out everything collected since the last call (None when nothing);
+        with `apply` False, committed entries wait for a later call (`commits_waiting`)."""
         committed: list[LogEntry] = []
-        if self.commits_waiting:
+        if apply and self.commits_waiting:
             start = self._emitted_index + 1
             end = min(self.commit_index, self._emitted_index + self.limits.max_apply_entries)
             committed = self.log.slice(start, end + 1, self.limits.max_apply_bytes)

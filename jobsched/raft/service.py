@@ -131,7 +131,7 @@ class RaftService(Service):
         self._observers: list[Callable[[str], None]] = []
         self._waiters: dict[int, _Waiter] = {}
         self._expiry_call = None
-        self._resume_call = None  # the next slice of a long backlog of commits
+        self._resume_call = None  # applies at the next turn (a backlog slice, or answered entries)
         self._timer = None
         self._timer_due = math.inf
         self._issued_seq = 0
@@ -237,7 +237,9 @@ class RaftService(Service):
         if not self._active:
             return defer.fail(self._refusal())
         response = self._core.receive_request(request, self._clock.seconds())
-        self._step()
+        # Entries this request committed are applied at the next turn: the leader
+        # waits for the answer, not for this node's state machine.
+        self._step(apply=False)
         if not self._active:
             return defer.fail(self._refusal())
         return self._when_durable().addCallback(lambda _: response)
@@ -362,16 +364,16 @@ class RaftService(Service):
 
     # ------------------------------------------------------------------ the loop
 
-    def _step(self) -> None:
+    def _step(self, apply: bool = True) -> None:
         """Carry out everything the core has collected, then re-arm the timer. A long
         backlog of commits is applied one slice per reactor turn, so that peers and
-        clients are answered in between."""
+        clients are answered in between; with `apply` False, from the next turn."""
         if self._processing:
             return
         self._processing = True
         try:
             while self._active:
-                ready = self._core.take_ready()
+                ready = self._core.take_ready(apply)
                 if ready is None:
                     break
                 self._carry_out(ready)
@@ -381,6 +383,8 @@ class RaftService(Service):
         finally:
             self._processing = False
         if self._active:
+            if not apply and self._core.commits_waiting:
+                self._resume_next_turn()
             self._schedule_timer()
 
     def _resume_next_turn(self) -> None:

@@ -7,9 +7,11 @@ Also the framing itself (net/frames.py), read in pieces of every size.
 from __future__ import annotations
 
 import random
+import socket
 import struct
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -244,6 +246,26 @@ class FramingTests(unittest.TestCase):
         self.assertEqual(
             (side_kind, pb.ForwardJobStatusRequest.FromString(side)), ("side", results())
         )
+
+    @defer.inlineCallbacks
+    def test_a_frame_is_on_the_wire_before_the_reactor_turn_that_sent_it_ends(self):
+        """The other end waits for it: the rest of the turn (applying entries, starting
+        jobs) must not hold it back. Here the rest of the turn is a blocking read of it."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1])
+        sender = yield connectProtocol(endpoint, Frames())
+        self.addCleanup(sender.transport.abortConnection)
+        listener.settimeout(10)
+        other_end, _ = listener.accept()
+        self.addCleanup(other_end.close)
+        other_end.settimeout(5)
+        sender.send_message(codec.to_wire(append(4)))
+        (length,) = struct.unpack(">I", other_end.recv(4))
+        frame = b""
+        while len(frame) < length:
+            frame += other_end.recv(length - len(frame))
+        self.assertEqual(pb.AppendEntriesRequest.FromString(frame), codec.to_wire(append(4)))
 
     def test_a_frame_over_the_limit_ends_the_connection_and_nothing_after_it_is_read(self):
         protocol = Frames()
