@@ -101,7 +101,13 @@ def _send_now(transport) -> None:
     """Hand what `transport` buffered to the kernel now rather than at the reactor's
     next turn: the other end waits for it, and the rest of this turn (applying entries,
     starting jobs) can take milliseconds. With TLS, the TCP connection is beneath it;
-    a transport that is no TCP connection (tests) sends as it does anyway."""
+    a transport that is no TCP connection (tests) sends as it does anyway. A connection
+    closing once its data is out is left to the reactor, which then closes it; a failed
+    write stays pending, so the reactor meets the failure again and ends the connection."""
     connection = getattr(transport, "transport", transport)
-    if getattr(connection, "connected", False) and hasattr(connection, "doWrite"):
+    if (
+        getattr(connection, "connected", False)
+        and not getattr(connection, "disconnecting", True)
+        and hasattr(connection, "doWrite")
+    ):
         connection.doWrite()
