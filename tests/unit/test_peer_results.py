@@ -211,6 +211,17 @@ def connected(protocol: FramedMessages) -> StringTransport:
     return transport
 
 
+def read_exactly(sock: socket.socket, count: int) -> bytes:
+    """`count` bytes from a blocking socket (its timeout bounds each read)."""
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise AssertionError(f"the connection ended after {len(data)} of {count} bytes")
+        data += chunk
+    return data
+
+
 class FramingTests(unittest.TestCase):
     def test_frames_read_in_pieces_of_any_size_come_out_whole_and_in_order(self):
         rng = random.Random(20261203)
@@ -261,10 +272,8 @@ class FramingTests(unittest.TestCase):
         self.addCleanup(other_end.close)
         other_end.settimeout(5)
         sender.send_message(codec.to_wire(append(4)))
-        (length,) = struct.unpack(">I", other_end.recv(4))
-        frame = b""
-        while len(frame) < length:
-            frame += other_end.recv(length - len(frame))
+        (length,) = struct.unpack(">I", read_exactly(other_end, 4))
+        frame = read_exactly(other_end, length)
         self.assertEqual(pb.AppendEntriesRequest.FromString(frame), codec.to_wire(append(4)))
 
     def test_a_frame_over_the_limit_ends_the_connection_and_nothing_after_it_is_read(self):
