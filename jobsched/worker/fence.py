@@ -34,6 +34,10 @@ from jobsched.interfaces import IFence
 from jobsched.worker.fence_keeper import LOG_FD as KEEPER_LOG_FD
 
 KEEPER_GRACE_SECONDS = 0.2
+LEASE_LINE_STEP_SECONDS = 0.05
+"""The keeper hears of a longer lease once it moved this much (a leader extends its
+lease at every commit): its deadline lags by less, well within the grace, so it only
+ever kills earlier and the node still fences itself first."""
 FENCE_MARGIN_SECONDS = 1.0
 KEEPER_STOP_SECONDS = 5.0
 KEEPER_RESPAWN_SECONDS = 1.0
@@ -178,6 +182,7 @@ class Fence(Service):
         self._keeper = keeper
         self._monotonic = monotonic
         self._until = -math.inf
+        self._until_told = -math.inf  # the lease the keeper last heard of
         self._runs: dict[int, str] = {}
         self._tokens = itertools.count(1)
         self._lost_listeners: list[Callable[[], None]] = []
@@ -198,7 +203,9 @@ class Fence(Service):
         if until <= self._until:
             return
         self._until = until
-        self._keeper.send(self._lease_line())
+        if until - self._until_told >= LEASE_LINE_STEP_SECONDS:
+            self._until_told = until
+            self._keeper.send(self._lease_line())
 
     def lease_expired(self) -> bool:
         return self._clock.seconds() >= self._until

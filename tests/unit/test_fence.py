@@ -91,6 +91,20 @@ class FenceTests(unittest.TestCase):
         h.clock.advance(7.5)
         self.assertFalse(h.fence.lease_expired())
 
+    def test_small_extensions_reach_the_keeper_in_steps_that_keep_it_second(self):
+        """A leader extends its lease at every commit; the keeper hears of it once it
+        moved LEASE_LINE_STEP_SECONDS, and its deadline still comes after the node's own."""
+        h = Harness()
+        h.fence.extend_lease(5.0)
+        for step in range(1, 100):
+            h.fence.extend_lease(5.0 + step / 1000)
+        self.assertEqual(len(h.keeper.lines), 2)
+        keeper_deadline = float(h.keeper.lines[-1].split()[1])
+        self.assertGreater(keeper_deadline - OFFSET, 5.099)  # the node fences itself first
+        self.assertLess(keeper_deadline - OFFSET, 5.099 + KEEPER_GRACE_SECONDS)
+        h.clock.advance(5.09)
+        self.assertFalse(h.fence.lease_expired())  # the node's own lease is the latest
+
     def test_runs_are_registered_and_unregistered_by_token(self):
         h = Harness()
         first = h.fence.run_started("pgid", "4242", "job-a")
