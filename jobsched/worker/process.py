@@ -122,15 +122,24 @@ class _JobProcess:
         self._exit_code: int | None = None
         self._child: subprocess.Popen | None = None
 
-    def start(self, spawn: Spawn, argv: list[str], env: dict) -> None:
-        """Start the child (OSError if it cannot be started) and watch it."""
-        child = self._child = spawn(argv, env)
+    def watch(self, child: subprocess.Popen) -> None:
+        """Watch the started `child`: its output and its exit. OSError, with nothing
+        watched, if the descriptors for that cannot be had (the node is out of them)."""
+        self._child = child
         self.pgid = child.pid
-        exit_fd = os.pidfd_open(child.pid)
-        pipes = ((child.stdout, self.stdout, STDOUT), (child.stderr, self.stderr, STDERR))
-        for pipe, sink, stream in pipes:
-            fd = os.dup(pipe.fileno())
-            pipe.close()
+        fds: list[int] = []
+        try:
+            fds.append(os.pidfd_open(child.pid))
+            fds += (os.dup(child.stdout.fileno()), os.dup(child.stderr.fileno()))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        finally:
+            child.stdout.close()
+            child.stderr.close()
+        exit_fd, out_fd, err_fd = fds
+        for fd, sink, stream in ((out_fd, self.stdout, STDOUT), (err_fd, self.stderr, STDERR)):
             os.set_blocking(fd, False)
             self._watch(fd, partial(self._read, sink, stream))
         self._watch(exit_fd, self._exited)
@@ -259,11 +268,19 @@ class ProcessExecutor:
         process = _JobProcess(self._reactor, self._max_output_bytes, live)
         started_at_ms = now_ms()
         try:
-            process.start(self._spawn, [self._shell, "-c", spec.command], self._env)
+            child = self._spawn([self._shell, "-c", spec.command], self._env)
         except OSError as exc:
             live.close()
             return succeed(killed(f"Could not start the job: {exc}", None, None))
-        token = self._fence.run_started(PROCESS_GROUP, str(process.pgid), spec.job_id)
+        # Fenced first, before anything else can fail or take time.
+        token = self._fence.run_started(PROCESS_GROUP, str(child.pid), spec.job_id)
+        try:
+            process.watch(child)
+        except OSError as exc:  # a child nobody watches must not run on
+            _kill_group(child.pid)  # reaped by subprocess at a later Popen
+            self._fence.run_ended(token)
+            live.close()
+            return succeed(killed(f"Could not start the job: {exc}", None, None))
         attempt = _Attempt(process, started_at_ms, token)
         if spec.timeout_seconds > 0:
             attempt.timer = self._reactor.callLater(

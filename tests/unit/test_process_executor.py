@@ -7,6 +7,7 @@ their groups) is left.
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import uuid
@@ -264,4 +265,25 @@ class KillTests(ProcessExecutorTestCase):
         await wait_until(
             lambda: not live_processes_mentioning(command),
             lambda: f"cancelled `{command}` still running: {live_processes_mentioning(command)}",
+        )
+
+    async def test_a_child_that_cannot_be_watched_is_killed_and_reported(self) -> None:
+        """Out of file descriptors right after the spawn: the job fails to start, and
+        its child, fenced meanwhile, does not run on unwatched."""
+        command = f"sleep 63.{uuid.uuid4().int % 10**9:09d}"  # the marker, as above
+        events = []
+        executor = self.make_executor(fence=RecordingFence(events))
+        out_of_fds = OSError(errno.EMFILE, "Too many open files")
+        with mock.patch("jobsched.worker.process.os.pidfd_open", side_effect=out_of_fds):
+            result = await executor.run(new_spec(command))
+        self.assertEqual(
+            (result.status, result.exit_code, result.error),
+            (JobStatus.FAILED, None, "Could not start the job: [Errno 24] Too many open files"),
+        )
+        [(started, token, _kind, target, _label), ended] = events
+        self.assertEqual((started, ended), ("started", ("ended", token)))
+        self.assertEqual(target, str(self.spawned.pids[0]))
+        await wait_until(
+            lambda: not live_processes_mentioning(command),
+            lambda: f"unwatched `{command}` still running: {live_processes_mentioning(command)}",
         )
