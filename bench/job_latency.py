@@ -14,7 +14,9 @@ process executor:
             slows the node running the job when that is the leader)
   drain     --queue `true` jobs submitted at once (SubmitJobs), time until the last
             is completed; against one process spawning and reaping `sh -c true` in a
-            loop (the same count, measured in the same run)
+            loop (the same count, measured in the same run). Both print the CPU they
+            cost per job, their own and their jobs', and the cores they kept busy:
+            with two cores, what the nodes may spend per job at a given rate
 docker executor:
   latency   `echo hi` in --image: submit → completed (pushed, then polled), against
             a bare `docker run --rm` of the same image (and the executor's flags)
@@ -25,18 +27,20 @@ Every figure carries the load average. Prints; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import time
+from dataclasses import dataclass
 
 import grpc
 
 from bench.common import (
+    cpu_seconds,
     machine_note,
     percentile,
     running_cluster,
     start_profilers,
     stop_profilers,
-    total_cpu_seconds,
 )
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
@@ -142,12 +146,48 @@ def _last_finished_ms(stub, query) -> int:
         page.page_token = answer.next_page_token
 
 
-def local_spawn_seconds(count: int) -> float:
+@dataclass
+class Spent:
+    """Seconds a run took, and the CPU seconds it cost: of the processes that did the
+    work (nodes, or the bench spawning) and of the job processes they reaped."""
+
+    seconds: float
+    own_cpu: float
+    jobs_cpu: float
+
+    def line(self, count: int) -> str:
+        """Rate, CPU per job (own + jobs') and cores kept busy, for `count` jobs."""
+        per_job = (1000 * self.own_cpu / count, 1000 * self.jobs_cpu / count)
+        cores = (self.own_cpu + self.jobs_cpu) / self.seconds
+        return (
+            f"{count / self.seconds:5.0f}/s ({per_job[0]:.2f} + {per_job[1]:.2f} ms CPU per "
+            f"job, own + the jobs', {cores:.2f} cores busy)"
+        )
+
+
+def local_spawn(count: int) -> Spent:
     """One process spawning and reaping `sh -c true`, `count` times in a row."""
+    own_before, jobs_before = _bench_cpu()
     started = time.perf_counter()
     for _ in range(count):
         subprocess.run(["sh", "-c", "true"], check=True)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    own_after, jobs_after = _bench_cpu()
+    return Spent(seconds, own_after - own_before, jobs_after - jobs_before)
+
+
+def _bench_cpu() -> tuple[float, float]:
+    """CPU seconds so far of this process and of the children it reaped."""
+    own, jobs = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime, jobs.ru_utime + jobs.ru_stime
+
+
+def nodes_cpu(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds so far of the nodes themselves and of the job processes they reaped."""
+    spent = [cpu_seconds(pid) for pid in pids]
+    return sum(own for own, _ in spent), sum(jobs for _, jobs in spent)
 
 
 def bare_docker_run(image: str, count: int) -> list[float]:
@@ -184,22 +224,22 @@ def run_process(args) -> None:
             pids = [node.process.pid for node in cluster.nodes.values()]
             names = {pid: f"follower{n}" for n, pid in enumerate(pids)} | {leader_pid: "leader"}
             for round_number in range(args.rounds):
-                local = local_spawn_seconds(args.queue)
+                local = local_spawn(args.queue)
                 profilers = []
                 if args.py_spy:
                     outputs = {pid: f"drain{round_number}-{name}" for pid, name in names.items()}
                     profilers = start_profilers(args.py_spy, outputs)
-                cpu_before = total_cpu_seconds(pids)
+                own_before, jobs_before = nodes_cpu(pids)
                 try:
                     drained = drain_seconds(stub, args.queue)
-                    cpu_ms = 1000 * (total_cpu_seconds(pids) - cpu_before) / args.queue
+                    own_after, jobs_after = nodes_cpu(pids)
                 finally:
                     stop_profilers(profilers)
+                cluster = Spent(drained, own_after - own_before, jobs_after - jobs_before)
                 print(
-                    f"{args.queue} `true` jobs: cluster drains {args.queue / drained:7.0f}/s "
-                    f"({cpu_ms:.1f} ms CPU per job, nodes and their jobs), one process spawns "
-                    f"and reaps `sh -c true` {args.queue / local:7.0f}/s "
-                    f"= {local / drained:.2f}x   {machine_note()}",
+                    f"{args.queue} `true` jobs: cluster drains {cluster.line(args.queue)}, "
+                    f"one process spawns and reaps `sh -c true` {local.line(args.queue)} "
+                    f"= {local.seconds / drained:.2f}x   {machine_note()}",
                     flush=True,
                 )
 
