@@ -18,6 +18,7 @@ from jobsched.raft.sqlite_storage import (
     PROBE_FILE_NAME,
     SqliteStorage,
     StorageError,
+    WriterThread,
 )
 from jobsched.raft.storage import StoredState
 from tests.unit.test_storage_contract import entries, entry
@@ -325,3 +326,52 @@ class DamagedFileTests(SqliteStorageTestCase):
             self.load_error(self.data_file, node_id=1),
             f"{self.data_file}: belongs to node 2, not node 1",
         )
+
+
+class WriterThreadTests(unittest.TestCase):
+    """The thread that runs the store's transactions."""
+
+    def make_writer(self) -> WriterThread:
+        writer = WriterThread(the_reactor(), "jobsched-test-writer")
+        self.addCleanup(writer.stop)
+        return writer
+
+    async def test_calls_run_in_order_on_one_other_thread_and_answer_on_the_reactor(self):
+        writer = self.make_writer()
+        ran_on = []
+        answered_on = []
+
+        def call(n):
+            ran_on.append((n, threading.current_thread()))
+            return n * 10
+
+        runs = [writer.run(call, n) for n in range(5)]
+        for d in runs:
+            d.addCallback(lambda result: answered_on.append(threading.current_thread()) or result)
+        self.assertEqual(await defer.gatherResults(runs), [0, 10, 20, 30, 40])
+        self.assertEqual([n for n, _ in ran_on], [0, 1, 2, 3, 4])
+        [thread] = {t for _, t in ran_on}
+        self.assertEqual(thread.name, "jobsched-test-writer")
+        self.assertEqual(set(answered_on), {threading.main_thread()})
+
+    async def test_a_failing_call_fails_its_deferred_and_the_next_calls_run(self):
+        writer = self.make_writer()
+
+        def fail():
+            raise StorageError("disk gone")
+
+        failing = writer.run(fail)
+        following = writer.run(lambda: "still here")
+        with self.assertRaisesRegex(StorageError, "disk gone"):
+            await failing
+        self.assertEqual(await following, "still here")
+
+    def test_stop_lets_the_calls_handed_over_finish(self):
+        writer = self.make_writer()
+        gate = threading.Event()
+        finished = []
+        writer.run(lambda: gate.wait(10) and finished.append("first"))
+        writer.run(lambda: finished.append("second"))
+        threading.Timer(0.05, gate.set).start()  # from another thread: stop() blocks this one
+        writer.stop()
+        self.assertEqual(finished, ["first", "second"])
