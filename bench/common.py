@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -142,6 +143,15 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     ticks = os.sysconf("SC_CLK_TCK")
     utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
     return (utime + stime) / ticks, (cutime + cstime) / ticks
+
+
+def this_process_cpu_seconds() -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of this process so far, at the precision of
+    getrusage (finer than /proc's clock ticks)."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def total_cpu_seconds(pids: list[int]) -> float:

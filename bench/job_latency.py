@@ -27,7 +27,6 @@ Every figure carries the load average. Prints; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import time
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from bench.common import (
     running_cluster,
     start_profilers,
     stop_profilers,
+    this_process_cpu_seconds,
 )
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
@@ -167,21 +167,13 @@ class Spent:
 
 def local_spawn(count: int) -> Spent:
     """One process spawning and reaping `sh -c true`, `count` times in a row."""
-    own_before, jobs_before = _bench_cpu()
+    own_before, jobs_before = this_process_cpu_seconds()
     started = time.perf_counter()
     for _ in range(count):
         subprocess.run(["sh", "-c", "true"], check=True)
     seconds = time.perf_counter() - started
-    own_after, jobs_after = _bench_cpu()
+    own_after, jobs_after = this_process_cpu_seconds()
     return Spent(seconds, own_after - own_before, jobs_after - jobs_before)
-
-
-def _bench_cpu() -> tuple[float, float]:
-    """CPU seconds so far of this process and of the children it reaped."""
-    own, jobs = (
-        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    )
-    return own.ru_utime + own.ru_stime, jobs.ru_utime + jobs.ru_stime
 
 
 def nodes_cpu(pids: list[int]) -> tuple[float, float]:

@@ -18,24 +18,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sqlite3
 import tempfile
 import time
 
 from twisted.internet import defer, reactor
 
-from bench.common import machine_note
+from bench.common import machine_note, this_process_cpu_seconds
 from jobsched.raft.messages import LogEntry
 from jobsched.raft.sqlite_storage import SqliteStorage
 
 ENTRY = b"x" * 200
 GROUP = 8
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _row(label: str, writes: int, seconds: float, cpu: float, commits: int) -> str:
@@ -51,11 +45,11 @@ def _storage_rows(writes: int, directory: str):
         store = SqliteStorage(os.path.join(directory, label), 1, reactor)
         os.makedirs(store.path)
         store.load()
-        started, cpu = time.perf_counter(), _cpu_seconds()
+        started, cpu = time.perf_counter(), this_process_cpu_seconds()[0]
         for first in range(1, writes + 1, group):
             batch = range(first, min(first + group, writes + 1))
             yield defer.gatherResults([store.append([LogEntry(1, i, ENTRY)]) for i in batch])
-        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+        seconds, cpu = time.perf_counter() - started, this_process_cpu_seconds()[0] - cpu
         print(_row(label, writes, seconds, cpu, store.commit_count), flush=True)
         yield store.close()
 
@@ -65,13 +59,13 @@ def _sqlite_row(writes: int, directory: str) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE entries (idx INTEGER PRIMARY KEY, term, command, crc)")
-    started, cpu = time.perf_counter(), _cpu_seconds()
+    started, cpu = time.perf_counter(), this_process_cpu_seconds()[0]
     for index in range(1, writes + 1):
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("DELETE FROM entries WHERE idx >= ?", [(index,)])
         conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", [(index, 1, ENTRY, 0)])
         conn.execute("COMMIT")
-    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+    seconds, cpu = time.perf_counter() - started, this_process_cpu_seconds()[0] - cpu
     conn.close()
     print(_row("sqlite", writes, seconds, cpu, writes), flush=True)
 
