@@ -12,7 +12,9 @@ per message:
     end <id>                               that run ended
 
 When the deadline passes, the keeper kills every registered run; while the lease is
-out, a run registered is killed at once. A container registered before it exists is
+out, a run registered is killed at once. While the lease holds, it reads the pipe at
+most every GATHER_SECONDS (never past the deadline), so that a node starting many
+short jobs does not wake it for every line. A container registered before it exists is
 looked for again every KILL_RETRY_SECONDS while the lease stays out. When the node's
 end of the pipe closes (the node died, however), the keeper kills every run it still
 holds, looks for missing containers for GIVE_UP_SECONDS more, and exits. Each kill is
@@ -39,6 +41,7 @@ CONTAINER = "container"
 DOCKER_TIMEOUT_SECONDS = 5
 KILL_RETRY_SECONDS = 0.5
 GIVE_UP_SECONDS = 3.0
+GATHER_SECONDS = 0.02
 LEASE_RAN_OUT = "the node's lease ran out"
 STARTED_WITHOUT_LEASE = "started while the lease was out"
 NODE_DIED = "the node died"
@@ -119,6 +122,13 @@ class FenceKeeper:
         if not pending or self.done(now):
             return None
         return max(0.0, self._deadline - now, min(pending) - now)
+
+    def gather_seconds(self, now: float) -> float:
+        """How long the keeper may leave messages in the pipe after reading some: up to
+        GATHER_SECONDS while the lease holds (a drain of short jobs writes two lines a
+        job, and waking for each cost the keeper more CPU than the node spent writing
+        them); none once it ran out, so that a run registered then dies at once."""
+        return max(0.0, min(GATHER_SECONDS, self._deadline - now))
 
     def node_gone(self, now: float) -> None:
         """The node's end of the pipe closed: everything it left running must die."""
@@ -259,6 +269,8 @@ def run(stdin_fd: int = 0, monotonic: Callable[[], float] = time.monotonic) -> N
             for line in lines.feed(data):
                 keeper.handle(line, monotonic())
         keeper.check(monotonic())
+        if readable:  # let the node's next lines gather in the pipe (not past the lease)
+            time.sleep(keeper.gather_seconds(monotonic()))
     keeper.node_gone(monotonic())
     while (wait := keeper.wait_seconds(monotonic())) is not None:
         time.sleep(wait)

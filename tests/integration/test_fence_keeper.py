@@ -10,7 +10,7 @@ import subprocess
 import time
 import uuid
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.trial import unittest
 
 from jobsched.worker.fence import KEEPER_GRACE_SECONDS, Fence, KeeperProcess
@@ -51,6 +51,24 @@ class KeeperProcessTests(unittest.TestCase):
         started = time.monotonic()
         self.fence.extend_lease(reactor.seconds() + lease)
         process = self.job()
+        await wait_for(lambda: process.poll() is not None, 20, "the job to be killed")
+        self.assertEqual(process.returncode, -signal.SIGKILL)
+        self.assertGreaterEqual(time.monotonic() - started, lease + KEEPER_GRACE_SECONDS - 0.05)
+
+    async def test_a_run_dies_when_the_lease_runs_out_while_the_node_keeps_writing(self):
+        """The keeper lets lines gather in its pipe between reads, never past the
+        lease's end: a node busy starting and ending runs does not delay the kill."""
+        lease = 1.0
+        started = time.monotonic()
+        self.fence.extend_lease(reactor.seconds() + lease)
+        process = self.job()
+
+        def chatter():
+            self.fence.run_ended(self.fence.run_started("pgid", str(process.pid), "chatter"))
+
+        writing = task.LoopingCall(chatter)
+        writing.start(0.002)
+        self.addCleanup(lambda: writing.running and writing.stop())
         await wait_for(lambda: process.poll() is not None, 20, "the job to be killed")
         self.assertEqual(process.returncode, -signal.SIGKILL)
         self.assertGreaterEqual(time.monotonic() - started, lease + KEEPER_GRACE_SECONDS - 0.05)

@@ -6,6 +6,7 @@ from twisted.trial import unittest
 
 from jobsched.worker.fence_keeper import (
     CONTAINER,
+    GATHER_SECONDS,
     GIVE_UP_SECONDS,
     KILL_RETRY_SECONDS,
     LEASE_RAN_OUT,
@@ -159,6 +160,17 @@ class LeaseTests(unittest.TestCase):
         self.assertEqual(k.keeper.wait_seconds(12.0), 0.0)
         k.keeper.check(12.0)
         self.assertIsNone(k.keeper.wait_seconds(12.0))  # killed: nothing left to do
+
+    def test_lines_gather_for_a_moment_while_the_lease_holds_and_never_once_it_ran_out(self):
+        k = Keeper()
+        self.assertEqual(k.keeper.gather_seconds(0.0), 0.0)  # no lease yet
+        k.feed(0.0, "lease 10.0")
+        self.assertEqual(k.keeper.gather_seconds(4.0), GATHER_SECONDS)
+        self.assertAlmostEqual(
+            k.keeper.gather_seconds(10.0 - GATHER_SECONDS / 2), GATHER_SECONDS / 2
+        )
+        self.assertEqual(k.keeper.gather_seconds(10.0), 0.0)
+        self.assertEqual(k.keeper.gather_seconds(12.0), 0.0)
 
 
 class NodeGoneTests(unittest.TestCase):
