@@ -7,8 +7,10 @@ group is registered with the fence as it starts, so the fence keeper kills it if
 node dies or loses its lease.
 
 The child is started by `subprocess.Popen` (fork/exec in C, the new session made in the
-child: no `setsid` program to exec); the reactor reads its stdout and stderr pipes and
-learns of its exit through a pidfd, so nothing blocks and no SIGCHLD is needed.
+child: no `setsid` program to exec) on pipes the executor makes (cheaper than Popen's
+file objects, which it would only close); the reactor reads its stdout and stderr
+pipes and learns of its exit through a pidfd, so nothing blocks and no SIGCHLD is
+needed.
 """
 
 from __future__ import annotations
@@ -58,20 +60,36 @@ def _kill_group(pgid: int) -> None:
             pass
 
 
-Spawn = Callable[[list[str], dict], subprocess.Popen]
+Spawn = Callable[[list[str], dict, int, int], subprocess.Popen]
 
 
-def spawn_job(argv: list[str], env: dict) -> subprocess.Popen:
-    """Start `argv` in a new session, stdin closed, stdout and stderr piped."""
+def spawn_job(argv: list[str], env: dict, stdout: int, stderr: int) -> subprocess.Popen:
+    """Start `argv` in a new session, stdin on /dev/null, stdout and stderr on the
+    given descriptors (the write ends of the executor's pipes)."""
     return subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=stdout,
+        stderr=stderr,
         env=env,
         start_new_session=True,
         close_fds=True,
     )
+
+
+def _pipes() -> tuple[tuple[int, int], tuple[int, int]]:
+    """Two pipes (read end, write end) for a child's stdout and stderr; OSError, with
+    none left open, if the node is out of descriptors."""
+    made: list[tuple[int, int]] = []
+    try:
+        for _ in range(2):
+            made.append(os.pipe())
+    except OSError:
+        for pair in made:
+            for fd in pair:
+                os.close(fd)
+        raise
+    return made[0], made[1]
 
 
 @implementer(IReadDescriptor)
@@ -122,23 +140,18 @@ class _JobProcess:
         self._exit_code: int | None = None
         self._child: subprocess.Popen | None = None
 
-    def watch(self, child: subprocess.Popen) -> None:
-        """Watch the started `child`: its output and its exit. OSError, with nothing
-        watched, if the descriptors for that cannot be had (the node is out of them)."""
+    def watch(self, child: subprocess.Popen, out_fd: int, err_fd: int) -> None:
+        """Watch the started `child`: its output (the read ends of its pipes, which
+        this takes over) and its exit. OSError, with nothing watched and the pipes
+        closed, if its exit cannot be watched (the node is out of descriptors)."""
         self._child = child
         self.pgid = child.pid
-        fds: list[int] = []
         try:
-            fds.append(os.pidfd_open(child.pid))
-            fds += (os.dup(child.stdout.fileno()), os.dup(child.stderr.fileno()))
+            exit_fd = os.pidfd_open(child.pid)
         except OSError:
-            for fd in fds:
-                os.close(fd)
+            os.close(out_fd)
+            os.close(err_fd)
             raise
-        finally:
-            child.stdout.close()
-            child.stderr.close()
-        exit_fd, out_fd, err_fd = fds
         for fd, sink, stream in ((out_fd, self.stdout, STDOUT), (err_fd, self.stderr, STDERR)):
             os.set_blocking(fd, False)
             self._watch(fd, partial(self._read, sink, stream))
@@ -268,14 +281,24 @@ class ProcessExecutor:
         process = _JobProcess(self._reactor, self._max_output_bytes, live)
         started_at_ms = now_ms()
         try:
-            child = self._spawn([self._shell, "-c", spec.command], self._env)
+            (out_read, out_write), (err_read, err_write) = _pipes()
         except OSError as exc:
             live.close()
             return succeed(killed(f"Could not start the job: {exc}", None, None))
+        try:
+            child = self._spawn([self._shell, "-c", spec.command], self._env, out_write, err_write)
+        except OSError as exc:
+            os.close(out_read)
+            os.close(err_read)
+            live.close()
+            return succeed(killed(f"Could not start the job: {exc}", None, None))
+        finally:
+            os.close(out_write)  # the child has its own copies
+            os.close(err_write)
         # Fenced first, before anything else can fail or take time.
         token = self._fence.run_started(PROCESS_GROUP, str(child.pid), spec.job_id)
         try:
-            process.watch(child)
+            process.watch(child, out_read, err_read)
         except OSError as exc:  # a child nobody watches must not run on
             _kill_group(child.pid)  # reaped by subprocess at a later Popen
             self._fence.run_ended(token)

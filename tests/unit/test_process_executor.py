@@ -39,8 +39,8 @@ class SpawnRecorder:
     def __init__(self) -> None:
         self.pids: list[int] = []
 
-    def __call__(self, argv, env):
-        child = spawn_job(argv, env)
+    def __call__(self, argv, env, stdout, stderr):
+        child = spawn_job(argv, env, stdout, stderr)
         self.pids.append(child.pid)
         return child
 
@@ -287,3 +287,57 @@ class KillTests(ProcessExecutorTestCase):
             lambda: not live_processes_mentioning(command),
             lambda: f"unwatched `{command}` still running: {live_processes_mentioning(command)}",
         )
+
+    async def test_out_of_descriptors_before_the_spawn_starts_nothing_and_leaks_nothing(
+        self,
+    ) -> None:
+        """The second pipe cannot be made: the job fails to start, no child is spawned
+        and the first pipe is closed again."""
+        executor = self.make_executor()
+        real_pipe = os.pipe
+        made = []
+
+        def one_pipe_then_none():
+            if made:
+                raise OSError(errno.EMFILE, "Too many open files")
+            made.extend(real_pipe())
+            return tuple(made)
+
+        with mock.patch("jobsched.worker.process.os.pipe", side_effect=one_pipe_then_none):
+            result = await executor.run(new_spec("echo never"))
+        self.assertEqual(
+            (result.status, result.error),
+            (JobStatus.FAILED, "Could not start the job: [Errno 24] Too many open files"),
+        )
+        self.assertEqual(self.spawned.pids, [])
+        for fd in made:
+            self.assertRaises(OSError, os.fstat, fd)
+
+    async def test_a_failed_spawn_leaves_no_pipe_open(self) -> None:
+        """The spawn itself fails: the job fails to start with the OS's reason, and
+        both of the pipes made for it are closed at both ends."""
+        given = []
+
+        def failing_spawn(argv, env, stdout, stderr):
+            given.extend((stdout, stderr))
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+        executor = ProcessExecutor(self.reactor, spawn=failing_spawn)
+        self.addCleanup(executor.stop)
+        pipes = []
+        real_pipe = os.pipe
+
+        def recorded_pipe():
+            pipes.extend(real_pipe())
+            return tuple(pipes[-2:])
+
+        with mock.patch("jobsched.worker.process.os.pipe", side_effect=recorded_pipe):
+            result = await executor.run(new_spec("true"))
+        self.assertEqual(
+            (result.status, result.error),
+            (JobStatus.FAILED, "Could not start the job: [Errno 2] No such file or directory"),
+        )
+        self.assertEqual(len(pipes), 4)
+        self.assertEqual(given, [pipes[1], pipes[3]])  # the write ends went to the child
+        for fd in pipes:
+            self.assertRaises(OSError, os.fstat, fd)
