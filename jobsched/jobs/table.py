@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import operator
 import struct
 import sys
 from collections import OrderedDict
@@ -50,6 +51,11 @@ Listener = Callable[[str, Job | None], None]
 _JOB_FIELDS = tuple(field.name for field in dataclasses.fields(Job))
 _RECORD_FIELDS = (*_JOB_FIELDS, "seq")
 _ATTEMPT_FIELDS = tuple(field.name for field in dataclasses.fields(AttemptRecord))
+# A job's and an attempt's values in field order, each in one call (snapshot records).
+_job_values = operator.attrgetter(*_JOB_FIELDS)
+_attempt_values = operator.attrgetter(*_ATTEMPT_FIELDS)
+_STATUS_AT = _JOB_FIELDS.index("status")
+_HISTORY_AT = _JOB_FIELDS.index("attempt_history")
 
 _log = Logger()
 
@@ -673,17 +679,19 @@ class JobTable:
 
     def _snapshot_record(self, seq: int, snapshot_format: int) -> bytes:
         job = self._jobs[seq]
-        record = {name: getattr(job, name) for name in _JOB_FIELDS}
-        record["status"] = int(job.status)
-        attempts = ([getattr(a, name) for name in _ATTEMPT_FIELDS] for a in job.attempt_history)
-        record["seq"] = seq
+        values = list(_job_values(job))
+        values[_STATUS_AT] = int(job.status)
+        attempts = [list(_attempt_values(a)) for a in job.attempt_history]
         if snapshot_format == 1:
+            record = dict(zip(_JOB_FIELDS, values, strict=True))
             record["attempt_history"] = [
                 dict(zip(_ATTEMPT_FIELDS, a, strict=True)) for a in attempts
             ]
+            record["seq"] = seq
             return _dumps(record)
-        record["attempt_history"] = list(attempts)
-        return _dumps([record[name] for name in _RECORD_FIELDS])
+        values[_HISTORY_AT] = attempts
+        values.append(seq)  # the record is the values of _RECORD_FIELDS, in order
+        return _dumps(values)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state by a `snapshot`; ValueError (state untouched) if the
