@@ -153,6 +153,10 @@ class IRaftService(Interface):
     """Consensus as the rest of the node sees it (runs on the reactor)."""
 
     node_id = Attribute("This node's id.")
+    last_applied = Attribute(
+        "The index of the last entry applied to the state machine (cheaper than "
+        "`status().last_applied`)."
+    )
 
     def propose(command):
         """Append `command` (bytes) and return a Deferred firing with the state

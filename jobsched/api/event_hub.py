@@ -132,7 +132,7 @@ class EventHub(Service):
         return stream.done
 
     def _catch_up(self, stream: EventStream, last_event_id: int) -> None:
-        applied = self._raft.status().last_applied
+        applied = self._raft.last_applied
         if self._floor is None or not self._floor <= last_event_id <= applied:
             stream.send(frame("reset", {"reason": "cannot resume from that event id"}))
             return
@@ -171,18 +171,19 @@ class EventHub(Service):
         if not self._changed:
             return
         changed, self._changed = self._changed, []
-        event_id = self._raft.status().last_applied
+        event_id = self._raft.last_applied
         events = [JobEvent(event_id, job, _size(job)) for job in changed]
-        for event in events:
-            self._remember(event)
+        self._remember(events)
         if self._streams:
             self._broadcast(b"".join(event.frame for event in events))
 
-    def _remember(self, event: JobEvent) -> None:
+    def _remember(self, events: list[JobEvent]) -> None:
+        """Add the events of one applied batch to the ring, then evict down to its
+        bounds (never the newest event)."""
         if self._floor is None:
-            self._floor = event.id
-        self._ring.append(event)
-        self._ring_size += event.size
+            self._floor = events[0].id
+        self._ring.extend(events)
+        self._ring_size += sum(event.size for event in events)
         while len(self._ring) > 1 and (
             len(self._ring) > self._ring_events or self._ring_size > self._ring_bytes
         ):
@@ -233,7 +234,7 @@ class EventHub(Service):
     def _cluster_frame(self, state: dict) -> bytes:
         self._last_cluster = state
         self._last_cluster_at = self._clock.seconds()
-        return frame("cluster", state, self._raft.status().last_applied)
+        return frame("cluster", state, self._raft.last_applied)
 
     def _cluster_state(self) -> dict:
         """GET /api/cluster's shape plus `jobs` (counts by status). A leader's view of

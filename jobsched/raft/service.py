@@ -255,6 +255,10 @@ class RaftService(Service):
             )
         self._step()
 
+    @property
+    def last_applied(self) -> int:
+        return self._last_applied
+
     def is_leader(self) -> bool:
         return self._core is not None and self._core.role == LEADER
 

@@ -111,8 +111,9 @@ class HeartbeatSender(Service):
         self.log.debug("Heartbeat to the leader failed: {reason}", reason=failure.getErrorMessage())
 
     def _check_lease(self) -> None:
-        status = self._raft.status()
-        if status.role == "leader" and status.quorum_confirmed_at is not None:
-            self._fence.extend_lease(status.quorum_confirmed_at + self._worker_expiry)
+        if self._raft.is_leader():  # on every applied batch: status() only when leading
+            confirmed_at = self._raft.status().quorum_confirmed_at
+            if confirmed_at is not None:
+                self._fence.extend_lease(confirmed_at + self._worker_expiry)
         if self._fence.lease_expired():
             self._worker.fence()

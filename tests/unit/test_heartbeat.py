@@ -40,7 +40,7 @@ def status(role="follower", leader_id=1, has_quorum=False, quorum_confirmed_at=N
 
 
 class FakeRaft:
-    """IRaftService as far as the sender reads it: status() and add_observer()."""
+    """IRaftService as far as the sender reads it: status(), is_leader() and add_observer()."""
 
     def __init__(self):
         self.current = status()
@@ -48,6 +48,9 @@ class FakeRaft:
 
     def status(self):
         return self.current
+
+    def is_leader(self):
+        return self.current.role == "leader"
 
     def add_observer(self, observer):
         self.observers.append(observer)
