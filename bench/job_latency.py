@@ -14,7 +14,9 @@ process executor:
             slows the node running the job when that is the leader)
   drain     --queue `true` jobs submitted at once (SubmitJobs), time until the last
             is completed; against one process spawning and reaping `sh -c true` in a
-            loop (the same count, measured in the same run). Both print the CPU they
+            loop (the same count, half just before the drain and half just after, so
+            that both meet the same minutes of a machine whose speed drifts; the
+            two halves' rates are printed too). Both print the CPU they
             cost per job, their own and their jobs', and the cores they kept busy:
             with two cores, what the nodes may spend per job at a given rate
 docker executor:
@@ -155,6 +157,13 @@ class Spent:
     own_cpu: float
     jobs_cpu: float
 
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(
+            self.seconds + other.seconds,
+            self.own_cpu + other.own_cpu,
+            self.jobs_cpu + other.jobs_cpu,
+        )
+
     def line(self, count: int) -> str:
         """Rate, CPU per job (own + jobs') and cores kept busy, for `count` jobs."""
         per_job = (1000 * self.own_cpu / count, 1000 * self.jobs_cpu / count)
@@ -216,7 +225,7 @@ def run_process(args) -> None:
             pids = [node.process.pid for node in cluster.nodes.values()]
             names = {pid: f"follower{n}" for n, pid in enumerate(pids)} | {leader_pid: "leader"}
             for round_number in range(args.rounds):
-                local = local_spawn(args.queue)
+                first_half = local_spawn(args.queue // 2)
                 profilers = []
                 if args.py_spy:
                     outputs = {pid: f"drain{round_number}-{name}" for pid, name in names.items()}
@@ -228,9 +237,19 @@ def run_process(args) -> None:
                 finally:
                     stop_profilers(profilers)
                 cluster = Spent(drained, own_after - own_before, jobs_after - jobs_before)
+                second_half = local_spawn(args.queue - args.queue // 2)
+                local = first_half + second_half
+                halves = "/".join(
+                    f"{count / half.seconds:.0f}"
+                    for count, half in (
+                        (args.queue // 2, first_half),
+                        (args.queue - args.queue // 2, second_half),
+                    )
+                )
                 print(
                     f"{args.queue} `true` jobs: cluster drains {cluster.line(args.queue)}, "
                     f"one process spawns and reaps `sh -c true` {local.line(args.queue)} "
+                    f"(halves before/after: {halves}/s) "
                     f"= {local.seconds / drained:.2f}x   {machine_note()}",
                     flush=True,
                 )
