@@ -176,13 +176,16 @@ class _JobProcess:
         return True
 
     def _exited(self, _fd: int) -> bool:
+        """The pidfd is readable: the child has exited and is a zombie until reaped, so
+        its pid and process group cannot have been reused yet. Background children of
+        the shell would keep the pipes (and the job) open: they are killed first, then
+        the child is reaped."""
+        _kill_group(self.pgid)
         pid, status = os.waitpid(self.pgid, os.WNOHANG)
-        if pid == 0:
+        if pid == 0:  # never for a readable pidfd; wait for the next readiness
             return False
         self._exit_code = _shell_exit_code(os.waitstatus_to_exitcode(status))
         self._child.returncode = self._exit_code  # reaped here, not by Popen
-        # Background children of the shell would keep the pipes (and the job) open.
-        _kill_group(self.pgid)
         self._closed()
         return True
 
