@@ -9,8 +9,8 @@ node dies or loses its lease.
 The child is started by `subprocess.Popen` (fork/exec in C, the new session made in the
 child: no `setsid` program to exec) on pipes the executor makes (cheaper than Popen's
 file objects, which it would only close); the reactor reads its stdout and stderr
-pipes and learns of its exit through a pidfd, so nothing blocks and no SIGCHLD is
-needed.
+pipes and learns of its exit through a pidfd (all of them behind one epoll:
+worker/descriptors.py), so nothing blocks and no SIGCHLD is needed.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReadDescriptor
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from jobsched.interfaces import IExecutor, IFence
 from jobsched.jobs.model import JobResult, JobSpec
+from jobsched.worker.descriptors import JobDescriptors
 from jobsched.worker.fence import Unfenced
 from jobsched.worker.fence_keeper import PROCESS_GROUP
 from jobsched.worker.live_output import STDERR, STDOUT, LiveOutput, LiveOutputs
@@ -92,45 +93,15 @@ def _pipes() -> tuple[tuple[int, int], tuple[int, int]]:
     return made[0], made[1]
 
 
-@implementer(IReadDescriptor)
-class _Readable:
-    """A file descriptor the reactor watches for one job; `on_read(fd)` runs whenever
-    it is readable and returns True once it is done (the fd is then closed). A hang-up
-    without data (the reactor calls connectionLost instead of doRead) reads as that."""
-
-    def __init__(self, reactor, fd: int, on_read: Callable[[int], bool]) -> None:
-        self._reactor = reactor
-        self._fd = fd
-        self._on_read = on_read
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def logPrefix(self) -> str:
-        return "job"
-
-    def doRead(self) -> None:
-        if self._fd >= 0 and self._on_read(self._fd):
-            self.close()
-
-    def connectionLost(self, reason) -> None:
-        self.doRead()
-        self.close()
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            self._reactor.removeReader(self)
-            os.close(self._fd)
-            self._fd = -1
-
-
 class _JobProcess:
     """One job's child: capped stdout and stderr (handed to its live output as they
     come), and `ended`, which fires with the exit code (128+n for a signal, as in the
     shell) once the child has exited and both of its pipes are closed."""
 
-    def __init__(self, reactor, max_output_bytes: int, live: LiveOutput) -> None:
-        self._reactor = reactor
+    def __init__(
+        self, descriptors: JobDescriptors, max_output_bytes: int, live: LiveOutput
+    ) -> None:
+        self._descriptors = descriptors
         self.stdout = CappedBuffer(max_output_bytes)
         self.stderr = CappedBuffer(max_output_bytes)
         self.live = live
@@ -159,7 +130,7 @@ class _JobProcess:
 
     def _watch(self, fd: int, on_read: Callable[[int], bool]) -> None:
         self._open += 1
-        self._reactor.addReader(_Readable(self._reactor, fd, on_read))
+        self._descriptors.watch(fd, on_read)
 
     def _read(self, sink: CappedBuffer, stream: str, fd: int) -> bool:
         try:
@@ -244,6 +215,7 @@ class ProcessExecutor:
             live_output if live_output is not None else LiveOutputs(reactor, max_output_bytes)
         )
         self._reactor = reactor
+        self._descriptors = JobDescriptors(reactor)
         self._max_output_bytes = max_output_bytes
         self._fence = fence if fence is not None else Unfenced()
         # Jobs get PATH only, not the node's environment (which may hold secrets).
@@ -281,7 +253,7 @@ class ProcessExecutor:
         if spec.job_id in self._attempts:
             return fail(ValueError(f"job {spec.job_id} is already running here"))
         live = self._live.open(spec.job_id, spec.attempt)
-        process = _JobProcess(self._reactor, self._max_output_bytes, live)
+        process = _JobProcess(self._descriptors, self._max_output_bytes, live)
         started_at_ms = now_ms()
         try:
             (out_read, out_write), (err_read, err_write) = _pipes()
