@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
 
 from twisted.application.service import Service
 from twisted.internet import task
@@ -82,10 +81,13 @@ class Dispatcher(Service):
         self._last_check = 0.0
         self._in_flight = False
         self._scheduled = None
-        self._reserved: Counter[int] = Counter()  # worker -> slots promised, not applied
-        self._assigning: set[str] = set()  # jobs those proposals assign
-        # (worker, job id, attempt) -> proposals carrying that attempt's result
+        # worker -> slots freed by results being proposed, less the slots promised by
+        # proposals not applied yet (what the table's running counts do not show yet)
+        self._slot_changes: Counter[int] = Counter()
+        # (worker, job id, attempt) -> proposals carrying that attempt's result (one
+        # attempt frees one slot, however many proposals carry its result)
         self._finishing: Counter[tuple] = Counter()
+        self._assigning: set[str] = set()  # jobs those proposals assign
         self._lost_check = task.LoopingCall(self._requeue_lost_jobs)
         self._lost_check.clock = clock
 
@@ -182,20 +184,14 @@ class Dispatcher(Service):
     def workers(self) -> dict[int, WorkerView]:
         """Workers that may take jobs now: the leader's own worker (live while it leads)
         and every remote worker heard from within the expiry window."""
-        views = self._registry.views()
+        views = self._registry.views(self._slot_changes)
         views[self._node_id] = WorkerView(
             live=True,
             draining=self._is_draining(),
-            slots=self._slots,
+            slots=self._slots + self._slot_changes[self._node_id],
             incarnation=self._local_worker.incarnation,
             local=True,
         )
-        finishing = Counter(worker_id for worker_id, _job, _attempt in self._finishing)
-        for worker_id in self._reserved.keys() | finishing.keys():
-            if worker_id in views:
-                slots = views[worker_id].slots - self._reserved[worker_id]
-                slots += finishing[worker_id]
-                views[worker_id] = replace(views[worker_id], slots=slots)
         return views
 
     def results_proposed(self, updates, now_ms: int) -> tuple[list, Callable]:
@@ -213,8 +209,11 @@ class Dispatcher(Service):
                 and job.attempts == update.attempt
                 and job.assigned_worker == update.executed_by
             ):
-                finishing.append((job.assigned_worker, job.job_id, job.attempts))
-        self._finishing.update(finishing)
+                attempt = (job.assigned_worker, job.job_id, job.attempts)
+                finishing.append(attempt)
+                self._finishing[attempt] += 1
+                if self._finishing[attempt] == 1:
+                    self._slot_changes[job.assigned_worker] += 1
         assignments = []
         if finishing and self.running and self._is_leader():
             if self._batched():
@@ -230,6 +229,7 @@ class Dispatcher(Service):
                 self._finishing[attempt] -= 1
                 if self._finishing[attempt] <= 0:
                     del self._finishing[attempt]
+                    self._slot_changes[attempt[0]] -= 1
             return release_assignments(outcome)
 
         return assignments, release
@@ -237,14 +237,10 @@ class Dispatcher(Service):
     def _reserve(self, worker_ids) -> Callable[[object], object]:
         """Hold a slot on each worker until the returned release is called (with the
         proposal's outcome, which it passes on)."""
-        for worker_id in worker_ids:
-            self._reserved[worker_id] += 1
+        self._slot_changes.subtract(worker_ids)
 
         def release(outcome):
-            for worker_id in worker_ids:
-                self._reserved[worker_id] -= 1
-                if self._reserved[worker_id] <= 0:
-                    del self._reserved[worker_id]
+            self._slot_changes.update(worker_ids)
             return outcome
 
         return release

@@ -7,7 +7,7 @@ draining from here, and the cluster view reads which peers drain.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -83,13 +83,15 @@ class WorkerRegistry:
         beat = self._heartbeats.get(node_id)
         return bool(beat and beat.draining)
 
-    def views(self) -> dict[int, WorkerView]:
-        """{worker id: WorkerView} of every remote worker heard from."""
+    def views(self, slot_changes: Mapping[int, int] | None = None) -> dict[int, WorkerView]:
+        """{worker id: WorkerView} of every remote worker heard from; `slot_changes`
+        (worker id -> slots) is added to the slots they reported."""
+        changes = slot_changes or {}
         return {
             node_id: WorkerView(
                 live=self.is_live(node_id),
                 draining=beat.draining,
-                slots=beat.free_slots + len(beat.running_job_ids),
+                slots=beat.free_slots + len(beat.running_job_ids) + changes.get(node_id, 0),
                 incarnation=beat.incarnation,
             )
             for node_id, beat in self._heartbeats.items()
