@@ -13,7 +13,7 @@ from dataclasses import MISSING, fields
 from twisted.application.service import IService
 from twisted.python import usage
 
-from jobsched import logs
+from jobsched import collector, logs
 from jobsched.config import ConfigError, NodeConfig
 
 _DOCS = {
@@ -109,4 +109,6 @@ def makeService(options: Options) -> IService:
     """The node's top-level service, built from the validated options."""
     from jobsched.node import NodeService
 
-    return NodeService(options.config)
+    node = NodeService(options.config)
+    collector.settle_after_start_up()
+    return node
