@@ -3,7 +3,8 @@ pidfds), watched through an epoll of their own that the reactor watches as one r
 
 A job's three descriptors then cost the reactor no registration and no dispatch of
 their own: the reactor's epoll reports this one, and a single `doRead` handles every
-job descriptor ready then (docs/performance.md, "Job descriptors behind one epoll").
+job descriptor ready then (docs/performance.md, "The keeper's wake-ups, job
+descriptors behind one epoll, the collector").
 """
 
 from __future__ import annotations
