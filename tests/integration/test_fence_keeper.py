@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 from twisted.internet import reactor, task
 from twisted.trial import unittest
@@ -63,8 +64,12 @@ class KeeperProcessTests(unittest.TestCase):
         self.fence.extend_lease(reactor.seconds() + lease)
         process = self.job()
 
+        # Runs of a process group that cannot exist (pids stay below pid_max): once the
+        # lease is out the keeper kills each at once, and must never hit a real one.
+        nobody = Path("/proc/sys/kernel/pid_max").read_text().strip()
+
         def chatter():
-            self.fence.run_ended(self.fence.run_started("pgid", str(process.pid), "chatter"))
+            self.fence.run_ended(self.fence.run_started("pgid", nobody, "chatter"))
 
         writing = task.LoopingCall(chatter)
         writing.start(0.002)
