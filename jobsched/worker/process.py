@@ -11,6 +11,11 @@ child: no `setsid` program to exec) on pipes the executor makes (cheaper than Po
 file objects, which it would only close); the reactor reads its stdout and stderr
 pipes and learns of its exit through a pidfd (all of them behind one epoll:
 worker/descriptors.py), so nothing blocks and no SIGCHLD is needed.
+
+The child's shell runs nothing of the command until the node has told the fence keeper
+of it: it first waits on its stdin, a pipe, for the node's go-ahead (GATE). A node
+stopped or killed between the spawn and that message would otherwise leave a child
+running that no keeper knows of (docs/reliability.md, "A pause during a spawn").
 """
 
 from __future__ import annotations
@@ -61,15 +66,21 @@ def _kill_group(pgid: int) -> None:
             pass
 
 
-Spawn = Callable[[list[str], dict, int, int], subprocess.Popen]
+GATE = "read -r _ || exit 1; exec </dev/null; "
+"""Put before each command, on its first line: the shell reads one line from its stdin
+(the gate pipe) before anything else, exits without running the command if the pipe
+ends first (the node died, or gave up on the job), and gives the command /dev/null as
+its stdin."""
+
+Spawn = Callable[[list[str], dict, int, int, int], subprocess.Popen]
 
 
-def spawn_job(argv: list[str], env: dict, stdout: int, stderr: int) -> subprocess.Popen:
-    """Start `argv` in a new session, stdin on /dev/null, stdout and stderr on the
-    given descriptors (the write ends of the executor's pipes)."""
+def spawn_job(argv: list[str], env: dict, stdin: int, stdout: int, stderr: int) -> subprocess.Popen:
+    """Start `argv` in a new session on the given descriptors (the gate pipe's read end,
+    the write ends of the output pipes)."""
     return subprocess.Popen(
         argv,
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=stdout,
         stderr=stderr,
         env=env,
@@ -78,19 +89,32 @@ def spawn_job(argv: list[str], env: dict, stdout: int, stderr: int) -> subproces
     )
 
 
-def _pipes() -> tuple[tuple[int, int], tuple[int, int]]:
-    """Two pipes (read end, write end) for a child's stdout and stderr; OSError, with
-    none left open, if the node is out of descriptors."""
+def _pipes() -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Three pipes (read end, write end) for a child's gate, stdout and stderr;
+    OSError, with none left open, if the node is out of descriptors."""
     made: list[tuple[int, int]] = []
     try:
-        for _ in range(2):
+        for _ in range(3):
             made.append(os.pipe())
     except OSError:
-        for pair in made:
-            for fd in pair:
-                os.close(fd)
+        _close(*(fd for pair in made for fd in pair))
         raise
-    return made[0], made[1]
+    return made[0], made[1], made[2]
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _go_ahead(gate: int) -> None:
+    """Let the child's shell run its command (it may be dead already: killed early)."""
+    try:
+        os.write(gate, b"\n")
+    except OSError:
+        pass
+    finally:
+        os.close(gate)
 
 
 class _JobProcess:
@@ -256,29 +280,30 @@ class ProcessExecutor:
         process = _JobProcess(self._descriptors, self._max_output_bytes, live)
         started_at_ms = now_ms()
         try:
-            (out_read, out_write), (err_read, err_write) = _pipes()
+            (gate_read, gate), (out_read, out_write), (err_read, err_write) = _pipes()
         except OSError as exc:
             live.close()
             return succeed(killed(f"Could not start the job: {exc}", None, None))
+        argv = [self._shell, "-c", GATE + spec.command]
         try:
-            child = self._spawn([self._shell, "-c", spec.command], self._env, out_write, err_write)
+            child = self._spawn(argv, self._env, gate_read, out_write, err_write)
         except OSError as exc:
-            os.close(out_read)
-            os.close(err_read)
+            _close(gate, out_read, err_read)
             live.close()
             return succeed(killed(f"Could not start the job: {exc}", None, None))
         finally:
-            os.close(out_write)  # the child has its own copies
-            os.close(err_write)
+            _close(gate_read, out_write, err_write)  # the child has its own copies
         # Fenced first, before anything else can fail or take time.
         token = self._fence.run_started(PROCESS_GROUP, str(child.pid), spec.job_id)
         try:
             process.watch(child, out_read, err_read)
         except OSError as exc:  # a child nobody watches must not run on
+            os.close(gate)  # the shell exits without running the command
             _kill_group(child.pid)  # reaped by subprocess at a later Popen
             self._fence.run_ended(token)
             live.close()
             return succeed(killed(f"Could not start the job: {exc}", None, None))
+        _go_ahead(gate)
         attempt = _Attempt(process, started_at_ms, token)
         if spec.timeout_seconds > 0:
             attempt.timer = self._reactor.callLater(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import time
 import uuid
 from pathlib import Path
 from unittest import mock
@@ -21,7 +22,7 @@ from zope.interface.verify import verifyObject
 
 from jobsched.interfaces import IExecutor
 from jobsched.jobs.model import JobStatus
-from jobsched.worker.process import ProcessExecutor, spawn_job
+from jobsched.worker.process import GATE, ProcessExecutor, spawn_job
 from tests.executor_cases import CASES, check_result, new_spec
 from tests.unit.test_fence import RecordingFence
 
@@ -39,8 +40,8 @@ class SpawnRecorder:
     def __init__(self) -> None:
         self.pids: list[int] = []
 
-    def __call__(self, argv, env, stdout, stderr):
-        child = spawn_job(argv, env, stdout, stderr)
+    def __call__(self, argv, env, stdin, stdout, stderr):
+        child = spawn_job(argv, env, stdin, stdout, stderr)
         self.pids.append(child.pid)
         return child
 
@@ -315,11 +316,11 @@ class KillTests(ProcessExecutorTestCase):
 
     async def test_a_failed_spawn_leaves_no_pipe_open(self) -> None:
         """The spawn itself fails: the job fails to start with the OS's reason, and
-        both of the pipes made for it are closed at both ends."""
+        the three pipes made for it are closed at both ends."""
         given = []
 
-        def failing_spawn(argv, env, stdout, stderr):
-            given.extend((stdout, stderr))
+        def failing_spawn(argv, env, stdin, stdout, stderr):
+            given.extend((stdin, stdout, stderr))
             raise FileNotFoundError(errno.ENOENT, "No such file or directory")
 
         executor = ProcessExecutor(self.reactor, spawn=failing_spawn)
@@ -337,7 +338,60 @@ class KillTests(ProcessExecutorTestCase):
             (result.status, result.error),
             (JobStatus.FAILED, "Could not start the job: [Errno 2] No such file or directory"),
         )
-        self.assertEqual(len(pipes), 4)
-        self.assertEqual(given, [pipes[1], pipes[3]])  # the write ends went to the child
+        self.assertEqual(len(pipes), 6)
+        # the gate's read end and the outputs' write ends went to the child
+        self.assertEqual(given, [pipes[0], pipes[3], pipes[5]])
         for fd in pipes:
             self.assertRaises(OSError, os.fstat, fd)
+
+
+class PausedAtRegistration(RecordingFence):
+    """A fence whose node stops as it registers a run, the moment a SIGSTOP could land
+    between the spawn and the keeper's message: it holds the reactor until `marker`
+    appears or `seconds` pass, and records whether the marker was there."""
+
+    def __init__(self, events, marker: Path, seconds: float) -> None:
+        super().__init__(events)
+        self.marker = marker
+        self.seconds = seconds
+
+    def run_started(self, kind, target, label):
+        deadline = time.monotonic() + self.seconds
+        while not self.marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.events.append(("marker while registering", self.marker.exists()))
+        return super().run_started(kind, target, label)
+
+
+class GateTests(ProcessExecutorTestCase):
+    """A child runs nothing of its command until the node has registered its run."""
+
+    async def test_nothing_runs_while_the_node_stops_before_registering_the_run(self) -> None:
+        marker = self.pidfile().with_name("ran")
+        events = []
+        fence = PausedAtRegistration(events, marker, seconds=1.0)
+        executor = self.make_executor(fence=fence)
+        result = await executor.run(new_spec(f"echo ran > {shlex.quote(str(marker))}"))
+        self.assertEqual(events[0], ("marker while registering", False))
+        self.assertEqual(result.status, JobStatus.COMPLETED)
+        self.assertTrue(marker.exists())
+
+    def test_a_child_whose_node_is_gone_before_the_go_ahead_runs_nothing(self) -> None:
+        marker = self.pidfile().with_name("ran")
+        gate_read, gate_write = os.pipe()
+        with open(os.devnull, "wb") as sink:
+            child = spawn_job(
+                ["sh", "-c", GATE + f"echo ran > {shlex.quote(str(marker))}"],
+                {"PATH": os.defpath},
+                gate_read,
+                sink.fileno(),
+                sink.fileno(),
+            )
+        os.close(gate_read)
+        os.close(gate_write)  # the node's end, as its death closes it
+        self.assertEqual(child.wait(timeout=PROMPTLY), 1)
+        self.assertFalse(marker.exists())
+
+    async def test_the_command_reads_end_of_file_from_its_stdin(self) -> None:
+        result = await self.make_executor().run(new_spec("readlink /proc/$$/fd/0; cat"))
+        self.assertEqual((result.status, result.output), (JobStatus.COMPLETED, "/dev/null\n"))
