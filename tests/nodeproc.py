@@ -23,6 +23,7 @@ import inspect
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import ssl
@@ -471,6 +472,12 @@ class NodeFactory:
     def kill_all(self) -> None:
         for node in self.nodes:
             node.reap()
+
+    def kill_all_and_remove(self) -> None:
+        """Kill every node, then remove the working directory (for one made with
+        tempfile, outside any test's own directory)."""
+        self.kill_all()
+        shutil.rmtree(self._workdir, ignore_errors=True)
 
 
 class ClassShared:

@@ -59,7 +59,7 @@ class SharedCluster:
         return Cluster(self._factory, 3, *args)
 
     def _stop(self, _cluster: Cluster) -> None:
-        self._factory.kill_all()
+        self._factory.kill_all_and_remove()
 
     async def get(self, testcase) -> Cluster:
         """The cluster, with every node's HTTP client attached to `testcase`."""

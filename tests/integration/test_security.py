@@ -174,7 +174,7 @@ class SecureCluster:
 class TlsAndTokensTests(RefusalAssertions, unittest.TestCase):
     timeout = 240
     shared = ClassShared(
-        lambda: defer.succeed(SecureCluster()), lambda secure: secure.factory.kill_all()
+        lambda: defer.succeed(SecureCluster()), lambda secure: secure.factory.kill_all_and_remove()
     )
 
     async def setUp(self):
