@@ -11,6 +11,11 @@ transfer: TransferLeadership to the next node in turn; times the RPC's round tri
     .venv/bin/python -m bench.failover                 # 20 kills, 20 transfers
     .venv/bin/python -m bench.failover --kills 5 --transfers 0
     .venv/bin/python -m bench.failover --writers 32 --transfers 0   # under write load
+    .venv/bin/python -m bench.failover --writers 32 --transfers 0 --timeline
+
+With --timeline the nodes log JSON (times to the microsecond) and each kill is followed
+by what the survivors logged about it: when they saw the leader's connection end, when
+one stood, won, and was followed (milliseconds after the kill).
 
 With --writers N, a client process keeps N closed-loop writers submitting `true` jobs
 to whichever node leads (following the not-leader hints) for the whole run. The nodes
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import multiprocessing
 import threading
 import time
@@ -94,7 +100,29 @@ def settle(cluster: Cluster) -> Node:
     return leader
 
 
-def run_failover(cluster: Cluster, kills: int) -> list[float]:
+TIMELINE_MESSAGES = ("Leader {leader} disconnected", "Starting an election", "Elected", "Following")
+
+
+def timeline(nodes: list[Node], since: float, until: float) -> list[str]:
+    """What `nodes` logged about leadership between two wall-clock times (JSON logs),
+    in order, as `+<ms after since> node <id>: <message>` lines."""
+    lines = []
+    for node in nodes:
+        for line in node.log_text().splitlines():
+            if "jobsched.raft.service" not in line:  # the messages' logger: skip the rest
+                continue
+            try:
+                event = json.loads(line)
+                at, text = event["log_time"], event.get("log_format") or ""
+            except (ValueError, KeyError, TypeError):
+                continue
+            if since <= at <= until and text.startswith(TIMELINE_MESSAGES):
+                message = text.format(**{k: v for k, v in event.items() if isinstance(k, str)})
+                lines.append((at, f"+{1000 * (at - since):.0f} ms node {node.node_id}: {message}"))
+    return [text for _at, text in sorted(lines)]
+
+
+def run_failover(cluster: Cluster, kills: int, show_timeline: bool = False) -> list[float]:
     times = []
     for n in range(kills):
         leader = settle(cluster)
@@ -114,6 +142,10 @@ def run_failover(cluster: Cluster, kills: int) -> list[float]:
                 f"{1000 * times[-1]:.0f} ms",
                 flush=True,
             )
+        if show_timeline:
+            until = killed_wall + (times[-1] if committed is not None else 10)
+            for line in timeline(survivors, killed_wall, until):
+                print(f"    {line}")
         leader.start()
         leader.wait_ready(timeout=30)
     return times
@@ -206,15 +238,21 @@ def main() -> None:
     parser.add_argument("--transfers", type=int, default=20)
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--writers", type=int, default=0, help="closed-loop writers meanwhile")
+    parser.add_argument(
+        "--timeline", action="store_true", help="after each kill, what the survivors logged"
+    )
     args = parser.parse_args()
     print(f"# 3 nodes, in memory, process executor; {args.writers} writers; {machine_note()}")
     # No cap on queued jobs: the writers' jobs pile up (they are submitted faster than
     # they run), and at the cap a probe would wait for a place in the queue, not for
     # the new leader.
-    with running_cluster(3, "--max-active-jobs", "1000000", keep_logs=args.keep_logs) as cluster:
+    log_format = ("--log-format", "json") if args.timeline else ()
+    with running_cluster(
+        3, "--max-active-jobs", "1000000", *log_format, keep_logs=args.keep_logs
+    ) as cluster:
         writers = start_writers(cluster, args.writers) if args.writers else None
         try:
-            kills = run_failover(cluster, args.kills) if args.kills else []
+            kills = run_failover(cluster, args.kills, args.timeline) if args.kills else []
             transfers = run_transfers(cluster, args.transfers) if args.transfers else ([], [])
         finally:
             if writers is not None:
