@@ -15,7 +15,8 @@ transfer: TransferLeadership to the next node in turn; times the RPC's round tri
 
 With --timeline the nodes log JSON (times to the microsecond) and each kill is followed
 by what the survivors logged about it: when they saw the leader's connection end, when
-one stood, won, and was followed (milliseconds after the kill).
+one stood, won, and was followed, and any snapshot one had to install (milliseconds
+after the kill).
 
 With --writers N, a client process keeps N closed-loop writers submitting `true` jobs
 to whichever node leads (following the not-leader hints) for the whole run. The nodes
@@ -100,7 +101,13 @@ def settle(cluster: Cluster) -> Node:
     return leader
 
 
-TIMELINE_MESSAGES = ("Leader {leader} disconnected", "Starting an election", "Elected", "Following")
+TIMELINE_MESSAGES = (
+    "Leader {leader} disconnected",
+    "Starting an election",
+    "Elected",
+    "Following",
+    "Installed a snapshot",
+)
 
 
 def timeline(nodes: list[Node], since: float, until: float) -> list[str]:

@@ -408,11 +408,7 @@ class RaftService(Service):
                     lambda _, p=peer, r=request: self._send(p, r)
                 ).addErrback(lambda _: None)
         if ready.restore is not None:
-            self._state_machine.restore(ready.restore.data)
-            self._last_applied = ready.restore.index
-            self._appended_at = {
-                index: at for index, at in self._appended_at.items() if index > ready.restore.index
-            }
+            self._install(ready.restore)
         if ready.committed:
             self._apply(ready.committed)
         if ready.role_changed:
@@ -427,6 +423,23 @@ class RaftService(Service):
                     "Leadership transferred to node {target}", target=new_leader, node=self.node_id
                 )
             self._finish_transfer(ready.transfer_result)
+
+    def _install(self, snapshot) -> None:
+        """Replace the state by a snapshot the leader sent; one info line says so, and
+        how long the reactor was held (seconds for a large table)."""
+        started = self._clock.seconds()
+        self._state_machine.restore(snapshot.data)
+        self._last_applied = snapshot.index
+        self._appended_at = {
+            index: at for index, at in self._appended_at.items() if index > snapshot.index
+        }
+        log.info(
+            "Installed a snapshot from the leader: index {index}, {size} bytes, {seconds:.2f}s",
+            index=snapshot.index,
+            size=len(snapshot.data),
+            seconds=self._clock.seconds() - started,
+            node=self.node_id,
+        )
 
     def _log_role_change(self) -> None:
         """One info line when an election starts, when this node wins one, and when it

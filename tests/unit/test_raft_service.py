@@ -629,6 +629,9 @@ class CompactionTests(unittest.TestCase):
     """Log compaction and a lagging node caught up by a chunked snapshot."""
 
     def test_compaction_and_chunked_snapshot_catch_up(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         cluster = Cluster(3, seed=12, limits=RaftLimits(snapshot_chunk_bytes=512))
         leader = cluster.leader()
         lagging = next(i for i in cluster.ids if i != leader.node_id)
@@ -650,6 +653,15 @@ class CompactionTests(unittest.TestCase):
         self.assertEqual(node.status().last_applied, 1101)
         self.assertGreater(
             cluster.network.delivered - before, len(cluster.machines[lagging].snapshot()) // 512
+        )
+        installed = [
+            formatEvent(event)
+            for event in events
+            if event.get("node") == lagging and "Installed a snapshot" in event["log_format"]
+        ]
+        size = len(stored.snapshot.data)
+        self.assertEqual(
+            installed, [f"Installed a snapshot from the leader: index 1001, {size} bytes, 0.00s"]
         )
         d = leader.propose(command(5000))
         cluster.run(0.1)
