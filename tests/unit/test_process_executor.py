@@ -345,6 +345,13 @@ class KillTests(ProcessExecutorTestCase):
             self.assertRaises(OSError, os.fstat, fd)
 
 
+def _kill_and_reap(child) -> None:
+    """Teardown for a child spawned outside an executor (a no-op once it has exited)."""
+    if child.poll() is None:
+        child.kill()
+        child.wait(timeout=PROMPTLY)
+
+
 class PausedAtRegistration(RecordingFence):
     """A fence whose node stops as it registers a run, the moment a SIGSTOP could land
     between the spawn and the keeper's message: it holds the reactor until `marker`
@@ -387,6 +394,7 @@ class GateTests(ProcessExecutorTestCase):
                 sink.fileno(),
                 sink.fileno(),
             )
+        self.addCleanup(_kill_and_reap, child)
         os.close(gate_read)
         os.close(gate_write)  # the node's end, as its death closes it
         self.assertEqual(child.wait(timeout=PROMPTLY), 1)
