@@ -433,7 +433,7 @@ class VoteResponse(_message.Message):
     def __init__(self, term: _Optional[int] = ..., vote_granted: _Optional[bool] = ...) -> None: ...
 
 class AppendEntriesRequest(_message.Message):
-    __slots__ = ("term", "leader_id", "prev_log_index", "prev_log_term", "entries", "leader_commit", "to_node_id", "takes_results")
+    __slots__ = ("term", "leader_id", "prev_log_index", "prev_log_term", "entries", "leader_commit", "to_node_id", "takes_results", "retain_from")
     TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     PREV_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -442,6 +442,7 @@ class AppendEntriesRequest(_message.Message):
     LEADER_COMMIT_FIELD_NUMBER: _ClassVar[int]
     TO_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TAKES_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    RETAIN_FROM_FIELD_NUMBER: _ClassVar[int]
     term: int
     leader_id: int
     prev_log_index: int
@@ -450,7 +451,8 @@ class AppendEntriesRequest(_message.Message):
     leader_commit: int
     to_node_id: int
     takes_results: bool
-    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[int] = ..., prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., leader_commit: _Optional[int] = ..., to_node_id: _Optional[int] = ..., takes_results: _Optional[bool] = ...) -> None: ...
+    retain_from: int
+    def __init__(self, term: _Optional[int] = ..., leader_id: _Optional[int] = ..., prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., leader_commit: _Optional[int] = ..., to_node_id: _Optional[int] = ..., takes_results: _Optional[bool] = ..., retain_from: _Optional[int] = ...) -> None: ...
 
 class AppendEntriesResponse(_message.Message):
     __slots__ = ("term", "success", "match_index", "peer_port")

@@ -30,6 +30,7 @@ def _append_request_to_wire(msg: m.AppendEntriesRequest) -> pb.AppendEntriesRequ
         prev_log_index=msg.prev_log_index,
         prev_log_term=msg.prev_log_term,
         leader_commit=msg.leader_commit,
+        retain_from=msg.retain_from,
     )
     wire.entries.extend(
         pb.LogEntry(term=entry.term, index=entry.index, command=entry.command)
@@ -86,6 +87,7 @@ def from_wire(wire: Message) -> Internal:
             wire.prev_log_term,
             [m.LogEntry(e.term, e.index, e.command) for e in wire.entries],
             wire.leader_commit,
+            wire.retain_from,
         )
     internal_type, names = _SIMPLE_FROM_WIRE[type(wire)]
     return internal_type(**_simple_fields(wire, names))

@@ -51,6 +51,11 @@ LEADER = "leader"
 # without a leader: as a last resort, when no other node can win (e.g. their logs are
 # behind its own), and it hands leadership over as soon as a peer can take it.
 LAST_RESORT_TIMEOUTS = 3
+# A follower heard from within this long still counts when compaction decides which
+# entries to keep: one that is busy installing a snapshot of a large table (seconds,
+# during which it cannot answer) must find the entries after that snapshot still there,
+# or it would need another snapshot, and another.
+COMPACTION_PATIENCE_SECONDS = 5.0
 
 Request = AppendEntriesRequest | VoteRequest | InstallSnapshotRequest | TimeoutNowRequest
 Response = AppendEntriesResponse | VoteResponse | InstallSnapshotResponse | TimeoutNowResponse
@@ -206,6 +211,8 @@ class RaftCore:
         self._durable_index = self.log.last_index
         self._pending_writes: list[list[int]] = []
         self._last_leader_contact: float | None = None
+        # (leader id, the lowest index it said a live follower lacks), as last heard
+        self._retain_word = (0, 0)
         self._leader_since = now
         self._votes: set = set()
         self._progress: dict[int, Progress] = {}
@@ -246,6 +253,31 @@ class RaftCore:
     def progress(self) -> dict[int, Progress]:
         """The leader's view of each follower ({} when not leader); read only."""
         return self._progress
+
+    def retain_from(self) -> int:
+        """The lowest log index a live follower still lacks (0: none), which compaction
+        keeps: the leader's own view, carried on its AppendEntries to the followers, so
+        that whichever of them leads next still has those entries. A new leader keeps
+        what its predecessor asked for until its predecessor's followers answer it (or
+        stay silent for COMPACTION_PATIENCE_SECONDS)."""
+        predecessor, word = self._retain_word
+        if self.role != LEADER:
+            return word
+        now = self._now
+        needed = [
+            p.match_index + 1
+            for p in self._progress.values()
+            if p.last_contact is not None and now - p.last_contact < COMPACTION_PATIENCE_SECONDS
+        ]
+        if (
+            word
+            and now - self._leader_since < COMPACTION_PATIENCE_SECONDS
+            and any(
+                p.last_contact is None for peer, p in self._progress.items() if peer != predecessor
+            )
+        ):
+            needed.append(word)
+        return min(needed, default=0)
 
     def next_deadline(self) -> float:
         """The time at which `tick` has something to do."""
@@ -665,7 +697,13 @@ class RaftCore:
             return
         prev = progress.next_index - 1
         request = AppendEntriesRequest(
-            self.term, self.node_id, prev, self.log.term_at(prev), entries, self.commit_index
+            self.term,
+            self.node_id,
+            prev,
+            self.log.term_at(prev),
+            entries,
+            self.commit_index,
+            self.retain_from(),
         )
         progress.inflight.append(request)
         progress.next_index = entries[-1].index + 1
@@ -701,7 +739,13 @@ class RaftCore:
             (
                 peer,
                 AppendEntriesRequest(
-                    self.term, self.node_id, prev, prev_term, [], self.commit_index
+                    self.term,
+                    self.node_id,
+                    prev,
+                    prev_term,
+                    [],
+                    self.commit_index,
+                    self.retain_from(),
                 ),
             )
         )
@@ -724,6 +768,7 @@ class RaftCore:
 
     def _broadcast_heartbeat(self, now: float) -> None:
         """An empty AppendEntries to each follower; also resume stalled replication."""
+        retain_from = self.retain_from()
         for peer, progress in self._progress.items():
             if not progress.inflight:
                 if progress.sending_snapshot is not None:
@@ -739,7 +784,13 @@ class RaftCore:
                 (
                     peer,
                     AppendEntriesRequest(
-                        self.term, self.node_id, prev, prev_term, [], self.commit_index
+                        self.term,
+                        self.node_id,
+                        prev,
+                        prev_term,
+                        [],
+                        self.commit_index,
+                        retain_from,
                     ),
                 )
             )
@@ -748,6 +799,7 @@ class RaftCore:
         if req.term < self.term:
             return AppendEntriesResponse(self.term, False, self.log.last_index)
         self._follow(req.term, req.leader_id, now)
+        self._retain_word = (req.leader_id, req.retain_from)
         prev = req.prev_log_index
         entries = req.entries
         if prev < self.commit_index:

@@ -44,6 +44,7 @@ class AppendEntriesRequest:
     prev_log_term: int
     entries: list[LogEntry]
     leader_commit: int
+    retain_from: int = 0  # the lowest index a live follower lacks (0: none)
 
 
 @dataclass(frozen=True)

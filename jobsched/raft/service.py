@@ -44,14 +44,10 @@ log = Logger()
 
 # The core's messages that promise nothing about this node's disk: sent at once.
 _SEND_BEFORE_DURABLE = (AppendEntriesRequest, InstallSnapshotRequest)
-# A follower heard from within this long still counts when the leader decides whether
-# compacting would cut off entries it needs: one that is busy installing a snapshot of
-# a large table (seconds, during which it cannot answer) must find the entries after
-# that snapshot still there, or it would need another snapshot, and another.
-COMPACTION_PATIENCE_SECONDS = 5.0
-# For such a follower the leader keeps at most this many compaction thresholds of
-# applied entries (32,000 by default, about 10 MB: more than single writes at this
-# machine's fastest rate fill in that patience), then compacts regardless.
+# For a live follower that lags (RaftCore.retain_from) every node keeps at most this
+# many compaction thresholds of applied entries (32,000 by default, about 10 MB: more
+# than single writes at this machine's fastest rate fill in COMPACTION_PATIENCE_SECONDS),
+# then compacts regardless.
 COMPACTION_BACKLOG_THRESHOLDS = 32
 
 
@@ -592,11 +588,12 @@ class RaftService(Service):
     def _maybe_compact(self) -> None:
         """Compact the log once it is due, at a snapshot taken then.
 
-        A leader waits until every live follower has that snapshot's index: a follower
-        whose next entries were compacted away needs the whole snapshot, which stalls
-        both ends for as long as the table is large. Followers silent for
-        COMPACTION_PATIENCE_SECONDS do not count, and a backlog of
-        COMPACTION_BACKLOG_THRESHOLDS thresholds compacts regardless.
+        Every node waits until every live follower has that snapshot's index (the
+        leader's view, which followers hear from it): a follower whose next entries
+        were compacted away needs the whole snapshot, which stalls both ends for as
+        long as the table is large, whether the present leader or the next one sends
+        it. Followers silent for COMPACTION_PATIENCE_SECONDS do not count, and a
+        backlog of COMPACTION_BACKLOG_THRESHOLDS thresholds compacts regardless.
         """
         core = self._core
         pending = self._pending_compaction
@@ -610,22 +607,13 @@ class RaftService(Service):
             )
         index = pending[0]
         if (
-            core.role == LEADER
-            and self._live_follower_behind(index)
+            0 < core.retain_from() <= index
             and core.applied_index - core.log.snapshot_index
             <= COMPACTION_BACKLOG_THRESHOLDS * self.limits.compaction_threshold
         ):
             return
         self._pending_compaction = None
         core.compact(index, pending[1])
-
-    def _live_follower_behind(self, index: int) -> bool:
-        now = self._clock.seconds()
-        return any(
-            p.match_index < index
-            for p in self._core.progress().values()
-            if p.last_contact is not None and now - p.last_contact < COMPACTION_PATIENCE_SECONDS
-        )
 
     def _fail_waiters(self, error_type) -> None:
         waiters, self._waiters = self._waiters, {}

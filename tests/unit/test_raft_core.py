@@ -735,6 +735,35 @@ class SnapshotTests(RaftCoreTestCase):
         self.assertEqual(nodes[3].applied, list(range(40)))
         self.assertEqual(nodes[1].applied, list(range(40)))
 
+    def test_what_a_live_follower_lacks_is_kept_by_this_leader_and_the_next(self):
+        """The leader names the lowest index a follower it heard from lately lacks; its
+        followers hear it, and one elected next keeps it until that follower answers."""
+        nodes = cluster(5)
+        now = self.elect(nodes, 1)
+        self.assertEqual(nodes[1].core.retain_from(), nodes[1].core.log.last_index + 1)
+
+        def cut(src, dst):
+            return 5 in (src, dst)
+
+        for i in range(5):
+            nodes[1].core.propose(command(i), now)
+        pump(nodes, now, blocked=cut)
+        lacks = nodes[5].core.log.last_index + 1
+        self.assertLess(lacks, nodes[1].core.log.last_index)
+        self.assertEqual([nodes[i].core.retain_from() for i in (1, 2, 3)], [lacks] * 3)
+
+        del nodes[1]
+        now += 1.0
+        nodes[2].core.tick(now)
+        pump(nodes, now, blocked=cut)
+        self.assertEqual(nodes[2].core.role, LEADER)
+        self.assertEqual(nodes[2].core.retain_from(), lacks)  # node 5 has not answered
+        self.assertEqual(nodes[3].core.retain_from(), lacks)
+
+        now = run(nodes, now, 0.1)
+        self.assertEqual(nodes[5].applied, list(range(5)))
+        self.assertEqual(nodes[2].core.retain_from(), nodes[2].core.log.last_index + 1)
+
 
 class LeadershipTransferTests(RaftCoreTestCase):
     """Leadership transfer: catch the target up, then TimeoutNow."""

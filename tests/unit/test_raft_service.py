@@ -25,10 +25,10 @@ from jobsched.errors import (
 )
 from jobsched.interfaces import IRaftService, IRaftStorage, IRaftTransport, IStateMachine
 from jobsched.raft import codec
+from jobsched.raft.core import COMPACTION_PATIENCE_SECONDS
 from jobsched.raft.messages import AppendEntriesRequest, LogEntry, VoteRequest
 from jobsched.raft.service import (
     COMPACTION_BACKLOG_THRESHOLDS,
-    COMPACTION_PATIENCE_SECONDS,
     RaftLimits,
     RaftService,
     RaftTimings,
@@ -688,6 +688,29 @@ class CompactionTests(unittest.TestCase):
         [leader.propose(command(5000 + i)) for i in range(2)]
         cluster.run(0.1)
         self.assertEqual(leader.status().first_log_index, 1002)  # compacted once it could
+
+    def test_the_next_leader_catches_a_lagging_follower_up_from_its_log(self):
+        """Followers compact only past what the leader says a live follower lacks: when
+        the leader dies, its successor still has those entries, and the lagging node
+        does not stall the new leader's first seconds installing a whole snapshot."""
+        cluster = Cluster(3, seed=12)
+        leader = cluster.leader()
+        lagging, successor = (i for i in cluster.ids if i != leader.node_id)
+        cluster.network.isolate(lagging)
+        for batch in range(11):
+            [leader.propose(command(batch * 100 + i)) for i in range(100)]
+            cluster.run(0.05)
+        cluster.run_until(lambda: cluster.nodes[successor].status().last_applied == 1101)
+        self.assertEqual(cluster.nodes[successor].status().first_log_index, 1)
+        cluster.stop(leader.node_id)
+        cluster.network.heal()
+        cluster.run_until(lambda: cluster.machines[lagging].values == list(range(1100)))
+        new_leader = cluster.nodes[successor]
+        self.assertEqual(new_leader.status().role, "leader")
+        self.assertEqual(cluster.network.delivered_kinds["InstallSnapshotRequest"], 0)
+        [new_leader.propose(command(5000 + i)) for i in range(2)]
+        cluster.run(0.1)
+        self.assertEqual(new_leader.status().first_log_index, 1002)  # compacted once it could
 
     def test_a_live_follower_keeps_a_long_backlog_but_not_an_endless_one(self):
         """Single writes at a thousand a second fill four thresholds while a follower
