@@ -140,6 +140,7 @@ class RaftService(Service):
         self._appended_at: dict[int, float] = {}  # index -> when it reached the log
         self._may_lead = True
         self._acknowledged: dict[int, tuple[int, float]] = {}  # peer -> (term, sent at)
+        self._disconnect_logged: tuple[int, int] | None = None  # (leader, term)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -243,7 +244,10 @@ class RaftService(Service):
     def leader_disconnected(self, leader_id: int, term: int) -> None:
         if not self._active:
             return
-        if self._core.leader_disconnected(leader_id, term, self._clock.seconds()):
+        followed = self._core.leader_disconnected(leader_id, term, self._clock.seconds())
+        if followed and self._disconnect_logged != (leader_id, term):
+            # Its peer-port connection and its gRPC stream may both end: one line.
+            self._disconnect_logged = (leader_id, term)
             log.info(
                 "Leader {leader} disconnected; standing for election unless it speaks again",
                 leader=leader_id,

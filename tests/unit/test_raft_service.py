@@ -891,6 +891,17 @@ class RoleLogTests(unittest.TestCase):
         self.assertTrue(self.successResultOf(d)[0])
         self.assertIn(f"Leadership transferred to node {target}", self.lines(leader.node_id))
 
+    def test_a_leader_disconnected_twice_is_logged_once(self):
+        """Its peer-port connection and its gRPC stream both end: one line."""
+        cluster = Cluster(3, seed=9)
+        leader = cluster.leader()
+        term = leader.status().current_term
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        follower.leader_disconnected(leader.node_id, term)
+        follower.leader_disconnected(leader.node_id, term)
+        said = f"Leader {leader.node_id} disconnected; standing for election unless it speaks again"
+        self.assertEqual(self.lines(follower.node_id).count(said), 1)
+
 
 class LeadershipTransferTests(unittest.TestCase):
     """transfer_leadership: named or chosen target, refusals, a target that lags."""
