@@ -608,10 +608,11 @@ class RaftCore:
         if req.pre_vote:
             lease_end = self._lease_end()
             in_lease = self.role == LEADER or now < lease_end
-            grant = known and not in_lease and req.term > self.term and up_to_date
+            rival = self.role == PRE_CANDIDATE and not self._yields_to(req)
+            grant = known and not in_lease and req.term > self.term and up_to_date and not rival
             if known and self.role != LEADER and (in_lease or not up_to_date):
                 self._stand_sooner(lease_end if in_lease else now)
-            if grant and self.role == PRE_CANDIDATE and self._yields_to(req):
+            if grant and self.role == PRE_CANDIDATE:
                 self._become_follower(self.term, 0, now)
             return VoteResponse(req.term if grant else self.term, grant)
         if req.term < self.term:
@@ -629,7 +630,9 @@ class RaftCore:
     def _yields_to(self, req: VoteRequest) -> bool:
         """Two nodes whose timers fired together would both pass their pre-votes and
         split the real vote; the one with the shorter log, or with the higher id when
-        the logs are equal, steps back and lets the other stand."""
+        the logs are equal, steps back and lets the other stand, and the other refuses
+        it: had it granted, a grant it gave while still a pre-candidate could meet the
+        grant it had itself received as a follower, and both would stand."""
         theirs = (req.last_log_term, req.last_log_index)
         mine = (self.log.last_term, self.log.last_index)
         return theirs > mine or (theirs == mine and req.candidate_id < self.node_id)

@@ -343,6 +343,30 @@ class ElectionAndCommitTests(RaftCoreTestCase):
         self.assertEqual((nodes[2].core.role, nodes[2].core.term), (LEADER, 2))
         self.assertEqual((nodes[3].core.role, nodes[3].core.leader_id), (FOLLOWER, 2))
 
+    def test_a_pre_candidate_refuses_the_peer_that_yields_to_it(self):
+        """Node 3 grants node 2's pre-vote as a follower, then its own timer fires
+        before node 2 has read that grant: node 2 must not grant node 3 in turn, or both
+        would stand in the same term and split the vote."""
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        del nodes[1]
+        now += 0.3
+        first, second = nodes[2], nodes[3]
+        first.core.tick(now)
+        (asks_first,) = [m for m in first.flush() if m[0] == 3]
+        granted_first = second.core.receive_request(asks_first[1], now)
+        self.assertTrue(granted_first.vote_granted)
+        second.core.tick(now)
+        self.assertEqual(second.core.role, PRE_CANDIDATE)
+        (asks_second,) = [m for m in second.flush() if m[0] == 2]
+        answer = first.core.receive_request(asks_second[1], now)
+        self.assertFalse(answer.vote_granted)
+        second.core.receive_response(2, asks_second[1], answer, now)
+        first.core.receive_response(3, asks_first[1], granted_first, now)
+        pump(nodes, now)
+        self.assertEqual((first.core.role, first.core.term), (LEADER, 2))
+        self.assertEqual((second.core.role, second.core.leader_id), (FOLLOWER, 2))
+
     def test_a_leader_does_not_count_its_own_pause_against_followers(self):
         nodes = cluster(3)
         now = self.elect(nodes, 1)
