@@ -152,11 +152,17 @@ class Router:
         return defer.maybeDeferred(self._read_output, job_id, cursor, wait, relayed)
 
     def _read_output(self, job_id: str, cursor: OutputCursor, wait: float, relayed: bool):
+        if relayed and self._output is not None:
+            # The leader relays a read once it has applied the job's assignment to this
+            # node, which may apply it a moment later: a job not known here yet is
+            # waited for like any change of it.
+            job_id = validation.require_uuid(job_id, "Invalid job ID")
+            return self._output.read(job_id, cursor, wait)
         job = self._api.get_job(job_id)
         if self._output is None:
             return defer.succeed(OutputRead((), cursor, job.status, job.exit_code))
         elsewhere = job.status is JobStatus.RUNNING and not self._output.runs_here(job)
-        if relayed or not elsewhere or self._peers is None:
+        if not elsewhere or self._peers is None:
             return self._output.read(job.job_id, cursor, wait)
         request = output_wire.read_request(job.job_id, cursor, wait)
         call = self._peers.internal(

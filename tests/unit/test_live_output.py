@@ -258,6 +258,26 @@ class OutputRoutingTests(unittest.TestCase):
         self.clock.advance(5)
         self.assertEqual(self.successResultOf(reading).pieces, ())
 
+    def test_a_relayed_read_of_a_job_not_applied_here_yet_waits_for_it(self):
+        """The leader relays a read as soon as it has applied the job's assignment; this
+        node applies it a moment later and answers then, not after the wait."""
+        job_id = str(uuid.uuid4())
+        reading = self.router.read_output(job_id, OutputCursor(), wait=5, relayed=True)
+        self.assertNoResult(reading)
+        job = Job(job_id, "x", 0, status=JobStatus.RUNNING, assigned_worker=2, attempts=1)
+        self.table.jobs[job_id] = job
+        self.outputs.job_changed("submitted", job)
+        self.assertEqual(self.successResultOf(reading).status, JobStatus.RUNNING)
+        self.outputs.open(job_id, 1).write(STDOUT, b"hi")
+        read = self.successResultOf(self.router.read_output(job_id, OutputCursor(), 5, True))
+        self.assertEqual(data(read.pieces), b"hi")
+        self.assertEqual(self.peers.calls, [])
+
+    def test_a_relayed_read_of_a_malformed_job_id_is_refused(self):
+        self.failureResultOf(
+            self.router.read_output("nope", OutputCursor(), 5, relayed=True), errors.InvalidArgument
+        )
+
     def test_an_unreachable_worker_means_nothing_new_after_a_pause(self):
         reading = self.router.read_output(JOB, OutputCursor(), wait=5)
         self.peers.calls[0][-1].errback(RuntimeError("connection refused"))
