@@ -608,12 +608,13 @@ class RaftCore:
         if req.pre_vote:
             lease_end = self._lease_end()
             in_lease = self.role == LEADER or now < lease_end
-            rival = self.role == PRE_CANDIDATE and not self._yields_to(req)
-            grant = known and not in_lease and req.term > self.term and up_to_date and not rival
+            grant = known and not in_lease and req.term > self.term and up_to_date
             if known and self.role != LEADER and (in_lease or not up_to_date):
                 self._stand_sooner(lease_end if in_lease else now)
-            if grant and self.role == PRE_CANDIDATE:
-                self._become_follower(self.term, 0, now)
+            if grant:
+                self._give_way(now)
+                if self.role == PRE_CANDIDATE and self._yields_to(req):
+                    self._become_follower(self.term, 0, now)
             return VoteResponse(req.term if grant else self.term, grant)
         if req.term < self.term:
             return VoteResponse(self.term, False)
@@ -630,12 +631,17 @@ class RaftCore:
     def _yields_to(self, req: VoteRequest) -> bool:
         """Two nodes whose timers fired together would both pass their pre-votes and
         split the real vote; the one with the shorter log, or with the higher id when
-        the logs are equal, steps back and lets the other stand, and the other refuses
-        it: had it granted, a grant it gave while still a pre-candidate could meet the
-        grant it had itself received as a follower, and both would stand."""
+        the logs are equal, steps back and lets the other stand."""
         theirs = (req.last_log_term, req.last_log_index)
         mine = (self.log.last_term, self.log.last_index)
         return theirs > mine or (theirs == mine and req.candidate_id < self.node_id)
+
+    def _give_way(self, now: float) -> None:
+        """This node granted a pre-vote: it stands itself no sooner than the shortest
+        election timeout from now, time for the peer to win its real vote. Standing at
+        once (its own lease ending a moment later) could meet a grant the peer gives
+        while it still waits to read ours: both would stand in one term and split it."""
+        self._election_due = max(self._election_due, now + self.timings.election_timeout_min)
 
     def _lease_end(self) -> float:
         """Until when this follower refuses pre-votes: it heard a live leader lately."""

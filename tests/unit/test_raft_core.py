@@ -343,10 +343,10 @@ class ElectionAndCommitTests(RaftCoreTestCase):
         self.assertEqual((nodes[2].core.role, nodes[2].core.term), (LEADER, 2))
         self.assertEqual((nodes[3].core.role, nodes[3].core.leader_id), (FOLLOWER, 2))
 
-    def test_a_pre_candidate_refuses_the_peer_that_yields_to_it(self):
-        """Node 3 grants node 2's pre-vote as a follower, then its own timer fires
-        before node 2 has read that grant: node 2 must not grant node 3 in turn, or both
-        would stand in the same term and split the vote."""
+    def test_a_node_that_granted_a_pre_vote_does_not_stand_at_once(self):
+        """Node 3 grants node 2's pre-vote as a follower; its own lease ends a moment
+        later, before node 2 has read that grant. Had node 3 stood then, node 2, still a
+        pre-candidate, would have granted it in turn: both would stand in one term."""
         nodes = cluster(3)
         now = self.elect(nodes, 1)
         del nodes[1]
@@ -356,16 +356,37 @@ class ElectionAndCommitTests(RaftCoreTestCase):
         (asks_first,) = [m for m in first.flush() if m[0] == 3]
         granted_first = second.core.receive_request(asks_first[1], now)
         self.assertTrue(granted_first.vote_granted)
-        second.core.tick(now)
-        self.assertEqual(second.core.role, PRE_CANDIDATE)
-        (asks_second,) = [m for m in second.flush() if m[0] == 2]
-        answer = first.core.receive_request(asks_second[1], now)
-        self.assertFalse(answer.vote_granted)
-        second.core.receive_response(2, asks_second[1], answer, now)
-        first.core.receive_response(3, asks_first[1], granted_first, now)
-        pump(nodes, now)
+        self.assertEqual(second.core.next_deadline(), now + TIMINGS.election_timeout_min)
+        second.core.tick(now + 0.001)
+        self.assertEqual(second.core.role, FOLLOWER)
+        first.core.receive_response(3, asks_first[1], granted_first, now + 0.002)
+        pump(nodes, now + 0.002)
         self.assertEqual((first.core.role, first.core.term), (LEADER, 2))
         self.assertEqual((second.core.role, second.core.leader_id), (FOLLOWER, 2))
+
+    def test_a_pre_candidate_refused_by_a_peer_in_its_lease_grants_that_peer_later(self):
+        """Node 3 heard the leader last, so its lease ends later: it refuses node 2's
+        pre-vote, stands when its lease ends, and node 2 (a pre-candidate whose round
+        is lost) grants it."""
+        nodes = cluster(3)
+        now = self.elect(nodes, 1)
+        heartbeat = AppendEntriesRequest(1, 1, nodes[3].core.log.last_index, 1, [], 0)
+        nodes[3].core.receive_request(heartbeat, now + 0.02)  # node 2 missed it
+        del nodes[1]
+        first, second = nodes[2], nodes[3]
+        for node in (first, second):  # both see the leader's connection end
+            node.core.leader_disconnected(1, 1, now + 0.03)
+        now = first.core.next_deadline()  # node 2's lease has ended, node 3's has not
+        self.assertLess(now, second.core.next_deadline())
+        first.core.tick(now)
+        self.assertEqual(first.core.role, PRE_CANDIDATE)
+        pump(nodes, now)
+        self.assertEqual((first.core.role, second.core.role), (PRE_CANDIDATE, FOLLOWER))
+        now = second.core.next_deadline()  # node 3 stands when its lease ends
+        second.core.tick(now)
+        pump(nodes, now)
+        self.assertEqual((second.core.role, second.core.term), (LEADER, 2))
+        self.assertEqual((first.core.role, first.core.leader_id), (FOLLOWER, 3))
 
     def test_a_leader_does_not_count_its_own_pause_against_followers(self):
         nodes = cluster(3)

@@ -25,8 +25,8 @@ CHUNK = 50
 DEFAULT_SEEDS = 500
 DEFAULT_STEPS = 2000
 # Voting twice shows only where two candidates stand in one term, which pre-votes make
-# rare: the first seed that shows it is 198.
-PLANTED_SEEDS = 400
+# rare: the first seed that shows it is 274.
+PLANTED_SEEDS = 500
 PLANTED_STEPS = 2000
 MIN_COMMITTED_SHARE = 0.6
 CONVERGE_SEEDS = 50
