@@ -46,6 +46,7 @@ from jobsched.worker.fence_keeper import CONTAINER
 from jobsched.worker.live_output import STDERR, STDOUT, LiveOutput, LiveOutputs
 from jobsched.worker.results import (
     CANCELLED,
+    LEASE_RAN_OUT,
     STOPPED,
     CappedBuffer,
     exited,
@@ -199,6 +200,9 @@ class DockerExecutor:
             return fail(ValueError(f"job {spec.job_id} is already running here"))
         attempt = _Attempt(spec, container_name(spec.job_id))
         attempt.fence_token = self._fence.run_started(CONTAINER, attempt.name, spec.job_id)
+        if self._fence.lease_expired():  # paused while starting it: see ProcessExecutor.run
+            self._fence.run_ended(attempt.fence_token)
+            return succeed(killed(LEASE_RAN_OUT, None, None))
         attempt.live = self._live.open(spec.job_id, spec.attempt)
         self._attempts[spec.job_id] = attempt
         delivered: Deferred = Deferred()

@@ -41,6 +41,7 @@ from jobsched.worker.fence_keeper import PROCESS_GROUP
 from jobsched.worker.live_output import STDERR, STDOUT, LiveOutput, LiveOutputs
 from jobsched.worker.results import (
     CANCELLED,
+    LEASE_RAN_OUT,
     STOPPED,
     CappedBuffer,
     exited,
@@ -295,6 +296,15 @@ class ProcessExecutor:
             _close(gate_read, out_write, err_write)  # the child has its own copies
         # Fenced first, before anything else can fail or take time.
         token = self._fence.run_started(PROCESS_GROUP, str(child.pid), spec.job_id)
+        if self._fence.lease_expired():
+            # Paused since the assignment was applied, for longer than the lease: the
+            # leader may have given the job to another node already. Its command never
+            # runs (the keeper, told of the run only now, would kill it late).
+            _close(gate, out_read, err_read)  # the shell exits without running it
+            _kill_group(child.pid)
+            self._fence.run_ended(token)  # tells the worker to fence itself
+            live.close()
+            return succeed(killed(LEASE_RAN_OUT, None, None))
         try:
             process.watch(child, out_read, err_read)
         except OSError as exc:  # a child nobody watches must not run on

@@ -14,6 +14,10 @@ from jobsched.jobs.model import JobResult, JobStatus
 # The error of an attempt killed by cancel() (the worker discards it) or by stop().
 CANCELLED = "Cancelled"
 STOPPED = "Executor stopped"
+# The error of an attempt not started: the lease ran out while it was being started
+# (the node was paused), so the leader may have taken the job back (the worker fences
+# itself and discards it).
+LEASE_RAN_OUT = "Not started: this node lost contact with the leader"
 
 
 def now_ms() -> int:

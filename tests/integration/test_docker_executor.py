@@ -16,10 +16,19 @@ from zope.interface.verify import verifyObject
 from jobsched.interfaces import IExecutor
 from jobsched.jobs.model import JobStatus
 from jobsched.worker.docker import CLUSTER_LABEL, JOB_LABEL, DockerExecutor, container_name
+from jobsched.worker.results import LEASE_RAN_OUT
 from tests import docker_engine
 from tests.executor_cases import CASES, Case, check_result, new_spec
 from tests.nodeproc import wait_for
 from tests.unit.test_fence import RecordingFence
+
+
+class LeaseOut(RecordingFence):
+    """A fence whose lease ran out while its node was stopped starting a run."""
+
+    def lease_expired(self):
+        return True
+
 
 SANDBOX_CASES = {
     "no-network": Case("ls /sys/class/net", JobStatus.COMPLETED, "lo\n", 0),
@@ -144,6 +153,15 @@ class DockerExecutorTests(unittest.TestCase):
         run.addCallback(lambda result: events.append(("delivered", result.output)))
         await run
         self.assertEqual(events[1:], [("ended", token), ("delivered", "hi\n")])
+
+    async def test_a_run_started_after_the_lease_ran_out_creates_no_container(self):
+        events = []
+        executor = await self.start_executor(fence=LeaseOut(events))
+        spec = new_spec("echo hi")
+        result = await executor.run(spec)
+        self.assertEqual((result.status, result.error), (JobStatus.FAILED, LEASE_RAN_OUT))
+        self.assertEqual([event[0] for event in events], ["started", "ended"])
+        self.assertEqual(await self.containers_named(container_name(spec.job_id)), [])
 
     async def test_timeout_kills_and_removes_the_container(self):
         executor = await self.start_executor()

@@ -23,6 +23,7 @@ from zope.interface.verify import verifyObject
 from jobsched.interfaces import IExecutor
 from jobsched.jobs.model import JobStatus
 from jobsched.worker.process import GATE, ProcessExecutor, spawn_job
+from jobsched.worker.results import LEASE_RAN_OUT
 from tests.executor_cases import CASES, check_result, new_spec
 from tests.unit.test_fence import RecordingFence
 
@@ -370,6 +371,13 @@ class PausedAtRegistration(RecordingFence):
         return super().run_started(kind, target, label)
 
 
+class LeaseOutWhileStarting(PausedAtRegistration):
+    """A fence whose lease ran out while its node was stopped starting a run."""
+
+    def lease_expired(self):
+        return True
+
+
 class GateTests(ProcessExecutorTestCase):
     """A child runs nothing of its command until the node has registered its run."""
 
@@ -382,6 +390,21 @@ class GateTests(ProcessExecutorTestCase):
         self.assertEqual(events[0], ("marker while registering", False))
         self.assertEqual(result.status, JobStatus.COMPLETED)
         self.assertTrue(marker.exists())
+
+    async def test_a_run_started_after_the_lease_ran_out_runs_nothing(self) -> None:
+        """Paused after the assignment was applied, for longer than the lease: the
+        leader may have given the job to another node, so its command must not run
+        even for the moment the keeper would take to kill it."""
+        marker = self.pidfile().with_name("ran")
+        events = []
+        fence = LeaseOutWhileStarting(events, marker, seconds=0.2)
+        executor = self.make_executor(fence=fence)
+        result = await executor.run(new_spec(f"echo ran > {shlex.quote(str(marker))}"))
+        self.assertEqual((result.status, result.error), (JobStatus.FAILED, LEASE_RAN_OUT))
+        self.assertEqual(
+            [event[0] for event in events], ["marker while registering", "started", "ended"]
+        )
+        self.assertFalse(marker.exists())
 
     def test_a_child_whose_node_is_gone_before_the_go_ahead_runs_nothing(self) -> None:
         marker = self.pidfile().with_name("ran")
