@@ -301,18 +301,12 @@ class ProcessExecutor:
             # leader may have given the job to another node already. Its command never
             # runs (the keeper, told of the run only now, would kill it late).
             _close(gate, out_read, err_read)  # the shell exits without running it
-            _kill_group(child.pid)
-            self._fence.run_ended(token)  # tells the worker to fence itself
-            live.close()
-            return succeed(killed(LEASE_RAN_OUT, None, None))
+            return self._abandon(child, token, live, LEASE_RAN_OUT)
         try:
             process.watch(child, out_read, err_read)
         except OSError as exc:  # a child nobody watches must not run on
             os.close(gate)  # the shell exits without running the command
-            _kill_group(child.pid)  # reaped by subprocess at a later Popen
-            self._fence.run_ended(token)
-            live.close()
-            return succeed(killed(f"Could not start the job: {exc}", None, None))
+            return self._abandon(child, token, live, f"Could not start the job: {exc}")
         _go_ahead(gate)
         attempt = _Attempt(process, started_at_ms, token)
         if spec.timeout_seconds > 0:
@@ -323,6 +317,14 @@ class ProcessExecutor:
         delivered: Deferred = Deferred()
         process.ended.addCallback(self._finished, spec.job_id, attempt, delivered)
         return delivered
+
+    def _abandon(self, child, token: int, live: LiveOutput, error: str) -> Deferred:
+        """A child whose gate is closed (it runs nothing): killed, its run ended at the
+        fence (which fences the worker if the lease ran out), a FAILED attempt."""
+        _kill_group(child.pid)  # reaped by subprocess at a later Popen
+        self._fence.run_ended(token)
+        live.close()
+        return succeed(killed(error, None, None))
 
     def cancel(self, job_id: str) -> Deferred:
         """Kill the job's process group; its run() then fires with a FAILED `Cancelled`."""
