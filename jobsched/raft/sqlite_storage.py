@@ -57,11 +57,15 @@ _SAVE_HARD_STATE = (
     "INSERT OR REPLACE INTO hard_state (id, term, voted_for, crc) VALUES (0, ?, ?, ?)"
 )
 _SAVE_SNAPSHOT = "INSERT OR REPLACE INTO snapshot (id, idx, term, data, crc) VALUES (0, ?, ?, ?, ?)"
-_INSERT_ENTRY = "INSERT INTO entries (idx, term, command, crc) VALUES (?, ?, ?, ?)"
+_INSERT_ENTRIES = "INSERT INTO entries (idx, term, command, crc) VALUES "
+_ENTRY_VALUES = "(?, ?, ?, ?)"
+# Rows per INSERT statement: 4 parameters each, well under SQLite's 32,766 a statement.
+_ROWS_PER_INSERT = 1000
 _DELETE_FROM = "DELETE FROM entries WHERE idx >= ?"
 _DELETE_UP_TO = "DELETE FROM entries WHERE idx <= ?"
 
-# One SQL statement with the parameter rows it runs for (executemany).
+# One SQL statement with the parameter rows it runs for (executemany); log entries
+# are (_INSERT_ENTRIES, rows): one multi-row INSERT each _ROWS_PER_INSERT rows.
 _Statement = tuple[str, Sequence[tuple[Any, ...]]]
 # A requested write: its statements, how many log entries it holds, its Deferred.
 _Write = tuple[list[_Statement], int, defer.Deferred]
@@ -156,6 +160,9 @@ class SqliteStorage:
         self._in_flight = False
         self._broken: Failure | None = None
         self._closing = False
+        # The log's last index once every write requested so far is done: an append
+        # past it needs no DELETE of a tail (and so is one statement).
+        self._last_index = 0
 
     # ------------------------------------------------------------------ start-up
 
@@ -175,6 +182,8 @@ class SqliteStorage:
             conn.close()
             raise
         self._conn = conn
+        last = state.entries[-1] if state.entries else state.snapshot
+        self._last_index = last.index if last else 0
         self._writer = WriterThread(self._reactor, "jobsched-sqlite-writer")
         self._shutdown_trigger = self._reactor.addSystemEventTrigger(
             "during", "shutdown", self._writer.stop
@@ -361,15 +370,19 @@ class SqliteStorage:
             rows.append(
                 (entry.index, entry.term, command, _checksum(entry.index, entry.term, command))
             )
-        return self._submit(
-            [(_DELETE_FROM, [(entries[0].index,)]), (_INSERT_ENTRY, rows)], len(rows)
-        )
+        statements: list[_Statement] = [(_INSERT_ENTRIES, rows)]
+        if entries[0].index <= self._last_index:  # replaces a tail: drop it first
+            statements.insert(0, (_DELETE_FROM, [(entries[0].index,)]))
+        self._last_index = entries[-1].index
+        return self._submit(statements, len(rows))
 
     def truncate(self, from_index: int) -> defer.Deferred:
+        self._last_index = min(self._last_index, from_index - 1)
         return self._submit([(_DELETE_FROM, [(from_index,)])])
 
     def save_snapshot(self, index: int, term: int, data: bytes) -> defer.Deferred:
         data = bytes(data)
+        self._last_index = max(self._last_index, index)
         return self._submit(
             [
                 (_SAVE_SNAPSHOT, [(index, term, data, _checksum(index, term, data))]),
@@ -411,20 +424,27 @@ class SqliteStorage:
         self._flush_call = None
         batch, self._pending = self._pending, []
         self._in_flight = True
-        statements = [s for write in batch for s in write[0]]
-        d = self._writer.run(self._write, statements)
+        d = self._writer.run(self._write, _merged([s for write in batch for s in write[0]]))
         d.addBoth(self._written, batch)
 
     def _write(self, statements: list[_Statement]) -> bool:
-        """Run in the writer thread: one transaction; True if one was committed."""
+        """Run in the writer thread: one transaction; True if one was committed.
+
+        Each statement lets go of the GIL while SQLite runs it and must win it back
+        from the reactor and the gRPC loop, which on a busy leader costs up to the
+        interpreter's switch interval: so the common transaction, log entries appended
+        after the last, is one multi-row INSERT that commits by itself."""
         if not statements:
             return False
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for sql, rows in statements:
-                conn.executemany(sql, rows)
-            conn.execute("COMMIT")
+            if len(statements) == 1 and _fits_one_insert(statements[0]):
+                _run(conn, statements[0])
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in statements:
+                    _run(conn, statement)
+                conn.execute("COMMIT")
         except BaseException as e:
             if conn.in_transaction:
                 with suppress(sqlite3.Error):  # the store is broken either way
@@ -452,3 +472,31 @@ class SqliteStorage:
             self._flush()
         for _, _, d in batch:
             d.callback(None)
+
+
+def _merged(statements: list[_Statement]) -> list[_Statement]:
+    """The statements in order, with each run of log-entry inserts made one."""
+    merged: list[_Statement] = []
+    for sql, rows in statements:
+        if sql == _INSERT_ENTRIES and merged and merged[-1][0] == _INSERT_ENTRIES:
+            merged[-1][1].extend(rows)
+        else:
+            merged.append((sql, list(rows)))
+    return merged
+
+
+def _fits_one_insert(statement: _Statement) -> bool:
+    sql, rows = statement
+    return sql == _INSERT_ENTRIES and len(rows) <= _ROWS_PER_INSERT
+
+
+def _run(conn: sqlite3.Connection, statement: _Statement) -> None:
+    """Run one statement for its rows: log entries as multi-row INSERTs."""
+    sql, rows = statement
+    if sql != _INSERT_ENTRIES:
+        conn.executemany(sql, rows)
+        return
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        values = ", ".join([_ENTRY_VALUES] * len(chunk))
+        conn.execute(_INSERT_ENTRIES + values, [value for row in chunk for value in row])

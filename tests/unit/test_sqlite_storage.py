@@ -42,14 +42,15 @@ def sqlite_error(name: str, message: str) -> sqlite3.OperationalError:
 
 
 class ControlledConnection(sqlite3.Connection):
-    """A real connection whose COMMIT can be held at a gate or made to fail (a disk
-    that stalls, or SQLite's code and message of a failing disk in `fail_commits`)."""
+    """A real connection whose commits can be held at a gate or made to fail (a disk
+    that stalls, or SQLite's code and message of a failing disk in `fail_commits`): a
+    COMMIT, and an INSERT of log entries, which commits by itself when it is alone."""
 
     gate: threading.Event | None = None
     fail_commits: tuple[str, str] | None = None
 
     def execute(self, sql, *args):
-        if sql == "COMMIT":
+        if sql == "COMMIT" or sql.startswith("INSERT INTO entries"):
             if self.gate is not None:
                 self.gate.wait(10)
             if self.fail_commits:
@@ -143,6 +144,26 @@ class GroupCommitTests(SqliteStorageTestCase):
         gate.set()
         await defer.gatherResults(writes)
         self.assertEqual((store.commit_count, store.entries_written), (2, 51))
+
+    async def test_entries_appended_after_the_last_are_one_statement(self):
+        # Each statement lets go of the GIL and must win it back from a busy leader's
+        # reactor and gRPC loop: appends at the end of the log are one INSERT that
+        # commits by itself; only replacing a tail takes a transaction of several.
+        connector = ControlledConnector()
+        store, _ = self.open_store(connect=connector)
+        statements: list[str] = []
+        connector.connection.set_trace_callback(statements.append)
+        await defer.gatherResults([store.append(entries(1, 3)), store.append(entries(4, 6))])
+        self.assertEqual([sql.split()[:3] for sql in statements], [["INSERT", "INTO", "entries"]])
+        statements.clear()
+        await store.append([entry(5, term=2)])
+        self.assertEqual(
+            [sql.split()[0] for sql in statements], ["BEGIN", "DELETE", "INSERT", "COMMIT"]
+        )
+        self.assertEqual(
+            execute(self.data_file, "SELECT idx, term FROM entries"),
+            [(1, 1), (2, 1), (3, 1), (4, 1), (5, 2)],
+        )
 
     async def test_a_write_fires_only_once_committed(self):
         store, _ = self.open_store()

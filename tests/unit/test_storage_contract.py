@@ -111,6 +111,37 @@ class StorageContract:
         _, state = await self.restart()
         self.assertEqual(state.entries, [*entries(1, 3), entry(4, term=2)])
 
+    async def test_a_suffix_replaced_after_a_restart(self):
+        store, _ = await self.start()
+        await store.append(entries(1, 5))
+        store, _ = await self.restart()
+        await store.append([entry(4, term=2)])
+        _, state = await self.restart()
+        self.assertEqual(state.entries, [*entries(1, 3), entry(4, term=2)])
+
+    async def test_writes_of_one_turn_build_on_each_other(self):
+        store, _ = await self.start()
+        await defer.gatherResults(
+            [
+                store.append(entries(1, 5)),
+                store.append([entry(3, term=2)]),
+                store.append([entry(4, term=2)]),
+                store.truncate(4),
+                store.append(entries(4, 6, term=3)),
+                store.save_snapshot(2, 1, b"two"),
+            ]
+        )
+        _, state = await self.restart()
+        self.assertEqual(state.snapshot, Snapshot(2, 1, b"two"))
+        self.assertEqual(state.entries, [entry(3, term=2), *entries(4, 6, term=3)])
+
+    async def test_thousands_of_entries_in_one_append(self):
+        store, _ = await self.start()
+        await store.append(entries(1, 2500))
+        await store.append(entries(2501, 2502))
+        _, state = await self.restart()
+        self.assertEqual(state.entries, entries(1, 2502))
+
     async def test_truncate_deletes_from_an_index(self):
         store, _ = await self.start()
         await store.append(entries(1, 5))
@@ -145,6 +176,16 @@ class StorageContract:
         await store.save_snapshot(20, 3, b"leader's state")
         await store.truncate(21)
         await store.append(entries(21, 22, term=3))
+        _, state = await self.restart()
+        self.assertEqual(state.snapshot, Snapshot(20, 3, b"leader's state"))
+        self.assertEqual(state.entries, entries(21, 22, term=3))
+
+    async def test_entries_after_an_installed_snapshot_in_the_same_turn(self):
+        store, _ = await self.start()
+        await store.append(entries(1, 5))
+        await defer.gatherResults(
+            [store.save_snapshot(20, 3, b"leader's state"), store.append(entries(21, 22, term=3))]
+        )
         _, state = await self.restart()
         self.assertEqual(state.snapshot, Snapshot(20, 3, b"leader's state"))
         self.assertEqual(state.entries, entries(21, 22, term=3))
