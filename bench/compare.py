@@ -209,7 +209,8 @@ def _run_all(args, levels: list[int], modes: list[str]) -> dict:
 
 
 def _summary(results: dict, levels: list[int], modes: list[str]) -> None:
-    """Per level and mode: each round's jobsched/etcd ratio of writes/s, p50 and CPU."""
+    """Per level and mode: each round's jobsched/etcd ratio of writes/s, p50 and CPU;
+    with both `pending` and `durable`, what `--data-dir` keeps of the in-memory rate."""
     print("\n# ratios jobsched / etcd, per round (writes/s, p50, CPU ms per write)")
     rounds = sorted({key[3] for key in results})
     for mode in modes:
@@ -223,6 +224,16 @@ def _summary(results: dict, levels: list[int], modes: list[str]) -> None:
                     f"CPU {j['cpu_ms']:.2f}/{e['cpu_ms']:.2f} ms"
                 )
             print(f"{mode:<8} {clients:>3}c  " + " | ".join(cells))
+    if {"pending", "durable"} <= set(modes):
+        print("\n# --data-dir against memory, per round (durable / pending writes/s)")
+        for clients in levels:
+            cells = []
+            for n in rounds:
+                d, p = (
+                    results[("jobsched", m, clients, n)]["rate"] for m in ("durable", "pending")
+                )
+                cells.append(f"{d:.0f}/{p:.0f} = {100 * d / p:.0f} %")
+            print(f"durable  {clients:>3}c  " + " | ".join(cells))
 
 
 if __name__ == "__main__":
