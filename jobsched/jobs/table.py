@@ -56,6 +56,10 @@ _job_values = operator.attrgetter(*_JOB_FIELDS)
 _attempt_values = operator.attrgetter(*_ATTEMPT_FIELDS)
 _STATUS_AT = _JOB_FIELDS.index("status")
 _HISTORY_AT = _JOB_FIELDS.index("attempt_history")
+_IMAGE_AT = _JOB_FIELDS.index("image")
+_OUTCOME_AT = _ATTEMPT_FIELDS.index("outcome")
+_STATUSES = {int(status): status for status in JobStatus}
+_OUTCOMES = {str(outcome): outcome for outcome in Outcome}
 
 _log = Logger()
 
@@ -205,6 +209,19 @@ def _encoded_as_now(state: dict) -> bool:
     )
 
 
+def _jobs(state: dict):
+    """Each job of a snapshot with its sequence number, from either format."""
+    if _encoded_as_now(state):
+        yield from map(_job_from_values, state["jobs"])
+        return
+    for record in _records(state):
+        seq = record.pop("seq")
+        record["status"] = JobStatus(record["status"])
+        record["image"] = sys.intern(record["image"])
+        record["attempt_history"] = _history(record.get("attempt_history", ()))
+        yield seq, Job(**record)
+
+
 def _records(state: dict):
     """Each job of a snapshot as a dict of its fields (attempts too), from either
     format."""
@@ -221,6 +238,32 @@ def _records(state: dict):
             for attempt in record.get("attempt_history", ())
         ]
         yield record
+
+
+def _job_from_values(values: list) -> tuple[int, Job]:
+    """A job's sequence number and the job, from its record as `_snapshot_record`
+    writes it now: restore's fast path, without a dict per job and per attempt (a
+    follower installing a snapshot holds its reactor for the whole restore)."""
+    if len(values) != len(_RECORD_FIELDS):
+        raise ValueError(f"a job record of {len(values)} fields, not {len(_RECORD_FIELDS)}")
+    *fields, seq = values
+    status = _STATUSES.get(fields[_STATUS_AT])
+    if status is None:
+        raise ValueError(f"{fields[_STATUS_AT]!r} is not a job status")
+    fields[_STATUS_AT] = status
+    fields[_IMAGE_AT] = sys.intern(fields[_IMAGE_AT])
+    fields[_HISTORY_AT] = tuple(_attempt_from_values(a) for a in fields[_HISTORY_AT])
+    return seq, Job(*fields)
+
+
+def _attempt_from_values(values: list) -> AttemptRecord:
+    if len(values) != len(_ATTEMPT_FIELDS):
+        raise ValueError(f"an attempt record of {len(values)} fields, not {len(_ATTEMPT_FIELDS)}")
+    outcome = values[_OUTCOME_AT]
+    if outcome is not None:
+        values = list(values)  # the record itself seeds the snapshot cache: not changed
+        values[_OUTCOME_AT] = _OUTCOMES[outcome]
+    return AttemptRecord(*values)
 
 
 def _history(records) -> tuple[AttemptRecord, ...]:
@@ -501,7 +544,7 @@ class JobTable:
         self._jobs[seq] = job
         self._seq_of[job.job_id] = seq
         self._order.append(seq)
-        bisect.insort(self._by_status[job.status], seq)
+        self._by_status[job.status].append(seq)
 
     def _set_status(self, job: Job, status: JobStatus) -> None:
         seq = self._seq_of[job.job_id]
@@ -702,14 +745,10 @@ class JobTable:
             if state["format"] not in (1, SNAPSHOT_FORMAT):
                 raise ValueError(f"unknown snapshot format {state['format']!r}")
             replacement._next_seq = state["next_seq"]
-            for record in _records(state):
-                seq = record.pop("seq")
+            for seq, job in _jobs(state):
                 if not replacement.last_seq < seq < replacement._next_seq:
                     raise ValueError(f"job sequence {seq!r} out of order")
-                record["status"] = JobStatus(record["status"])
-                record["image"] = sys.intern(record["image"])
-                record["attempt_history"] = _history(record.get("attempt_history", ()))
-                replacement._insert(seq, Job(**record))
+                replacement._insert(seq, job)
             for key, job_id, first_ms in state["idempotency_keys"]:
                 replacement._keys[key] = (job_id, first_ms)
             replacement._workers = set(state["workers"])

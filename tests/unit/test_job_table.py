@@ -933,6 +933,24 @@ class SnapshotTests(PagingTestCase):
             table.restore(json.dumps(state).encode())
         self.assertEqual(len(table), 0)
 
+    def test_a_record_that_is_no_job_is_refused(self):
+        fields = json.loads(build_mixed_table().snapshot())["fields"]
+        status_at, history_at = fields.index("status"), fields.index("attempt_history")
+
+        def spoil_status(job):
+            job[status_at] = 99
+
+        def spoil_outcome(job):
+            job[history_at][0][-2] = "vanished"
+
+        def spoil_attempt_length(job):
+            job[history_at][0].pop()
+
+        for spoil in (spoil_status, spoil_outcome, spoil_attempt_length):
+            state = json.loads(build_mixed_table().snapshot())
+            spoil(state["jobs"][0])  # job a: finished, one attempt
+            self.check_restore_rejects_bad_data_and_keeps_state(json.dumps(state).encode())
+
     def test_snapshot_restore_round_trip(self):
         table = build_mixed_table()
         submit(table, "k", key="key-1", created=900, image="busybox", timeout_seconds=9)
