@@ -40,6 +40,7 @@ from bench.common import (
     running_cluster,
     start_profilers,
     stop_profilers,
+    total_cpu_seconds,
 )
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
@@ -129,15 +130,20 @@ def _completed(address: str, tls: TlsMaterial | None) -> int:
 
 
 def _node_cpu(cluster) -> list[float]:
-    """[leader's own, followers' own, jobs'] CPU seconds so far (jobs once reaped)."""
+    """[leader's own, followers' own, jobs'] CPU seconds so far: a node's own includes
+    its live children (its storage writer), jobs count once reaped."""
     leader = cluster.leader(timeout=10)
-    own, children = 0.0, 0.0
+    leader_own, own, children = 0.0, 0.0, 0.0
     for node in cluster.nodes.values():
-        node_own, node_children = cpu_seconds(node.process.pid)
-        if node is not leader:
+        pid = node.process.pid
+        reaped = cpu_seconds(pid)[1]
+        node_own = total_cpu_seconds([pid]) - reaped
+        if node is leader:
+            leader_own = node_own
+        else:
             own += node_own
-        children += node_children
-    return [cpu_seconds(leader.process.pid)[0], own, children]
+        children += reaped
+    return [leader_own, own, children]
 
 
 def _storage_counts(node) -> tuple:

@@ -27,7 +27,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.identity import TlsMaterial
 from jobsched.net.channels import open_channel
-from tests.nodeproc import Cluster, Node, NodeFactory
+from tests.nodeproc import Cluster, Node, NodeFactory, child_processes
 from tests.pki import Pki
 
 RETRYABLE = (
@@ -155,8 +155,16 @@ def this_process_cpu_seconds() -> tuple[float, float]:
 
 
 def total_cpu_seconds(pids: list[int]) -> float:
-    """CPU seconds of these live processes, with the children they reaped."""
-    return sum(sum(cpu_seconds(pid)) for pid in pids)
+    """CPU seconds of these live processes, with the children they reaped and those
+    still running (a child reaped between two readings is counted once: its CPU moves
+    from its own figure to its parent's reaped-children figure)."""
+    total = sum(sum(cpu_seconds(pid)) for pid in pids)
+    for child in child_processes(pids):
+        try:
+            total += cpu_seconds(child)[0]
+        except OSError:
+            continue  # ended between the two reads: its parent reaps it
+    return total
 
 
 def machine_note() -> str:

@@ -230,14 +230,22 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the node by PID and reap it; close its gRPC channel."""
+        """SIGKILL the node by PID and reap it, and wait for its storage writer to end
+        (at the end of its stdin, with the transaction it was in): until then the data
+        directory is in use. Close its gRPC channel."""
         self.stopped_on_purpose = True
         if self.is_running():
+            writers = storage_writers(self.process.pid)
             try:
                 os.kill(self.process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.process.wait(timeout=30)
+            deadline = time.monotonic() + 30
+            while not all(map(has_ended, writers)):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the storage writer of node {self.node_id} lives on")
+                time.sleep(0.01)
         self._close_channel()
 
     def reap(self) -> None:
@@ -408,6 +416,47 @@ class Node:
             raise AssertionError(
                 f"node {self.node_id} not ready; log:\n{self.log_tail()}"
             ) from None
+
+
+def has_ended(pid: int) -> bool:
+    """Whether process `pid` is gone or a zombie (its files are closed either way: a
+    zombie waits only for whoever adopted it to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def child_processes(pids: list[int]) -> list[int]:
+    """The live processes whose parent is one of `pids`, from /proc."""
+    parents = set(pids)
+    children = []
+    for process in os.scandir("/proc"):
+        if not process.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(process.path, "stat")) as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+        if parent in parents:
+            children.append(int(process.name))
+    return children
+
+
+def storage_writers(pid: int) -> list[int]:
+    """The PIDs of the SQLite writer processes the process `pid` started."""
+    writers = []
+    for child in child_processes([pid]):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        if any(arg.endswith(b"sqlite_writer.py") for arg in argv):
+            writers.append(child)
+    return writers
 
 
 class NodeFactory:

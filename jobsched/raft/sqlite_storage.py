@@ -1,47 +1,65 @@
 """A durable IRaftStorage: term, vote, log and latest snapshot in one SQLite file.
 
 The file lives in --data-dir (WAL mode, synchronous=FULL, so a commit is on disk when it
-returns). Writes are prepared on the reactor and group-committed by one dedicated writer
-thread: everything requested in one reactor turn, plus everything queued while a
-transaction is in flight, goes into one transaction, and each write's Deferred fires on
-the reactor once its transaction has committed. A failed transaction breaks the store:
-that write and every later one errback with a StorageError naming the file and the OS
-error behind it. Every record carries a CRC-32 checked on load.
+returns). The node reads it once at start-up; from then on a writer process of its own
+(jobsched/raft/sqlite_writer.py) writes it with group commit: everything requested in
+one reactor turn, plus everything queued while a transaction is in flight, goes into one
+transaction, and each write's Deferred fires on the reactor once its transaction has
+committed. A failed transaction breaks the store: that write and every later one errback
+with a StorageError naming the file and the OS error behind it. Every record carries a
+CRC-32 checked on load. A lock on `<file>.lock`, held by the node and its writer, keeps a
+second node (or a restarted one whose predecessor's writer still finishes) out.
 """
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import os
 import queue
 import sqlite3
 import struct
+import sys
 import threading
+import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from jobsched.interfaces import IRaftStorage
+from jobsched.raft import sqlite_writer
 from jobsched.raft.messages import LogEntry
+from jobsched.raft.sqlite_writer import (
+    INSERT_ENTRIES,
+    PROBE_FILE_NAME,
+    Connect,
+    Statement,
+    StorageError,
+    Transactions,
+    configure,
+    disk_error,
+    file_error,
+    is_disk_error,
+    merged,
+)
 from jobsched.raft.storage import Snapshot, StoredState
 
-__all__ = ["DATA_FILE_NAME", "FORMAT", "SqliteStorage", "StorageError"]
+__all__ = ["DATA_FILE_NAME", "FORMAT", "PROBE_FILE_NAME", "SqliteStorage", "StorageError"]
 
 log = Logger()
 
 DATA_FILE_NAME = "raft.sqlite3"
 FORMAT = "jobsched-raft-1"
-PROBE_FILE_NAME = ".raft-write-probe"
-PROBE_BYTES = 64 * 1024
-
-# SQLite result codes of a disk that fails (the extended IOERR codes start alike).
-_DISK_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+LOCK_SUFFIX = ".lock"
+# How long load() waits for the lock: a node killed a moment ago leaves its writer
+# finishing the transaction in flight.
+LOCK_WAIT_SECONDS = 10.0
+_LOCK_RETRY_SECONDS = 0.05
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -57,19 +75,11 @@ _SAVE_HARD_STATE = (
     "INSERT OR REPLACE INTO hard_state (id, term, voted_for, crc) VALUES (0, ?, ?, ?)"
 )
 _SAVE_SNAPSHOT = "INSERT OR REPLACE INTO snapshot (id, idx, term, data, crc) VALUES (0, ?, ?, ?, ?)"
-_INSERT_ENTRIES = "INSERT INTO entries (idx, term, command, crc) VALUES "
-_ENTRY_VALUES = "(?, ?, ?, ?)"
-# Rows per INSERT statement: 4 parameters each, well under SQLite's 32,766 a statement.
-_ROWS_PER_INSERT = 1000
 _DELETE_FROM = "DELETE FROM entries WHERE idx >= ?"
 _DELETE_UP_TO = "DELETE FROM entries WHERE idx <= ?"
 
-# One SQL statement with the parameter rows it runs for (executemany); log entries
-# are (_INSERT_ENTRIES, rows): one multi-row INSERT each _ROWS_PER_INSERT rows.
-_Statement = tuple[str, Sequence[tuple[Any, ...]]]
 # A requested write: its statements, how many log entries it holds, its Deferred.
-_Write = tuple[list[_Statement], int, defer.Deferred]
-Connect = Callable[..., sqlite3.Connection]
+_Write = tuple[list[Statement], int, defer.Deferred]
 
 
 class WriterThread:
@@ -109,18 +119,6 @@ class WriterThread:
             self._reactor.callFromThread(fire, outcome)
 
 
-class StorageError(Exception):
-    """The data file cannot be used (damaged, foreign, another node's) or a write failed.
-
-    The message is one line naming the file, fit to show an operator as is.
-    """
-
-
-def _is_disk_error(error: sqlite3.Error) -> bool:
-    """Whether SQLite's code says the disk failed (full, I/O, read-only, cannot open)."""
-    return (getattr(error, "sqlite_errorname", None) or "").startswith(_DISK_ERRORS)
-
-
 def _checksum(first: int, second: int, payload: bytes = b"") -> int:
     """CRC-32 of a record: its two integer fields and its payload."""
     return zlib.crc32(struct.pack("<qq", first, second) + payload)
@@ -134,17 +132,96 @@ def _intact(first: Any, second: Any, payload: Any, crc: Any) -> bool:
         return False
 
 
+class WriterProcess(protocol.ProcessProtocol):
+    """The process that runs a store's transactions (sqlite_writer.py), in order.
+
+    `run(statements)` hands one transaction over; its Deferred fires on the reactor
+    with True once it committed, or fails with the StorageError the process reports,
+    or with one saying the process ended. The process inherits `lock_fd`, so the lock
+    on the file is held until the process, too, has ended."""
+
+    def __init__(self, reactor: Any, path: str, lock_fd: int) -> None:
+        self.path = path
+        self._waiting: deque[defer.Deferred] = deque()
+        self._received = b""
+        self._ended: Failure | None = None
+        self._on_end: list[defer.Deferred] = []
+        script = sqlite_writer.__file__
+        self._transport = reactor.spawnProcess(
+            self,
+            sys.executable,
+            [sys.executable, "-I", script, path],
+            env=dict(os.environ),
+            childFDs={0: "w", 1: "r", 2: 2, 3: lock_fd},
+        )
+
+    def run(self, statements: list[Statement]) -> defer.Deferred:
+        if self._ended is not None:
+            return defer.fail(self._ended)
+        d = defer.Deferred()
+        self._waiting.append(d)
+        self._transport.write(sqlite_writer.frame(statements))
+        return d
+
+    def stop(self) -> defer.Deferred:
+        """End the process once it has run what it was handed; fires when it ended."""
+        if self._ended is not None:
+            return defer.succeed(None)
+        self._transport.closeStdin()
+        d = defer.Deferred()
+        self._on_end.append(d)
+        return d
+
+    def outReceived(self, data: bytes) -> None:
+        lines = (self._received + data).split(b"\n")
+        self._received = lines.pop()
+        for line in lines:
+            d = self._waiting.popleft()
+            if line.startswith(sqlite_writer.COMMITTED):
+                d.callback(True)
+            else:
+                d.errback(StorageError(line[1:].decode(errors="replace")))
+
+    def processEnded(self, reason: Failure) -> None:
+        self._ended = Failure(
+            file_error(self.path, f"the writer process ended ({reason.getErrorMessage()})")
+        )
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(self._ended)
+        for d in self._on_end:
+            d.callback(None)
+
+
+class _WriterInProcess:
+    """Runs the transactions on a connection of this process, from a WriterThread
+    (for tests that make that connection stall or fail)."""
+
+    def __init__(self, reactor: Any, transactions: Transactions) -> None:
+        self._transactions = transactions
+        self._thread = WriterThread(reactor, "jobsched-sqlite-writer")
+
+    def run(self, statements: list[Statement]) -> defer.Deferred:
+        return self._thread.run(self._transactions.run, statements)
+
+    def stop(self) -> defer.Deferred:
+        d = self._thread.run(self._transactions.close)
+        d.addBoth(lambda result: self._thread.stop())
+        return d
+
+
 @implementer(IRaftStorage)
 class SqliteStorage:
-    """IRaftStorage in one SQLite file, written by one writer thread with group commit.
+    """IRaftStorage in one SQLite file, written by a process of its own with group commit.
 
     `commit_count` counts the committed (fsync-bearing) transactions and
     `entries_written` the log entries they held, so commits per entry can be reported.
-    `connect` opens the database (sqlite3.connect's signature); tests inject a failing one.
+    `connect` (sqlite3.connect's signature), for tests, opens a database that this
+    process writes from a thread, instead of the writer process.
     """
 
     def __init__(
-        self, path_or_dir: str, node_id: int, reactor: Any, connect: Connect = sqlite3.connect
+        self, path_or_dir: str, node_id: int, reactor: Any, connect: Connect | None = None
     ) -> None:
         self.path = path_or_dir
         self.node_id = node_id
@@ -152,8 +229,8 @@ class SqliteStorage:
         self.entries_written = 0
         self._reactor = reactor
         self._connect = connect
-        self._conn: sqlite3.Connection | None = None
-        self._writer: WriterThread | None = None
+        self._lock_fd: int | None = None
+        self._writer: WriterProcess | _WriterInProcess | None = None
         self._shutdown_trigger: Any = None
         self._pending: list[_Write] = []
         self._flush_call: Any = None
@@ -167,24 +244,33 @@ class SqliteStorage:
     # ------------------------------------------------------------------ start-up
 
     def load(self) -> StoredState:
-        """Open (or create) the file, check it is this node's and intact, and read it.
+        """Lock the file, open (or create) it, check it is this node's and intact,
+        read it, and start its writer.
 
         Blocks; called once before the reactor serves. Raises StorageError.
         """
-        if self._conn is not None:
+        if self._writer is not None:
             raise RuntimeError(f"{self.path}: already loaded")
         if os.path.isdir(self.path):
             self.path = os.path.join(self.path, DATA_FILE_NAME)
-        conn = self._open()
+        self._lock_fd = self._lock()
         try:
-            state = self._read(conn)
+            conn = self._open()
+            try:
+                state = self._read(conn)
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
-            conn.close()
+            self._unlock()
             raise
-        self._conn = conn
         last = state.entries[-1] if state.entries else state.snapshot
         self._last_index = last.index if last else 0
-        self._writer = WriterThread(self._reactor, "jobsched-sqlite-writer")
+        if self._connect is None:
+            conn.close()
+            self._writer = WriterProcess(self._reactor, self.path, self._lock_fd)
+        else:
+            self._writer = _WriterInProcess(self._reactor, Transactions(self.path, conn))
         self._shutdown_trigger = self._reactor.addSystemEventTrigger(
             "during", "shutdown", self._writer.stop
         )
@@ -197,11 +283,37 @@ class SqliteStorage:
         )
         return state
 
+    def _lock(self) -> int:
+        """Take the lock on `<file>.lock`, waiting up to LOCK_WAIT_SECONDS for a node
+        (or the writer of a node) that has it; its descriptor."""
+        path = self.path + LOCK_SUFFIX
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise self._error(f"cannot open its lock file {path}: {e.strerror}") from None
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise self._error(
+                        f"in use by another process (it holds {path}"
+                        f" for more than {LOCK_WAIT_SECONDS:g}s)"
+                    ) from None
+                time.sleep(_LOCK_RETRY_SECONDS)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def _open(self) -> sqlite3.Connection:
         """Connect, check integrity and settings, create the schema in a fresh file."""
         try:
-            # Used by the writer thread after load() returns, never by two at once.
-            conn = self._connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite_writer.connect(self.path, self._connect or sqlite3.connect)
         except sqlite3.Error as e:
             raise self._disk_error("cannot open", e) from None
         try:
@@ -220,14 +332,13 @@ class SqliteStorage:
         except sqlite3.DatabaseError as e:
             if getattr(e, "sqlite_errorname", "") == "SQLITE_NOTADB":
                 raise self._error(f"not a jobsched data file ({e})") from None
-            if _is_disk_error(e):
+            if is_disk_error(e):
                 raise self._disk_error("cannot read", e) from None
             raise self._error(f"damaged database ({e})") from None
         if problems != ["ok"]:
             raise self._error(f"damaged database ({problems[0]})")
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            conn.execute("PRAGMA synchronous=FULL")
+            mode = configure(conn)
         except sqlite3.Error as e:
             raise self._disk_error("cannot configure the database", e) from None
         if mode.lower() != "wal":
@@ -324,37 +435,10 @@ class SqliteStorage:
             raise self._disk_error("cannot truncate the torn tail", e) from None
 
     def _error(self, reason: str) -> StorageError:
-        return StorageError(f"{self.path}: {' '.join(reason.split())}")
+        return file_error(self.path, reason)
 
     def _disk_error(self, what: str, error: sqlite3.Error) -> StorageError:
-        """`<file>: <what>: <OS error> (<SQLite's message>)`. SQLite reports only its own
-        code ("database or disk is full", "disk I/O error"); the OS error is what a probe
-        write beside the file meets now, or ENOSPC for SQLITE_FULL (its cause in the unix
-        VFS) when the probe gets through."""
-        cause = self._probe_write() if _is_disk_error(error) else None
-        if cause is None and getattr(error, "sqlite_errorname", None) == "SQLITE_FULL":
-            cause = os.strerror(errno.ENOSPC)
-        if cause is None:
-            return self._error(f"{what} ({error})")
-        return self._error(f"{what}: {cause} ({error})")
-
-    def _probe_write(self) -> str | None:
-        """Write, sync and remove a small file in the data file's directory (blocks);
-        the OS error's text if that fails, else None."""
-        probe = os.path.join(os.path.dirname(os.path.abspath(self.path)), PROBE_FILE_NAME)
-        try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                data = memoryview(bytes(PROBE_BYTES))
-                while data:
-                    data = data[os.write(fd, data) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-                os.unlink(probe)
-        except OSError as e:
-            return e.strerror or str(e)
-        return None
+        return disk_error(self.path, what, error)
 
     # ------------------------------------------------------------------ writes
 
@@ -370,7 +454,7 @@ class SqliteStorage:
             rows.append(
                 (entry.index, entry.term, command, _checksum(entry.index, entry.term, command))
             )
-        statements: list[_Statement] = [(_INSERT_ENTRIES, rows)]
+        statements: list[Statement] = [(INSERT_ENTRIES, rows)]
         if entries[0].index <= self._last_index:  # replaces a tail: drop it first
             statements.insert(0, (_DELETE_FROM, [(entries[0].index,)]))
         self._last_index = entries[-1].index
@@ -391,27 +475,27 @@ class SqliteStorage:
         )
 
     def close(self) -> defer.Deferred:
-        """Let every pending write finish, then close the connection and stop the thread."""
-        if self._conn is None or self._closing:
+        """Let every pending write finish, then stop the writer and release the lock."""
+        if self._writer is None or self._closing:
             return defer.succeed(None)
         barrier = self._submit([])
         self._closing = True
         barrier.addErrback(lambda _: None)  # those writes' own Deferreds carry the failure
-        barrier.addCallback(lambda _: self._writer.run(self._conn.close))
-        barrier.addBoth(self._stop_thread)
+        barrier.addCallback(lambda _: self._writer.stop())
+        barrier.addBoth(self._closed)
         return barrier
 
-    def _stop_thread(self, result: Any) -> Any:
+    def _closed(self, result: Any) -> Any:
         self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
-        self._writer.stop()  # the thread is idle now: joining it does not wait
-        self._conn = None
+        self._writer = None
+        self._unlock()
         return result
 
-    def _submit(self, statements: list[_Statement], entries: int = 0) -> defer.Deferred:
+    def _submit(self, statements: list[Statement], entries: int = 0) -> defer.Deferred:
         """Queue one write; it goes into the next transaction."""
         if self._broken is not None:
             return defer.fail(self._broken)
-        if self._conn is None or self._closing:
+        if self._writer is None or self._closing:
             return defer.fail(self._error("write to a store that is not open"))
         d = defer.Deferred()
         self._pending.append((statements, entries, d))
@@ -420,39 +504,13 @@ class SqliteStorage:
         return d
 
     def _flush(self) -> None:
-        """Hand everything queued so far to the writer thread as one transaction."""
+        """Hand everything queued so far to the writer as one transaction."""
         self._flush_call = None
         batch, self._pending = self._pending, []
+        statements = merged([s for write in batch for s in write[0]])
         self._in_flight = True
-        d = self._writer.run(self._write, _merged([s for write in batch for s in write[0]]))
+        d = self._writer.run(statements) if statements else defer.succeed(False)
         d.addBoth(self._written, batch)
-
-    def _write(self, statements: list[_Statement]) -> bool:
-        """Run in the writer thread: one transaction; True if one was committed.
-
-        Each statement lets go of the GIL while SQLite runs it and must win it back
-        from the reactor and the gRPC loop, which on a busy leader costs up to the
-        interpreter's switch interval: so the common transaction, log entries appended
-        after the last, is one multi-row INSERT that commits by itself."""
-        if not statements:
-            return False
-        conn = self._conn
-        try:
-            if len(statements) == 1 and _fits_one_insert(statements[0]):
-                _run(conn, statements[0])
-            else:
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in statements:
-                    _run(conn, statement)
-                conn.execute("COMMIT")
-        except BaseException as e:
-            if conn.in_transaction:
-                with suppress(sqlite3.Error):  # the store is broken either way
-                    conn.execute("ROLLBACK")
-            if isinstance(e, sqlite3.Error):
-                raise self._disk_error("write failed", e) from None
-            raise
-        return True
 
     def _written(self, outcome: Any, batch: list[_Write]) -> None:
         """On the reactor: start the next transaction first, then wake this batch's
@@ -472,31 +530,3 @@ class SqliteStorage:
             self._flush()
         for _, _, d in batch:
             d.callback(None)
-
-
-def _merged(statements: list[_Statement]) -> list[_Statement]:
-    """The statements in order, with each run of log-entry inserts made one."""
-    merged: list[_Statement] = []
-    for sql, rows in statements:
-        if sql == _INSERT_ENTRIES and merged and merged[-1][0] == _INSERT_ENTRIES:
-            merged[-1][1].extend(rows)
-        else:
-            merged.append((sql, list(rows)))
-    return merged
-
-
-def _fits_one_insert(statement: _Statement) -> bool:
-    sql, rows = statement
-    return sql == _INSERT_ENTRIES and len(rows) <= _ROWS_PER_INSERT
-
-
-def _run(conn: sqlite3.Connection, statement: _Statement) -> None:
-    """Run one statement for its rows: log entries as multi-row INSERTs."""
-    sql, rows = statement
-    if sql != _INSERT_ENTRIES:
-        conn.executemany(sql, rows)
-        return
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
-        values = ", ".join([_ENTRY_VALUES] * len(chunk))
-        conn.execute(_INSERT_ENTRIES + values, [value for row in chunk for value in row])

@@ -158,12 +158,11 @@ class DurabilityTests(unittest.TestCase):
                 self.assertIn(job_id, table, f"acknowledged job {key} lost on {node.node_id}")
                 self.assertEqual(commands.count(f"echo {key}"), 1, f"{key} more than once")
 
-    async def test_a_damaged_data_file_stops_the_node_with_one_line(self):
-        data = self.workdir / "data"
-        data.mkdir()
-        (data / "raft.sqlite3").write_bytes(b"this is not a database" * 100)
+    async def refused_start(self, data: Path, *options: str) -> list[str]:
+        """Start a node on `data` that must fail to start; the lines of its stderr."""
         result = await run_twistd(
             self.workdir,
+            *options,
             "--executor",
             "process",
             "--port",
@@ -173,15 +172,21 @@ class DurabilityTests(unittest.TestCase):
             "--data-dir",
             str(data),
         )
-        self.assertNotEqual(result.returncode, 0)
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        self.assertNotEqual(result.returncode, 0, result.stderr)
+        return [line for line in result.stderr.splitlines() if line.strip()]
+
+    async def test_a_damaged_data_file_stops_the_node_with_one_line(self):
+        data = self.workdir / "data"
+        data.mkdir()
+        (data / "raft.sqlite3").write_bytes(b"this is not a database" * 100)
+        lines = await self.refused_start(data)
         self.assertEqual(
             lines,
             [
                 f"jobsched: error: {data / 'raft.sqlite3'}: not a jobsched data file "
                 "(file is not a database)"
             ],
-            result.stderr,
+            lines,
         )
 
     async def test_a_data_dir_of_another_node_is_refused(self):
@@ -189,24 +194,23 @@ class DurabilityTests(unittest.TestCase):
         node = self.nodes.start("--executor", "process", "--data-dir", str(data), node_id=1)
         await node.until_ready()
         await node.stop()
-        result = await run_twistd(
-            self.workdir,
-            "--node-id",
-            "2",
-            "--executor",
-            "process",
-            "--port",
-            str(free_port()),
-            "--dashboard-port",
-            "0",
-            "--data-dir",
-            str(data),
-        )
-        self.assertNotEqual(result.returncode, 0)
-        self.assertIn("belongs to node 1, not node 2", result.stderr)
+        lines = await self.refused_start(data, "--node-id", "2")
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("belongs to node 1, not node 2", lines[0])
+
+    async def test_a_second_node_on_a_data_dir_in_use_is_refused(self):
+        data = self.workdir / "data-in-use"
+        node = self.nodes.start("--executor", "process", "--data-dir", str(data), node_id=1)
+        await node.until_ready()
+        data_file = data / "raft.sqlite3"
         self.assertEqual(
-            len([line for line in result.stderr.splitlines() if line.strip()]), 1, result.stderr
+            await self.refused_start(data),
+            [
+                f"jobsched: error: {data_file}: in use by another process"
+                f" (it holds {data_file}.lock for more than 10s)"
+            ],
         )
+        self.assertEqual((await node.rest("GET", "/health/ready")).status, 200)
 
 
 class DockerRestartTests(unittest.TestCase):

@@ -1,11 +1,12 @@
 """SqliteStorage beyond the shared contract: group commit, durability settings,
-checksums and damaged files, and what a failed write does."""
+checksums and damaged files, what a failed write does, the writer process and the lock."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import threading
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from jobsched.raft import sqlite_storage
 from jobsched.raft.sqlite_storage import (
     DATA_FILE_NAME,
     PROBE_FILE_NAME,
@@ -21,6 +23,7 @@ from jobsched.raft.sqlite_storage import (
     WriterThread,
 )
 from jobsched.raft.storage import StoredState
+from tests.nodeproc import storage_writers
 from tests.unit.test_storage_contract import entries, entry
 
 
@@ -396,3 +399,54 @@ class WriterThreadTests(unittest.TestCase):
         threading.Timer(0.05, gate.set).start()  # from another thread: stop() blocks this one
         writer.stop()
         self.assertEqual(finished, ["first", "second"])
+
+
+class WriterProcessTests(SqliteStorageTestCase):
+    """A store writes from a process of its own, which holds the file's lock with the
+    node; a second store on the same file is refused while either lives."""
+
+    async def test_a_process_of_its_own_writes_and_ends_with_the_store(self):
+        store, _ = self.open_store()
+        [pid] = storage_writers(os.getpid())
+        self.assertNotEqual(pid, os.getpid())
+        await store.append(entries(1, 3))
+        self.assertEqual(execute(self.data_file, "SELECT count(*) FROM entries"), [(3,)])
+        await store.close()
+        self.assertEqual(storage_writers(os.getpid()), [])
+
+    async def test_a_writer_process_that_dies_breaks_the_store(self):
+        store, _ = self.open_store()
+        await store.append([entry(1)])
+        [pid] = storage_writers(os.getpid())
+        os.kill(pid, signal.SIGKILL)
+        for write in (store.append([entry(2)]), store.save_hard_state(1, 1)):
+            with self.assertRaises(StorageError) as caught:
+                await write
+            message = str(caught.exception)
+            self.assertTrue(
+                message.startswith(f"{self.data_file}: the writer process ended ("), message
+            )
+            self.assertIn("signal 9", message)
+        await store.close()
+        _, state = self.open_store()
+        self.assertEqual(state, StoredState(entries=[entry(1)]))
+
+    def test_a_second_store_on_the_file_is_refused_while_the_first_is_open(self):
+        self.patch(sqlite_storage, "LOCK_WAIT_SECONDS", 0.2)
+        self.open_store()
+        self.assertEqual(
+            self.load_error(self.data_file),
+            f"{self.data_file}: in use by another process"
+            f" (it holds {self.data_file}.lock for more than 0.2s)",
+        )
+
+    async def test_the_writer_process_holds_the_lock_too(self):
+        # A node killed while its writer finishes a transaction: the node restarted on
+        # the file waits for that writer, or it could load the file without it.
+        self.patch(sqlite_storage, "LOCK_WAIT_SECONDS", 0.2)
+        store, _ = self.open_store()
+        store._unlock()  # as if the node were gone: only its writer holds the lock now
+        self.assertIn("in use by another process", self.load_error(self.data_file))
+        await store.close()
+        _, state = self.open_store()
+        self.assertEqual(state, StoredState())

@@ -1,14 +1,16 @@
-"""The IRaftStorage contract, run against every provider: MemoryStorage and SqliteStorage.
+"""The IRaftStorage contract, run against every provider: MemoryStorage and SqliteStorage
+(with its writer process, and with a writer thread).
 
 StorageContract holds the cases; each provider's TestCase says how to open a store. A
 "restart" closes the store and loads it again: the same object for memory, a new
 SqliteStorage on the same file for SQLite. The real reactor runs (SQLite's writer
-thread reports back through it); the store still open at the end is closed in cleanup,
-which stops its writer thread.
+reports back through it); the store still open at the end is closed in cleanup, which
+stops its writer.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from twisted.internet import defer
@@ -232,7 +234,10 @@ class MemoryStorageContractTests(StorageContract, unittest.TestCase):
 
 
 class SqliteStorageContractTests(StorageContract, unittest.TestCase):
-    """The contract for SqliteStorage: a restart opens a new store on the same directory."""
+    """The contract for SqliteStorage: a restart opens a new store on the same directory.
+    The store writes from a process of its own."""
+
+    connect = None
 
     def setUp(self) -> None:
         super().setUp()
@@ -242,4 +247,11 @@ class SqliteStorageContractTests(StorageContract, unittest.TestCase):
     def open_store(self) -> SqliteStorage:
         from twisted.internet import reactor
 
-        return SqliteStorage(str(self.data_dir), NODE_ID, reactor)
+        return SqliteStorage(str(self.data_dir), NODE_ID, reactor, connect=self.connect)
+
+
+class SqliteStorageInProcessContractTests(SqliteStorageContractTests):
+    """The contract for SqliteStorage writing from a thread of this process (as the
+    tests that make its connection stall or fail have it)."""
+
+    connect = staticmethod(sqlite3.connect)
