@@ -183,9 +183,9 @@ class WriterProcess(protocol.ProcessProtocol):
                 d.errback(StorageError(line[1:].decode(errors="replace")))
 
     def processEnded(self, reason: Failure) -> None:
-        self._ended = Failure(
-            file_error(self.path, f"the writer process ended ({reason.getErrorMessage()})")
-        )
+        status = reason.value
+        how = f"signal {status.signal}" if status.signal else f"exit code {status.exitCode}"
+        self._ended = Failure(file_error(self.path, f"the writer process ended ({how})"))
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             d.errback(self._ended)
@@ -255,22 +255,10 @@ class SqliteStorage:
             self.path = os.path.join(self.path, DATA_FILE_NAME)
         self._lock_fd = self._lock()
         try:
-            conn = self._open()
-            try:
-                state = self._read(conn)
-            except BaseException:
-                conn.close()
-                raise
+            state = self._read_and_start_writer()
         except BaseException:
             self._unlock()
             raise
-        last = state.entries[-1] if state.entries else state.snapshot
-        self._last_index = last.index if last else 0
-        if self._connect is None:
-            conn.close()
-            self._writer = WriterProcess(self._reactor, self.path, self._lock_fd)
-        else:
-            self._writer = _WriterInProcess(self._reactor, Transactions(self.path, conn))
         self._shutdown_trigger = self._reactor.addSystemEventTrigger(
             "during", "shutdown", self._writer.stop
         )
@@ -281,6 +269,24 @@ class SqliteStorage:
             count=len(state.entries),
             index=state.snapshot.index if state.snapshot else 0,
         )
+        return state
+
+    def _read_and_start_writer(self) -> StoredState:
+        """Read the file, then hand its writes to a writer: a process of its own, or
+        (given `connect`) a thread of this process on the connection that read it."""
+        conn = self._open()
+        try:
+            state = self._read(conn)
+            if self._connect is None:
+                conn.close()
+                self._writer = WriterProcess(self._reactor, self.path, self._lock_fd)
+            else:
+                self._writer = _WriterInProcess(self._reactor, Transactions(self.path, conn))
+        except BaseException:
+            conn.close()
+            raise
+        last = state.entries[-1] if state.entries else state.snapshot
+        self._last_index = last.index if last else 0
         return state
 
     def _lock(self) -> int:
