@@ -211,6 +211,8 @@ class RaftCore:
         self._durable_index = self.log.last_index
         self._pending_writes: list[list[int]] = []
         self._last_leader_contact: float | None = None
+        # The leader contact after which this follower last excused its own stall.
+        self._stall_excused_after: float | None = None
         # (leader id, the lowest index it said a live follower lacks), as last heard
         self._retain_word = (0, 0)
         self._leader_since = now
@@ -300,6 +302,23 @@ class RaftCore:
             and self._last_leader_contact is not None
             and now - self._last_leader_contact < self.timings.election_timeout_max
         )
+
+    def timer_late(self, late: float, now: float) -> None:
+        """The node's timer, due `late` seconds before `now`, fired only now: for that
+        long the node did not run and read nothing. A follower's leader may then seem
+        silent through the follower's own deafness (every node held at once by a large
+        apply, say, the leader included), so before standing it gives the leader two
+        heartbeats to be heard. Once per contact with the leader, so that a node whose
+        timer is always late still stands. (A leader excuses its own pause in `tick`.)"""
+        if (
+            late <= self.timings.heartbeat_interval
+            or self.role != FOLLOWER
+            or self.leader_id == 0
+            or self._stall_excused_after == self._last_leader_contact
+        ):
+            return
+        self._stall_excused_after = self._last_leader_contact
+        self._election_due = max(self._election_due, now + 2 * self.timings.heartbeat_interval)
 
     def compaction_due(self) -> bool:
         return self.applied_index - self.log.snapshot_index > self.limits.compaction_threshold

@@ -648,6 +648,7 @@ class RaftService(Service):
             return
         # callLater(due - now) may land a float rounding short of `due`.
         now = max(self._clock.seconds(), due)
+        self._core.timer_late(now - due, now)
         self._core.tick(now)
         self._step()
 

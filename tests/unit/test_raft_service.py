@@ -421,6 +421,21 @@ class ElectionAndCommitTests(unittest.TestCase):
         self.assertIn("role", events)
         self.assertIn("applied", events)
 
+    def test_nodes_held_together_past_an_election_timeout_keep_their_leader(self):
+        # All three reactors held 0.4 s at once (a large apply on every node), the
+        # leader's a little longer: every timer fires late, and the followers do not
+        # stand against a leader that could not speak.
+        cluster = Cluster(3, seed=21)
+        leader = cluster.leader()
+        term = leader.status().current_term
+        cluster.network.isolate(leader.node_id)  # nothing it sends arrives yet
+        cluster.clock.advance(0.4)
+        cluster.run(0.02)
+        cluster.network.heal()
+        cluster.run(1.0)
+        self.assertEqual(cluster.leaders(), [leader])
+        self.assertEqual(leader.status().current_term, term)
+
 
 class QuorumConfirmationTests(unittest.TestCase):
     """A leader's `quorum_confirmed_at`: when a majority last accepted it, counted from
