@@ -403,17 +403,23 @@ class ElectionAndCommitTests(RaftCoreTestCase):
         now = run(nodes, now, 0.4, blocked=lambda s, d: 1 in (s, d))
         self.assertEqual(leader.role, FOLLOWER)
 
+    @staticmethod
+    def late_tick(core: RaftCore, late: float) -> float:
+        """Fire `core`'s timer `late` seconds after it was due, as the service does
+        after the node was held; the time it fired."""
+        now = core.next_deadline() + late
+        core.timer_late(late, now)
+        core.tick(now)
+        return now
+
     def test_a_follower_whose_timer_came_late_hears_its_leader_out_first(self):
         # Every node was held (a large apply, say): the follower's timer and the
         # leader's heartbeat both fire late. The follower waits two heartbeats for the
         # leader before standing; the leader's heartbeat comes and it follows on.
         nodes = cluster(3)
-        now = self.elect(nodes, 1)
+        self.elect(nodes, 1)
         follower = nodes[2].core
-        due = follower.next_deadline()
-        now = due + 0.3
-        follower.timer_late(now - due, now)
-        follower.tick(now)
+        now = self.late_tick(follower, 0.3)
         self.assertEqual(follower.role, FOLLOWER)
         self.assertEqual(follower.next_deadline(), now + 2 * TIMINGS.heartbeat_interval)
         nodes[1].core.tick(now)  # the leader's own late heartbeat
@@ -423,29 +429,20 @@ class ElectionAndCommitTests(RaftCoreTestCase):
 
     def test_a_follower_late_again_without_hearing_its_leader_stands(self):
         nodes = cluster(3)
-        now = self.elect(nodes, 1)
+        self.elect(nodes, 1)
         del nodes[1]  # the leader went while node 2 was held
         follower = nodes[2].core
-        due = follower.next_deadline()
-        now = due + 0.3
-        follower.timer_late(now - due, now)
-        follower.tick(now)
+        self.late_tick(follower, 0.3)
         self.assertEqual(follower.role, FOLLOWER)
-        due = follower.next_deadline()
-        now = due + 0.3  # held again: no second grace without word from the leader
-        follower.timer_late(now - due, now)
-        follower.tick(now)
+        self.late_tick(follower, 0.3)  # held again: no second grace without a word
         self.assertEqual(follower.role, PRE_CANDIDATE)
 
     def test_a_timer_late_by_less_than_a_heartbeat_changes_nothing(self):
         nodes = cluster(3)
-        now = self.elect(nodes, 1)
+        self.elect(nodes, 1)
         del nodes[1]
         follower = nodes[2].core
-        due = follower.next_deadline()
-        now = due + TIMINGS.heartbeat_interval / 2
-        follower.timer_late(now - due, now)
-        follower.tick(now)
+        self.late_tick(follower, TIMINGS.heartbeat_interval / 2)
         self.assertEqual(follower.role, PRE_CANDIDATE)
 
     def test_pre_candidate_ahead_stands_again_when_a_stale_peer_asks(self):
