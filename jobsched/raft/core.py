@@ -18,10 +18,11 @@ hold it back until every write taken from `take_ready()` so far is durable.
 Beyond the paper: pre-vote, check-quorum, a no-op entry per new leader, pipelined and
 batched replication with one-step back-off, chunked snapshots and leadership transfer
 (TimeoutNow); a node whose process was held (its timer fired late) does not count that
-time as its peers' silence (`timer_late`, and the leader's own pause in `tick`). The wire VoteRequest cannot say "this election was started by TimeoutNow",
-so the check-quorum lease (refuse while a live leader is heard) applies to pre-votes: a
-real vote request only exists after a pre-vote majority (the leader is gone for most
-nodes) or after TimeoutNow from the leader itself.
+time as its peers' silence (`timer_late`, and the leader's own pause in `tick`). The
+wire VoteRequest cannot say "this election was started by TimeoutNow", so the
+check-quorum lease (refuse while a live leader is heard) applies to pre-votes: a real
+vote request only exists after a pre-vote majority (the leader is gone for most nodes)
+or after TimeoutNow from the leader itself.
 """
 
 from __future__ import annotations
