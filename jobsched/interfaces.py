@@ -101,8 +101,21 @@ class IStateMachine(Interface):
     def snapshot():
         """Return the applied state as bytes."""
 
+    def begin_snapshot():
+        """An `ISnapshotBuild` of the applied state as it is now: the bytes `snapshot`
+        returns now, which its steps put together while later entries apply."""
+
     def restore(data):
         """Replace the applied state with a snapshot made by `snapshot`."""
+
+
+class ISnapshotBuild(Interface):
+    """A snapshot put together a slice at a time, so that a large state costs no long
+    pause of the reactor."""
+
+    def step(limit):
+        """Do about `limit` units of work (a unit: one job record encoded); return the
+        snapshot's bytes once complete, else None."""
 
 
 class IJobTable(IStateMachine):

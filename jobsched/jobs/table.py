@@ -16,8 +16,10 @@ import binascii
 import bisect
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 import operator
 import struct
 import sys
@@ -32,6 +34,7 @@ from jobsched._proto import scheduler_pb2
 from jobsched.errors import InvalidArgument
 from jobsched.interfaces import IJobTable
 from jobsched.jobs.model import AttemptRecord, Job, JobStatus, Outcome
+from jobsched.jobs.snapshot_build import SnapshotBuild, dumps
 
 IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000
 DEFAULT_PAGE_SIZE = 100
@@ -148,14 +151,6 @@ def _decode_token(token: str, fingerprint: bytes) -> int:
 
 def _encode_raw(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _dumps(value) -> bytes:
-    """Compact, key-sorted UTF-8 JSON: the snapshot encoding."""
-    return _ENCODER.encode(value).encode("utf-8")
 
 
 def _clamp_page_size(page_size: int) -> int:
@@ -277,6 +272,21 @@ def _history(records) -> tuple[AttemptRecord, ...]:
     return tuple(history)
 
 
+def _snapshot_record(snapshot_format: int, seq: int, job: Job) -> bytes:
+    """The record of the job at `seq` in a snapshot of `snapshot_format`."""
+    values = list(_job_values(job))
+    values[_STATUS_AT] = int(job.status)
+    attempts = [list(_attempt_values(a)) for a in job.attempt_history]
+    if snapshot_format == 1:
+        record = dict(zip(_JOB_FIELDS, values, strict=True))
+        record["attempt_history"] = [dict(zip(_ATTEMPT_FIELDS, a, strict=True)) for a in attempts]
+        record["seq"] = seq
+        return dumps(record)
+    values[_HISTORY_AT] = attempts
+    values.append(seq)  # the record is the values of _RECORD_FIELDS, in order
+    return dumps(values)
+
+
 @implementer(IJobTable)
 class JobTable:
     """The job table and worker registry, changed only by `apply`."""
@@ -296,6 +306,7 @@ class JobTable:
         # changes, so a snapshot re-encodes only the jobs changed since the last one.
         self._snapshot_records: dict[int, bytes] = {}
         self._records_format = SNAPSHOT_FORMAT  # the format of the cached records
+        self._build: SnapshotBuild | None = None  # the snapshot begun, until complete
         # renderer key -> seq -> that job rendered (render_page, render_all); dropped
         # whenever the job changes, like the snapshot records.
         self._renders: dict[str, dict[int, bytes]] = {}
@@ -388,7 +399,7 @@ class JobTable:
             del self._keys[key]
 
     def _apply_assign_job(self, cmd: scheduler_pb2.AssignJobCommand) -> Job | None:
-        job = self._find(cmd.job_id)
+        job = self._find_to_change(cmd.job_id)
         if job is None or job.status is not JobStatus.PENDING or not cmd.worker_id:
             return None
         self._set_status(job, JobStatus.RUNNING)
@@ -412,7 +423,7 @@ class JobTable:
 
         Only the worker an attempt was assigned to can finish it. A result of an attempt
         already declared lost only marks that attempt late."""
-        job = self._find(cmd.job_id)
+        job = self._find_to_change(cmd.job_id)
         if job is None or cmd.status not in (JobStatus.COMPLETED, JobStatus.FAILED):
             return None
         if job.status is not JobStatus.RUNNING or (cmd.attempt and cmd.attempt != job.attempts):
@@ -481,7 +492,7 @@ class JobTable:
         return results
 
     def _apply_cancel_job(self, cmd: scheduler_pb2.CancelJobCommand) -> Job | None:
-        job = self._find(cmd.job_id)
+        job = self._find_to_change(cmd.job_id)
         if job is None:
             return None
         if job.status.is_terminal:
@@ -495,7 +506,7 @@ class JobTable:
     def _apply_requeue_job(self, cmd: scheduler_pb2.RequeueJobCommand) -> Job | None:
         """A running attempt whose worker was lost: pending again while attempts
         remain, else failed with the command's error."""
-        job = self._find(cmd.job_id)
+        job = self._find_to_change(cmd.job_id)
         if job is None or job.status is not JobStatus.RUNNING or cmd.attempt != job.attempts:
             return None
         self._end_attempt(job, Outcome.LOST, cmd.failed_at_ms or None)
@@ -538,6 +549,17 @@ class JobTable:
     def _find(self, job_id: str) -> Job | None:
         seq = self._seq_of.get(job_id)
         return None if seq is None else self._jobs[seq]
+
+    def _find_to_change(self, job_id: str) -> Job | None:
+        """The job to change in place (`_find`), first kept as it was for a snapshot
+        being built."""
+        seq = self._seq_of.get(job_id)
+        if seq is None:
+            return None
+        job = self._jobs[seq]
+        if self._build is not None:
+            self._build.before_change(seq, job)
+        return job
 
     def _insert(self, seq: int, job: Job) -> None:
         """Index a job; sequence numbers arrive in increasing order."""
@@ -686,55 +708,52 @@ class JobTable:
         It is the compact, key-sorted JSON of {attempt_fields, entry_forms, fields,
         format, idempotency_keys, jobs, next_seq, workers} (format 1: {format,
         idempotency_keys, jobs, next_seq, workers}), put together from cached per-job
-        records: taken on the reactor every compaction, it must not re-encode a large
-        table of finished jobs.
+        records: taken every compaction, it must not re-encode a large table of
+        finished jobs.
         """
+        return self._new_build().step(math.inf)
+
+    def begin_snapshot(self) -> SnapshotBuild:
+        """The `snapshot` of the table as it is now, built in steps while entries
+        apply (one build at a time: a new one replaces the last)."""
+        self._build = self._new_build()
+        return self._build
+
+    def _new_build(self) -> SnapshotBuild:
         snapshot_format = self.snapshot_format()
         if snapshot_format != self._records_format:
             self._snapshot_records = {}
             self._records_format = snapshot_format
-        records = self._snapshot_records
-        jobs = []
-        for seq in self._order:
-            record = records.get(seq)
-            if record is None:
-                record = records[seq] = self._snapshot_record(seq, snapshot_format)
-            jobs.append(record)
-        keys = [[key, job_id, first_ms] for key, (job_id, first_ms) in self._keys.items()]
         if snapshot_format == 1:  # exactly as versions before format 2 wrote it
-            head = _dumps({"format": 1, "idempotency_keys": keys})[:-1]
+            head = dumps({"format": 1, "idempotency_keys": []})[:-3]
         else:
-            head = _dumps(
+            head = dumps(
                 {
                     "attempt_fields": _ATTEMPT_FIELDS,
                     "entry_forms": self._entry_forms,
                     "fields": _RECORD_FIELDS,
                     "format": SNAPSHOT_FORMAT,
-                    "idempotency_keys": keys,
+                    "idempotency_keys": [],
                 }
-            )[:-1]
-        tail = _dumps({"next_seq": self._next_seq, "workers": sorted(self._workers)})[1:]
-        return b"".join((head, b',"jobs":[', b",".join(jobs), b"],", tail))
+            )[:-3]
+        return SnapshotBuild(
+            head=head,
+            keys=list(self._keys.items()),
+            order=self._order,
+            jobs=self._jobs,
+            records=self._snapshot_records,
+            encode=functools.partial(_snapshot_record, snapshot_format),
+            tail=dumps({"next_seq": self._next_seq, "workers": sorted(self._workers)})[1:],
+            on_done=self._build_done,
+        )
+
+    def _build_done(self, build: SnapshotBuild) -> None:
+        if self._build is build:
+            self._build = None
 
     def snapshot_format(self) -> int:
         """The format the next snapshot is written in (see SNAPSHOT_FORMAT)."""
         return SNAPSHOT_FORMAT if self._entry_forms >= FORMS_FOR_SNAPSHOT_FORMAT else 1
-
-    def _snapshot_record(self, seq: int, snapshot_format: int) -> bytes:
-        job = self._jobs[seq]
-        values = list(_job_values(job))
-        values[_STATUS_AT] = int(job.status)
-        attempts = [list(_attempt_values(a)) for a in job.attempt_history]
-        if snapshot_format == 1:
-            record = dict(zip(_JOB_FIELDS, values, strict=True))
-            record["attempt_history"] = [
-                dict(zip(_ATTEMPT_FIELDS, a, strict=True)) for a in attempts
-            ]
-            record["seq"] = seq
-            return _dumps(record)
-        values[_HISTORY_AT] = attempts
-        values.append(seq)  # the record is the values of _RECORD_FIELDS, in order
-        return _dumps(values)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state by a `snapshot`; ValueError (state untouched) if the
@@ -755,7 +774,7 @@ class JobTable:
             replacement._entry_forms = int(state.get("entry_forms", 1))
             if _encoded_as_now(state):  # each job's record, as its next snapshot has it
                 replacement._snapshot_records = {
-                    values[-1]: _dumps(values) for values in state["jobs"]
+                    values[-1]: dumps(values) for values in state["jobs"]
                 }
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a job table snapshot: {e}") from e

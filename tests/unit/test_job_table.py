@@ -13,6 +13,7 @@ from jobsched._proto import scheduler_pb2
 from jobsched.errors import InvalidArgument
 from jobsched.interfaces import IJobTable, IStateMachine
 from jobsched.jobs import commands
+from jobsched.jobs import table as table_module
 from jobsched.jobs.model import Job, JobResult, JobStatus
 from jobsched.jobs.table import (
     IDEMPOTENCY_WINDOW_MS,
@@ -913,8 +914,10 @@ class SnapshotTests(PagingTestCase):
         restored = JobTable()
         restored.restore(data)
         encoded = []
-        original = JobTable._snapshot_record
-        self.patch(JobTable, "_snapshot_record", lambda *args: encoded.append(1) or original(*args))
+        original = table_module._snapshot_record
+        self.patch(
+            table_module, "_snapshot_record", lambda *args: encoded.append(1) or original(*args)
+        )
         self.assertEqual(restored.snapshot(), data)
         self.assertEqual(encoded, [])
         apply(restored, commands.cancel_job("e", T0 + 5))  # a change re-encodes that job

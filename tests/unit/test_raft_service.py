@@ -23,7 +23,13 @@ from jobsched.errors import (
     RaftStopped,
     StorageFailed,
 )
-from jobsched.interfaces import IRaftService, IRaftStorage, IRaftTransport, IStateMachine
+from jobsched.interfaces import (
+    IRaftService,
+    IRaftStorage,
+    IRaftTransport,
+    ISnapshotBuild,
+    IStateMachine,
+)
 from jobsched.raft import codec
 from jobsched.raft.core import COMPACTION_PATIENCE_SECONDS
 from jobsched.raft.messages import AppendEntriesRequest, LogEntry, VoteRequest
@@ -58,11 +64,30 @@ class Recorder:
         self.values.append(int(cmd))
         return index
 
+    snapshot_steps = 1  # the steps its snapshot build takes
+
     def snapshot(self) -> bytes:
         return ",".join(map(str, self.values)).encode()
 
+    def begin_snapshot(self):
+        self.builds_begun = getattr(self, "builds_begun", 0) + 1
+        return RecorderSnapshot(self.snapshot(), self.snapshot_steps)
+
     def restore(self, data: bytes) -> None:
         self.values = [int(v) for v in data.decode().split(",")] if data else []
+
+
+@implementer(ISnapshotBuild)
+class RecorderSnapshot:
+    """A Recorder's values as they were when it began, complete after `steps` steps."""
+
+    def __init__(self, data: bytes, steps: int) -> None:
+        self.data = data
+        self.steps_left = steps
+
+    def step(self, limit):
+        self.steps_left -= 1
+        return self.data if self.steps_left <= 0 else None
 
 
 @implementer(IRaftStorage)
@@ -682,6 +707,25 @@ class CompactionTests(unittest.TestCase):
         cluster.run(0.1)
         self.successResultOf(d)
         self.assertEqual(cluster.machines[lagging].values[-1], 5000)
+
+    def test_a_snapshot_built_in_steps_compacts_at_the_index_it_began_at(self):
+        """A large state's snapshot takes several reactor turns: the log is compacted
+        at the index the state had when the snapshot began, once it is complete."""
+        cluster = Cluster(3, seed=12, limits=RaftLimits(compaction_threshold=50))
+        for machine in cluster.machines.values():
+            machine.snapshot_steps = 5
+        leader = cluster.leader()
+        follower = next(i for i in cluster.ids if i != leader.node_id)
+        for i in range(60):
+            leader.propose(command(i))
+        storages = cluster.storages
+        cluster.run_until(lambda: all(storages[i].load().snapshot for i in cluster.ids))
+        stored = storages[leader.node_id].load().snapshot
+        values = stored.data.decode().split(",")
+        self.assertEqual(values, [str(i) for i in range(stored.index - 1)])  # 1: the no-op
+        self.assertEqual(stored.index, leader.status().first_log_index - 1)
+        self.assertEqual(cluster.machines[leader.node_id].builds_begun, 1)
+        self.assertEqual(storages[follower].load().snapshot.data, stored.data)
 
     def test_a_follower_silent_for_seconds_keeps_the_entries_it_needs(self):
         """A follower busy for a while (installing a large snapshot, say) catches up
