@@ -34,6 +34,11 @@ class IRaftStorage(Interface):
     def save_snapshot(index, term, data):
         """Persist a snapshot covering the log up to `index` and drop entries <= index."""
 
+    def save_compaction(index, term, data):
+        """As `save_snapshot`, for a snapshot of this node's own applied state: a store
+        that was given every entry up to `index` may keep them instead, for now (what
+        it loads rebuilds the same log), and write a snapshot later."""
+
     def close():
         """Flush and release the store; returns a Deferred."""
 

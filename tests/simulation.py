@@ -36,6 +36,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from twisted.internet import defer
+
 from jobsched.raft.core import LEADER, RaftCore, RaftLimits, RaftTimings
 from jobsched.raft.messages import AppendEntriesRequest, InstallSnapshotRequest, LogEntry
 from jobsched.raft.storage import MemoryStorage, Snapshot, StoredState
@@ -194,13 +196,31 @@ class _Call:
         self.done = False
 
 
+class KeepingStorage(MemoryStorage):
+    """A store that keeps the entries a compaction covers instead of its snapshot, as
+    SqliteStorage does, while it holds them all and within `keep` entries of the
+    snapshot it has."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def save_compaction(self, index: int, term: int, data: bytes):
+        state = self._state
+        stored = state.snapshot.index if state.snapshot else 0
+        last = state.entries[-1].index if state.entries else stored
+        if index <= last and index - stored <= self.keep:
+            return defer.succeed(None)
+        return self.save_snapshot(index, term, data)
+
+
 class _Node:
     """A core with its durable store, disk queue and state machine."""
 
-    def __init__(self, node_id: int, peers: list[int]) -> None:
+    def __init__(self, node_id: int, peers: list[int], keep: int) -> None:
         self.id = node_id
         self.peers = peers
-        self.storage = MemoryStorage()
+        self.storage = KeepingStorage(keep)
         self.core: RaftCore | None = None
         self.ledger = Ledger()
         self.incarnation = 0
@@ -228,7 +248,6 @@ class Simulation:
         self.seq = 0
         self.next_value = 1
         ids = list(range(1, size + 1))
-        self.nodes = {i: _Node(i, [p for p in ids if p != i]) for i in ids}
         self.up: set[int] = set()
         self.cut: set[tuple[int, int]] = set()
         self.calm = False  # settle(): no more faults or client load
@@ -244,6 +263,9 @@ class Simulation:
             snapshot_chunk_bytes=rng.choice((4, 8, 1 << 10)),
             max_inflight_appends=rng.choice((1, 2, 4)),
         )
+        # Stores keep up to four compactions' entries instead of their snapshots.
+        keep = 4 * self.limits.compaction_threshold
+        self.nodes = {i: _Node(i, [p for p in ids if p != i], keep) for i in ids}
         for i in ids:
             self.nodes[i].disk_delay = rng.choice((0.0002, 0.002, 0.01))
             self._start(self.nodes[i])
@@ -404,7 +426,9 @@ class Simulation:
             ops.append((node.storage.save_hard_state, ready.hard_state))
         if ready.snapshot is not None:
             s = ready.snapshot
-            ops.append((node.storage.save_snapshot, (s.index, s.term, s.data)))
+            own = ready.restore is None and ready.truncate_from is None  # as RaftService
+            save = node.storage.save_compaction if own else node.storage.save_snapshot
+            ops.append((save, (s.index, s.term, s.data)))
         if ready.truncate_from is not None:
             ops.append((node.storage.truncate, (ready.truncate_from,)))
         if ready.entries:

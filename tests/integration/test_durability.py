@@ -1,8 +1,10 @@
 """Durable nodes (--data-dir): SIGKILL at any moment loses nothing acknowledged."""
 
+import contextlib
 import errno
 import os
 import random
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from jobsched.net.channels import Wire
 from jobsched.net.outbound import CallFailed, call_deferred
+from jobsched.raft.sqlite_storage import DATA_FILE_NAME
 from tests import docker_engine
 from tests.integration.jobwait import wait_finished, wait_status
 from tests.integration.test_cluster import job_table
@@ -30,6 +33,12 @@ from tests.nodeproc import (
     pause,
     wait_for,
 )
+
+
+def sqlite3_rows(path: Path, query: str) -> list:
+    """The rows of `query` on the SQLite file at `path` (read-only)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        return conn.execute(query).fetchall()
 
 
 class SteadyClient:
@@ -157,6 +166,40 @@ class DurabilityTests(unittest.TestCase):
             for key, job_id in client.acked.items():
                 self.assertIn(job_id, table, f"acknowledged job {key} lost on {node.node_id}")
                 self.assertEqual(commands.count(f"echo {key}"), 1, f"{key} more than once")
+
+    async def test_a_restart_after_compactions_rebuilds_the_table_from_kept_entries(self):
+        """The file takes a compaction's snapshot only every 8,000 entries: a node
+        killed after more than 1,000 (its log compacted in memory) rebuilds the same
+        table from the entries the file kept."""
+        data = self.workdir / "data"
+        node = self.nodes.start("--executor", "process", "--data-dir", str(data))
+        await node.until_ready()
+
+        async def submit(lane: int) -> None:
+            for n in range(150):
+                answer = await node.rest("POST", "/api/jobs", {"command": f"echo {lane}-{n}"})
+                self.assertEqual(answer.status, 200, answer.body)
+
+        await defer.gatherResults([defer.ensureDeferred(submit(lane)) for lane in range(8)])
+
+        async def all_finished():
+            table = await job_table(node)
+            return all(status == "completed" for _, status, _ in table.values()) and table
+
+        before = await wait_for(all_finished, 120, "1,200 jobs to complete")
+        view = (await node.rest("GET", "/api/cluster")).body
+        self.assertGreater(view["first_log_index"], 1, "the log was compacted")
+        node.kill()
+        snapshots = sqlite3_rows(data / DATA_FILE_NAME, "SELECT idx FROM snapshot")
+        self.assertEqual(snapshots, [], "the file kept entries, not the snapshot")
+        node.start()
+        await node.until_ready()
+        self.assertEqual(len(before), 1200)
+
+        async def rebuilt():
+            return await job_table(node) == before
+
+        await wait_for(rebuilt, 60, "the same 1,200 jobs after the restart")
 
     async def refused_start(self, data: Path, *options: str) -> list[str]:
         """Start a node on `data` that must fail to start; the lines of its stderr."""

@@ -109,11 +109,29 @@ class StallingStorage:
     def save_snapshot(self, index, term, data):
         return defer.Deferred()
 
+    save_compaction = save_snapshot
+
     def close(self):
         return defer.succeed(None)
 
 
 DISK_FULL = "/data/raft.sqlite3: write failed: No space left on device (database or disk is full)"
+
+
+class RecordingStorage(MemoryStorage):
+    """Records which snapshots reached it as compactions and which as snapshots."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[tuple[str, int]] = []
+
+    def save_compaction(self, index, term, data):
+        self.saved.append(("compaction", index))
+        return MemoryStorage.save_snapshot(self, index, term, data)
+
+    def save_snapshot(self, index, term, data):
+        self.saved.append(("snapshot", index))
+        return super().save_snapshot(index, term, data)
 
 
 @implementer(IRaftStorage)
@@ -726,6 +744,25 @@ class CompactionTests(unittest.TestCase):
         self.assertEqual(stored.index, leader.status().first_log_index - 1)
         self.assertEqual(cluster.machines[leader.node_id].builds_begun, 1)
         self.assertEqual(storages[follower].load().snapshot.data, stored.data)
+
+    def test_own_compactions_may_be_kept_but_an_installed_snapshot_is_written(self):
+        """A store may keep the entries of the node's own compaction (it holds them)
+        instead of its snapshot; a leader's snapshot installed must be written."""
+        cluster = Cluster(
+            3, seed=12, limits=RaftLimits(compaction_threshold=50), storage_factory=RecordingStorage
+        )
+        leader = cluster.leader()
+        lagging = next(i for i in cluster.ids if i != leader.node_id)
+        cluster.stop(lagging)
+        cluster.run(COMPACTION_PATIENCE_SECONDS)
+        for i in range(60):
+            leader.propose(command(i))
+        cluster.run_until(lambda: leader.status().first_log_index > 1)
+        index = leader.status().first_log_index - 1
+        self.assertEqual(cluster.storages[leader.node_id].saved, [("compaction", index)])
+        cluster.start(lagging)
+        cluster.run_until(lambda: cluster.nodes[lagging].status().last_applied >= index)
+        self.assertEqual(cluster.storages[lagging].saved, [("snapshot", index)])
 
     def test_a_follower_silent_for_seconds_keeps_the_entries_it_needs(self):
         """A follower busy for a while (installing a large snapshot, say) catches up

@@ -176,6 +176,50 @@ class GroupCommitTests(SqliteStorageTestCase):
         self.assertEqual(execute(self.data_file, "SELECT count(*) FROM entries"), [(3,)])
 
 
+class CompactionTests(SqliteStorageTestCase):
+    """A compaction's snapshot is written every few compactions; the entries it covers
+    are kept until then."""
+
+    def snapshot_rows(self) -> list:
+        return execute(self.data_file, "SELECT idx, data FROM snapshot")
+
+    async def test_a_compaction_keeps_the_entries_and_writes_no_snapshot(self):
+        store, _ = self.open_store()
+        await store.append(entries(1, 10))
+        await store.save_compaction(6, 1, b"six")
+        self.assertEqual(self.snapshot_rows(), [])
+        self.assertEqual(execute(self.data_file, "SELECT count(*) FROM entries"), [(10,)])
+
+    async def test_the_snapshot_is_written_past_the_bound_of_entries_kept(self):
+        self.patch(sqlite_storage, "SNAPSHOT_WRITE_ENTRIES", 5)
+        store, _ = self.open_store()
+        await store.append(entries(1, 12))
+        await store.save_compaction(4, 1, b"four")
+        await store.save_compaction(6, 1, b"six")
+        self.assertEqual(self.snapshot_rows(), [(6, b"six")])
+        await store.save_compaction(11, 1, b"eleven")  # 5 past the one written
+        self.assertEqual(self.snapshot_rows(), [(6, b"six")])
+        await store.save_compaction(12, 1, b"twelve")
+        self.assertEqual(self.snapshot_rows(), [(12, b"twelve")])
+        await store.close()
+        _, state = self.open_store()
+        self.assertEqual((state.snapshot.index, state.entries), (12, []))
+
+    async def test_the_snapshot_is_written_past_the_bound_of_bytes_kept(self):
+        """Entries of large batches reach the bytes' bound first; the count starts
+        again from the entries a store loads."""
+        self.patch(sqlite_storage, "SNAPSHOT_WRITE_BYTES", 100)
+        store, _ = self.open_store()
+        await store.append(entries(1, 4))  # 4 x 18 bytes
+        await store.save_compaction(2, 1, b"two")
+        self.assertEqual(self.snapshot_rows(), [])
+        await store.close()
+        store, _ = self.open_store()
+        await store.append(entries(5, 6))
+        await store.save_compaction(5, 1, b"five")
+        self.assertEqual(self.snapshot_rows(), [(5, b"five")])
+
+
 class FailingDiskTests(SqliteStorageTestCase):
     """A failed commit breaks the store; writes after close fail."""
 

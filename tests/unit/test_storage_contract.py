@@ -192,6 +192,37 @@ class StorageContract:
         self.assertEqual(state.snapshot, Snapshot(20, 3, b"leader's state"))
         self.assertEqual(state.entries, entries(21, 22, term=3))
 
+    def assert_rebuilds(self, state: StoredState, snapshots: dict, last: int) -> None:
+        """`state` holds one of `snapshots` (index -> data; 0: none) and every entry
+        after it up to `last`: the same log, whichever the store kept."""
+        index = state.snapshot.index if state.snapshot else 0
+        self.assertIn(index, snapshots)
+        if index:
+            self.assertEqual(state.snapshot, Snapshot(index, 1, snapshots[index]))
+        self.assertEqual(state.entries, entries(index + 1, last))
+
+    async def test_a_compaction_reloads_as_the_same_log(self):
+        store, _ = await self.start()
+        await store.append(entries(1, 10))
+        await store.save_compaction(6, 1, b"six")
+        store, state = await self.restart()
+        self.assert_rebuilds(state, {0: None, 6: b"six"}, 10)
+        await store.append(entries(11, 12))
+        await store.save_compaction(11, 1, b"eleven")
+        _, state = await self.restart()
+        self.assert_rebuilds(state, {0: None, 6: b"six", 11: b"eleven"}, 12)
+
+    async def test_a_compaction_past_the_stored_log_is_written(self):
+        """A compaction covering entries the store was never given (written nowhere
+        else) is written as a snapshot."""
+        store, _ = await self.start()
+        await store.append(entries(1, 3))
+        await store.save_compaction(5, 1, b"five")
+        await store.append(entries(6, 7))
+        _, state = await self.restart()
+        self.assertEqual(state.snapshot, Snapshot(5, 1, b"five"))
+        self.assertEqual(state.entries, entries(6, 7))
+
     async def test_writes_complete_in_call_order(self):
         store, _ = await self.start()
         done: list[int] = []
@@ -203,6 +234,7 @@ class StorageContract:
             store.truncate(4),
             store.save_snapshot(2, 1, b"two"),
             store.append([entry(4, term=2)]),
+            store.save_compaction(3, 2, b"three"),
         ]
         for n, d in enumerate(writes):
             d.addCallback(lambda _, n=n: done.append(n))
@@ -210,8 +242,12 @@ class StorageContract:
         self.assertEqual(done, list(range(len(writes))))
         _, state = await self.restart()
         self.assertEqual(hard_state(state), (2, 0))
-        self.assertEqual(state.snapshot, Snapshot(2, 1, b"two"))
-        self.assertEqual(state.entries, [entry(3, term=2), entry(4, term=2)])
+        if state.snapshot.index == 2:  # the compaction kept its entries
+            self.assertEqual(state.snapshot, Snapshot(2, 1, b"two"))
+            self.assertEqual(state.entries, [entry(3, term=2), entry(4, term=2)])
+        else:
+            self.assertEqual(state.snapshot, Snapshot(3, 2, b"three"))
+            self.assertEqual(state.entries, [entry(4, term=2)])
 
     async def test_close_flushes_writes_not_yet_waited_for(self):
         store, _ = await self.start()
