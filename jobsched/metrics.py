@@ -52,6 +52,13 @@ class NodeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.snapshot_seconds = Histogram(
+            "jobsched_raft_snapshot_seconds",
+            "From beginning a compaction's snapshot until it was complete (built a "
+            "slice per reactor turn while entries apply)",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.job_queue_wait_seconds = Histogram(
             "jobsched_job_queue_wait_seconds",
             "Jobs this node's worker started: from submission until the start",

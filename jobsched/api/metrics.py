@@ -81,6 +81,12 @@ class StateCollector:
                 "Log entries written to durable storage",
                 storage.entries_written,
             )
+        if hasattr(storage, "snapshots_written"):
+            yield _counter(
+                "jobsched_storage_snapshots_written",
+                "Snapshots written to durable storage (a compaction's only every few)",
+                storage.snapshots_written,
+            )
 
     def _stream_families(self):
         streams = self._streams

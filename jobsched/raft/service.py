@@ -145,7 +145,8 @@ class RaftService(Service):
         self._processing = False
         self._transfer: defer.Deferred | None = None
         self._pending_compaction: tuple[int, bytes] | None = None
-        self._snapshot_build: tuple[int, ISnapshotBuild] | None = None  # (index, build)
+        # (index, build, when it began) of the snapshot being built
+        self._snapshot_build: tuple[int, ISnapshotBuild, float] | None = None
         self._snapshot_call = None  # the next slice of that build
         self._seen_role: tuple[str, int, int] | None = None
         self._appended_at: dict[int, float] = {}  # index -> when it reached the log
@@ -623,6 +624,7 @@ class RaftService(Service):
                 self._snapshot_build = (
                     core.applied_index,
                     self._state_machine.begin_snapshot(),
+                    self._clock.seconds(),
                 )
                 self._continue_snapshot()
             return
@@ -640,7 +642,7 @@ class RaftService(Service):
         """One slice of the snapshot being built; the next at a later reactor turn, or
         the compaction once it is complete."""
         self._snapshot_call = None
-        index, build = self._snapshot_build
+        index, build, began = self._snapshot_build
         if not self._active or index <= self._core.log.snapshot_index:
             self._snapshot_build = None  # stopped, or a snapshot installed meanwhile
             return
@@ -649,6 +651,7 @@ class RaftService(Service):
             self._snapshot_call = self._clock.callLater(0, self._continue_snapshot)
             return
         self._snapshot_build = None
+        self.metrics.snapshot_seconds.observe(self._clock.seconds() - began)
         self._pending_compaction = (index, data)
         self._maybe_compact()
 

@@ -232,6 +232,7 @@ class SqliteStorage:
         self.node_id = node_id
         self.commit_count = 0
         self.entries_written = 0
+        self.snapshots_written = 0
         self._reactor = reactor
         self._connect = connect
         self._lock_fd: int | None = None
@@ -501,6 +502,7 @@ class SqliteStorage:
         self._last_index = max(self._last_index, index)
         self._snapshot_index = index
         self._kept_bytes = 0
+        self.snapshots_written += 1
         return self._submit(
             [
                 (_SAVE_SNAPSHOT, [(index, term, data, _checksum(index, term, data))]),

@@ -10,6 +10,7 @@ from jobsched.api.metrics import StateCollector, render_metrics
 from jobsched.errors import NotLeader
 from jobsched.jobs.model import JobStatus
 from jobsched.metrics import NodeMetrics
+from jobsched.raft.core import RaftLimits
 from jobsched.raft.service import RaftStatus
 from jobsched.worker.service import WorkerService
 from tests.promtool import check_metrics
@@ -47,6 +48,7 @@ class FakeWorker:
 class FakeStorage:
     commit_count = 7
     entries_written = 9
+    snapshots_written = 1
 
 
 class FakeStreams:
@@ -63,6 +65,7 @@ def full_metrics() -> NodeMetrics:
     metrics.registry.register(StateCollector(FakeApi(), FakeWorker(), FakeStorage(), FakeStreams()))
     metrics.commit_seconds.observe(0.003)
     metrics.apply_lag_seconds.observe(0.001)
+    metrics.snapshot_seconds.observe(0.05)
     metrics.job_queue_wait_seconds.observe(0.02)
     metrics.job_run_seconds.observe(1.5)
     metrics.proposals.inc()
@@ -88,6 +91,7 @@ class StateCollectorTests(unittest.TestCase):
         self.assertEqual(found['jobsched_jobs{status="running"}'], int(JobStatus.RUNNING))
         self.assertEqual(found["jobsched_storage_commits_total"], 7)
         self.assertEqual(found["jobsched_storage_entries_written_total"], 9)
+        self.assertEqual(found["jobsched_storage_snapshots_written_total"], 1)
         self.assertEqual(found["jobsched_grpc_streams_open"], 2)
         self.assertEqual(found["jobsched_grpc_stream_writes_waiting"], 1)
         self.assertEqual(found["jobsched_grpc_streams_refused_total"], 3)
@@ -136,6 +140,17 @@ class RegistryPerNodeTests(unittest.TestCase):
             self.assertEqual(found["jobsched_raft_entries_appended_total"], 6)
             self.assertGreaterEqual(found["jobsched_raft_apply_lag_seconds_count"], 1)
             self.assertEqual(found["jobsched_raft_entries_applied_total"], 6)
+
+    def test_every_node_times_its_compactions_snapshots(self):
+        cluster = Cluster(3, limits=RaftLimits(compaction_threshold=20))
+        leader = cluster.leader()
+        for n in range(25):
+            leader.propose(command(n))
+        cluster.run_until(
+            lambda: all(n.status().first_log_index > 1 for n in cluster.nodes.values())
+        )
+        for node in cluster.nodes.values():
+            self.assertEqual(samples(node.metrics)["jobsched_raft_snapshot_seconds_count"], 1)
 
     def test_refused_proposals_are_counted_by_reason(self):
         cluster = Cluster(3)
