@@ -426,8 +426,8 @@ class Simulation:
             ops.append((node.storage.save_hard_state, ready.hard_state))
         if ready.snapshot is not None:
             s = ready.snapshot
-            own = ready.restore is None and ready.truncate_from is None  # as RaftService
-            save = node.storage.save_compaction if own else node.storage.save_snapshot
+            storage = node.storage
+            save = storage.save_compaction if ready.own_compaction else storage.save_snapshot
             ops.append((save, (s.index, s.term, s.data)))
         if ready.truncate_from is not None:
             ops.append((node.storage.truncate, (ready.truncate_from,)))

@@ -138,6 +138,12 @@ class Ready:
     def has_writes(self) -> bool:
         return bool(self.hard_state or self.snapshot or self.truncate_from or self.entries)
 
+    @property
+    def own_compaction(self) -> bool:
+        """The snapshot to save is this node's own compaction (no leader's snapshot
+        installed, no log cut in the same turn): a store may keep its entries instead."""
+        return self.snapshot is not None and self.restore is None and self.truncate_from is None
+
 
 @dataclass
 class Progress:

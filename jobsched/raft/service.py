@@ -482,10 +482,7 @@ class RaftService(Service):
             writes.append(defer.maybeDeferred(storage.save_hard_state, *ready.hard_state))
         if ready.snapshot is not None:
             s = ready.snapshot
-            # The node's own compaction (no leader's snapshot installed, no log cut in
-            # the same turn): the store may keep the entries instead for a while.
-            own = ready.restore is None and ready.truncate_from is None
-            save = storage.save_compaction if own else storage.save_snapshot
+            save = storage.save_compaction if ready.own_compaction else storage.save_snapshot
             writes.append(defer.maybeDeferred(save, s.index, s.term, s.data))
         if ready.truncate_from is not None:
             writes.append(defer.maybeDeferred(storage.truncate, ready.truncate_from))

@@ -59,18 +59,18 @@ class Recorder:
 
     def __init__(self) -> None:
         self.values: list = []
+        self.snapshot_steps = 1  # the steps its snapshot build takes
+        self.builds_begun = 0
 
     def apply(self, index, cmd):
         self.values.append(int(cmd))
         return index
 
-    snapshot_steps = 1  # the steps its snapshot build takes
-
     def snapshot(self) -> bytes:
         return ",".join(map(str, self.values)).encode()
 
     def begin_snapshot(self):
-        self.builds_begun = getattr(self, "builds_begun", 0) + 1
+        self.builds_begun += 1
         return RecorderSnapshot(self.snapshot(), self.snapshot_steps)
 
     def restore(self, data: bytes) -> None:
