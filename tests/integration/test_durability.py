@@ -4,6 +4,7 @@ import contextlib
 import errno
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import time
@@ -33,6 +34,7 @@ from tests.nodeproc import (
     pause,
     wait_for,
 )
+from tests.processes import keeper_pids
 
 
 def sqlite3_rows(path: Path, query: str) -> list:
@@ -290,6 +292,11 @@ class DockerRestartTests(unittest.TestCase):
             return [c for c in await self.containers_named(name) if c.status == "running"]
 
         await wait_for(container_running, 60, "the job's container to run")
+        # The whole host crashes: the node, held first so that it cannot react, and its
+        # fence keeper, which would otherwise kill and remove the container at once.
+        os.kill(node.process.pid, signal.SIGSTOP)
+        for keeper in keeper_pids(node.process.pid):
+            os.kill(keeper, signal.SIGKILL)
         node.kill()
         self.assertTrue(await container_running())  # orphaned, still running
         node.start()
