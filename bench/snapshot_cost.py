@@ -10,7 +10,9 @@ slices    `begin_snapshot()` and `step(SNAPSHOT_STEP_RECORDS)` until complete, a
           copies the idempotency keys) and all of them together
           Each twice: `new` when no job's record was encoded yet (jobs changed since the
           last compaction), `cached` when every one was.
-restore   `JobTable.restore` of that snapshot (a follower installing it, a node loading it)
+restore   `JobTable.restore` of that snapshot in one call (a node loading it at start-up,
+          and a follower installing it before the seventeenth pass), then in slices of
+          RESTORE_STEP_RECORDS, as a follower installs a leader's snapshot now
 replay    applying 8,000 entries (4,000 submits, 4,000 assignments): the most a restarted
           durable node replays beside its snapshot (SqliteStorage.SNAPSHOT_WRITE_ENTRIES)
 
@@ -22,12 +24,13 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from collections.abc import Callable
 
 from bench.common import machine_note
 from jobsched import collector
 from jobsched.jobs import commands
 from jobsched.jobs.table import JobTable
-from jobsched.raft.service import SNAPSHOT_STEP_RECORDS
+from jobsched.raft.service import RESTORE_STEP_RECORDS, SNAPSHOT_STEP_RECORDS
 from jobsched.raft.sqlite_storage import SNAPSHOT_WRITE_ENTRIES
 
 BATCH = 100
@@ -57,23 +60,28 @@ def _whole(table: JobTable) -> tuple[float, int]:
     return time.perf_counter() - started, len(data)
 
 
-def _slices(table: JobTable) -> tuple[int, float, float, float]:
-    """Turns, the longest, the first, and all together (seconds)."""
+def _slices(begin: Callable[[], object], step: Callable[[object], bool]) -> str:
+    """Work begun by `begin()` and done by `step(work)` until it returns True, as the
+    Raft service does it, a step a reactor turn: the turns, the longest, the first
+    (with the beginning), and all of them together."""
     started = time.perf_counter()
-    build = table.begin_snapshot()
+    work = begin()
     began = time.perf_counter() - started
     turns, longest, first, total = 0, 0.0, 0.0, began
     while True:
         started = time.perf_counter()
-        data = build.step(SNAPSHOT_STEP_RECORDS)
+        done = step(work)
         took = time.perf_counter() - started
         if turns == 0:
             first = began + took
         turns += 1
         longest = max(longest, first if turns == 1 else took)
         total += took
-        if data is not None:
-            return turns, longest, first, total
+        if done:
+            return (
+                f"{turns:4} turns, longest {1000 * longest:6.1f} ms, "
+                f"first {1000 * first:6.1f} ms, in all {1000 * total:7.1f} ms"
+            )
 
 
 def _replay_seconds() -> float:
@@ -103,15 +111,16 @@ def main() -> None:
         print(f"whole   {label:6}  {1000 * seconds:7.1f} ms  ({size / 1e6:.1f} MB)")
     table = _table(args.jobs, args.keys)
     for label in ("new", "cached"):
-        turns, longest, first, total = _slices(table)
-        print(
-            f"slices  {label:6}  {turns:4} turns, longest {1000 * longest:6.1f} ms, "
-            f"first {1000 * first:6.1f} ms, in all {1000 * total:7.1f} ms"
-        )
+        built = _slices(table.begin_snapshot, lambda b: b.step(SNAPSHOT_STEP_RECORDS) is not None)
+        print(f"slices  {label:6}  {built}")
     data = table.snapshot()
     started = time.perf_counter()
     JobTable().restore(data)
-    print(f"restore          {1000 * (time.perf_counter() - started):7.1f} ms")
+    print(f"restore whole   {1000 * (time.perf_counter() - started):7.1f} ms")
+    restored = _slices(
+        lambda: JobTable().begin_restore(data), lambda r: r.step(RESTORE_STEP_RECORDS)
+    )
+    print(f"restore slices  {restored}")
     print(f"replay  {SNAPSHOT_WRITE_ENTRIES:,} entries {1000 * _replay_seconds():7.1f} ms")
 
 

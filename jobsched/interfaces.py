@@ -113,6 +113,20 @@ class IStateMachine(Interface):
     def restore(data):
         """Replace the applied state with a snapshot made by `snapshot`."""
 
+    def begin_restore(data):
+        """An `ISnapshotRestore` of `data`: `restore` done in steps, the state unchanged
+        until the step that completes it."""
+
+
+class ISnapshotRestore(Interface):
+    """A snapshot restored a slice at a time, so that a follower installing a large
+    one costs no long pause of the reactor."""
+
+    def step(limit):
+        """Do about `limit` units of work (a unit: one job record read or loaded);
+        return True once the state has been replaced, else False. ValueError, the
+        state unchanged, if the data is not a snapshot."""
+
 
 class ISnapshotBuild(Interface):
     """A snapshot put together a slice at a time, so that a large state costs no long

@@ -32,9 +32,10 @@ from zope.interface import implementer
 
 from jobsched._proto import scheduler_pb2
 from jobsched.errors import InvalidArgument
-from jobsched.interfaces import IJobTable
+from jobsched.interfaces import IJobTable, ISnapshotRestore
 from jobsched.jobs.model import AttemptRecord, Job, JobStatus, Outcome
 from jobsched.jobs.snapshot_build import SnapshotBuild, dumps
+from jobsched.jobs.snapshot_reader import read_object
 
 IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000
 DEFAULT_PAGE_SIZE = 100
@@ -204,35 +205,38 @@ def _encoded_as_now(state: dict) -> bool:
     )
 
 
-def _jobs(state: dict):
-    """Each job of a snapshot with its sequence number, from either format."""
-    if _encoded_as_now(state):
-        yield from map(_job_from_values, state["jobs"])
-        return
-    for record in _records(state):
-        seq = record.pop("seq")
-        record["status"] = JobStatus(record["status"])
-        record["image"] = sys.intern(record["image"])
-        record["attempt_history"] = _history(record.get("attempt_history", ()))
-        yield seq, Job(**record)
+def _job_decoder(header: dict) -> Callable[[object], tuple[int, Job]]:
+    """What makes a job's sequence number and the job of one record of a snapshot
+    whose members other than the jobs are `header`, in either format."""
+    if _encoded_as_now(header):
+        return _job_from_values
+    if header["format"] == 1:
+        return _job_from_record
+    return functools.partial(_job_from_named_values, header["fields"], header["attempt_fields"])
 
 
-def _records(state: dict):
-    """Each job of a snapshot as a dict of its fields (attempts too), from either
-    format."""
-    if state["format"] == 1:
-        yield from state["jobs"]
-        return
-    names, attempt_names = state["fields"], state["attempt_fields"]
-    for values in state["jobs"]:
-        if len(values) != len(names):
-            raise ValueError(f"a job record of {len(values)} fields, not {len(names)}")
-        record = dict(zip(names, values, strict=True))
-        record["attempt_history"] = [
-            dict(zip(attempt_names, attempt, strict=True))
-            for attempt in record.get("attempt_history", ())
-        ]
-        yield record
+def _job_from_named_values(
+    names: list[str], attempt_names: list[str], values: list
+) -> tuple[int, Job]:
+    """A format-2 record whose fields are not (all) those this version writes."""
+    if len(values) != len(names):
+        raise ValueError(f"a job record of {len(values)} fields, not {len(names)}")
+    record = dict(zip(names, values, strict=True))
+    record["attempt_history"] = [
+        dict(zip(attempt_names, attempt, strict=True))
+        for attempt in record.get("attempt_history", ())
+    ]
+    return _job_from_record(record)
+
+
+def _job_from_record(record: dict) -> tuple[int, Job]:
+    """A job's sequence number and the job from its fields by name (format 1)."""
+    record = dict(record)
+    seq = record.pop("seq")
+    record["status"] = JobStatus(record["status"])
+    record["image"] = sys.intern(record["image"])
+    record["attempt_history"] = _history(record.get("attempt_history", ()))
+    return seq, Job(**record)
 
 
 def _job_from_values(values: list) -> tuple[int, Job]:
@@ -758,27 +762,83 @@ class JobTable:
     def restore(self, data: bytes) -> None:
         """Replace the whole state by a `snapshot`; ValueError (state untouched) if the
         data is not one."""
-        replacement = JobTable()
-        try:
-            state = json.loads(data.decode("utf-8"))
-            if state["format"] not in (1, SNAPSHOT_FORMAT):
-                raise ValueError(f"unknown snapshot format {state['format']!r}")
-            replacement._next_seq = state["next_seq"]
-            for seq, job in _jobs(state):
-                if not replacement.last_seq < seq < replacement._next_seq:
-                    raise ValueError(f"job sequence {seq!r} out of order")
-                replacement._insert(seq, job)
-            for key, job_id, first_ms in state["idempotency_keys"]:
-                replacement._keys[key] = (job_id, first_ms)
-            replacement._workers = set(state["workers"])
-            replacement._entry_forms = int(state.get("entry_forms", 1))
-            if _encoded_as_now(state):  # each job's record, as its next snapshot has it
-                replacement._snapshot_records = {
-                    values[-1]: dumps(values) for values in state["jobs"]
-                }
-        except (AttributeError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"not a job table snapshot: {e}") from e
+        self.begin_restore(data).step(math.inf)
+
+    def begin_restore(self, data: bytes) -> SnapshotRestore:
+        """A `restore` of `data` done in steps; the table is unchanged until the step
+        that completes it."""
+        return SnapshotRestore(self, data)
+
+    def _replace_by(self, replacement: JobTable) -> None:
         listeners = self._listeners
         vars(self).update(vars(replacement))
         self._listeners = listeners
         self._notify("restored", None)
+
+
+_STREAMED = frozenset(("jobs", "idempotency_keys"))
+_UNITS_PER_KEY = 1 / 8
+"""An idempotency key read or loaded is this part of a step's unit, a job record."""
+
+
+@implementer(ISnapshotRestore)
+class SnapshotRestore:
+    """A table's `restore` in steps: the snapshot is read a record at a time
+    (`read_object`), then a table is made of it a job at a time, then swapped in."""
+
+    def __init__(self, table: JobTable, data: bytes) -> None:
+        self._table = table
+        self._values: dict[str, object] = {}
+        self._elements: dict[str, list] = {}
+        self._units = self._work(data)
+        self._refused: ValueError | None = None
+
+    def step(self, limit: float) -> bool:
+        """Read or load up to about `limit` job records; True once the table has been
+        replaced. ValueError (the table unchanged, and at every later step) if the
+        data is not a snapshot."""
+        if self._refused is not None:
+            raise self._refused
+        spent = 0.0
+        try:
+            for unit in self._units:
+                spent += unit
+                if spent >= limit:
+                    return False
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+            self._refused = ValueError(f"not a job table snapshot: {e}")
+            raise self._refused from e
+        return True
+
+    def _work(self, data: bytes):
+        """The units of work, as they are done; the last one swaps the table in."""
+        text = data.decode("utf-8")
+        elements = self._elements
+        for member in read_object(text, _STREAMED, self._values, elements):
+            yield _UNITS_PER_KEY if member == "idempotency_keys" else 1
+        replacement = yield from self._load(self._values, elements)
+        self._table._replace_by(replacement)
+
+    def _load(self, header: dict, elements: dict[str, list]):
+        if header["format"] not in (1, SNAPSHOT_FORMAT):
+            raise ValueError(f"unknown snapshot format {header['format']!r}")
+        replacement = JobTable()
+        replacement._next_seq = header["next_seq"]
+        decode = _job_decoder(header)
+        for record in elements["jobs"]:
+            seq, job = decode(record)
+            if not replacement.last_seq < seq < replacement._next_seq:
+                raise ValueError(f"job sequence {seq!r} out of order")
+            replacement._insert(seq, job)
+            yield 1
+        for key, job_id, first_ms in elements["idempotency_keys"]:
+            replacement._keys[key] = (job_id, first_ms)
+            yield _UNITS_PER_KEY
+        replacement._workers = set(header["workers"])
+        replacement._entry_forms = int(header.get("entry_forms", 1))
+        if _encoded_as_now(header):  # each job's record, as its next snapshot has it
+            records = replacement._snapshot_records
+            for values in elements["jobs"]:
+                records[values[-1]] = dumps(values)
+                yield 1
+        return replacement

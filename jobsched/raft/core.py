@@ -483,9 +483,10 @@ class RaftCore:
 
     def take_ready(self, apply: bool = True) -> Ready | None:
         """Hand out everything collected since the last call (None when nothing);
-        with `apply` False, committed entries wait for a later call (`commits_waiting`)."""
+        with `apply` False, committed entries wait for a later call (`commits_waiting`),
+        as they do in a Ready that carries a snapshot to restore."""
         committed: list[LogEntry] = []
-        if apply and self.commits_waiting:
+        if apply and self.commits_waiting and self._restore_out is None:
             start = self._emitted_index + 1
             end = min(self.commit_index, self._emitted_index + self.limits.max_apply_entries)
             committed = self.log.slice(start, end + 1, self.limits.max_apply_bytes)

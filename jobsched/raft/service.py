@@ -7,7 +7,8 @@ Everything here runs on the reactor thread; nothing blocks.
 
 A failed durable write is final: the service fails every waiting proposal, stops
 serving, logs one line and calls `on_storage_failure` with it (the node ends the
-process there, so that a supervisor restarts it from what is on disk).
+process there, so that a supervisor restarts it from what is on disk). So is a
+leader's snapshot that cannot be restored (the log already counts it as applied).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from jobsched.errors import (
@@ -37,12 +39,13 @@ from jobsched.interfaces import (
     IRaftStorage,
     IRaftTransport,
     ISnapshotBuild,
+    ISnapshotRestore,
     IStateMachine,
 )
 from jobsched.metrics import NodeMetrics
 from jobsched.raft.core import CANDIDATE, FOLLOWER, LEADER, RaftCore, RaftLimits, RaftTimings, Ready
 from jobsched.raft.messages import AppendEntriesRequest, InstallSnapshotRequest, LogEntry
-from jobsched.raft.storage import StoredState
+from jobsched.raft.storage import Snapshot, StoredState
 
 __all__ = ["PeerProgress", "RaftLimits", "RaftService", "RaftStatus", "RaftTimings"]
 
@@ -58,6 +61,19 @@ COMPACTION_BACKLOG_THRESHOLDS = 32
 # A compaction's snapshot is built this many job records a reactor turn (about 6 ms
 # on this machine when none was encoded before).
 SNAPSHOT_STEP_RECORDS = 2000
+# A leader's snapshot is restored this many job records a reactor turn (read, then
+# loaded: about 2 ms on this machine).
+RESTORE_STEP_RECORDS = 1000
+
+
+@dataclass
+class _Restoring:
+    """A leader's snapshot being restored, a slice a reactor turn."""
+
+    snapshot: Snapshot
+    restore: ISnapshotRestore
+    began: float
+    steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,8 +116,9 @@ class _Waiter:
 class RaftService(Service):
     """IRaftService: consensus for the rest of the node, driven by the reactor.
 
-    `on_storage_failure(message)` is called once, when a durable write fails, with one
-    line naming what failed (for SqliteStorage: the file and the OS error)."""
+    `on_storage_failure(message)` is called once, when a durable write fails (or a
+    leader's snapshot cannot be restored), with one line naming what failed (for
+    SqliteStorage: the file and the OS error)."""
 
     def __init__(
         self,
@@ -148,6 +165,8 @@ class RaftService(Service):
         # (index, build, when it began) of the snapshot being built
         self._snapshot_build: tuple[int, ISnapshotBuild, float] | None = None
         self._snapshot_call = None  # the next slice of that build
+        self._restoring: _Restoring | None = None  # a leader's snapshot, until restored
+        self._restore_call = None  # its next slice
         self._seen_role: tuple[str, int, int] | None = None
         self._appended_at: dict[int, float] = {}  # index -> when it reached the log
         self._may_lead = True
@@ -169,6 +188,7 @@ class RaftService(Service):
         self._core = core = RaftCore(
             self.node_id, self.peers, stored, now, self._rng, self.timings, self.limits
         )
+        self._restoring = None
         core.may_lead = self._may_lead
         if stored.snapshot is not None:
             self._state_machine.restore(stored.snapshot.data)
@@ -185,10 +205,18 @@ class RaftService(Service):
         return self._storage.close()
 
     def _stop_timers(self) -> None:
-        for call in (self._timer, self._expiry_call, self._resume_call, self._snapshot_call):
+        calls = (
+            self._timer,
+            self._expiry_call,
+            self._resume_call,
+            self._snapshot_call,
+            self._restore_call,
+        )
+        for call in calls:
             if call is not None and call.active():
                 call.cancel()
-        self._timer = self._expiry_call = self._resume_call = self._snapshot_call = None
+        self._timer = self._expiry_call = self._resume_call = None
+        self._snapshot_call = self._restore_call = None
         self._timer_due = math.inf
 
     def _fail_everything(self, error_type) -> None:
@@ -329,6 +357,12 @@ class RaftService(Service):
         if self._core is not None:
             self._core.may_lead = False
 
+    def _restrain_while_restoring(self) -> None:
+        """A node restoring a leader's snapshot does not stand for election (its
+        table is not yet the log's); it may again once the restore is complete."""
+        if self._core is not None:
+            self._core.may_lead = self._may_lead and self._restoring is None
+
     def transfer_leadership(self, target_id: int = 0, exclude=frozenset()) -> defer.Deferred:
         """Hand leadership to `target_id` (0 = the best live peer not in `exclude`).
 
@@ -389,7 +423,8 @@ class RaftService(Service):
         self._processing = True
         try:
             while self._active:
-                ready = self._core.take_ready(apply)
+                # Entries after a snapshot being restored wait until it is.
+                ready = self._core.take_ready(apply and self._restoring is None)
                 if ready is None:
                     break
                 self._carry_out(ready)
@@ -436,22 +471,52 @@ class RaftService(Service):
                 )
             self._finish_transfer(ready.transfer_result)
 
-    def _install(self, snapshot) -> None:
-        """Replace the state by a snapshot the leader sent; one info line says so, and
-        how long the reactor was held (seconds for a large table)."""
-        started = self._clock.seconds()
-        self._state_machine.restore(snapshot.data)
+    def _install(self, snapshot: Snapshot) -> None:
+        """Replace the state by a snapshot the leader sent, a slice a reactor turn
+        (`_continue_restore`): meanwhile the table stays as it was, later entries wait
+        to be applied and this node does not stand for election."""
+        if self._restore_call is not None and self._restore_call.active():
+            self._restore_call.cancel()  # a newer snapshot replaces one being restored
+        self._restoring = _Restoring(
+            snapshot, self._state_machine.begin_restore(snapshot.data), self._clock.seconds()
+        )
+        self._restrain_while_restoring()
         self._last_applied = snapshot.index
         self._appended_at = {
             index: at for index, at in self._appended_at.items() if index > snapshot.index
         }
+        self._continue_restore()
+
+    def _continue_restore(self) -> None:
+        """One slice of the restore; once complete, one info line says so (and how long
+        it took), and the entries after it apply."""
+        self._restore_call = None
+        restoring = self._restoring
+        if not self._active or restoring is None:
+            return
+        restoring.steps += 1
+        try:
+            complete = restoring.restore.step(RESTORE_STEP_RECORDS)
+        except ValueError:
+            self._halt("Restoring the leader's snapshot failed", Failure())
+            return
+        if not complete:
+            self._restore_call = self._clock.callLater(0, self._continue_restore)
+            return
+        self._restoring = None
+        self._restrain_while_restoring()
         log.info(
-            "Installed a snapshot from the leader: index {index}, {size} bytes, {seconds:.2f}s",
-            index=snapshot.index,
-            size=len(snapshot.data),
-            seconds=self._clock.seconds() - started,
+            "Installed a snapshot from the leader: index {index}, {size} bytes,"
+            " restored in {seconds:.2f}s, slices: {steps}",
+            index=restoring.snapshot.index,
+            size=len(restoring.snapshot.data),
+            steps=restoring.steps,
+            seconds=self._clock.seconds() - restoring.began,
             node=self.node_id,
         )
+        self._notify("applied")
+        if not self._processing:
+            self._step()
 
     def _log_role_change(self) -> None:
         """One info line when an election starts, when this node wins one, and when it
@@ -515,13 +580,16 @@ class RaftService(Service):
         return d
 
     def _storage_failed(self, failure) -> None:
+        self._halt("Raft storage failed", failure)
+
+    def _halt(self, what: str, failure: Failure) -> None:
         """Nothing more is acknowledged: fail the waiters, step down, stop serving,
         then report the failure (once) to whoever ends the process."""
         if self._failed:
             return
         message = failure.getErrorMessage()
         log.critical(
-            "Raft storage failed, this node stops: {reason}", reason=message, node=self.node_id
+            "{what}, this node stops: {reason}", what=what, reason=message, node=self.node_id
         )
         self._failed = True
         self._stop_timers()

@@ -806,6 +806,22 @@ class SnapshotTests(RaftCoreTestCase):
         self.assertEqual((core.log.first_index, core.log.last_index), (3, 4))
         self.assertEqual([e.index for e in node.storage.load().entries], [3, 4])
 
+    def test_a_ready_that_restores_a_snapshot_applies_nothing_after_it(self):
+        """The state machine restores a snapshot before it applies what follows it, and
+        may take turns to: entries committed after it come in a later Ready."""
+        node = Node(2, [1, 3])
+        core = node.core
+        (chunk,) = snapshot_chunks(encode([7, 8]), index=2, term=1, size=1000, leader_term=1)
+        core.receive_request(chunk, 1.0)
+        core.receive_request(AppendEntriesRequest(1, 1, 2, 1, entries(1, 1, start=3), 4), 1.0)
+        first = core.take_ready()
+        self.assertEqual((first.restore.index, first.committed), (2, []))
+        self.assertTrue(core.commits_waiting)
+        node.write(first)
+        second = core.take_ready()
+        self.assertIsNone(second.restore)
+        self.assertEqual([entry.index for entry in second.committed], [3, 4])
+
     def test_snapshot_catch_up_in_cluster(self):
         limits = RaftLimits(compaction_threshold=20, snapshot_chunk_bytes=16)
         nodes = cluster(3, limits=limits)

@@ -28,6 +28,7 @@ from jobsched.interfaces import (
     IRaftStorage,
     IRaftTransport,
     ISnapshotBuild,
+    ISnapshotRestore,
     IStateMachine,
 )
 from jobsched.raft import codec
@@ -44,6 +45,7 @@ from jobsched.raft.storage import MemoryStorage, StoredState
 
 LATENCY = 0.002
 RPC_TIMEOUT = 0.1
+TURN_SECONDS = 0.001
 DEFAULT_TIMINGS = RaftTimings()
 DEFAULT_LIMITS = RaftLimits()
 
@@ -60,6 +62,8 @@ class Recorder:
     def __init__(self) -> None:
         self.values: list = []
         self.snapshot_steps = 1  # the steps its snapshot build takes
+        self.restore_steps = 1  # the steps a restore takes
+        self.on_restore_step = lambda: None  # called at each step of a restore
         self.builds_begun = 0
 
     def apply(self, index, cmd):
@@ -75,6 +79,31 @@ class Recorder:
 
     def restore(self, data: bytes) -> None:
         self.values = [int(v) for v in data.decode().split(",")] if data else []
+
+    def begin_restore(self, data: bytes):
+        return RecorderRestore(self, data, self.restore_steps)
+
+
+@implementer(ISnapshotRestore)
+class RecorderRestore:
+    """A Recorder's restore, complete (values replaced) after `steps` steps; a step of
+    data that is not a Recorder's snapshot raises ValueError."""
+
+    def __init__(self, recorder: Recorder, data: bytes, steps: int) -> None:
+        self.recorder = recorder
+        self.data = data
+        self.steps_left = steps
+
+    def step(self, limit):
+        self.recorder.on_restore_step()
+        self.steps_left -= 1
+        if self.steps_left > 0:
+            return False
+        try:
+            self.recorder.restore(self.data)
+        except ValueError as e:
+            raise ValueError(f"not a Recorder's snapshot: {e}") from e
+        return True
 
 
 @implementer(ISnapshotBuild)
@@ -158,6 +187,15 @@ class FailingStorage(MemoryStorage):
         return self._fails(MemoryStorage.save_snapshot, index, term, data)
 
 
+class TurnsTakeTime(task.Clock):
+    """A clock on which the next reactor turn (`callLater(0)`) comes TURN_SECONDS
+    later: what falls due meanwhile (messages, timers) comes first, as on a reactor
+    whose turns take time."""
+
+    def callLater(self, delay, fn, *args, **kwargs):
+        return super().callLater(delay or TURN_SECONDS, fn, *args, **kwargs)
+
+
 class Network:
     """Delivers Raft requests between services after LATENCY; cut links time out."""
 
@@ -229,8 +267,9 @@ class Cluster:
         timings: RaftTimings = DEFAULT_TIMINGS,
         limits: RaftLimits = DEFAULT_LIMITS,
         storage_factory=MemoryStorage,
+        clock: task.Clock | None = None,
     ) -> None:
-        self.clock = task.Clock()
+        self.clock = clock if clock is not None else task.Clock()
         self.network = Network(self.clock)
         self.ids = list(range(1, size + 1))
         self.rng = random.Random(seed)
@@ -719,12 +758,92 @@ class CompactionTests(unittest.TestCase):
         ]
         size = len(stored.snapshot.data)
         self.assertEqual(
-            installed, [f"Installed a snapshot from the leader: index 1001, {size} bytes, 0.00s"]
+            installed,
+            [
+                f"Installed a snapshot from the leader: index 1001, {size} bytes,"
+                " restored in 0.00s, slices: 1"
+            ],
         )
         d = leader.propose(command(5000))
         cluster.run(0.1)
         self.successResultOf(d)
         self.assertEqual(cluster.machines[lagging].values[-1], 5000)
+
+    def lagging_node_behind_a_compaction(self, clock: task.Clock | None = None):
+        """A cluster whose leader compacted 1,100 entries while one node was down; that
+        node's id, and the leader."""
+        cluster = Cluster(3, seed=12, limits=RaftLimits(snapshot_chunk_bytes=4096), clock=clock)
+        leader = cluster.leader()
+        lagging = next(i for i in cluster.ids if i != leader.node_id)
+        cluster.stop(lagging)
+        cluster.run(COMPACTION_PATIENCE_SECONDS)
+        for batch in range(11):
+            for i in range(100):
+                leader.propose(command(batch * 100 + i))
+            cluster.run(0.05)
+        self.assertEqual(leader.status().first_log_index, 1002)
+        return cluster, lagging, leader
+
+    def test_a_leaders_snapshot_is_restored_over_many_turns_while_later_entries_wait(self):
+        """A follower restores a leader's snapshot a slice a reactor turn: meanwhile
+        its state stays as it was, entries after the snapshot are committed there but
+        applied only once it is restored, and it does not stand for election, even
+        with its leader gone; once restored it does."""
+        cluster, lagging, leader = self.lagging_node_behind_a_compaction(TurnsTakeTime())
+        other = next(i for i in cluster.ids if i not in (lagging, leader.node_id))
+        node = cluster.start(lagging)
+        machine = cluster.machines[lagging]
+        # 0.45 s of turns: the first election timeout after the leader goes falls in
+        # it, the third (when a node that may not lead stands regardless) after it.
+        machine.restore_steps = 450
+        seen = []
+
+        def look() -> None:
+            seen.append((len(machine.values), node.status()))
+            if len(seen) == 1:
+                leader.propose(command(5000))
+            elif len(seen) == 20:  # 5000 committed by now; then the cluster goes
+                cluster.stop(leader.node_id)
+                cluster.stop(other)
+
+        machine.on_restore_step = look
+        cluster.run_until(lambda: len(seen) == 450, step=TURN_SECONDS)
+        self.assertEqual({applied for applied, _ in seen}, {0})
+        self.assertEqual({status.role for _, status in seen}, {"follower"})
+        self.assertEqual(seen[-1][1].commit_index, 1102)  # 5000's entry, not yet applied
+        cluster.run(TURN_SECONDS)
+        self.assertEqual(machine.values, [*range(1100), 5000])
+        cluster.run_until(lambda: node.status().role != "follower")  # alone, it stands
+
+    def test_a_leaders_snapshot_that_cannot_be_restored_stops_the_node(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        cluster, lagging, leader = self.lagging_node_behind_a_compaction()
+        node = cluster.start(lagging)
+        machine = cluster.machines[lagging]
+
+        def broken(data: bytes) -> None:
+            raise ValueError("damaged")
+
+        machine.restore = broken
+        cluster.run_until(lambda: cluster.storage_failures[lagging])
+        self.assertEqual(cluster.storage_failures[lagging], ["not a Recorder's snapshot: damaged"])
+        critical = [
+            formatEvent(event)
+            for event in events
+            if event.get("log_level") == LogLevel.critical and event.get("node") == lagging
+        ]
+        self.assertEqual(
+            critical,
+            [
+                "Restoring the leader's snapshot failed, this node stops: "
+                "not a Recorder's snapshot: damaged"
+            ],
+        )
+        self.assertEqual(machine.values, [])
+        self.failureResultOf(node.propose(command(1)), StorageFailed)
+        self.assertEqual(leader.status().role, "leader")
 
     def test_a_snapshot_built_in_steps_compacts_at_the_index_it_began_at(self):
         """A large state's snapshot takes several reactor turns: the log is compacted
