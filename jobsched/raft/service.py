@@ -481,7 +481,6 @@ class RaftService(Service):
             snapshot, self._state_machine.begin_restore(snapshot.data), self._clock.seconds()
         )
         self._restrain_while_restoring()
-        self._last_applied = snapshot.index
         self._appended_at = {
             index: at for index, at in self._appended_at.items() if index > snapshot.index
         }
@@ -505,6 +504,9 @@ class RaftService(Service):
             return
         self._restoring = None
         self._restrain_while_restoring()
+        # Only now: workers' heartbeats say what their node has applied, and the
+        # leader reads a job missing from them as not running there (Dispatcher).
+        self._last_applied = restoring.snapshot.index
         log.info(
             "Installed a snapshot from the leader: index {index}, {size} bytes,"
             " restored in {seconds:.2f}s, slices: {steps}",

@@ -786,7 +786,8 @@ class CompactionTests(unittest.TestCase):
 
     def test_a_leaders_snapshot_is_restored_over_many_turns_while_later_entries_wait(self):
         """A follower restores a leader's snapshot a slice a reactor turn: meanwhile
-        its state stays as it was, entries after the snapshot are committed there but
+        its state stays as it was (and the applied index it reports, which its
+        worker's heartbeats carry), entries after the snapshot are committed there but
         applied only once it is restored, and it does not stand for election, even
         with its leader gone; once restored it does."""
         cluster, lagging, leader = self.lagging_node_behind_a_compaction(TurnsTakeTime())
@@ -811,8 +812,10 @@ class CompactionTests(unittest.TestCase):
         self.assertEqual({applied for applied, _ in seen}, {0})
         self.assertEqual({status.role for _, status in seen}, {"follower"})
         self.assertEqual(seen[-1][1].commit_index, 1102)  # 5000's entry, not yet applied
+        self.assertLess(max(status.last_applied for _, status in seen), 1001)
         cluster.run(TURN_SECONDS)
         self.assertEqual(machine.values, [*range(1100), 5000])
+        self.assertEqual(node.status().last_applied, 1102)
         cluster.run_until(lambda: node.status().role != "follower")  # alone, it stands
 
     def test_a_leaders_snapshot_that_cannot_be_restored_stops_the_node(self):
