@@ -90,8 +90,9 @@ class SnapshotRestoreTests(unittest.TestCase):
 
     def test_damaged_snapshots_are_refused_at_some_step_and_change_nothing(self):
         """A snapshot cut short, or with a byte changed: ValueError at some step, the
-        table as it was (and a later step refuses again); or, where the change left
-        a valid snapshot, the table of what `restore` makes of it."""
+        table as it was (and a later step refuses again, as `restore` in one call
+        does); or, where the change left a valid snapshot, the table of what `restore`
+        makes of it."""
         data = random_table(3).snapshot()
         rng = random.Random(3)
         for trial in range(300):
@@ -109,6 +110,7 @@ class SnapshotRestoreTests(unittest.TestCase):
             except ValueError:
                 self.assertEqual(target.snapshot(), before, f"trial {trial}")
                 self.assertRaises(ValueError, restore.step, 1)
+                self.assertRaises(ValueError, JobTable().restore, bytes(damaged))
                 continue
             whole = JobTable()
             whole.restore(bytes(damaged))
