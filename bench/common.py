@@ -44,7 +44,8 @@ def running_cluster(
 ) -> Iterator[Cluster]:
     """`size` nodes with the process executor, up and with a leader; all of them
     stopped (by PID) on the way out. `{workdir}` in an argument becomes a temporary
-    directory (removed afterwards) and `{node_id}` each node's id. With `tls` the nodes
+    directory (removed afterwards unless `keep_logs`, or the bench failed inside: then
+    its node logs are kept for a look) and `{node_id}` each node's id. With `tls` the nodes
     run with mutual TLS (certificates made in the directory) and the cluster's nodes
     carry the client certificate (`Node.credentials.tls`) a bench client presents."""
     workdir = Path(tempfile.mkdtemp(prefix="jobsched-bench-"))
@@ -61,6 +62,9 @@ def running_cluster(
             node.wait_ready(timeout=30)
         cluster.leader(timeout=10)
         yield cluster
+    except BaseException:
+        keep_logs = True
+        raise
     finally:
         stop_nodes(factory.nodes)
         if keep_logs:

@@ -550,7 +550,10 @@ class SqliteStorage:
 
     def _written(self, outcome: Any, batch: list[_Write]) -> None:
         """On the reactor: start the next transaction first, then wake this batch's
-        writers (so the writes they issue queue behind it instead of going one by one)."""
+        writers (so the writes they issue queue behind it instead of going one by one).
+        Writes queued meanwhile that write nothing (a compaction keeping its entries)
+        are done with this batch, after it: run as a batch of their own they would
+        complete at once, before this batch's writers heard of theirs."""
         self._in_flight = False
         if isinstance(outcome, Failure):
             self._broken = outcome
@@ -563,6 +566,10 @@ class SqliteStorage:
             self.commit_count += 1
             self.entries_written += sum(entries for _, entries, _ in batch)
         if self._pending:
-            self._flush()
+            if any(statements for statements, _, _ in self._pending):
+                self._flush()
+            else:
+                batch += self._pending
+                self._pending = []
         for _, _, d in batch:
             d.callback(None)

@@ -148,6 +148,27 @@ class GroupCommitTests(SqliteStorageTestCase):
         await defer.gatherResults(writes)
         self.assertEqual((store.commit_count, store.entries_written), (2, 51))
 
+    async def test_a_write_of_nothing_completes_after_the_one_in_flight(self):
+        """A compaction that keeps its entries writes nothing. Issued while an append is
+        being committed, it completes after that append all the same: the Raft service
+        counts its writes durable in the order it issued them (in the other order a
+        node took itself for behind on its own disk and stopped answering its peers,
+        which wedged the whole cluster)."""
+        connector = ControlledConnector()
+        store, _ = self.open_store(connect=connector)
+        gate = self.hold_commits(connector)
+        done: list[str] = []
+        append = store.append(entries(1, 3))
+        append.addCallback(lambda _: done.append("append"))
+        await next_turn()  # the append is being committed
+        kept = store.save_compaction(2, 1, b"two")
+        kept.addCallback(lambda _: done.append("compaction"))
+        await next_turn()
+        self.assertEqual(done, [])
+        gate.set()
+        await defer.gatherResults([append, kept])
+        self.assertEqual(done, ["append", "compaction"])
+
     async def test_entries_appended_after_the_last_are_one_statement(self):
         # Each statement lets go of the GIL and must win it back from a busy leader's
         # reactor and gRPC loop: appends at the end of the log are one INSERT that
