@@ -807,7 +807,7 @@ class SnapshotRestore:
                 spent += unit
                 if spent >= limit:
                     return False
-        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+        except (AttributeError, IndexError, KeyError, RecursionError, TypeError, ValueError) as e:
             self._refused = ValueError(f"not a job table snapshot: {e}")
             raise self._refused from e
         return True

@@ -496,7 +496,7 @@ class RaftService(Service):
         restoring.steps += 1
         try:
             complete = restoring.restore.step(RESTORE_STEP_RECORDS)
-        except ValueError:
+        except Exception:  # not a snapshot, or a bug: a node half restored must not go on
             self._halt("Restoring the leader's snapshot failed", Failure())
             return
         if not complete:

@@ -65,6 +65,11 @@ class SnapshotRestoreTests(unittest.TestCase):
             again = commands.submit_job("again", "x", T0, idempotency_key="key-1")
             self.assertEqual(target.apply(10_000, again), source.apply(10_000, again))
 
+    def test_a_snapshot_nested_past_the_interpreters_depth_is_refused(self):
+        deep = b'{"format":2,"jobs":[' + b"[" * 100_000 + b"]" * 100_000 + b"]}"
+        self.assertRaises(ValueError, JobTable().begin_restore(deep).step, 1000)
+        self.assertRaises(ValueError, JobTable().restore, deep)
+
     def test_a_step_reads_or_loads_about_its_limit_of_records(self):
         table = new_table(commands.ENTRY_FORMS)
         for n in range(100):
