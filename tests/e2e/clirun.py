@@ -95,10 +95,20 @@ class TerminalRun:
         return deferToThread(self._read_until, text, timeout)
 
     def finish(self, timeout: float = 30):
-        """A Deferred of (exit code, stdout, everything the terminal showed)."""
+        """A Deferred of (exit code, stdout, everything the terminal showed). The
+        terminal is read while the process ends, as a terminal's window would: a
+        process whose terminal nobody reads blocks once its buffer is full."""
 
         def wait():
-            stdout, _ = self.process.communicate(timeout=timeout)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    stdout, _ = self.process.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
+                    self._read_until("\0never\0", 0.05)
             self._read_until("\0never\0", 0.5)
             return self.process.returncode, stdout, self.shown
 
