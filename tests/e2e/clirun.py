@@ -61,6 +61,18 @@ def parsed(result: subprocess.CompletedProcess) -> object:
         raise AssertionError(f"not JSON: {result}") from None
 
 
+# Ctrl-C at a terminal interrupts; a suite started in the background by a shell without
+# job control (`make test &`) ignores SIGINT, and its children inherit that, so the CLI
+# is started with SIGINT back at its default (Python then turns it into
+# KeyboardInterrupt) before it execs.
+_WITH_DEFAULT_SIGINT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+]
+
+
 class TerminalRun:
     """`jobsched args...` with its stderr on a pseudo-terminal (stdout piped), so that it
     behaves as on a terminal; the test reads what it shows there."""
@@ -68,7 +80,7 @@ class TerminalRun:
     def __init__(self, *args: str) -> None:
         self._master, slave = pty.openpty()
         self.process = subprocess.Popen(
-            [*CLI, *args],
+            [*_WITH_DEFAULT_SIGINT, *CLI[1:], *args],
             env=cli_environment(TERM="xterm"),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -95,20 +107,10 @@ class TerminalRun:
         return deferToThread(self._read_until, text, timeout)
 
     def finish(self, timeout: float = 30):
-        """A Deferred of (exit code, stdout, everything the terminal showed). The
-        terminal is read while the process ends, as a terminal's window would: a
-        process whose terminal nobody reads blocks once its buffer is full."""
+        """A Deferred of (exit code, stdout, everything the terminal showed)."""
 
         def wait():
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    stdout, _ = self.process.communicate(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() > deadline:
-                        raise
-                    self._read_until("\0never\0", 0.05)
+            stdout, _ = self.process.communicate(timeout=timeout)
             self._read_until("\0never\0", 0.5)
             return self.process.returncode, stdout, self.shown
 
