@@ -185,11 +185,11 @@ class RaftService(Service):
 
     def _start_core(self, stored: StoredState) -> None:
         now = self._clock.seconds()
-        self._core = core = RaftCore(
+        self._core = RaftCore(
             self.node_id, self.peers, stored, now, self._rng, self.timings, self.limits
         )
         self._restoring = None
-        core.may_lead = self._may_lead
+        self._tell_core_who_may_lead()
         if stored.snapshot is not None:
             self._state_machine.restore(stored.snapshot.data)
         self._last_applied = self._core.applied_index
@@ -354,12 +354,11 @@ class RaftService(Service):
         """From now on this node never stands for election (it drains); it still votes,
         follows and replicates."""
         self._may_lead = False
-        if self._core is not None:
-            self._core.may_lead = False
+        self._tell_core_who_may_lead()
 
-    def _restrain_while_restoring(self) -> None:
-        """A node restoring a leader's snapshot does not stand for election (its
-        table is not yet the log's); it may again once the restore is complete."""
+    def _tell_core_who_may_lead(self) -> None:
+        """This node stands for election unless it drains, or restores a leader's
+        snapshot (its table is not yet the log's) until the restore is complete."""
         if self._core is not None:
             self._core.may_lead = self._may_lead and self._restoring is None
 
@@ -480,7 +479,7 @@ class RaftService(Service):
         self._restoring = _Restoring(
             snapshot, self._state_machine.begin_restore(snapshot.data), self._clock.seconds()
         )
-        self._restrain_while_restoring()
+        self._tell_core_who_may_lead()
         self._appended_at = {
             index: at for index, at in self._appended_at.items() if index > snapshot.index
         }
@@ -503,7 +502,7 @@ class RaftService(Service):
             self._restore_call = self._clock.callLater(0, self._continue_restore)
             return
         self._restoring = None
-        self._restrain_while_restoring()
+        self._tell_core_who_may_lead()
         # Only now: workers' heartbeats say what their node has applied, and the
         # leader reads a job missing from them as not running there (Dispatcher).
         self._last_applied = restoring.snapshot.index
