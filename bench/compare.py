@@ -19,7 +19,8 @@ Modes of jobsched (etcd is the same in every mode):
     .venv/bin/python -m bench.compare --quick                # 1 round, 2 s per level
 
 CPU per write is the CPU time of every server process (each node or member, plus the
-job processes a node reaped) during the measured seconds, per committed write. Every
+job processes a node reaped) during the measured seconds, per committed write; a
+jobsched row is followed by that CPU split into the leader's and each follower's. Every
 row carries the load average: other work shares this machine. Prints; asserts nothing.
 """
 
@@ -119,13 +120,17 @@ def _measure(args, system: str, address: str, pids: list[int], clients: int, bat
             profilers = start_profilers(args.py_spy, names)
             args.profiled.append(clients)
         note = machine_note()
-        cpu_before = total_cpu_seconds(pids)
+        cpu_before = [total_cpu_seconds([pid]) for pid in pids]
         result = client.measure()
-        cpu = total_cpu_seconds(pids) - cpu_before
+        cpu_each = [
+            total_cpu_seconds([pid]) - before for pid, before in zip(pids, cpu_before, strict=True)
+        ]
     finally:
         stop_profilers(profilers)
         client.close()
-    result["cpu_ms"] = 1000 * cpu / max(1, result["writes"])
+    per_write = 1000 / max(1, result["writes"])
+    result["cpu_ms"] = per_write * sum(cpu_each)
+    result["cpu_ms_each"] = [per_write * cpu for cpu in cpu_each]
     result["note"] = note
     return result
 
@@ -143,12 +148,18 @@ def _jobsched(args, mode: str) -> Iterator[tuple[str, list[int]]]:
             _cancel(cluster.leader(timeout=10).grpc_address, busy)
 
 
-def _row(label: str, r: dict) -> str:
+def _row(label: str, r: dict, by_node: bool = False) -> str:
+    """One run's figures; `by_node`: and the CPU per write of the leader and of each
+    follower (jobsched's pids are the leader's first)."""
     errors = sum(r["errors"].values())
-    return (
+    row = (
         f"{label:<22} {r['rate']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
         f"{r['cpu_ms']:>8.3f} {errors:>5}   {r['note']}"
     )
+    if by_node:
+        leader, *followers = (f"{ms:.3f}" for ms in r["cpu_ms_each"])
+        row += f"\n{'':<22} CPU ms/w: leader {leader}, followers {', '.join(followers)}"
+    return row
 
 
 def main() -> None:
@@ -202,7 +213,8 @@ def _run_all(args, levels: list[int], modes: list[str]) -> dict:
                     with _jobsched(args, mode) as (leader, pids):
                         r = _measure(args, "jobsched", leader, pids, clients, batch)
                     results[("jobsched", mode, clients, round_number)] = r
-                    print(_row(f"jobsched {mode} {clients}c r{round_number}", r), flush=True)
+                    label = f"jobsched {mode} {clients}c r{round_number}"
+                    print(_row(label, r, by_node=True), flush=True)
                     for error, count in sorted(r["errors"].items(), key=lambda e: -e[1])[:3]:
                         print(f"    {count} x {error}")
     return results
