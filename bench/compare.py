@@ -48,7 +48,7 @@ from bench.common import (
 )
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from tests.nodeproc import REPO_ROOT, TWISTD, wait_until
+from tests.nodeproc import REPO_ROOT, TWISTD, Node, wait_until
 
 MODES = ("run", "pending", "durable", "batch")
 BUSY_JOBS = 3
@@ -104,8 +104,26 @@ def _cancel(address: str, job_ids: list[str]) -> None:
                 stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=10)
 
 
-def _measure(args, system: str, address: str, pids: list[int], clients: int, batch=0) -> dict:
-    """One closed-loop run against `address`; figures plus the servers' CPU."""
+def _appends_received(follower: Node) -> tuple[float, float]:
+    """(AppendEntries answered, entries appended) by `follower` so far, from /metrics."""
+    text = follower.get("/metrics").body
+    counts = {
+        "jobsched_raft_appends_received_total": 0.0,
+        "jobsched_raft_entries_appended_total": 0.0,
+    }
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        name = name.partition("{")[0]
+        if name in counts:
+            counts[name] += float(value)
+    return tuple(counts.values())
+
+
+def _measure(
+    args, system: str, address: str, pids: list[int], clients: int, batch=0, followers=()
+) -> dict:
+    """One closed-loop run against `address`; figures plus the servers' CPU, and what
+    the `followers` received (the entries each append carried)."""
     client = ClientProcess(
         "--system", system, "--address", address, "--clients", str(clients),
         "--warmup", str(args.warmup), "--seconds", str(args.seconds),
@@ -121,7 +139,14 @@ def _measure(args, system: str, address: str, pids: list[int], clients: int, bat
             args.profiled.append(clients)
         note = machine_note()
         cpu_before = [total_cpu_seconds([pid]) for pid in pids]
+        appends_before = [_appends_received(follower) for follower in followers]
         result = client.measure()
+        appends = [
+            (after[0] - before[0], after[1] - before[1])
+            for before, after in zip(
+                appends_before, (_appends_received(f) for f in followers), strict=True
+            )
+        ]
         cpu_each = [
             total_cpu_seconds([pid]) - before for pid, before in zip(pids, cpu_before, strict=True)
         ]
@@ -131,19 +156,21 @@ def _measure(args, system: str, address: str, pids: list[int], clients: int, bat
     per_write = 1000 / max(1, result["writes"])
     result["cpu_ms"] = per_write * sum(cpu_each)
     result["cpu_ms_each"] = [per_write * cpu for cpu in cpu_each]
+    result["appends"] = appends
     result["note"] = note
     return result
 
 
 @contextlib.contextmanager
-def _jobsched(args, mode: str) -> Iterator[tuple[str, list[int]]]:
-    """A fresh 3-node cluster for one measurement (pending jobs pile up otherwise)."""
+def _jobsched(args, mode: str) -> Iterator[tuple[str, list[Node]]]:
+    """A fresh 3-node cluster for one measurement (pending jobs pile up otherwise): the
+    leader's address and the nodes, the leader's first."""
     with running_cluster(3, *_node_options(mode, args.large_cap)) as cluster:
         address = cluster.leader(timeout=10).grpc_address
         busy = fill_every_slot(address) if mode != "run" else []
         nodes = sorted(cluster.nodes.values(), key=lambda node: node.grpc_address != address)
         try:
-            yield address, [node.process.pid for node in nodes]
+            yield address, nodes
         finally:
             _cancel(cluster.leader(timeout=10).grpc_address, busy)
 
@@ -159,6 +186,11 @@ def _row(label: str, r: dict, by_node: bool = False) -> str:
     if by_node:
         leader, *followers = (f"{ms:.3f}" for ms in r["cpu_ms_each"])
         row += f"\n{'':<22} CPU ms/w: leader {leader}, followers {', '.join(followers)}"
+        received = ", ".join(
+            f"{appends / r['elapsed']:.0f}/s of {entries / max(1, appends):.1f} entries"
+            for appends, entries in r["appends"]
+        )
+        row += f"; followers' appends: {received}"
     return row
 
 
@@ -210,8 +242,9 @@ def _run_all(args, levels: list[int], modes: list[str]) -> dict:
                 print(_row(f"etcd {clients}c r{round_number}", r), flush=True)
                 for mode in modes:
                     batch = args.batch_size if mode == "batch" else 0
-                    with _jobsched(args, mode) as (leader, pids):
-                        r = _measure(args, "jobsched", leader, pids, clients, batch)
+                    with _jobsched(args, mode) as (leader, nodes):
+                        pids = [node.process.pid for node in nodes]
+                        r = _measure(args, "jobsched", leader, pids, clients, batch, nodes[1:])
                     results[("jobsched", mode, clients, round_number)] = r
                     label = f"jobsched {mode} {clients}c r{round_number}"
                     print(_row(label, r, by_node=True), flush=True)
