@@ -22,6 +22,7 @@ setup(
         "cryptography==50.0.2",  # certificates: jobsched certs, node identities
         "pyOpenSSL==26.4.0",  # HTTPS for REST (twisted's TLS)
         "prometheus-client==0.26.0",  # /metrics: histograms, counters, the exposition format
+        "uvloop==0.23.0",  # the gRPC server's event loop: libuv's, in C (performance.md)
     ],
     extras_require={
         "test": [
