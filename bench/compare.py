@@ -20,7 +20,8 @@ Modes of jobsched (etcd is the same in every mode):
 
 CPU per write is the CPU time of every server process (each node or member, plus the
 job processes a node reaped) during the measured seconds, per committed write; a
-jobsched row is followed by that CPU split into the leader's and each follower's. Every
+jobsched row is followed by that CPU split into the leader's and each follower's, and
+by the appends each follower received a second and the entries each carried. Every
 row carries the load average: other work shares this machine. Prints; asserts nothing.
 """
 
@@ -176,8 +177,9 @@ def _jobsched(args, mode: str) -> Iterator[tuple[str, list[Node]]]:
 
 
 def _row(label: str, r: dict, by_node: bool = False) -> str:
-    """One run's figures; `by_node`: and the CPU per write of the leader and of each
-    follower (jobsched's pids are the leader's first)."""
+    """One run's figures; with `by_node`, a second line: the CPU per write of the
+    leader and of each follower (jobsched's pids are the leader's first), and the
+    appends each follower received."""
     errors = sum(r["errors"].values())
     row = (
         f"{label:<22} {r['rate']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "

@@ -1,8 +1,8 @@
 """An asyncio event loop in a thread of its own (the gRPC server runs on it).
 
 The loop is uvloop's (libuv, in C) rather than asyncio's own, whose scheduling runs in
-Python: grpc.aio runs every call through the loop, and with uvloop a leader spent
-about 7 % less CPU a write (docs/performance.md, eighteenth pass).
+Python: grpc.aio runs every call through the loop, and with uvloop a leader spent 4 to 13 %
+less CPU a write (docs/performance.md, eighteenth pass).
 """
 
 from __future__ import annotations
