@@ -17,7 +17,12 @@ from collections import Counter
 
 # (category, pattern over "function (file:line)"), checked for each frame from the leaf
 RULES = [
-    ("grpc.aio (C code run by loop callbacks)", r"^Handle\._run \(asyncio/events\.py"),
+    # asyncio's loop runs a callback from Handle._run; uvloop's, in C, from its
+    # run_forever, which py-spy shows as the loop thread's own frame
+    (
+        "grpc.aio (C code run by loop callbacks)",
+        r"^Handle\._run \(asyncio/events\.py|^EventLoopThread\._run \(jobsched/net/loop\.py",
+    ),
     ("protobuf", r"google/protobuf|_pb2\.py|\(<frozen .*message"),
     ("metrics", r"prometheus_client/"),
     (
