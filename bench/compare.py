@@ -49,7 +49,7 @@ from bench.common import (
 )
 from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
-from tests.nodeproc import REPO_ROOT, TWISTD, Node, wait_until
+from tests.nodeproc import REPO_ROOT, TWISTD, Node, metric_samples, wait_until
 
 MODES = ("run", "pending", "durable", "batch")
 BUSY_JOBS = 3
@@ -107,17 +107,15 @@ def _cancel(address: str, job_ids: list[str]) -> None:
 
 def _appends_received(follower: Node) -> tuple[float, float]:
     """(AppendEntries answered, entries appended) by `follower` so far, from /metrics."""
-    text = follower.get("/metrics").body
-    counts = {
-        "jobsched_raft_appends_received_total": 0.0,
-        "jobsched_raft_entries_appended_total": 0.0,
-    }
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        name = name.partition("{")[0]
-        if name in counts:
-            counts[name] += float(value)
-    return tuple(counts.values())
+    samples = metric_samples(follower.get("/metrics").body)
+
+    def total(name: str) -> float:
+        return sum(value for key, value in samples.items() if key.partition("{")[0] == name)
+
+    return (
+        total("jobsched_raft_appends_received_total"),
+        total("jobsched_raft_entries_appended_total"),
+    )
 
 
 def _measure(
