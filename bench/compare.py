@@ -13,9 +13,14 @@ Modes of jobsched (etcd is the same in every mode):
            measured jobs stay pending: the submit path alone
   durable  pending, and every node has a --data-dir (SQLite, fsync per commit)
   batch    pending, SubmitJobs of --batch-size jobs per call; figures are jobs/s
+  floor    no cluster: one process of bench/grpc_floor.py whose grpc.aio server (on a
+           uvloop loop, like a node's) answers each SubmitJob after a hop to a reactor
+           thread through the node's bridge, and does nothing else; the most a node
+           built this way could answer here, beside etcd's rate of the same minutes
 
     .venv/bin/python -m bench.compare                        # run, pending, durable
     .venv/bin/python -m bench.compare --modes batch --clients 8
+    .venv/bin/python -m bench.compare --modes floor,pending --clients 32
     .venv/bin/python -m bench.compare --quick                # 1 round, 2 s per level
 
 CPU per write is the CPU time of every server process (each node or member, plus the
@@ -43,6 +48,7 @@ from bench.closed_loop import ClientProcess
 from bench.common import (
     machine_note,
     running_cluster,
+    serving,
     start_profilers,
     stop_profilers,
     total_cpu_seconds,
@@ -51,7 +57,7 @@ from jobsched._proto import scheduler_pb2 as pb
 from jobsched._proto import scheduler_pb2_grpc as pb_grpc
 from tests.nodeproc import REPO_ROOT, TWISTD, Node, metric_samples, wait_until
 
-MODES = ("run", "pending", "durable", "batch")
+MODES = ("run", "pending", "durable", "batch", "floor")
 BUSY_JOBS = 3
 BUSY_COMMAND = "sleep 600"
 
@@ -241,6 +247,12 @@ def _run_all(args, levels: list[int], modes: list[str]) -> dict:
                 results[("etcd", "", clients, round_number)] = r
                 print(_row(f"etcd {clients}c r{round_number}", r), flush=True)
                 for mode in modes:
+                    if mode == "floor":
+                        with serving("bench.grpc_floor", "--serve-hopping") as (address, server):
+                            r = _measure(args, "jobsched", address, [server.pid], clients)
+                        results[("jobsched", mode, clients, round_number)] = r
+                        print(_row(f"floor {clients}c r{round_number}", r), flush=True)
+                        continue
                     batch = args.batch_size if mode == "batch" else 0
                     with _jobsched(args, mode) as (leader, nodes):
                         pids = [node.process.pid for node in nodes]
